@@ -1,0 +1,982 @@
+//! AVX-512 IFMA NTT for moduli below 2^50.
+//!
+//! Negacyclic NTT of one RNS limb using the AVX-512 IFMA instructions
+//! (`vpmadd52luq` / `vpmadd52huq`), selected at run time.
+//!
+//! Convention (identical to the portable path, bit for bit):
+//! * forward: input coefficients in `[0, q)` in standard order, output
+//!   `A[i] = sum_j a[j] * psi^((2*brv(i)+1)*j) mod q` (bit-reversed evaluation
+//!   order), fully reduced in `[0, q)`;
+//! * inverse: the exact inverse map, output coefficients in `[0, q)`.
+//!
+//! Arithmetic: Harvey lazy butterflies with 52-bit Shoup multiplication. For
+//! `w < q < 2^50` and `w' = floor(w * 2^52 / q)`, `y < 2^52`:
+//! `hi = floor(w' * y / 2^52)`, `r = (w*y - hi*q) mod 2^52` lies in `[0, 2q)`.
+//! Forward values live in `[0, 4q)` between stages, inverse values in `[0, 2q)`;
+//! `4q < 2^52` is why `q < 2^50` is required.
+//!
+//! Stages with butterfly distance `t >= 8` are plain 8-lane loops; the last
+//! three forward stages (first three inverse stages), `t = 4, 2, 1`, are done
+//! in registers on pairs of 8-element blocks with 128-bit / 64-bit shuffles,
+//! reading their roots from the same compact bit-reversed root table.
+//! Consecutive `t >= 8` stages are fused two at a time (radix-4 style) to halve
+//! memory passes.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use imp::{IfmaNttTables, is_available};
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) use stub::{IfmaNttTables, is_available};
+
+/// Scalar helpers shared by the table construction (not hot).
+#[cfg(target_arch = "x86_64")]
+mod scalar {
+    pub(super) fn mul_mod(a: u64, b: u64, q: u64) -> u64 {
+        ((u128::from(a) * u128::from(b)) % u128::from(q)) as u64
+    }
+
+    pub(super) fn pow_mod(mut base: u64, mut e: u64, q: u64) -> u64 {
+        let mut r = 1 % q;
+        base %= q;
+        while e > 0 {
+            if e & 1 == 1 {
+                r = mul_mod(r, base, q);
+            }
+            base = mul_mod(base, base, q);
+            e >>= 1;
+        }
+        r
+    }
+
+    /// `floor(w * 2^52 / q)` for `w < q < 2^50`.
+    pub(super) fn shoup52(w: u64, q: u64) -> u64 {
+        ((u128::from(w) << 52) / u128::from(q)) as u64
+    }
+
+    pub(super) fn bit_reverse(x: usize, bits: u32) -> usize {
+        if bits == 0 {
+            0
+        } else {
+            x.reverse_bits() >> (usize::BITS - bits)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::scalar::{bit_reverse, mul_mod, pow_mod, shoup52};
+    use core::arch::x86_64::{
+        __m512i, _mm512_add_epi64, _mm512_and_si512, _mm512_loadu_si512, _mm512_madd52hi_epu64,
+        _mm512_madd52lo_epu64, _mm512_min_epu64, _mm512_permutex2var_epi64,
+        _mm512_permutexvar_epi64, _mm512_set_epi64, _mm512_set1_epi64, _mm512_setzero_si512,
+        _mm512_shuffle_i64x2, _mm512_storeu_si512, _mm512_sub_epi64, _mm512_unpackhi_epi64,
+        _mm512_unpacklo_epi64,
+    };
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const MASK52: u64 = (1u64 << 52) - 1;
+
+    /// 0 = not yet probed, 1 = unavailable, 2 = available.
+    static IFMA_STATE: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether the running CPU supports AVX-512F and AVX-512 IFMA (cached).
+    pub(crate) fn is_available() -> bool {
+        match IFMA_STATE.load(Ordering::Relaxed) {
+            2 => true,
+            1 => false,
+            _ => {
+                let ok = std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512ifma");
+                IFMA_STATE.store(if ok { 2 } else { 1 }, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+
+    /// Precomputed tables for the IFMA NTT of one limb.
+    #[derive(Debug, Clone)]
+    pub(crate) struct IfmaNttTables {
+        n: usize,
+        q: u64,
+        /// `psi^brv(k)` for `k in 0..n` (index 0 unused, set to 1).
+        fwd: Vec<u64>,
+        /// 52-bit Shoup factors of `fwd`.
+        fwd_shoup: Vec<u64>,
+        /// `psi^(-brv(k))` for `k in 0..n` (index 0 unused, set to 1).
+        inv: Vec<u64>,
+        /// 52-bit Shoup factors of `inv`.
+        inv_shoup: Vec<u64>,
+        /// `n^{-1} mod q` and its Shoup factor.
+        n_inv: u64,
+        n_inv_shoup: u64,
+        /// `psi^(-brv(1)) * n^{-1} mod q` (last inverse stage, fused) and its Shoup factor.
+        n_inv_w: u64,
+        n_inv_w_shoup: u64,
+    }
+
+    impl IfmaNttTables {
+        /// `q < 2^50`, `q ≡ 1 mod 2n`, `psi` a primitive 2n-th root of unity
+        /// mod q; `n` a power of two `>= 16`. Returns `None` if any of these
+        /// fail or IFMA is unavailable.
+        pub(crate) fn new(n: usize, q: u64, psi: u64) -> Option<Self> {
+            if !is_available() || !n.is_power_of_two() || n < 16 || q >= (1u64 << 50) || q < 3 {
+                return None;
+            }
+            let two_n = 2 * n as u64;
+            if q % two_n != 1 || psi == 0 || psi >= q {
+                return None;
+            }
+            // psi^n == -1 makes psi a primitive 2n-th root (its order divides 2n, not n).
+            if pow_mod(psi, n as u64, q) != q - 1 {
+                return None;
+            }
+            let bits = n.trailing_zeros();
+            let psi_inv = pow_mod(psi, q - 2, q);
+            // Powers psi^k, psi^-k for k in 0..n.
+            let mut pw = vec![1u64; n];
+            let mut pw_inv = vec![1u64; n];
+            for k in 1..n {
+                pw[k] = mul_mod(pw[k - 1], psi, q);
+                pw_inv[k] = mul_mod(pw_inv[k - 1], psi_inv, q);
+            }
+            let mut fwd = vec![1u64; n];
+            let mut inv = vec![1u64; n];
+            for k in 0..n {
+                let e = bit_reverse(k, bits);
+                fwd[k] = pw[e];
+                inv[k] = pw_inv[e];
+            }
+            let fwd_shoup = fwd.iter().map(|&w| shoup52(w, q)).collect();
+            let inv_shoup = inv.iter().map(|&w| shoup52(w, q)).collect();
+            let n_inv = pow_mod(n as u64 % q, q - 2, q);
+            let n_inv_w = mul_mod(n_inv, inv[1], q);
+            Some(Self {
+                n,
+                q,
+                fwd,
+                fwd_shoup,
+                inv,
+                inv_shoup,
+                n_inv,
+                n_inv_shoup: shoup52(n_inv, q),
+                n_inv_w,
+                n_inv_w_shoup: shoup52(n_inv_w, q),
+            })
+        }
+
+        /// Forward NTT in place; output fully reduced in `[0, q)`.
+        ///
+        /// Contract: `a.len() == n` (checked; a mismatch leaves `a` untouched and
+        /// trips a debug assertion) and every `a[i] < q` (inputs up to `4q` are
+        /// tolerated and still give the correct residues).
+        pub(crate) fn forward(&self, a: &mut [u64]) {
+            debug_assert_eq!(a.len(), self.n, "IFMA NTT: wrong length");
+            if a.len() != self.n {
+                return;
+            }
+            // SAFETY: `self` can only be built by `new`, which checked that the CPU
+            // supports avx512f and avx512ifma; `a.len() == n` was checked above.
+            unsafe { forward_kernel(self, a) }
+        }
+
+        /// Inverse NTT in place; output fully reduced in `[0, q)`.
+        ///
+        /// Contract: `a.len() == n` (checked as in [`Self::forward`]) and every
+        /// `a[i] < q` (inputs up to `2q` are tolerated).
+        pub(crate) fn inverse(&self, a: &mut [u64]) {
+            debug_assert_eq!(a.len(), self.n, "IFMA NTT: wrong length");
+            if a.len() != self.n {
+                return;
+            }
+            // SAFETY: as in `forward`.
+            unsafe { inverse_kernel(self, a) }
+        }
+    }
+
+    /// Constants broadcast once per transform.
+    #[derive(Clone, Copy)]
+    struct Consts {
+        q: __m512i,
+        q2: __m512i,
+        neg_q: __m512i,
+        mask: __m512i,
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn consts(q: u64) -> Consts {
+        Consts {
+            q: _mm512_set1_epi64(q as i64),
+            q2: _mm512_set1_epi64((2 * q) as i64),
+            neg_q: _mm512_set1_epi64(((1u64 << 52) - q) as i64),
+            mask: _mm512_set1_epi64(MASK52 as i64),
+        }
+    }
+
+    /// `w * y mod q` in `[0, 2q)` for `y < 2^52`, `w < q < 2^50`, `wp = floor(w 2^52 / q)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn mul_shoup(y: __m512i, w: __m512i, wp: __m512i, c: Consts) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        let hi = _mm512_madd52hi_epu64(zero, wp, y);
+        let lo = _mm512_madd52lo_epu64(zero, w, y);
+        // lo + (hi * (2^52 - q) mod 2^52) == w*y - hi*q (mod 2^52).
+        let r = _mm512_madd52lo_epu64(lo, hi, c.neg_q);
+        _mm512_and_si512(r, c.mask)
+    }
+
+    /// Maps `[0, 2m)` to `[0, m)` (unsigned min trick: `x - m` wraps when `x < m`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn reduce_once(x: __m512i, m: __m512i) -> __m512i {
+        _mm512_min_epu64(x, _mm512_sub_epi64(x, m))
+    }
+
+    /// Cooley-Tukey lazy butterfly: inputs in `[0, 4q)`, outputs in `[0, 4q)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn ct(x: __m512i, y: __m512i, w: __m512i, wp: __m512i, c: Consts) -> (__m512i, __m512i) {
+        let x = reduce_once(x, c.q2);
+        let t = mul_shoup(y, w, wp, c);
+        (_mm512_add_epi64(x, t), _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), t))
+    }
+
+    /// Gentleman-Sande lazy butterfly: inputs in `[0, 2q)`, outputs in `[0, 2q)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn gs(x: __m512i, y: __m512i, w: __m512i, wp: __m512i, c: Consts) -> (__m512i, __m512i) {
+        let s = reduce_once(_mm512_add_epi64(x, y), c.q2);
+        let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), y);
+        (s, mul_shoup(d, w, wp, c))
+    }
+
+    /// Index vector, lanes given low to high (`_mm512_set_epi64` takes them high to low).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn idx(l: [i64; 8]) -> __m512i {
+        _mm512_set_epi64(l[7], l[6], l[5], l[4], l[3], l[2], l[1], l[0])
+    }
+
+    /// # Safety
+    /// The CPU supports avx512f + avx512ifma, `a.len() == tb.n`, `tb` built by `new`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    unsafe fn forward_kernel(tb: &IfmaNttTables, a: &mut [u64]) {
+        let n = tb.n;
+        let c = consts(tb.q);
+        let p = a.as_mut_ptr();
+        let roots = tb.fwd.as_ptr();
+        let roots_p = tb.fwd_shoup.as_ptr();
+
+        // Stages with t >= 8, fused two at a time where possible.
+        let mut m = 1usize;
+        let mut t = n / 2;
+        while t >= 8 {
+            if t >= 16 {
+                // Two stages: (m, t) and (2m, t/2) on blocks of 2t elements.
+                let h = t / 2;
+                for i in 0..m {
+                    let w1 = _mm512_set1_epi64(tb.fwd[m + i] as i64);
+                    let w1p = _mm512_set1_epi64(tb.fwd_shoup[m + i] as i64);
+                    let w2 = _mm512_set1_epi64(tb.fwd[2 * m + 2 * i] as i64);
+                    let w2p = _mm512_set1_epi64(tb.fwd_shoup[2 * m + 2 * i] as i64);
+                    let w3 = _mm512_set1_epi64(tb.fwd[2 * m + 2 * i + 1] as i64);
+                    let w3p = _mm512_set1_epi64(tb.fwd_shoup[2 * m + 2 * i + 1] as i64);
+                    let base = 2 * i * t;
+                    let mut j = base;
+                    while j < base + h {
+                        // SAFETY: j + 3h + 8 <= base + 4h = base + 2t <= n = a.len().
+                        unsafe {
+                            let p0 = p.add(j);
+                            let p1 = p.add(j + h);
+                            let p2 = p.add(j + 2 * h);
+                            let p3 = p.add(j + 3 * h);
+                            let x0 = _mm512_loadu_si512(p0.cast());
+                            let x1 = _mm512_loadu_si512(p1.cast());
+                            let x2 = _mm512_loadu_si512(p2.cast());
+                            let x3 = _mm512_loadu_si512(p3.cast());
+                            let (y0, y2) = ct(x0, x2, w1, w1p, c);
+                            let (y1, y3) = ct(x1, x3, w1, w1p, c);
+                            let (z0, z1) = ct(y0, y1, w2, w2p, c);
+                            let (z2, z3) = ct(y2, y3, w3, w3p, c);
+                            _mm512_storeu_si512(p0.cast(), z0);
+                            _mm512_storeu_si512(p1.cast(), z1);
+                            _mm512_storeu_si512(p2.cast(), z2);
+                            _mm512_storeu_si512(p3.cast(), z3);
+                        }
+                        j += 8;
+                    }
+                }
+                m *= 4;
+                t /= 4;
+            } else {
+                for i in 0..m {
+                    let w = _mm512_set1_epi64(tb.fwd[m + i] as i64);
+                    let wp = _mm512_set1_epi64(tb.fwd_shoup[m + i] as i64);
+                    let base = 2 * i * t;
+                    let mut j = base;
+                    while j < base + t {
+                        // SAFETY: j + t + 8 <= base + 2t <= n = a.len().
+                        unsafe {
+                            let px = p.add(j);
+                            let py = p.add(j + t);
+                            let x = _mm512_loadu_si512(px.cast());
+                            let y = _mm512_loadu_si512(py.cast());
+                            let (x, y) = ct(x, y, w, wp, c);
+                            _mm512_storeu_si512(px.cast(), x);
+                            _mm512_storeu_si512(py.cast(), y);
+                        }
+                        j += 8;
+                    }
+                }
+                m *= 2;
+                t /= 2;
+            }
+        }
+        debug_assert_eq!(m, n / 8);
+
+        // Last three stages (t = 4, 2, 1) on pairs of 8-element blocks, in registers.
+        let bcast4 = idx([0, 0, 0, 0, 1, 1, 1, 1]);
+        let bcast2 = idx([0, 0, 1, 1, 2, 2, 3, 3]);
+        let pair_lo = idx([0, 1, 8, 9, 4, 5, 12, 13]);
+        let pair_hi = idx([2, 3, 10, 11, 6, 7, 14, 15]);
+        let out_lo = idx([0, 8, 1, 9, 2, 10, 3, 11]);
+        let out_hi = idx([4, 12, 5, 13, 6, 14, 7, 15]);
+        let nb = n / 8;
+        let mut b = 0usize;
+        while b < nb {
+            // SAFETY: 8b + 16 <= n; root loads read indices below
+            // nb + b + 8 <= n/4 + 6, 2nb + 2b + 8 <= n/2 + 4 and 4nb + 4b + 8 <= n.
+            unsafe {
+                let pa = p.add(8 * b);
+                let pb = p.add(8 * b + 8);
+                let v0 = _mm512_loadu_si512(pa.cast());
+                let v1 = _mm512_loadu_si512(pb.cast());
+
+                // t = 4: roots fwd[nb + b], fwd[nb + b + 1].
+                let r = _mm512_loadu_si512(roots.add(nb + b).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(nb + b).cast());
+                let w = _mm512_permutexvar_epi64(bcast4, r);
+                let wp = _mm512_permutexvar_epi64(bcast4, rp);
+                // x = [v0.0..4, v1.0..4], y = [v0.4..8, v1.4..8] (128-bit chunks).
+                let x = _mm512_shuffle_i64x2::<0b01_00_01_00>(v0, v1);
+                let y = _mm512_shuffle_i64x2::<0b11_10_11_10>(v0, v1);
+                let (x, y) = ct(x, y, w, wp, c);
+
+                // t = 2: roots fwd[2nb + 2b .. 2nb + 2b + 4].
+                let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * b).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(2 * nb + 2 * b).cast());
+                let w = _mm512_permutexvar_epi64(bcast2, r);
+                let wp = _mm512_permutexvar_epi64(bcast2, rp);
+                let x2 = _mm512_permutex2var_epi64(x, pair_lo, y);
+                let y2 = _mm512_permutex2var_epi64(x, pair_hi, y);
+                let (x, y) = ct(x2, y2, w, wp, c);
+
+                // t = 1: roots fwd[4nb + 4b .. 4nb + 4b + 8].
+                let w = _mm512_loadu_si512(roots.add(4 * nb + 4 * b).cast());
+                let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * b).cast());
+                let x3 = _mm512_unpacklo_epi64(x, y);
+                let y3 = _mm512_unpackhi_epi64(x, y);
+                let (x, y) = ct(x3, y3, w, wp, c);
+
+                // Full reduction [0, 4q) -> [0, q), then back to standard lane order.
+                let x = reduce_once(reduce_once(x, c.q2), c.q);
+                let y = reduce_once(reduce_once(y, c.q2), c.q);
+                _mm512_storeu_si512(pa.cast(), _mm512_permutex2var_epi64(x, out_lo, y));
+                _mm512_storeu_si512(pb.cast(), _mm512_permutex2var_epi64(x, out_hi, y));
+            }
+            b += 2;
+        }
+    }
+
+    /// # Safety
+    /// The CPU supports avx512f + avx512ifma, `a.len() == tb.n`, `tb` built by `new`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    unsafe fn inverse_kernel(tb: &IfmaNttTables, a: &mut [u64]) {
+        let n = tb.n;
+        let c = consts(tb.q);
+        let p = a.as_mut_ptr();
+        let roots = tb.inv.as_ptr();
+        let roots_p = tb.inv_shoup.as_ptr();
+
+        // First three stages (t = 1, 2, 4) on pairs of 8-element blocks, in registers.
+        let bcast4 = idx([0, 0, 0, 0, 1, 1, 1, 1]);
+        let bcast2 = idx([0, 0, 1, 1, 2, 2, 3, 3]);
+        let even = idx([0, 2, 4, 6, 8, 10, 12, 14]);
+        let odd = idx([1, 3, 5, 7, 9, 11, 13, 15]);
+        let pair_lo = idx([0, 1, 8, 9, 4, 5, 12, 13]);
+        let pair_hi = idx([2, 3, 10, 11, 6, 7, 14, 15]);
+        let nb = n / 8;
+        let mut b = 0usize;
+        while b < nb {
+            // SAFETY: same index bounds as the forward kernel's last stages.
+            unsafe {
+                let pa = p.add(8 * b);
+                let pb = p.add(8 * b + 8);
+                let v0 = _mm512_loadu_si512(pa.cast());
+                let v1 = _mm512_loadu_si512(pb.cast());
+
+                // t = 1
+                let w = _mm512_loadu_si512(roots.add(4 * nb + 4 * b).cast());
+                let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * b).cast());
+                let x = _mm512_permutex2var_epi64(v0, even, v1);
+                let y = _mm512_permutex2var_epi64(v0, odd, v1);
+                let (x, y) = gs(x, y, w, wp, c);
+
+                // t = 2
+                let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * b).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(2 * nb + 2 * b).cast());
+                let w = _mm512_permutexvar_epi64(bcast2, r);
+                let wp = _mm512_permutexvar_epi64(bcast2, rp);
+                let x2 = _mm512_unpacklo_epi64(x, y);
+                let y2 = _mm512_unpackhi_epi64(x, y);
+                let (x, y) = gs(x2, y2, w, wp, c);
+
+                // t = 4
+                let r = _mm512_loadu_si512(roots.add(nb + b).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(nb + b).cast());
+                let w = _mm512_permutexvar_epi64(bcast4, r);
+                let wp = _mm512_permutexvar_epi64(bcast4, rp);
+                let x3 = _mm512_permutex2var_epi64(x, pair_lo, y);
+                let y3 = _mm512_permutex2var_epi64(x, pair_hi, y);
+                let (x, y) = gs(x3, y3, w, wp, c);
+
+                _mm512_storeu_si512(pa.cast(), _mm512_shuffle_i64x2::<0b01_00_01_00>(x, y));
+                _mm512_storeu_si512(pb.cast(), _mm512_shuffle_i64x2::<0b11_10_11_10>(x, y));
+            }
+            b += 2;
+        }
+
+        // Remaining stages t = 8 .. n/4 (m = n/16 .. 2), fused two at a time where possible.
+        let mut m = n / 16;
+        let mut t = 8usize;
+        while m >= 2 {
+            if m >= 4 {
+                // Two stages: (m, t) then (m/2, 2t) on blocks of 4t elements.
+                let mh = m / 2;
+                for i in 0..mh {
+                    let w1 = _mm512_set1_epi64(tb.inv[m + 2 * i] as i64);
+                    let w1p = _mm512_set1_epi64(tb.inv_shoup[m + 2 * i] as i64);
+                    let w2 = _mm512_set1_epi64(tb.inv[m + 2 * i + 1] as i64);
+                    let w2p = _mm512_set1_epi64(tb.inv_shoup[m + 2 * i + 1] as i64);
+                    let w3 = _mm512_set1_epi64(tb.inv[mh + i] as i64);
+                    let w3p = _mm512_set1_epi64(tb.inv_shoup[mh + i] as i64);
+                    let base = 4 * i * t;
+                    let mut j = base;
+                    while j < base + t {
+                        // SAFETY: j + 3t + 8 <= base + 4t <= n = a.len().
+                        unsafe {
+                            let p0 = p.add(j);
+                            let p1 = p.add(j + t);
+                            let p2 = p.add(j + 2 * t);
+                            let p3 = p.add(j + 3 * t);
+                            let x0 = _mm512_loadu_si512(p0.cast());
+                            let x1 = _mm512_loadu_si512(p1.cast());
+                            let x2 = _mm512_loadu_si512(p2.cast());
+                            let x3 = _mm512_loadu_si512(p3.cast());
+                            let (y0, y1) = gs(x0, x1, w1, w1p, c);
+                            let (y2, y3) = gs(x2, x3, w2, w2p, c);
+                            let (z0, z2) = gs(y0, y2, w3, w3p, c);
+                            let (z1, z3) = gs(y1, y3, w3, w3p, c);
+                            _mm512_storeu_si512(p0.cast(), z0);
+                            _mm512_storeu_si512(p1.cast(), z1);
+                            _mm512_storeu_si512(p2.cast(), z2);
+                            _mm512_storeu_si512(p3.cast(), z3);
+                        }
+                        j += 8;
+                    }
+                }
+                m /= 4;
+                t *= 4;
+            } else {
+                for i in 0..m {
+                    let w = _mm512_set1_epi64(tb.inv[m + i] as i64);
+                    let wp = _mm512_set1_epi64(tb.inv_shoup[m + i] as i64);
+                    let base = 2 * i * t;
+                    let mut j = base;
+                    while j < base + t {
+                        // SAFETY: j + t + 8 <= base + 2t <= n = a.len().
+                        unsafe {
+                            let px = p.add(j);
+                            let py = p.add(j + t);
+                            let x = _mm512_loadu_si512(px.cast());
+                            let y = _mm512_loadu_si512(py.cast());
+                            let (x, y) = gs(x, y, w, wp, c);
+                            _mm512_storeu_si512(px.cast(), x);
+                            _mm512_storeu_si512(py.cast(), y);
+                        }
+                        j += 8;
+                    }
+                }
+                m /= 2;
+                t *= 2;
+            }
+        }
+        debug_assert_eq!(t, n / 2);
+
+        // Last stage (m = 1, t = n/2) fused with the multiplication by n^{-1}.
+        let ni = _mm512_set1_epi64(tb.n_inv as i64);
+        let nip = _mm512_set1_epi64(tb.n_inv_shoup as i64);
+        let nw = _mm512_set1_epi64(tb.n_inv_w as i64);
+        let nwp = _mm512_set1_epi64(tb.n_inv_w_shoup as i64);
+        let mut j = 0usize;
+        while j < t {
+            // SAFETY: j + t + 8 <= 2t = n = a.len().
+            unsafe {
+                let px = p.add(j);
+                let py = p.add(j + t);
+                let x = _mm512_loadu_si512(px.cast());
+                let y = _mm512_loadu_si512(py.cast());
+                // x, y in [0, 2q): sum and difference in [0, 4q) < 2^52.
+                let s = _mm512_add_epi64(x, y);
+                let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), y);
+                let s = reduce_once(mul_shoup(s, ni, nip, c), c.q);
+                let d = reduce_once(mul_shoup(d, nw, nwp, c), c.q);
+                _mm512_storeu_si512(px.cast(), s);
+                _mm512_storeu_si512(py.cast(), d);
+            }
+            j += 8;
+        }
+    }
+}
+
+/// Non-x86_64 targets: IFMA is never available and no tables can be built.
+#[cfg(not(target_arch = "x86_64"))]
+mod stub {
+    #[derive(Debug, Clone, Copy)]
+    enum Never {}
+
+    /// Always false on this target.
+    pub(crate) fn is_available() -> bool {
+        false
+    }
+
+    /// Uninhabited on this target: `new` always returns `None`.
+    #[derive(Debug, Clone)]
+    pub(crate) struct IfmaNttTables {
+        never: Never,
+    }
+
+    impl IfmaNttTables {
+        pub(crate) fn new(_n: usize, _q: u64, _psi: u64) -> Option<Self> {
+            None
+        }
+
+        pub(crate) fn forward(&self, _a: &mut [u64]) {
+            match self.never {}
+        }
+
+        pub(crate) fn inverse(&self, _a: &mut [u64]) {
+            match self.never {}
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::IfmaNttTables;
+    use super::scalar::{bit_reverse, mul_mod, pow_mod};
+
+    fn splitmix64(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Deterministic Miller-Rabin for u64.
+    fn is_prime(n: u64) -> bool {
+        if n < 2 {
+            return false;
+        }
+        const BASES: [u64; 12] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37];
+        for p in BASES {
+            if n % p == 0 {
+                return n == p;
+            }
+        }
+        let mut d = n - 1;
+        let mut s = 0;
+        while d % 2 == 0 {
+            d /= 2;
+            s += 1;
+        }
+        'witness: for a in BASES {
+            let mut x = pow_mod(a, d, n);
+            if x == 1 || x == n - 1 {
+                continue;
+            }
+            for _ in 1..s {
+                x = mul_mod(x, x, n);
+                if x == n - 1 {
+                    continue 'witness;
+                }
+            }
+            return false;
+        }
+        true
+    }
+
+    /// The `count` largest primes q ≡ 1 mod 2n below 2^bits.
+    fn primes_below(bits: u32, n: usize, count: usize) -> Vec<u64> {
+        let step = 2 * n as u64;
+        let mut q = ((1u64 << bits) - 1) / step * step + 1;
+        let mut out = Vec::new();
+        while out.len() < count {
+            if q < (1u64 << bits) && is_prime(q) {
+                out.push(q);
+            }
+            q -= step;
+        }
+        out
+    }
+
+    /// Some primitive 2n-th root of unity mod q (deterministic from the seed).
+    fn find_psi(n: usize, q: u64, seed: u64) -> u64 {
+        let mut s = seed;
+        loop {
+            let x = splitmix64(&mut s) % q;
+            if x < 2 {
+                continue;
+            }
+            let psi = pow_mod(x, (q - 1) / (2 * n as u64), q);
+            if pow_mod(psi, n as u64, q) == q - 1 {
+                return psi;
+            }
+        }
+    }
+
+    fn brv_powers(n: usize, q: u64, root: u64) -> Vec<u64> {
+        let bits = n.trailing_zeros();
+        (0..n).map(|k| pow_mod(root, bit_reverse(k, bits) as u64, q)).collect()
+    }
+
+    /// Reference O(n log n) Cooley-Tukey with u128 arithmetic (the convention).
+    fn ref_forward(a: &mut [u64], q: u64, psi: u64) {
+        let n = a.len();
+        let psi_brv = brv_powers(n, q, psi);
+        let mut m = 1;
+        let mut t = n / 2;
+        while m < n {
+            for i in 0..m {
+                let w = psi_brv[m + i];
+                for j in 2 * i * t..2 * i * t + t {
+                    let x = a[j];
+                    let y = mul_mod(w, a[j + t], q);
+                    a[j] = (x + y) % q;
+                    a[j + t] = (x + q - y) % q;
+                }
+            }
+            m *= 2;
+            t /= 2;
+        }
+    }
+
+    /// O(n^2) definition: A[i] = sum_j a[j] psi^((2 brv(i) + 1) j).
+    fn naive_forward(a: &[u64], q: u64, psi: u64) -> Vec<u64> {
+        let n = a.len();
+        let bits = n.trailing_zeros();
+        (0..n)
+            .map(|i| {
+                let root = pow_mod(psi, 2 * bit_reverse(i, bits) as u64 + 1, q);
+                let mut acc = 0u64;
+                let mut pw = 1u64;
+                for &aj in a {
+                    acc = (acc + mul_mod(aj, pw, q)) % q;
+                    pw = mul_mod(pw, root, q);
+                }
+                acc
+            })
+            .collect()
+    }
+
+    /// Scalar Harvey NTT with 64-bit Shoup factors (the speed baseline).
+    struct ScalarHarvey {
+        q: u64,
+        fwd: Vec<u64>,
+        fwd_s: Vec<u64>,
+        inv: Vec<u64>,
+        inv_s: Vec<u64>,
+        n_inv: u64,
+        n_inv_s: u64,
+    }
+
+    impl ScalarHarvey {
+        fn new(n: usize, q: u64, psi: u64) -> Self {
+            let sh = |w: u64| ((u128::from(w) << 64) / u128::from(q)) as u64;
+            let fwd = brv_powers(n, q, psi);
+            let inv = brv_powers(n, q, pow_mod(psi, q - 2, q));
+            let n_inv = pow_mod(n as u64, q - 2, q);
+            Self {
+                q,
+                fwd_s: fwd.iter().map(|&w| sh(w)).collect(),
+                inv_s: inv.iter().map(|&w| sh(w)).collect(),
+                fwd,
+                inv,
+                n_inv,
+                n_inv_s: sh(n_inv),
+            }
+        }
+
+        #[inline(always)]
+        fn mul(y: u64, w: u64, ws: u64, q: u64) -> u64 {
+            let hi = ((u128::from(ws) * u128::from(y)) >> 64) as u64;
+            w.wrapping_mul(y).wrapping_sub(hi.wrapping_mul(q))
+        }
+
+        fn forward(&self, a: &mut [u64]) {
+            let n = a.len();
+            let q = self.q;
+            let q2 = 2 * q;
+            let mut m = 1;
+            let mut t = n / 2;
+            while m < n {
+                for i in 0..m {
+                    let (w, ws) = (self.fwd[m + i], self.fwd_s[m + i]);
+                    let base = 2 * i * t;
+                    let (lo, hi) = a[base..base + 2 * t].split_at_mut(t);
+                    for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                        let mut xv = *x;
+                        if xv >= q2 {
+                            xv -= q2;
+                        }
+                        let tv = Self::mul(*y, w, ws, q);
+                        *x = xv + tv;
+                        *y = xv + q2 - tv;
+                    }
+                }
+                m *= 2;
+                t /= 2;
+            }
+            for x in a.iter_mut() {
+                let mut v = *x;
+                if v >= q2 {
+                    v -= q2;
+                }
+                if v >= q {
+                    v -= q;
+                }
+                *x = v;
+            }
+        }
+
+        fn inverse(&self, a: &mut [u64]) {
+            let n = a.len();
+            let q = self.q;
+            let q2 = 2 * q;
+            let mut m = n / 2;
+            let mut t = 1;
+            while m >= 1 {
+                for i in 0..m {
+                    let (w, ws) = (self.inv[m + i], self.inv_s[m + i]);
+                    let base = 2 * i * t;
+                    let (lo, hi) = a[base..base + 2 * t].split_at_mut(t);
+                    for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                        let (xv, yv) = (*x, *y);
+                        let mut s = xv + yv;
+                        if s >= q2 {
+                            s -= q2;
+                        }
+                        *x = s;
+                        *y = Self::mul(xv + q2 - yv, w, ws, q);
+                    }
+                }
+                m /= 2;
+                t *= 2;
+            }
+            for x in a.iter_mut() {
+                let mut v = Self::mul(*x, self.n_inv, self.n_inv_s, q);
+                if v >= q {
+                    v -= q;
+                }
+                *x = v;
+            }
+        }
+    }
+
+    fn random_vec(n: usize, q: u64, seed: &mut u64) -> Vec<u64> {
+        (0..n).map(|_| splitmix64(seed) % q).collect()
+    }
+
+    fn check_one(n: usize, q: u64, psi: u64, seed: &mut u64) {
+        let tb = IfmaNttTables::new(n, q, psi).expect("IFMA tables");
+        let mut impulse = vec![0u64; n];
+        impulse[n / 3] = q - 1;
+        let inputs = vec![
+            random_vec(n, q, seed),
+            random_vec(n, q, seed),
+            vec![q - 1; n],
+            vec![0; n],
+            (0..n).map(|i| if i % 2 == 0 { q - 1 } else { 0 }).collect(),
+            impulse,
+        ];
+        for a in inputs {
+            let mut expect = a.clone();
+            ref_forward(&mut expect, q, psi);
+            let mut got = a.clone();
+            tb.forward(&mut got);
+            assert_eq!(got, expect, "forward mismatch n={n} q={q}");
+            tb.inverse(&mut got);
+            assert_eq!(got, a, "inverse(forward(a)) != a, n={n} q={q}");
+            // The inverse of an arbitrary vector is the exact inverse map.
+            let mut inv = a.clone();
+            tb.inverse(&mut inv);
+            assert!(inv.iter().all(|&v| v < q));
+            ref_forward(&mut inv, q, psi);
+            assert_eq!(inv, a, "ref_forward(inverse(a)) != a, n={n} q={q}");
+        }
+    }
+
+    #[test]
+    fn ifma_reference_matches_naive_dft() {
+        let mut seed = 7;
+        for n in [16usize, 32, 64] {
+            for q in primes_below(40, n, 2) {
+                let psi = find_psi(n, q, seed);
+                let a = random_vec(n, q, &mut seed);
+                let mut r = a.clone();
+                ref_forward(&mut r, q, psi);
+                assert_eq!(r, naive_forward(&a, q, psi));
+                let sh = ScalarHarvey::new(n, q, psi);
+                let mut h = a.clone();
+                sh.forward(&mut h);
+                assert_eq!(h, r);
+                sh.inverse(&mut h);
+                assert_eq!(h, a);
+            }
+        }
+    }
+
+    #[test]
+    fn ifma_ntt_matches_reference() {
+        if !super::is_available() {
+            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+            return;
+        }
+        let mut seed = 0x1234_5678;
+        for n in [16usize, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536, 131072] {
+            let big = n >= 16384;
+            let bit_sizes: &[u32] = if big { &[30, 35, 50] } else { &[30, 35, 40, 45, 49, 50] };
+            for &bits in bit_sizes {
+                for q in primes_below(bits, n, if big { 1 } else { 2 }) {
+                    let psi = find_psi(n, q, seed ^ q);
+                    check_one(n, q, psi, &mut seed);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ifma_matches_naive_dft_small() {
+        if !super::is_available() {
+            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+            return;
+        }
+        let mut seed = 99;
+        for n in [16usize, 32, 64] {
+            for q in primes_below(50, n, 3).into_iter().chain(primes_below(31, n, 2)) {
+                let psi = find_psi(n, q, seed);
+                let tb = IfmaNttTables::new(n, q, psi).expect("IFMA tables");
+                let a = random_vec(n, q, &mut seed);
+                let mut got = a.clone();
+                tb.forward(&mut got);
+                assert_eq!(got, naive_forward(&a, q, psi));
+            }
+        }
+    }
+
+    #[test]
+    fn ifma_lazy_inputs() {
+        // Documented tolerance: forward accepts inputs < 4q, inverse < 2q.
+        if !super::is_available() {
+            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+            return;
+        }
+        let mut seed = 5;
+        for n in [16usize, 1024] {
+            let q = primes_below(50, n, 1)[0];
+            let psi = find_psi(n, q, 11);
+            let tb = IfmaNttTables::new(n, q, psi).expect("IFMA tables");
+            let a: Vec<u64> = (0..n).map(|_| splitmix64(&mut seed) % (4 * q)).collect();
+            let mut expect: Vec<u64> = a.iter().map(|&v| v % q).collect();
+            ref_forward(&mut expect, q, psi);
+            let mut got = a.clone();
+            tb.forward(&mut got);
+            assert_eq!(got, expect);
+            let b: Vec<u64> = (0..n).map(|_| splitmix64(&mut seed) % (2 * q)).collect();
+            let mut got = b.clone();
+            tb.inverse(&mut got);
+            ref_forward(&mut got, q, psi);
+            assert!(got.iter().zip(&b).all(|(&g, &v)| g == v % q));
+        }
+    }
+
+    #[test]
+    fn ifma_rejects_bad_parameters() {
+        if !super::is_available() {
+            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+            return;
+        }
+        let n = 1024;
+        let q = primes_below(40, n, 1)[0];
+        let psi = find_psi(n, q, 3);
+        assert!(IfmaNttTables::new(n, q, psi).is_some());
+        let q8 = primes_below(40, 8, 1)[0];
+        assert!(IfmaNttTables::new(8, q8, find_psi(8, q8, 1)).is_none());
+        assert!(IfmaNttTables::new(n, q, mul_mod(psi, psi, q)).is_none());
+        let big = primes_below(51, n, 1)[0];
+        assert!(big >= 1 << 50);
+        assert!(IfmaNttTables::new(n, big, find_psi(n, big, 3)).is_none());
+        assert!(IfmaNttTables::new(1000, q, psi).is_none());
+        // Wrong length: input untouched.
+        let tb = IfmaNttTables::new(n, q, psi).expect("IFMA tables");
+        let mut short = vec![1u64; n / 2];
+        if !cfg!(debug_assertions) {
+            tb.forward(&mut short);
+            assert!(short.iter().all(|&v| v == 1));
+        }
+    }
+
+    /// Timing: `cargo test -p henn-ring --release ifma_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing only"]
+    fn ifma_timing() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        if !super::is_available() {
+            eprintln!("note: avx512ifma not available");
+            return;
+        }
+        for (n, bits) in [(4096usize, 35u32), (16384, 35), (16384, 50), (65536, 35)] {
+            let q = primes_below(bits, n, 1)[0];
+            let psi = find_psi(n, q, 1);
+            let tb = IfmaNttTables::new(n, q, psi).expect("IFMA tables");
+            let sh = ScalarHarvey::new(n, q, psi);
+            let mut seed = 42;
+            let mut a = random_vec(n, q, &mut seed);
+            let iters = (8_000_000 / n).max(20);
+            let mut time = |f: &dyn Fn(&mut [u64])| {
+                for _ in 0..iters / 4 {
+                    f(black_box(&mut a));
+                }
+                let mut best = f64::MAX;
+                for _ in 0..7 {
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        f(black_box(&mut a));
+                    }
+                    best = best.min(t0.elapsed().as_nanos() as f64 / iters as f64);
+                }
+                best
+            };
+            let f_ifma = time(&|a| tb.forward(a));
+            let i_ifma = time(&|a| tb.inverse(a));
+            let f_sc = time(&|a| sh.forward(a));
+            let i_sc = time(&|a| sh.inverse(a));
+            println!(
+                "n={n:6} q~2^{bits}: IFMA fwd {f_ifma:8.0} ns inv {i_ifma:8.0} ns | scalar Harvey fwd {f_sc:8.0} ns inv {i_sc:8.0} ns | speedup fwd {:.2}x inv {:.2}x",
+                f_sc / f_ifma,
+                i_sc / i_ifma
+            );
+        }
+    }
+}
