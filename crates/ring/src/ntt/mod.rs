@@ -1,0 +1,218 @@
+//! Negacyclic number-theoretic transform per prime.
+//!
+//! Convention (the one SEAL and HEXL use): the forward transform maps coefficients
+//! `a[0..n]` in standard order to `A[i] = a(psi^(2*brv(i)+1))`, i.e. evaluations at the odd
+//! powers of a primitive `2n`-th root `psi`, in bit-reversed order; outputs are fully reduced.
+//! Butterflies are Harvey's lazy ones (values kept in `[0, 4q)` between stages).
+//!
+//! Two implementations: a portable one (any q < 2^61) and an AVX-512 IFMA one (q < 2^50),
+//! chosen at run time; both give bit-identical results.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod ifma;
+
+use crate::error::{Result, RingError};
+use crate::modulus::{Modulus, ShoupConst};
+use crate::primes::minimal_primitive_root;
+
+/// Which NTT kernel a table uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NttBackend {
+    /// Portable scalar Harvey butterflies.
+    Portable,
+    /// AVX-512 IFMA (52-bit multiply-add) kernels.
+    Ifma,
+}
+
+/// Precomputed tables for the negacyclic NTT of one prime.
+#[derive(Clone, Debug)]
+pub struct NttTable {
+    n: usize,
+    log_n: u32,
+    modulus: Modulus,
+    psi: u64,
+    /// `psi^brv(k)` with Shoup quotients, k = 0..n.
+    roots: Vec<ShoupConst>,
+    /// `psi^-brv(k)` with Shoup quotients, k = 0..n.
+    inv_roots: Vec<ShoupConst>,
+    n_inv: ShoupConst,
+    #[cfg(target_arch = "x86_64")]
+    ifma: Option<ifma::IfmaNttTables>,
+}
+
+/// Bit reversal of the low `bits` bits of `x`.
+#[inline]
+pub fn bit_reverse(x: usize, bits: u32) -> usize {
+    if bits == 0 { 0 } else { x.reverse_bits() >> (usize::BITS - bits) }
+}
+
+impl NttTable {
+    /// Builds the tables for degree `n` (a power of two, 16..=2^17) and prime `q ≡ 1 mod 2n`,
+    /// using the smallest primitive `2n`-th root of unity.
+    pub fn new(n: usize, q: u64) -> Result<Self> {
+        Self::with_backend(n, q, None)
+    }
+
+    /// As [`NttTable::new`], forcing the portable kernel when `force_portable` is set.
+    pub fn with_backend(n: usize, q: u64, force: Option<NttBackend>) -> Result<Self> {
+        if !n.is_power_of_two() || !(16..=1 << 17).contains(&n) {
+            return Err(RingError::InvalidDegree { n });
+        }
+        let modulus = Modulus::new(q)?;
+        let psi = minimal_primitive_root(q, n)?;
+        let psi_inv = modulus.inv(psi)?;
+        let log_n = n.trailing_zeros();
+        let mut roots = vec![modulus.shoup(0); n];
+        let mut inv_roots = vec![modulus.shoup(0); n];
+        let (mut pw, mut ipw) = (1u64, 1u64);
+        for k in 0..n {
+            let idx = bit_reverse(k, log_n);
+            roots[idx] = modulus.shoup(pw);
+            inv_roots[idx] = modulus.shoup(ipw);
+            pw = modulus.mul(pw, psi);
+            ipw = modulus.mul(ipw, psi_inv);
+        }
+        let n_inv = modulus.shoup(modulus.inv(n as u64)?);
+        #[cfg(target_arch = "x86_64")]
+        let ifma = match force {
+            Some(NttBackend::Portable) => None,
+            _ => ifma::IfmaNttTables::new(n, q, psi),
+        };
+        Ok(Self {
+            n,
+            log_n,
+            modulus,
+            psi,
+            roots,
+            inv_roots,
+            n_inv,
+            #[cfg(target_arch = "x86_64")]
+            ifma,
+        })
+    }
+
+    /// Ring degree.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The prime.
+    pub fn modulus(&self) -> &Modulus {
+        &self.modulus
+    }
+
+    /// The primitive `2n`-th root of unity used.
+    pub fn psi(&self) -> u64 {
+        self.psi
+    }
+
+    /// Which kernel this table runs.
+    pub fn backend(&self) -> NttBackend {
+        #[cfg(target_arch = "x86_64")]
+        if self.ifma.is_some() {
+            return NttBackend::Ifma;
+        }
+        NttBackend::Portable
+    }
+
+    /// Forward negacyclic NTT in place. Input in `[0, q)`, output in `[0, q)`, bit-reversed.
+    ///
+    /// The slice must have length `n` (checked by callers in this crate; shorter slices
+    /// are a logic error and would panic on indexing).
+    #[inline]
+    pub fn forward(&self, a: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.ifma {
+            t.forward(a);
+            return;
+        }
+        self.forward_portable(a);
+    }
+
+    /// Inverse negacyclic NTT in place. Input in `[0, q)` bit-reversed, output in `[0, q)`.
+    #[inline]
+    pub fn inverse(&self, a: &mut [u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.ifma {
+            t.inverse(a);
+            return;
+        }
+        self.inverse_portable(a);
+    }
+
+    /// The portable forward kernel (exposed for testing against the IFMA one).
+    #[allow(clippy::indexing_slicing, reason = "indices bounded by n = a.len() by construction")]
+    pub fn forward_portable(&self, a: &mut [u64]) {
+        let n = self.n;
+        let a = &mut a[..n];
+        let q = self.modulus.value();
+        let two_q = 2 * q;
+        let m_ = &self.modulus;
+        let mut t = n;
+        let mut m = 1;
+        while m < n {
+            t >>= 1;
+            for i in 0..m {
+                let w = self.roots[m + i];
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let mut u = *x;
+                    if u >= two_q {
+                        u -= two_q;
+                    }
+                    let v = m_.mul_shoup_lazy(*y, w);
+                    *x = u + v;
+                    *y = u + two_q - v;
+                }
+            }
+            m <<= 1;
+        }
+        for x in a.iter_mut() {
+            let mut v = *x;
+            if v >= two_q {
+                v -= two_q;
+            }
+            if v >= q {
+                v -= q;
+            }
+            *x = v;
+        }
+    }
+
+    /// The portable inverse kernel (exposed for testing against the IFMA one).
+    #[allow(clippy::indexing_slicing, reason = "indices bounded by n = a.len() by construction")]
+    pub fn inverse_portable(&self, a: &mut [u64]) {
+        let n = self.n;
+        let a = &mut a[..n];
+        let q = self.modulus.value();
+        let two_q = 2 * q;
+        let m_ = &self.modulus;
+        let mut t = 1;
+        let mut h = n >> 1;
+        while h >= 1 {
+            for i in 0..h {
+                let w = self.inv_roots[h + i];
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let (u, v) = (*x, *y);
+                    let mut s = u + v;
+                    if s >= two_q {
+                        s -= two_q;
+                    }
+                    *x = s;
+                    *y = m_.mul_shoup_lazy(u + two_q - v, w);
+                }
+            }
+            t <<= 1;
+            h >>= 1;
+        }
+        for x in a.iter_mut() {
+            *x = m_.mul_shoup(*x, self.n_inv);
+        }
+    }
+
+    /// log2 of the degree.
+    pub fn log_n(&self) -> u32 {
+        self.log_n
+    }
+}

@@ -1,0 +1,550 @@
+//! RNS polynomials whose representation (coefficients or NTT evaluations) is part of the type.
+//!
+//! A [`Poly`] holds one limb of `n` residues per prime; the primes are a subset of a
+//! [`RingContext`], named by index. Limb-wise work runs on rayon (one task per limb), so
+//! results are identical for any thread count.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use zeroize::Zeroize;
+
+use crate::context::RingContext;
+use crate::error::{Result, RingError};
+use crate::modulus::{Modulus, ShoupConst};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Marker for a polynomial representation.
+pub trait Repr: sealed::Sealed + Send + Sync + Copy + std::fmt::Debug + 'static {
+    /// Human-readable name.
+    const NAME: &'static str;
+}
+
+/// Coefficient representation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coeff;
+/// NTT (evaluation) representation, bit-reversed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ntt;
+impl sealed::Sealed for Coeff {}
+impl sealed::Sealed for Ntt {}
+impl Repr for Coeff {
+    const NAME: &'static str = "coefficient";
+}
+impl Repr for Ntt {
+    const NAME: &'static str = "NTT";
+}
+
+/// Minimum number of limbs before limb-wise work is split across threads.
+const PAR_MIN_LIMBS: usize = 2;
+
+/// An RNS polynomial in representation `R`.
+pub struct Poly<R: Repr> {
+    ctx: Arc<RingContext>,
+    limbs: Vec<usize>,
+    data: Vec<u64>,
+    _repr: PhantomData<R>,
+}
+
+impl<R: Repr> Clone for Poly<R> {
+    fn clone(&self) -> Self {
+        Self { ctx: self.ctx.clone(), limbs: self.limbs.clone(), data: self.data.clone(), _repr: PhantomData }
+    }
+}
+
+impl<R: Repr> std::fmt::Debug for Poly<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poly")
+            .field("repr", &R::NAME)
+            .field("n", &self.ctx.n())
+            .field("limbs", &self.limbs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Repr> PartialEq for Poly<R> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ctx, &other.ctx) && self.limbs == other.limbs && self.data == other.data
+    }
+}
+impl<R: Repr> Eq for Poly<R> {}
+
+impl<R: Repr> Zeroize for Poly<R> {
+    fn zeroize(&mut self) {
+        self.data.zeroize();
+    }
+}
+
+impl<R: Repr> Poly<R> {
+    /// The zero polynomial over the given primes of `ctx`.
+    pub fn zero(ctx: &Arc<RingContext>, limbs: &[usize]) -> Result<Self> {
+        ctx.check_limbs(limbs)?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            limbs: limbs.to_vec(),
+            data: vec![0; ctx.n() * limbs.len()],
+            _repr: PhantomData,
+        })
+    }
+
+    /// Builds a polynomial from raw residues (limb-major, each limb `n` values reduced mod
+    /// its prime). Values are checked.
+    pub fn from_raw(ctx: &Arc<RingContext>, limbs: &[usize], data: Vec<u64>) -> Result<Self> {
+        ctx.check_limbs(limbs)?;
+        let n = ctx.n();
+        if data.len() != n * limbs.len() {
+            return Err(RingError::LengthMismatch { expected: n * limbs.len(), got: data.len() });
+        }
+        for (chunk, &i) in data.chunks(n).zip(limbs) {
+            let q = ctx.modulus_unchecked(i).value();
+            if let Some(&bad) = chunk.iter().find(|&&x| x >= q) {
+                return Err(RingError::ModulusOutOfRange { q: bad });
+            }
+        }
+        Ok(Self { ctx: ctx.clone(), limbs: limbs.to_vec(), data, _repr: PhantomData })
+    }
+
+    /// The ring context.
+    #[inline]
+    pub fn context(&self) -> &Arc<RingContext> {
+        &self.ctx
+    }
+
+    /// Ring degree.
+    #[inline]
+    pub fn n(&self) -> usize {
+        self.ctx.n()
+    }
+
+    /// Indices (into the context) of the primes of this polynomial.
+    #[inline]
+    pub fn limbs(&self) -> &[usize] {
+        &self.limbs
+    }
+
+    /// Number of limbs.
+    #[inline]
+    pub fn num_limbs(&self) -> usize {
+        self.limbs.len()
+    }
+
+    /// All residues, limb-major.
+    #[inline]
+    pub fn data(&self) -> &[u64] {
+        &self.data
+    }
+
+    /// Mutable residues, limb-major. Callers must keep each value below its prime.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u64] {
+        &mut self.data
+    }
+
+    /// Residues of limb `k` (position in this polynomial, not the context index).
+    pub fn limb(&self, k: usize) -> Result<&[u64]> {
+        let n = self.n();
+        self.data
+            .get(k * n..(k + 1) * n)
+            .ok_or(RingError::LimbOutOfRange { index: k, len: self.limbs.len() })
+    }
+
+    /// Mutable residues of limb `k`.
+    pub fn limb_mut(&mut self, k: usize) -> Result<&mut [u64]> {
+        let n = self.n();
+        let len = self.limbs.len();
+        self.data.get_mut(k * n..(k + 1) * n).ok_or(RingError::LimbOutOfRange { index: k, len })
+    }
+
+    /// Iterator over `(modulus, residues)` per limb.
+    pub fn iter_limbs(&self) -> impl Iterator<Item = (&Modulus, &[u64])> {
+        let ctx = &self.ctx;
+        self.limbs.iter().map(|&i| ctx.modulus_unchecked(i)).zip(self.data.chunks(ctx.n()))
+    }
+
+    /// Checks that `other` has the same context and primes.
+    pub fn check_same_basis<S: Repr>(&self, other: &Poly<S>) -> Result<()> {
+        if !Arc::ptr_eq(&self.ctx, &other.ctx) || self.limbs != other.limbs {
+            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: other.limbs.clone() });
+        }
+        Ok(())
+    }
+
+    /// Applies `f(modulus, limb)` to every limb, in parallel.
+    pub fn par_for_each_limb<F>(&mut self, f: F)
+    where
+        F: Fn(&Modulus, &mut [u64]) + Sync + Send,
+    {
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        if self.limbs.len() >= PAR_MIN_LIMBS {
+            self.data
+                .par_chunks_mut(n)
+                .zip(self.limbs.par_iter())
+                .for_each(|(chunk, &i)| f(ctx.modulus_unchecked(i), chunk));
+        } else {
+            for (chunk, &i) in self.data.chunks_mut(n).zip(&self.limbs) {
+                f(ctx.modulus_unchecked(i), chunk);
+            }
+        }
+    }
+
+    /// Applies `f(modulus, self_limb, other_limb)` limb-wise, in parallel.
+    fn par_zip_limbs<S: Repr, F>(&mut self, other: &Poly<S>, f: F) -> Result<()>
+    where
+        F: Fn(&Modulus, &mut [u64], &[u64]) + Sync + Send,
+    {
+        self.check_same_basis(other)?;
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        self.data
+            .par_chunks_mut(n)
+            .zip(other.data.par_chunks(n))
+            .zip(self.limbs.par_iter())
+            .with_min_len(if self.limbs.len() >= PAR_MIN_LIMBS { 1 } else { usize::MAX })
+            .for_each(|((a, b), &i)| f(ctx.modulus_unchecked(i), a, b));
+        Ok(())
+    }
+
+    /// `self += other`.
+    pub fn add_assign(&mut self, other: &Self) -> Result<()> {
+        self.par_zip_limbs(other, |m, a, b| {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = m.add(*x, y);
+            }
+        })
+    }
+
+    /// `self -= other`.
+    pub fn sub_assign(&mut self, other: &Self) -> Result<()> {
+        self.par_zip_limbs(other, |m, a, b| {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = m.sub(*x, y);
+            }
+        })
+    }
+
+    /// `self = other - self`.
+    pub fn rsub_assign(&mut self, other: &Self) -> Result<()> {
+        self.par_zip_limbs(other, |m, a, b| {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = m.sub(y, *x);
+            }
+        })
+    }
+
+    /// `self + other` as a new polynomial.
+    pub fn add(&self, other: &Self) -> Result<Self> {
+        let mut r = self.clone();
+        r.add_assign(other)?;
+        Ok(r)
+    }
+
+    /// `self - other` as a new polynomial.
+    pub fn sub(&self, other: &Self) -> Result<Self> {
+        let mut r = self.clone();
+        r.sub_assign(other)?;
+        Ok(r)
+    }
+
+    /// `self = -self`.
+    pub fn neg_assign(&mut self) {
+        self.par_for_each_limb(|m, a| {
+            for x in a.iter_mut() {
+                *x = m.neg(*x);
+            }
+        });
+    }
+
+    /// Multiplies limb `k` by `scalars[k]` (one constant per limb, already reduced or not).
+    /// In either representation this multiplies the polynomial by the integer whose
+    /// residues are `scalars`.
+    pub fn mul_scalar_assign(&mut self, scalars: &[u64]) -> Result<()> {
+        if scalars.len() != self.limbs.len() {
+            return Err(RingError::LengthMismatch { expected: self.limbs.len(), got: scalars.len() });
+        }
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        let consts: Vec<ShoupConst> =
+            self.limbs.iter().zip(scalars).map(|(&i, &s)| ctx.modulus_unchecked(i).shoup(s)).collect();
+        self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).zip(consts.par_iter()).for_each(
+            |((a, &i), &w)| {
+                let m = ctx.modulus_unchecked(i);
+                for x in a.iter_mut() {
+                    *x = m.mul_shoup(*x, w);
+                }
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops limbs from the end until `keep` remain.
+    pub fn truncate_limbs(&mut self, keep: usize) -> Result<()> {
+        if keep > self.limbs.len() {
+            return Err(RingError::NotEnoughLimbs { need: keep, have: self.limbs.len() });
+        }
+        self.limbs.truncate(keep);
+        self.data.truncate(keep * self.ctx.n());
+        Ok(())
+    }
+
+    /// A copy restricted to the given context primes (all must be present in `self`).
+    pub fn select_limbs(&self, limbs: &[usize]) -> Result<Self> {
+        let n = self.n();
+        let mut data = Vec::with_capacity(n * limbs.len());
+        for &i in limbs {
+            let pos = self
+                .limbs
+                .iter()
+                .position(|&j| j == i)
+                .ok_or_else(|| RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: limbs.to_vec() })?;
+            data.extend_from_slice(self.limb(pos)?);
+        }
+        Ok(Self { ctx: self.ctx.clone(), limbs: limbs.to_vec(), data, _repr: PhantomData })
+    }
+
+    /// Appends the limbs of `other` (which must not share primes with `self`).
+    pub fn concat_limbs(mut self, other: &Self) -> Result<Self> {
+        if !Arc::ptr_eq(&self.ctx, &other.ctx) {
+            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: other.limbs.clone() });
+        }
+        self.limbs.extend_from_slice(&other.limbs);
+        self.ctx.check_limbs(&self.limbs)?;
+        self.data.extend_from_slice(&other.data);
+        Ok(self)
+    }
+
+    /// Reinterprets the representation. Only for crate-internal transforms.
+    fn cast<S: Repr>(self) -> Poly<S> {
+        Poly { ctx: self.ctx, limbs: self.limbs, data: self.data, _repr: PhantomData }
+    }
+}
+
+impl Poly<Coeff> {
+    /// Builds a coefficient-form polynomial from signed integer coefficients (length `n`).
+    pub fn from_signed(ctx: &Arc<RingContext>, limbs: &[usize], coeffs: &[i64]) -> Result<Self> {
+        let mut p = Self::zero(ctx, limbs)?;
+        if coeffs.len() != ctx.n() {
+            return Err(RingError::LengthMismatch { expected: ctx.n(), got: coeffs.len() });
+        }
+        p.par_for_each_limb(|m, a| {
+            for (x, &c) in a.iter_mut().zip(coeffs) {
+                *x = m.reduce_i64(c);
+            }
+        });
+        Ok(p)
+    }
+
+    /// Builds a coefficient-form polynomial from signed 128-bit coefficients (length `n`).
+    pub fn from_signed_i128(ctx: &Arc<RingContext>, limbs: &[usize], coeffs: &[i128]) -> Result<Self> {
+        let mut p = Self::zero(ctx, limbs)?;
+        if coeffs.len() != ctx.n() {
+            return Err(RingError::LengthMismatch { expected: ctx.n(), got: coeffs.len() });
+        }
+        p.par_for_each_limb(|m, a| {
+            for (x, &c) in a.iter_mut().zip(coeffs) {
+                *x = m.reduce_i128(c);
+            }
+        });
+        Ok(p)
+    }
+
+    /// Forward NTT of every limb.
+    pub fn ntt(mut self) -> Poly<Ntt> {
+        let ctx = self.ctx.clone();
+        let n = ctx.n();
+        self.data
+            .par_chunks_mut(n)
+            .zip(self.limbs.par_iter())
+            .for_each(|(a, &i)| ctx.table_unchecked(i).forward(a));
+        self.cast()
+    }
+
+    /// Negacyclic automorphism `X -> X^g` (g odd) in coefficient form.
+    pub fn automorphism(&self, galois: u64) -> Result<Self> {
+        let n = self.n();
+        let two_n = 2 * n as u64;
+        if galois % 2 == 0 {
+            return Err(RingError::InvalidGaloisElement { element: galois, two_n });
+        }
+        let g = galois % two_n;
+        let mut out = Self::zero(&self.ctx, &self.limbs)?;
+        let mask = two_n - 1;
+        let ctx = &self.ctx;
+        out.data.par_chunks_mut(n).zip(self.data.par_chunks(n)).zip(self.limbs.par_iter()).for_each(
+            |((dst, src), &i)| {
+                let m = ctx.modulus_unchecked(i);
+                let mut idx = 0u64;
+                #[allow(clippy::indexing_slicing, reason = "target index reduced below n")]
+                for &x in src {
+                    let j = (idx & mask) as usize;
+                    if j < n { dst[j] = x } else { dst[j - n] = m.neg(x) }
+                    idx += g;
+                }
+            },
+        );
+        Ok(out)
+    }
+}
+
+impl Poly<Ntt> {
+    /// Inverse NTT of every limb.
+    pub fn intt(mut self) -> Poly<Coeff> {
+        let ctx = self.ctx.clone();
+        let n = ctx.n();
+        self.data
+            .par_chunks_mut(n)
+            .zip(self.limbs.par_iter())
+            .for_each(|(a, &i)| ctx.table_unchecked(i).inverse(a));
+        self.cast()
+    }
+
+    /// `self *= other` (pointwise, i.e. negacyclic polynomial product).
+    pub fn mul_assign(&mut self, other: &Self) -> Result<()> {
+        self.par_zip_limbs(other, |m, a, b| {
+            for (x, &y) in a.iter_mut().zip(b) {
+                *x = m.mul(*x, y);
+            }
+        })
+    }
+
+    /// `self * other` as a new polynomial.
+    pub fn mul(&self, other: &Self) -> Result<Self> {
+        let mut r = self.clone();
+        r.mul_assign(other)?;
+        Ok(r)
+    }
+
+    /// `self += a * b`.
+    pub fn mul_add_assign(&mut self, a: &Self, b: &Self) -> Result<()> {
+        a.check_same_basis(b)?;
+        self.check_same_basis(a)?;
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        self.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n))
+            .zip(b.data.par_chunks(n))
+            .zip(self.limbs.par_iter())
+            .for_each(|(((d, x), y), &i)| {
+                let m = ctx.modulus_unchecked(i);
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                    *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
+                }
+            });
+        Ok(())
+    }
+
+    /// Adds the integer whose residues are `scalars` (one per limb) to every evaluation,
+    /// i.e. adds a constant polynomial.
+    pub fn add_scalar_assign(&mut self, scalars: &[u64]) -> Result<()> {
+        if scalars.len() != self.limbs.len() {
+            return Err(RingError::LengthMismatch { expected: self.limbs.len(), got: scalars.len() });
+        }
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).zip(scalars.par_iter()).for_each(
+            |((a, &i), &s)| {
+                let m = ctx.modulus_unchecked(i);
+                let s = m.reduce(s);
+                for x in a.iter_mut() {
+                    *x = m.add(*x, s);
+                }
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies the automorphism `X -> X^g` in the NTT domain with a precomputed permutation.
+    pub fn automorphism(&self, perm: &AutomorphismPermutation) -> Result<Self> {
+        let n = self.n();
+        if perm.map.len() != n {
+            return Err(RingError::LengthMismatch { expected: n, got: perm.map.len() });
+        }
+        let mut out = Self::zero(&self.ctx, &self.limbs)?;
+        out.data.par_chunks_mut(n).zip(self.data.par_chunks(n)).for_each(|(dst, src)| {
+            #[allow(clippy::indexing_slicing, reason = "permutation entries are < n by construction")]
+            for (d, &j) in dst.iter_mut().zip(&perm.map) {
+                *d = src[j as usize];
+            }
+        });
+        Ok(out)
+    }
+
+    /// Divides by the last prime `q_last` with rounding and drops it (CKKS rescale):
+    /// `self <- round(self / q_last)` over the remaining primes.
+    pub fn divide_round_by_last_assign(&mut self) -> Result<()> {
+        let k = self.limbs.len();
+        if k < 2 {
+            return Err(RingError::NotEnoughLimbs { need: 2, have: k });
+        }
+        let n = self.n();
+        let ctx = self.ctx.clone();
+        let last_idx = self.limbs[k - 1];
+        let last_m = *ctx.modulus_unchecked(last_idx);
+        let mut last = self.data.split_off((k - 1) * n);
+        self.limbs.truncate(k - 1);
+        ctx.table_unchecked(last_idx).inverse(&mut last);
+        // round(a / q) = (a + h - ((a + h) mod q)) / q with h = floor(q/2).
+        let half = last_m.value() >> 1;
+        for x in last.iter_mut() {
+            *x = last_m.add(*x, half);
+        }
+        let last = &last;
+        self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).for_each_init(
+            || vec![0u64; n],
+            |tmp, (a, &i)| {
+                let m = ctx.modulus_unchecked(i);
+                let half_i = m.reduce(half);
+                for (t, &x) in tmp.iter_mut().zip(last) {
+                    *t = m.sub(m.reduce(x), half_i);
+                }
+                ctx.table_unchecked(i).forward(tmp);
+                // q_last^{-1} mod q_i exists: distinct primes.
+                let inv = m.shoup(m.inv(last_m.value()).unwrap_or(0));
+                for (x, &t) in a.iter_mut().zip(tmp.iter()) {
+                    *x = m.mul_shoup(m.sub(*x, t), inv);
+                }
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Precomputed NTT-domain permutation for the automorphism `X -> X^g`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutomorphismPermutation {
+    galois: u64,
+    map: Vec<u32>,
+}
+
+impl AutomorphismPermutation {
+    /// Builds the permutation for degree `n` and odd Galois element `g` (mod 2n).
+    pub fn new(n: usize, galois: u64) -> Result<Self> {
+        let two_n = 2 * n as u64;
+        if !n.is_power_of_two() || n < 2 {
+            return Err(RingError::InvalidDegree { n });
+        }
+        if galois % 2 == 0 {
+            return Err(RingError::InvalidGaloisElement { element: galois, two_n });
+        }
+        let g = galois % two_n;
+        let log_n = n.trailing_zeros();
+        let map = (0..n)
+            .map(|i| {
+                let e = 2 * crate::ntt::bit_reverse(i, log_n) as u64 + 1;
+                let e2 = (e * g) % two_n;
+                crate::ntt::bit_reverse(((e2 - 1) / 2) as usize, log_n) as u32
+            })
+            .collect();
+        Ok(Self { galois: g, map })
+    }
+
+    /// The Galois element.
+    pub fn galois(&self) -> u64 {
+        self.galois
+    }
+}

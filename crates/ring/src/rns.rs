@@ -1,0 +1,171 @@
+//! Fast RNS basis conversion (the approximate "FastBConv" of Bajard et al. / HPS) and the
+//! ModDown step of hybrid key switching.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::context::RingContext;
+use crate::error::{Result, RingError};
+use crate::modulus::ShoupConst;
+use crate::poly::{Coeff, Ntt, Poly};
+
+/// Precomputed constants converting residues modulo `Q = prod(from)` into residues modulo
+/// each prime of `to`. The output is `x + u*Q` for a small `0 <= u < |from|` (not exact).
+#[derive(Clone, Debug)]
+pub struct BasisConverter {
+    ctx: Arc<RingContext>,
+    from: Vec<usize>,
+    to: Vec<usize>,
+    /// `(Q/q_i)^{-1} mod q_i`, per input prime.
+    qhat_inv: Vec<ShoupConst>,
+    /// `(Q/q_i) mod p_j`, laid out `[j][i]`.
+    qhat_mod_p: Vec<u64>,
+}
+
+impl BasisConverter {
+    /// Precomputes the conversion from primes `from` to primes `to` of `ctx`.
+    pub fn new(ctx: &Arc<RingContext>, from: &[usize], to: &[usize]) -> Result<Self> {
+        ctx.check_limbs(from)?;
+        ctx.check_limbs(to)?;
+        if from.len() > 63 || from.is_empty() {
+            return Err(RingError::TooManyPrimes { count: from.len() });
+        }
+        let mut qhat_inv = Vec::with_capacity(from.len());
+        for &i in from {
+            let qi = ctx.modulus(i)?;
+            let mut prod = 1u64;
+            for &k in from.iter().filter(|&&k| k != i) {
+                prod = qi.mul(prod, ctx.modulus(k)?.value());
+            }
+            qhat_inv.push(qi.shoup(qi.inv(prod)?));
+        }
+        let mut qhat_mod_p = Vec::with_capacity(from.len() * to.len());
+        for &j in to {
+            let pj = ctx.modulus(j)?;
+            for &i in from {
+                let mut prod = 1u64;
+                for &k in from.iter().filter(|&&k| k != i) {
+                    prod = pj.mul(prod, ctx.modulus(k)?.value());
+                }
+                qhat_mod_p.push(prod);
+            }
+        }
+        Ok(Self { ctx: ctx.clone(), from: from.to_vec(), to: to.to_vec(), qhat_inv, qhat_mod_p })
+    }
+
+    /// Source primes.
+    pub fn from_limbs(&self) -> &[usize] {
+        &self.from
+    }
+
+    /// Target primes.
+    pub fn to_limbs(&self) -> &[usize] {
+        &self.to
+    }
+
+    /// Converts `input` (over `from`, coefficient form) to a new polynomial over `to`.
+    pub fn convert(&self, input: &Poly<Coeff>) -> Result<Poly<Coeff>> {
+        if input.limbs() != self.from.as_slice() || !Arc::ptr_eq(input.context(), &self.ctx) {
+            return Err(RingError::BasisMismatch { lhs: input.limbs().to_vec(), rhs: self.from.clone() });
+        }
+        let n = self.ctx.n();
+        let l_in = self.from.len();
+        // t_i = x_i * (Q/q_i)^{-1} mod q_i
+        let mut t = vec![0u64; n * l_in];
+        let ctx = &self.ctx;
+        t.par_chunks_mut(n)
+            .zip(input.data().par_chunks(n))
+            .zip(self.from.par_iter().zip(self.qhat_inv.par_iter()))
+            .for_each(|((dst, src), (&i, &w))| {
+                let m = ctx.modulus_unchecked(i);
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = m.mul_shoup(s, w);
+                }
+            });
+        let mut out = Poly::<Coeff>::zero(&self.ctx, &self.to)?;
+        let t = &t;
+        out.data_mut()
+            .par_chunks_mut(n)
+            .zip(self.to.par_iter())
+            .zip(self.qhat_mod_p.par_chunks(l_in))
+            .for_each(|((dst, &j), consts)| {
+                let p = ctx.modulus_unchecked(j);
+                convert_limb(dst, t, consts, n, |acc| p.reduce_u128(acc));
+            });
+        Ok(out)
+    }
+}
+
+#[inline]
+#[allow(clippy::indexing_slicing, reason = "t has consts.len() limbs of n values")]
+fn convert_limb(dst: &mut [u64], t: &[u64], consts: &[u64], n: usize, reduce: impl Fn(u128) -> u64) {
+    // Process in blocks so the accumulators stay in cache while streaming the input limbs.
+    const BLOCK: usize = 256;
+    let mut acc = [0u128; BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let len = BLOCK.min(n - start);
+        acc[..len].iter_mut().for_each(|a| *a = 0);
+        for (i, &c) in consts.iter().enumerate() {
+            let src = &t[i * n + start..i * n + start + len];
+            for (a, &x) in acc[..len].iter_mut().zip(src) {
+                *a += u128::from(x) * u128::from(c);
+            }
+        }
+        for (d, &a) in dst[start..start + len].iter_mut().zip(&acc[..len]) {
+            *d = reduce(a);
+        }
+    }
+}
+
+/// The ModDown step of hybrid key switching: maps `x` over `Q_l ∪ P` (NTT form) to
+/// `(x - FastBConv_P->Q(x mod P)) * P^{-1}` over `Q_l`, i.e. approximately `x / P`.
+#[derive(Clone, Debug)]
+pub struct ModDown {
+    q: Vec<usize>,
+    p: Vec<usize>,
+    conv: BasisConverter,
+    /// `P^{-1} mod q_i`.
+    p_inv: Vec<ShoupConst>,
+}
+
+impl ModDown {
+    /// Precomputes ModDown from `q ∪ p` to `q`.
+    pub fn new(ctx: &Arc<RingContext>, q: &[usize], p: &[usize]) -> Result<Self> {
+        let conv = BasisConverter::new(ctx, p, q)?;
+        let mut p_inv = Vec::with_capacity(q.len());
+        for &i in q {
+            let qi = ctx.modulus(i)?;
+            let mut prod = 1u64;
+            for &j in p {
+                prod = qi.mul(prod, ctx.modulus(j)?.value());
+            }
+            p_inv.push(qi.shoup(qi.inv(prod)?));
+        }
+        Ok(Self { q: q.to_vec(), p: p.to_vec(), conv, p_inv })
+    }
+
+    /// Applies ModDown; `x` must be over exactly `q ++ p` in that order.
+    pub fn apply(&self, mut x: Poly<Ntt>) -> Result<Poly<Ntt>> {
+        let expected: Vec<usize> = self.q.iter().chain(&self.p).copied().collect();
+        if x.limbs() != expected.as_slice() {
+            return Err(RingError::BasisMismatch { lhs: x.limbs().to_vec(), rhs: expected });
+        }
+        let xp = x.select_limbs(&self.p)?.intt();
+        x.truncate_limbs(self.q.len())?;
+        let conv = self.conv.convert(&xp)?.ntt();
+        let ctx = x.context().clone();
+        let n = ctx.n();
+        x.data_mut()
+            .par_chunks_mut(n)
+            .zip(conv.data().par_chunks(n))
+            .zip(self.q.par_iter().zip(self.p_inv.par_iter()))
+            .for_each(|((a, c), (&i, &w))| {
+                let m = ctx.modulus_unchecked(i);
+                for (x, &y) in a.iter_mut().zip(c) {
+                    *x = m.mul_shoup(m.sub(*x, y), w);
+                }
+            });
+        Ok(x)
+    }
+}

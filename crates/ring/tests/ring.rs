@@ -1,0 +1,277 @@
+//! Correctness tests of henn-ring against naive references.
+
+use std::sync::Arc;
+
+use henn_ring::ntt::bit_reverse;
+use henn_ring::primes::{is_ntt_friendly, is_prime, ntt_primes_near};
+use henn_ring::sample;
+use henn_ring::{AutomorphismPermutation, BasisConverter, Coeff, ModDown, Modulus, Ntt, NttBackend, NttTable, Poly, RingContext};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+fn rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+/// Schoolbook negacyclic product modulo q.
+fn negacyclic_schoolbook(a: &[u64], b: &[u64], q: u64) -> Vec<u64> {
+    let n = a.len();
+    let mut out = vec![0u128; n];
+    let qq = u128::from(q);
+    for i in 0..n {
+        for j in 0..n {
+            let p = u128::from(a[i]) * u128::from(b[j]) % qq;
+            let k = i + j;
+            if k < n {
+                out[k] = (out[k] + p) % qq;
+            } else {
+                out[k - n] = (out[k - n] + qq - p) % qq;
+            }
+        }
+    }
+    out.into_iter().map(|x| x as u64).collect()
+}
+
+#[test]
+fn primes_are_ntt_friendly_and_near_target() {
+    for (bits, n) in [(35u32, 1usize << 14), (40, 1 << 13), (60, 1 << 14), (50, 1 << 16), (61, 1 << 15)] {
+        let ps = ntt_primes_near(bits, n, 5, &[], false).unwrap();
+        assert_eq!(ps.len(), 5);
+        for &p in &ps {
+            assert!(is_ntt_friendly(p, n), "{p}");
+            let dist = (p as f64).log2() - f64::from(bits);
+            assert!(dist.abs() < 0.01, "prime {p} too far from 2^{bits}");
+        }
+        let below = ntt_primes_near(bits, n, 3, &ps, true).unwrap();
+        for &p in &below {
+            assert!(p < 1 << bits && !ps.contains(&p));
+        }
+    }
+    assert!(is_prime(2305843009213693951)); // 2^61 - 1
+    assert!(!is_prime(2305843009213693953));
+    assert!(!is_prime(3215031751)); // strong pseudoprime to bases 2,3,5,7
+}
+
+#[test]
+fn ntt_matches_schoolbook_negacyclic_product() {
+    let mut r = rng(1);
+    for &(n, bits) in &[(16usize, 30u32), (64, 35), (256, 50), (256, 60), (1024, 45), (1024, 61)] {
+        for backend in [NttBackend::Portable, NttBackend::Ifma] {
+            let q = ntt_primes_near(bits, n, 1, &[], true).unwrap()[0];
+            let t = NttTable::with_backend(n, q, Some(backend)).unwrap();
+            let a: Vec<u64> = (0..n).map(|_| r.random_range(0..q)).collect();
+            let b: Vec<u64> = (0..n).map(|_| r.random_range(0..q)).collect();
+            let expected = negacyclic_schoolbook(&a, &b, q);
+            let (mut fa, mut fb) = (a.clone(), b.clone());
+            t.forward(&mut fa);
+            t.forward(&mut fb);
+            let m = Modulus::new(q).unwrap();
+            let mut c: Vec<u64> = fa.iter().zip(&fb).map(|(&x, &y)| m.mul(x, y)).collect();
+            t.inverse(&mut c);
+            assert_eq!(c, expected, "n={n} q={q} backend {backend:?} ({:?} used)", t.backend());
+            // Evaluation convention: A[i] = a(psi^(2 brv(i) + 1)).
+            let psi = t.psi();
+            for i in [0usize, 1, n / 2, n - 1] {
+                let x = m.pow(psi, 2 * bit_reverse(i, n.trailing_zeros()) as u64 + 1);
+                let mut acc = 0u64;
+                for &coef in a.iter().rev() {
+                    acc = m.add(m.mul(acc, x), coef);
+                }
+                assert_eq!(fa[i], acc);
+            }
+        }
+    }
+}
+
+#[test]
+fn ifma_equals_portable_bit_for_bit() {
+    let mut r = rng(2);
+    for &n in &[16usize, 1024, 4096, 16384, 65536] {
+        for bits in [28u32, 35, 40, 49] {
+            let q = ntt_primes_near(bits, n, 1, &[], true).unwrap()[0];
+            let t = NttTable::new(n, q).unwrap();
+            if t.backend() != NttBackend::Ifma {
+                eprintln!("IFMA not available on this CPU; testing portable only");
+            }
+            let a: Vec<u64> = (0..n).map(|_| r.random_range(0..q)).collect();
+            let (mut x, mut y) = (a.clone(), a.clone());
+            t.forward(&mut x);
+            t.forward_portable(&mut y);
+            assert_eq!(x, y, "forward n={n} q={q}");
+            t.inverse(&mut x);
+            t.inverse_portable(&mut y);
+            assert_eq!(x, y, "inverse n={n} q={q}");
+            assert_eq!(x, a);
+            let mut edge = vec![q - 1; n];
+            let mut edge2 = edge.clone();
+            t.forward(&mut edge);
+            t.forward_portable(&mut edge2);
+            assert_eq!(edge, edge2);
+        }
+    }
+}
+
+fn ctx(n: usize, bits: &[u32]) -> Arc<RingContext> {
+    let mut primes = Vec::new();
+    for &b in bits {
+        let p = ntt_primes_near(b, n, 1, &primes, true).unwrap()[0];
+        primes.push(p);
+    }
+    RingContext::new(n, &primes).unwrap()
+}
+
+#[test]
+fn automorphism_coeff_and_ntt_agree() {
+    let n = 256;
+    let c = ctx(n, &[50, 40, 60]);
+    let limbs = [0, 1, 2];
+    let mut r = rng(3);
+    let coeffs: Vec<i64> = (0..n).map(|_| r.random_range(-1000..1000)).collect();
+    let p = Poly::<Coeff>::from_signed(&c, &limbs, &coeffs).unwrap();
+    for g in [5u64, 25, 3, 2 * n as u64 - 1, 125 % (2 * n as u64)] {
+        let a = p.automorphism(g).unwrap().ntt();
+        let perm = AutomorphismPermutation::new(n, g).unwrap();
+        let b = p.clone().ntt().automorphism(&perm).unwrap();
+        assert_eq!(a, b, "galois {g}");
+    }
+    assert!(p.automorphism(4).is_err());
+}
+
+#[test]
+fn rescale_divides_and_rounds() {
+    let n = 64;
+    let c = ctx(n, &[50, 40, 45]);
+    let limbs = [0, 1, 2];
+    let q_last = c.modulus(2).unwrap().value() as i128;
+    let mut r = rng(4);
+    let coeffs: Vec<i128> = (0..n).map(|_| r.random_range(-(1i128 << 80)..(1i128 << 80))).collect();
+    let mut p = Poly::<Coeff>::from_signed_i128(&c, &limbs, &coeffs).unwrap().ntt();
+    p.divide_round_by_last_assign().unwrap();
+    let p = p.intt();
+    assert_eq!(p.limbs(), &[0, 1]);
+    for (k, &x) in coeffs.iter().enumerate() {
+        let expected = (x as f64 / q_last as f64).round() as i128;
+        for (m, limb) in p.iter_limbs() {
+            let got = m.center(limb[k]) as i128;
+            let want = m.center(m.reduce_i128(expected)) as i128;
+            assert!((got - want).abs() <= 1, "coefficient {k}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn basis_conversion_is_exact_up_to_multiple_of_q() {
+    let n = 64;
+    let c = ctx(n, &[40, 41, 42, 50, 55]);
+    let from = [0, 1, 2];
+    let to = [3, 4];
+    let qprod: i128 = from.iter().map(|&i| c.modulus(i).unwrap().value() as i128).product();
+    let mut r = rng(5);
+    let coeffs: Vec<i128> = (0..n).map(|_| r.random_range(0..qprod)).collect();
+    let x = Poly::<Coeff>::from_signed_i128(&c, &from, &coeffs).unwrap();
+    let conv = BasisConverter::new(&c, &from, &to).unwrap();
+    let y = conv.convert(&x).unwrap();
+    for (k, &v) in coeffs.iter().enumerate() {
+        for (m, limb) in y.iter_limbs() {
+            let ok = (0..from.len() as i128).any(|u| m.reduce_i128(v + u * qprod) == limb[k]);
+            assert!(ok, "coefficient {k}");
+        }
+    }
+}
+
+#[test]
+fn mod_down_divides_by_p() {
+    let n = 64;
+    let c = ctx(n, &[50, 45, 60, 61]);
+    let q = [0, 1];
+    let p = [2, 3];
+    let pprod = c.modulus(2).unwrap().value() as f64 * c.modulus(3).unwrap().value() as f64;
+    let mut r = rng(6);
+    // x = P * small + noise with |x| well below Q*P
+    let small: Vec<i64> = (0..n).map(|_| r.random_range(-1000..1000)).collect();
+    let mut all = Poly::<Coeff>::from_signed(&c, &[0, 1, 2, 3], &small).unwrap();
+    let pq: Vec<u64> = [0usize, 1, 2, 3]
+        .iter()
+        .map(|&i| {
+            let m = c.modulus(i).unwrap();
+            m.mul(c.modulus(2).unwrap().value(), c.modulus(3).unwrap().value())
+        })
+        .collect();
+    all.mul_scalar_assign(&pq).unwrap();
+    let md = ModDown::new(&c, &q, &p).unwrap();
+    let out = md.apply(all.ntt()).unwrap().intt();
+    for (m, limb) in out.iter_limbs() {
+        for (k, &s) in small.iter().enumerate() {
+            let d = (m.center(limb[k]) - s).abs();
+            assert!(d <= 2, "coefficient {k} off by {d} (P = {pprod:e})");
+        }
+    }
+}
+
+#[test]
+fn poly_ops_check_basis_and_thread_count_independence() {
+    let n = 1024;
+    let c = ctx(n, &[50, 40, 40, 40]);
+    let mut r = rng(7);
+    let a = sample::uniform_ntt(&c, &[0, 1, 2, 3], &mut r).unwrap();
+    let b = sample::uniform_ntt(&c, &[0, 1, 2, 3], &mut r).unwrap();
+    let c3 = sample::uniform_ntt(&c, &[0, 1, 2], &mut r).unwrap();
+    assert!(a.mul(&c3).is_err());
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let f = |a: &Poly<Ntt>, b: &Poly<Ntt>| {
+        let mut x = a.mul(b).unwrap();
+        x.add_assign(a).unwrap();
+        x.divide_round_by_last_assign().unwrap();
+        x.intt()
+    };
+    assert_eq!(one.install(|| f(&a, &b)), two.install(|| f(&a, &b)));
+}
+
+#[test]
+fn samplers_have_the_right_distribution() {
+    let mut r = rng(8);
+    let n = 1 << 16;
+    let t = sample::ternary(n, &mut r);
+    let zeros = t.iter().filter(|&&x| x == 0).count() as f64 / n as f64;
+    assert!((zeros - 1.0 / 3.0).abs() < 0.01);
+    assert!(t.iter().all(|&x| (-1..=1).contains(&x)));
+    let s = sample::sparse_ternary(n, 192, &mut r).unwrap();
+    assert_eq!(s.iter().filter(|&&x| x != 0).count(), 192);
+    let g = sample::gaussian(n, 3.2, &mut r);
+    let mean = g.iter().sum::<i64>() as f64 / n as f64;
+    let var = g.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+    assert!(mean.abs() < 0.1, "mean {mean}");
+    assert!((var.sqrt() - 3.2).abs() < 0.1, "sigma {}", var.sqrt());
+    assert!(g.iter().all(|&x| x.abs() <= 19));
+}
+
+proptest! {
+    #[test]
+    fn modular_laws(a in any::<u64>(), b in any::<u64>(), c in any::<u64>(), bits in 2u32..=61) {
+        let q = ntt_primes_near(bits.max(20), 16, 1, &[], true).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        let (a, b, c) = (m.reduce(a), m.reduce(b), m.reduce(c));
+        let qq = u128::from(q);
+        prop_assert_eq!(u128::from(m.mul(a, b)), u128::from(a) * u128::from(b) % qq);
+        prop_assert_eq!(m.mul(a, m.add(b, c)), m.add(m.mul(a, b), m.mul(a, c)));
+        prop_assert_eq!(m.sub(m.add(a, b), b), a);
+        prop_assert_eq!(m.add(a, m.neg(a)), 0);
+        let w = m.shoup(b);
+        prop_assert_eq!(m.mul_shoup(a, w), m.mul(a, b));
+        prop_assert!(m.mul_shoup_lazy(u64::MAX, w) < 2 * q);
+        if a != 0 {
+            prop_assert_eq!(m.mul(a, m.inv(a).unwrap()), 1);
+        }
+        prop_assert_eq!(m.pow(a, q - 1), u64::from(a != 0));
+    }
+
+    #[test]
+    fn barrett_reduces_any_u128(x in any::<u128>(), q in 2u64..(1u64 << 61)) {
+        let m = Modulus::new(q).unwrap();
+        prop_assert_eq!(u128::from(m.reduce_u128(x)), x % u128::from(q));
+        prop_assert_eq!(m.reduce(x as u64), (x as u64) % q);
+        prop_assert_eq!(m.reduce_i64(x as i64), (x as i64).rem_euclid(q as i64) as u64);
+    }
+}
