@@ -17,7 +17,9 @@ pub enum NnError {
         source: std::io::Error,
     },
     /// A file is larger than the importer accepts.
-    #[error("{path} is {size} bytes, more than the limit of {limit} bytes; is this really a model file?")]
+    #[error(
+        "{path} is {size} bytes, more than the limit of {limit} bytes; is this really a model file?"
+    )]
     FileTooLarge {
         /// The file.
         path: PathBuf,
@@ -27,7 +29,9 @@ pub enum NnError {
         limit: u64,
     },
     /// The bytes are not a valid ONNX protobuf message.
-    #[error("malformed ONNX model (protobuf decoding failed: {0}); re-export the model with torch.onnx.export or check the file is not truncated")]
+    #[error(
+        "malformed ONNX model (protobuf decoding failed: {0}); re-export the model with torch.onnx.export or check the file is not truncated"
+    )]
     MalformedProtobuf(String),
     /// The ONNX model is structurally invalid (missing graph, no input, ...).
     #[error("invalid ONNX model: {0}")]
@@ -65,7 +69,9 @@ pub enum NnError {
         detail: String,
     },
     /// A node refers to a tensor that no node, input or initializer defines.
-    #[error("node '{node}': input '{input}' is not produced by any node, graph input or initializer")]
+    #[error(
+        "node '{node}': input '{input}' is not produced by any node, graph input or initializer"
+    )]
     MissingInput {
         /// Node name.
         node: String,
@@ -110,7 +116,9 @@ pub enum NnError {
         detail: String,
     },
     /// A data set file is missing.
-    #[error("data set file {path} not found; run `scripts/fetch-data.sh` to download the data sets (or pass the right data directory)")]
+    #[error(
+        "data set file {path} not found; run `scripts/fetch-data.sh` to download the data sets (or pass the right data directory)"
+    )]
     DataMissing {
         /// The file that is missing.
         path: PathBuf,

@@ -36,7 +36,10 @@ pub fn run_all(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>> {
     if !input_shape_matches(expected, input.shape()) {
         return Err(NnError::ShapeMismatch {
             node: "input".into(),
-            detail: format!("model expects input shape {expected:?}, got {:?}", input.shape()),
+            detail: format!(
+                "model expects input shape {expected:?}, got {:?}",
+                input.shape()
+            ),
         });
     }
     let mut vals: Vec<Option<Tensor>> = vec![None; graph.values().len()];
@@ -57,12 +60,7 @@ pub fn run_all(graph: &Graph, input: &Tensor) -> Result<Vec<Tensor>> {
     }
     vals.into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            v.map_or_else(
-                || Ok(Tensor::zeros(graph.shape(i).to_vec())),
-                Ok,
-            )
-        })
+        .map(|(i, v)| v.map_or_else(|| Ok(Tensor::zeros(graph.shape(i).to_vec())), Ok))
         .collect()
 }
 
@@ -244,7 +242,11 @@ fn avg_pool(p: &AvgPool, x: &Tensor, out_shape: Vec<usize>) -> Result<Tensor> {
                         }
                     }
                 }
-                let div = if p.count_include_pad { padded_count } else { inside };
+                let div = if p.count_include_pad {
+                    padded_count
+                } else {
+                    inside
+                };
                 out.push(if div == 0 { 0.0 } else { acc / div as f64 });
             }
         }

@@ -28,8 +28,16 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -232,10 +240,7 @@ mod tests {
         let b = Tensor::new(vec![2, 1, 1], vec![10.0, 20.0]).unwrap();
         let c = a.broadcast_with(&b, |x, y| x + y).unwrap();
         assert_eq!(c.shape(), &[1, 2, 2, 2]);
-        assert_eq!(
-            c.data(),
-            &[10.0, 11.0, 12.0, 13.0, 24.0, 25.0, 26.0, 27.0]
-        );
+        assert_eq!(c.data(), &[10.0, 11.0, 12.0, 13.0, 24.0, 25.0, 26.0, 27.0]);
         assert!(broadcast_shapes(&[3, 2], &[3]).is_none());
         assert_eq!(broadcast_shapes(&[1, 10], &[]), Some(vec![1, 10]));
     }

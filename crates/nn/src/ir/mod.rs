@@ -266,7 +266,9 @@ impl fmt::Display for Op {
                 _ => write!(f, "MulConst(shape={:?})", t.shape()),
             },
             Op::Pow { exponent } => write!(f, "Pow({exponent})"),
-            Op::Polynomial { coeffs } => write!(f, "Polynomial(degree={})", coeffs.len().saturating_sub(1)),
+            Op::Polynomial { coeffs } => {
+                write!(f, "Polynomial(degree={})", coeffs.len().saturating_sub(1))
+            }
             other => f.write_str(other.kind()),
         }
     }
@@ -299,7 +301,11 @@ pub struct Graph {
 
 impl Graph {
     /// An empty graph whose output is its input.
-    pub fn new(name: impl Into<String>, input_name: impl Into<String>, input_shape: Vec<usize>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        input_name: impl Into<String>,
+        input_shape: Vec<usize>,
+    ) -> Self {
         Self {
             name: name.into(),
             opset: 0,
@@ -316,7 +322,11 @@ impl Graph {
 
     /// An empty graph with the same name, opset and input as `self`.
     pub fn empty_like(&self) -> Self {
-        let mut g = Self::new(self.name.clone(), self.values[self.input].name.clone(), self.input_shape().to_vec());
+        let mut g = Self::new(
+            self.name.clone(),
+            self.values[self.input].name.clone(),
+            self.input_shape().to_vec(),
+        );
         g.opset = self.opset;
         g
     }
@@ -367,7 +377,9 @@ impl Graph {
     /// Sets the graph output.
     pub fn set_output(&mut self, v: ValueId) -> Result<()> {
         if v >= self.values.len() {
-            return Err(NnError::InvalidGraph(format!("output value {v} does not exist")));
+            return Err(NnError::InvalidGraph(format!(
+                "output value {v} does not exist"
+            )));
         }
         self.output = v;
         Ok(())
@@ -486,8 +498,15 @@ impl Graph {
                 .iter()
                 .map(|i| map.get(i).copied())
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| NnError::InvalidGraph(format!("node '{}' uses an undefined value", n.name)))?;
-            let out = g.add_node(n.name.clone(), n.op.clone(), inputs, self.values[n.output].name.clone())?;
+                .ok_or_else(|| {
+                    NnError::InvalidGraph(format!("node '{}' uses an undefined value", n.name))
+                })?;
+            let out = g.add_node(
+                n.name.clone(),
+                n.op.clone(),
+                inputs,
+                self.values[n.output].name.clone(),
+            )?;
             map.insert(n.output, out);
         }
         let out = map
@@ -518,7 +537,10 @@ impl Graph {
                 detail,
             })?;
             if shape != self.values[n.output].shape {
-                return Err(NnError::InvalidGraph(format!("node '{}': stored shape differs from inferred", n.name)));
+                return Err(NnError::InvalidGraph(format!(
+                    "node '{}': stored shape differs from inferred",
+                    n.name
+                )));
             }
             defined[n.output] = true;
         }

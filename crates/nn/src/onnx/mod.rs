@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use onnx_protobuf as proto;
-use onnx_protobuf::{AttributeProto, Message, ModelProto, NodeProto};
 use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::{AttributeProto, Message, ModelProto, NodeProto};
 
 use crate::error::{NnError, Result};
 use crate::ir::{Graph, Op, ValueId};
@@ -57,7 +57,8 @@ pub fn import_bytes(bytes: &[u8]) -> Result<Graph> {
             bytes.len()
         )));
     }
-    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| NnError::MalformedProtobuf(e.to_string()))?;
+    let model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| NnError::MalformedProtobuf(e.to_string()))?;
     import_model(&model)
 }
 
@@ -122,7 +123,14 @@ impl NodeCtx<'_> {
             if !known.contains(&a.name.as_str()) {
                 return Err(self.bad_attr(
                     &a.name,
-                    format!("not supported; supported attributes: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    format!(
+                        "not supported; supported attributes: {}",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
                 ));
             }
         }
@@ -137,20 +145,29 @@ impl NodeCtx<'_> {
         match self.attr(name) {
             None => Ok(None),
             Some(a) if a.type_.value() == ty as i32 => Ok(Some(a)),
-            Some(a) => Err(self.bad_attr(name, format!("expected type {ty:?}, found type code {}", a.type_.value()))),
+            Some(a) => Err(self.bad_attr(
+                name,
+                format!("expected type {ty:?}, found type code {}", a.type_.value()),
+            )),
         }
     }
 
     pub(crate) fn attr_int(&self, name: &str, default: i64) -> Result<i64> {
-        Ok(self.typed(name, AttributeType::INT)?.map_or(default, |a| a.i))
+        Ok(self
+            .typed(name, AttributeType::INT)?
+            .map_or(default, |a| a.i))
     }
 
     pub(crate) fn attr_float(&self, name: &str, default: f64) -> Result<f64> {
-        Ok(self.typed(name, AttributeType::FLOAT)?.map_or(default, |a| f64::from(a.f)))
+        Ok(self
+            .typed(name, AttributeType::FLOAT)?
+            .map_or(default, |a| f64::from(a.f)))
     }
 
     pub(crate) fn attr_ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
-        Ok(self.typed(name, AttributeType::INTS)?.map(|a| a.ints.clone()))
+        Ok(self
+            .typed(name, AttributeType::INTS)?
+            .map(|a| a.ints.clone()))
     }
 
     pub(crate) fn attr_string(&self, name: &str) -> Result<Option<String>> {
@@ -166,18 +183,24 @@ impl Importer {
         match ctx.node.input.get(i) {
             None => Ok(None),
             Some(n) if n.is_empty() => Ok(None),
-            Some(n) => self.env.get(n).cloned().map(Some).ok_or_else(|| NnError::MissingInput {
-                node: ctx.name.clone(),
-                input: n.clone(),
-            }),
+            Some(n) => self
+                .env
+                .get(n)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| NnError::MissingInput {
+                    node: ctx.name.clone(),
+                    input: n.clone(),
+                }),
         }
     }
 
     pub(crate) fn input(&self, ctx: &NodeCtx<'_>, i: usize) -> Result<Val> {
-        self.opt_input(ctx, i)?.ok_or_else(|| NnError::MissingInput {
-            node: ctx.name.clone(),
-            input: format!("#{i} (required input slot is empty)"),
-        })
+        self.opt_input(ctx, i)?
+            .ok_or_else(|| NnError::MissingInput {
+                node: ctx.name.clone(),
+                input: format!("#{i} (required input slot is empty)"),
+            })
     }
 
     /// Input `i`, which must be a constant (initializer, Constant node or folded expression).
@@ -201,7 +224,12 @@ impl Importer {
         }
     }
 
-    pub(crate) fn opt_const_input(&self, ctx: &NodeCtx<'_>, i: usize, what: &str) -> Result<Option<Tensor>> {
+    pub(crate) fn opt_const_input(
+        &self,
+        ctx: &NodeCtx<'_>,
+        i: usize,
+        what: &str,
+    ) -> Result<Option<Tensor>> {
         match self.opt_input(ctx, i)? {
             None => Ok(None),
             Some(_) => self.const_input(ctx, i, what).map(Some),
@@ -219,11 +247,21 @@ impl Importer {
     }
 
     /// Adds an IR node for the ONNX node's `k`-th IR node (k > 0 gets a name suffix).
-    pub(crate) fn emit(&mut self, ctx: &NodeCtx<'_>, k: usize, op: Op, inputs: Vec<ValueId>) -> Result<ValueId> {
+    pub(crate) fn emit(
+        &mut self,
+        ctx: &NodeCtx<'_>,
+        k: usize,
+        op: Op,
+        inputs: Vec<ValueId>,
+    ) -> Result<ValueId> {
         let (name, out) = if k == 0 {
             (
                 ctx.name.clone(),
-                ctx.node.output.first().cloned().unwrap_or_else(|| ctx.name.clone()),
+                ctx.node
+                    .output
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| ctx.name.clone()),
             )
         } else {
             (format!("{}/{k}", ctx.name), format!("{}/{k}", ctx.name))
@@ -238,7 +276,9 @@ fn default_opset(model: &ModelProto) -> Result<i64> {
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
-        .ok_or_else(|| NnError::InvalidModel("model has no opset_import for the default ONNX domain".into()))
+        .ok_or_else(|| {
+            NnError::InvalidModel("model has no opset_import for the default ONNX domain".into())
+        })
 }
 
 /// Imports a decoded ONNX model.
@@ -253,14 +293,24 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         env.insert(init.name.clone(), Val::Const(tensor::decode_tensor(init)?));
     }
     if !g.sparse_initializer.is_empty() {
-        return Err(NnError::InvalidModel("sparse initializers are not supported".into()));
+        return Err(NnError::InvalidModel(
+            "sparse initializers are not supported".into(),
+        ));
     }
-    let data_inputs: Vec<_> = g.input.iter().filter(|i| !env.contains_key(&i.name)).collect();
+    let data_inputs: Vec<_> = g
+        .input
+        .iter()
+        .filter(|i| !env.contains_key(&i.name))
+        .collect();
     let [input] = data_inputs.as_slice() else {
         return Err(NnError::InvalidModel(format!(
             "expected exactly one graph input that is not an initializer, found {} ({})",
             data_inputs.len(),
-            data_inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+            data_inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     };
     let input_shape = input_shape(input)?;
@@ -283,14 +333,20 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
             return Err(NnError::UnsupportedOp {
                 node: ctx.name,
                 op_type: format!("{}:{}", node.domain, node.op_type),
-                supported: format!("ops of the default ONNX domain: {}", supported_ops().join(", ")),
+                supported: format!(
+                    "ops of the default ONNX domain: {}",
+                    supported_ops().join(", ")
+                ),
             });
         }
-        let handler = registry.get(node.op_type.as_str()).ok_or_else(|| NnError::UnsupportedOp {
-            node: ctx.name.clone(),
-            op_type: node.op_type.clone(),
-            supported: supported_ops().join(", "),
-        })?;
+        let handler =
+            registry
+                .get(node.op_type.as_str())
+                .ok_or_else(|| NnError::UnsupportedOp {
+                    node: ctx.name.clone(),
+                    op_type: node.op_type.clone(),
+                    supported: supported_ops().join(", "),
+                })?;
         let outs = handler(&mut imp, &ctx)?;
         for (name, v) in node.output.iter().zip(outs) {
             if !name.is_empty() {
@@ -334,9 +390,15 @@ fn input_shape(input: &onnx_protobuf::ValueInfoProto) -> Result<Vec<usize>> {
         _ => return Err(err("is not a tensor".into())),
     };
     if tt.elem_type != 1 && tt.elem_type != 11 {
-        return Err(err(format!("element type {} is not float32 (1) or float64 (11)", tt.elem_type)));
+        return Err(err(format!(
+            "element type {} is not float32 (1) or float64 (11)",
+            tt.elem_type
+        )));
     }
-    let shape = tt.shape.as_ref().ok_or_else(|| err("has no static shape; export with a fixed input shape".into()))?;
+    let shape = tt
+        .shape
+        .as_ref()
+        .ok_or_else(|| err("has no static shape; export with a fixed input shape".into()))?;
     let mut out = Vec::with_capacity(shape.dim.len());
     for (i, d) in shape.dim.iter().enumerate() {
         match d.value {

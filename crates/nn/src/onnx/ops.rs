@@ -66,7 +66,10 @@ fn pair(ctx: &NodeCtx<'_>, attr: &str, v: Option<Vec<i64>>, default: usize) -> R
 fn pads4(ctx: &NodeCtx<'_>) -> Result<[usize; 4]> {
     if let Some(p) = ctx.attr_string("auto_pad")? {
         if p != "NOTSET" && p != "VALID" {
-            return Err(ctx.bad_attr("auto_pad", format!("'{p}' is not supported; use NOTSET (explicit pads) or VALID")));
+            return Err(ctx.bad_attr(
+                "auto_pad",
+                format!("'{p}' is not supported; use NOTSET (explicit pads) or VALID"),
+            ));
         }
     }
     match ctx.attr_ints("pads")? {
@@ -98,20 +101,36 @@ fn axis(ctx: &NodeCtx<'_>, a: i64, rank: usize) -> Result<usize> {
 }
 
 fn conv(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
-    ctx.check_attrs(&["kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"])?;
+    ctx.check_attrs(&[
+        "kernel_shape",
+        "strides",
+        "pads",
+        "dilations",
+        "group",
+        "auto_pad",
+    ])?;
     if ctx.attr_int("group", 1)? != 1 {
         return Err(ctx.bad_attr("group", "only group = 1 is supported"));
     }
     ones(ctx, "dilations")?;
     let x = imp.dyn_input(ctx, 0)?;
     let weight = imp.const_input(ctx, 1, "convolution kernel")?;
-    let bias = imp.opt_const_input(ctx, 2, "convolution bias")?.map(Tensor::into_data);
+    let bias = imp
+        .opt_const_input(ctx, 2, "convolution bias")?
+        .map(Tensor::into_data);
     if weight.shape().len() != 4 {
-        return Err(ctx.unsupported(format!("only 2-D convolution is supported; kernel shape is {:?}", weight.shape())));
+        return Err(ctx.unsupported(format!(
+            "only 2-D convolution is supported; kernel shape is {:?}",
+            weight.shape()
+        )));
     }
     if let Some(k) = ctx.attr_ints("kernel_shape")? {
-        if k.len() != 2 || k[0] as usize != weight.shape()[2] || k[1] as usize != weight.shape()[3] {
-            return Err(ctx.shape_err(format!("kernel_shape {k:?} does not match kernel {:?}", weight.shape())));
+        if k.len() != 2 || k[0] as usize != weight.shape()[2] || k[1] as usize != weight.shape()[3]
+        {
+            return Err(ctx.shape_err(format!(
+                "kernel_shape {k:?} does not match kernel {:?}",
+                weight.shape()
+            )));
         }
     }
     let op = Op::Conv2d(Conv2d {
@@ -135,8 +154,12 @@ fn batch_norm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let op = Op::BatchNorm(BatchNorm {
         gamma: imp.const_input(ctx, 1, "batch-norm scale")?.into_data(),
         beta: imp.const_input(ctx, 2, "batch-norm bias")?.into_data(),
-        mean: imp.const_input(ctx, 3, "batch-norm running mean")?.into_data(),
-        var: imp.const_input(ctx, 4, "batch-norm running variance")?.into_data(),
+        mean: imp
+            .const_input(ctx, 3, "batch-norm running mean")?
+            .into_data(),
+        var: imp
+            .const_input(ctx, 4, "batch-norm running variance")?
+            .into_data(),
         eps: ctx.attr_float("epsilon", 1e-5)?,
     });
     one(Val::Dyn(imp.emit(ctx, 0, op, vec![x])?))
@@ -167,9 +190,16 @@ fn gemm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
         return Err(ctx.shape_err(format!("Gemm B must be 2-D, got {:?}", b.shape())));
     }
     if imp.graph.shape(a).len() != 2 {
-        return Err(ctx.shape_err(format!("Gemm input A must be 2-D, got {:?}", imp.graph.shape(a))));
+        return Err(ctx.shape_err(format!(
+            "Gemm input A must be 2-D, got {:?}",
+            imp.graph.shape(a)
+        )));
     }
-    let w = if ctx.attr_int("transB", 0)? != 0 { b } else { transpose2(&b)? };
+    let w = if ctx.attr_int("transB", 0)? != 0 {
+        b
+    } else {
+        transpose2(&b)?
+    };
     let n = w.shape()[0];
     let w = w.map(|v| alpha * v);
     let bias = match imp.opt_const_input(ctx, 2, "Gemm bias C")? {
@@ -187,7 +217,10 @@ fn gemm(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
                     if numel(c.shape()) == n {
                         Some(c.data().iter().map(|v| beta * v).collect())
                     } else {
-                        return Err(ctx.shape_err(format!("Gemm bias C of shape {:?} does not broadcast to [{n}]", c.shape())));
+                        return Err(ctx.shape_err(format!(
+                            "Gemm bias C of shape {:?} does not broadcast to [{n}]",
+                            c.shape()
+                        )));
                     }
                 }
             }
@@ -216,7 +249,11 @@ fn flatten(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let x = imp.input(ctx, 0)?;
     let shape = val_shape(imp, &x);
     let ax = ctx.attr_int("axis", 1)?;
-    let ax = if ax == shape.len() as i64 { shape.len() } else { axis(ctx, ax, shape.len())? };
+    let ax = if ax == shape.len() as i64 {
+        shape.len()
+    } else {
+        axis(ctx, ax, shape.len())?
+    };
     let target = vec![numel(&shape[..ax]), numel(&shape[ax..])];
     reshape_to(imp, ctx, x, target)
 }
@@ -228,14 +265,27 @@ fn val_shape(imp: &Importer, v: &Val) -> Vec<usize> {
     }
 }
 
-fn reshape_to(imp: &mut Importer, ctx: &NodeCtx<'_>, x: Val, target: Vec<usize>) -> Result<Vec<Val>> {
+fn reshape_to(
+    imp: &mut Importer,
+    ctx: &NodeCtx<'_>,
+    x: Val,
+    target: Vec<usize>,
+) -> Result<Vec<Val>> {
     match x {
-        Val::Const(t) => one(Val::Const(t.reshape(target).map_err(|e| ctx.shape_err(e.to_string()))?)),
+        Val::Const(t) => one(Val::Const(
+            t.reshape(target)
+                .map_err(|e| ctx.shape_err(e.to_string()))?,
+        )),
         Val::Dyn(id) => {
             if imp.graph.shape(id) == target.as_slice() {
                 return one(Val::Dyn(id));
             }
-            one(Val::Dyn(imp.emit(ctx, 0, Op::Reshape { shape: target }, vec![id])?))
+            one(Val::Dyn(imp.emit(
+                ctx,
+                0,
+                Op::Reshape { shape: target },
+                vec![id],
+            )?))
         }
     }
 }
@@ -255,7 +305,11 @@ fn reshape(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
                 infer = Some(i);
                 target.push(1);
             }
-            0 if !allowzero => target.push(*in_shape.get(i).ok_or_else(|| ctx.shape_err("0 in target shape beyond input rank"))?),
+            0 if !allowzero => target.push(
+                *in_shape
+                    .get(i)
+                    .ok_or_else(|| ctx.shape_err("0 in target shape beyond input rank"))?,
+            ),
             d if d >= 0 => target.push(d as usize),
             _ => return Err(ctx.shape_err(format!("invalid target shape {:?}", spec.data()))),
         }
@@ -287,13 +341,21 @@ fn squeeze(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let x = imp.input(ctx, 0)?;
     let shape = val_shape(imp, &x);
     let axes = match squeeze_axes(imp, ctx)? {
-        Some(a) => a.iter().map(|&a| axis(ctx, a, shape.len())).collect::<Result<Vec<_>>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| axis(ctx, a, shape.len()))
+            .collect::<Result<Vec<_>>>()?,
         None => (0..shape.len()).filter(|&i| shape[i] == 1).collect(),
     };
     if axes.iter().any(|&a| shape[a] != 1) {
         return Err(ctx.shape_err(format!("cannot squeeze axes {axes:?} of {shape:?}")));
     }
-    let target = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+    let target = shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !axes.contains(i))
+        .map(|(_, &d)| d)
+        .collect();
     reshape_to(imp, ctx, x, target)
 }
 
@@ -303,7 +365,10 @@ fn unsqueeze(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let shape = val_shape(imp, &x);
     let axes = squeeze_axes(imp, ctx)?.ok_or_else(|| ctx.unsupported("Unsqueeze needs axes"))?;
     let rank = shape.len() + axes.len();
-    let mut axes = axes.iter().map(|&a| axis(ctx, a, rank)).collect::<Result<Vec<_>>>()?;
+    let mut axes = axes
+        .iter()
+        .map(|&a| axis(ctx, a, rank))
+        .collect::<Result<Vec<_>>>()?;
     axes.sort_unstable();
     let mut target = shape.clone();
     for a in axes {
@@ -316,7 +381,15 @@ fn unsqueeze(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
 }
 
 fn average_pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
-    ctx.check_attrs(&["kernel_shape", "strides", "pads", "count_include_pad", "ceil_mode", "auto_pad", "dilations"])?;
+    ctx.check_attrs(&[
+        "kernel_shape",
+        "strides",
+        "pads",
+        "count_include_pad",
+        "ceil_mode",
+        "auto_pad",
+        "dilations",
+    ])?;
     if ctx.attr_int("ceil_mode", 0)? != 0 {
         return Err(ctx.bad_attr("ceil_mode", "only ceil_mode = 0 is supported"));
     }
@@ -324,7 +397,10 @@ fn average_pool(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let x = imp.dyn_input(ctx, 0)?;
     let kernel = pair(ctx, "kernel_shape", ctx.attr_ints("kernel_shape")?, 0)?;
     if kernel.contains(&0) {
-        return Err(ctx.bad_attr("kernel_shape", "missing or zero; a 2-D kernel_shape is required"));
+        return Err(ctx.bad_attr(
+            "kernel_shape",
+            "missing or zero; a 2-D kernel_shape is required",
+        ));
     }
     let op = Op::AvgPool(AvgPool {
         kernel,
@@ -350,7 +426,10 @@ fn reduce_axes(imp: &Importer, ctx: &NodeCtx<'_>, rank: usize) -> Result<Vec<usi
             .map(|t| t.data().iter().map(|&v| v as i64).collect()),
     };
     let mut axes = match raw {
-        Some(a) if !a.is_empty() => a.iter().map(|&a| axis(ctx, a, rank)).collect::<Result<Vec<_>>>()?,
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|&a| axis(ctx, a, rank))
+            .collect::<Result<Vec<_>>>()?,
         _ => {
             if ctx.attr_int("noop_with_empty_axes", 0)? != 0 {
                 Vec::new()
@@ -376,7 +455,12 @@ fn reduce(imp: &mut Importer, ctx: &NodeCtx<'_>, mean: bool) -> Result<Vec<Val>>
     let count: usize = axes.iter().map(|&a| shape[a]).product();
     let s = imp.emit(ctx, 0, Op::ReduceSum { axes, keepdims }, vec![x])?;
     if mean {
-        let m = imp.emit(ctx, 1, Op::MulConst(Tensor::scalar(1.0 / count as f64)), vec![s])?;
+        let m = imp.emit(
+            ctx,
+            1,
+            Op::MulConst(Tensor::scalar(1.0 / count as f64)),
+            vec![s],
+        )?;
         return one(Val::Dyn(m));
     }
     one(Val::Dyn(s))
@@ -399,13 +483,17 @@ enum Bin {
 }
 
 fn fold2(ctx: &NodeCtx<'_>, a: &Tensor, b: &Tensor, f: impl Fn(f64, f64) -> f64) -> Result<Tensor> {
-    a.broadcast_with(b, f).map_err(|e| ctx.shape_err(e.to_string()))
+    a.broadcast_with(b, f)
+        .map_err(|e| ctx.shape_err(e.to_string()))
 }
 
 fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>, kind: Bin) -> Result<Vec<Val>> {
     ctx.check_attrs(&["broadcast", "axis"])?;
     if ctx.attr("axis").is_some() {
-        return Err(ctx.bad_attr("axis", "legacy (opset < 7) broadcasting with axis is not supported"));
+        return Err(ctx.bad_attr(
+            "axis",
+            "legacy (opset < 7) broadcasting with axis is not supported",
+        ));
     }
     let a = imp.input(ctx, 0)?;
     let b = imp.input(ctx, 1)?;
@@ -437,7 +525,11 @@ fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>, kind: Bin) -> Result<Vec<Val>> 
                 let neg = imp.emit(ctx, 1, Op::MulConst(Tensor::scalar(-1.0)), vec![x])?;
                 Val::Dyn(imp.emit(ctx, 0, Op::AddConst(c), vec![neg])?)
             }
-            Bin::Div => return Err(ctx.unsupported("division by a computed value is not supported (only by constants)")),
+            Bin::Div => {
+                return Err(ctx.unsupported(
+                    "division by a computed value is not supported (only by constants)",
+                ));
+            }
         },
         (Val::Dyn(x), Val::Dyn(y)) => match kind {
             Bin::Add => Val::Dyn(imp.emit(ctx, 0, Op::Add, vec![x, y])?),
@@ -446,7 +538,11 @@ fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>, kind: Bin) -> Result<Vec<Val>> 
                 let neg = imp.emit(ctx, 1, Op::MulConst(Tensor::scalar(-1.0)), vec![y])?;
                 Val::Dyn(imp.emit(ctx, 0, Op::Add, vec![x, neg])?)
             }
-            Bin::Div => return Err(ctx.unsupported("division by a computed value is not supported (only by constants)")),
+            Bin::Div => {
+                return Err(ctx.unsupported(
+                    "division by a computed value is not supported (only by constants)",
+                ));
+            }
         },
     };
     one(v)
@@ -455,9 +551,12 @@ fn binary(imp: &mut Importer, ctx: &NodeCtx<'_>, kind: Bin) -> Result<Vec<Val>> 
 /// `x * sigmoid(x)` becomes a single SiLU node; any other product stays a `Mul`.
 fn silu_or_mul(imp: &mut Importer, ctx: &NodeCtx<'_>, x: ValueId, y: ValueId) -> Result<ValueId> {
     let is_sigmoid_of = |s: ValueId, arg: ValueId| {
-        imp.graph.producer(s).and_then(|i| imp.graph.nodes().get(i)).is_some_and(|n| {
-            n.op == Op::Activation(Activation::Sigmoid) && n.inputs.first() == Some(&arg)
-        })
+        imp.graph
+            .producer(s)
+            .and_then(|i| imp.graph.nodes().get(i))
+            .is_some_and(|n| {
+                n.op == Op::Activation(Activation::Sigmoid) && n.inputs.first() == Some(&arg)
+            })
     };
     if is_sigmoid_of(y, x) || is_sigmoid_of(x, y) {
         let arg = if is_sigmoid_of(y, x) { x } else { y };
@@ -489,13 +588,25 @@ fn pow(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let exp = e
         .as_uniform()
         .filter(|v| v.fract() == 0.0 && (1.0..=64.0).contains(v))
-        .ok_or_else(|| ctx.unsupported(format!("only a constant integer exponent in 1..=64 is supported, got {:?}", e.data())))?;
+        .ok_or_else(|| {
+            ctx.unsupported(format!(
+                "only a constant integer exponent in 1..=64 is supported, got {:?}",
+                e.data()
+            ))
+        })?;
     let x = imp.dyn_input(ctx, 0)?;
     let shape = imp.graph.shape(x).to_vec();
     if crate::tensor::broadcast_shapes(&shape, e.shape()).as_deref() != Some(shape.as_slice()) {
         return Err(ctx.shape_err("exponent tensor broadcasts the input to a larger shape"));
     }
-    one(Val::Dyn(imp.emit(ctx, 0, Op::Pow { exponent: exp as u32 }, vec![x])?))
+    one(Val::Dyn(imp.emit(
+        ctx,
+        0,
+        Op::Pow {
+            exponent: exp as u32,
+        },
+        vec![x],
+    )?))
 }
 
 fn unary(imp: &mut Importer, ctx: &NodeCtx<'_>, a: Activation) -> Result<Vec<Val>> {
@@ -525,7 +636,10 @@ fn gelu(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     ctx.check_attrs(&["approximate"])?;
     if let Some(a) = ctx.attr_string("approximate")? {
         if a != "none" {
-            return Err(ctx.bad_attr("approximate", format!("'{a}' is not supported; only 'none' (exact GELU)")));
+            return Err(ctx.bad_attr(
+                "approximate",
+                format!("'{a}' is not supported; only 'none' (exact GELU)"),
+            ));
         }
     }
     unary(imp, ctx, Activation::Gelu)
@@ -555,12 +669,20 @@ fn cast(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
             _ => t,
         })),
         Val::Dyn(x) if to == 1 || to == 11 => one(Val::Dyn(x)),
-        Val::Dyn(_) => Err(ctx.unsupported(format!("cast of the data to type {to}; only float casts are supported"))),
+        Val::Dyn(_) => Err(ctx.unsupported(format!(
+            "cast of the data to type {to}; only float casts are supported"
+        ))),
     }
 }
 
 fn constant(_imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
-    ctx.check_attrs(&["value", "value_float", "value_floats", "value_int", "value_ints"])?;
+    ctx.check_attrs(&[
+        "value",
+        "value_float",
+        "value_floats",
+        "value_int",
+        "value_ints",
+    ])?;
     let a = ctx
         .node
         .attribute
@@ -568,7 +690,9 @@ fn constant(_imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
         .ok_or_else(|| ctx.unsupported("Constant without a value attribute"))?;
     let t = match a.name.as_str() {
         "value" => {
-            let t = a.t.as_ref().ok_or_else(|| ctx.bad_attr("value", "missing tensor"))?;
+            let t =
+                a.t.as_ref()
+                    .ok_or_else(|| ctx.bad_attr("value", "missing tensor"))?;
             let mut t = t.clone();
             if t.name.is_empty() {
                 t.name = ctx.name.clone();
@@ -591,13 +715,22 @@ fn shape(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     let clamp = |v: i64| -> usize { (if v < 0 { v + r } else { v }).clamp(0, r) as usize };
     let start = clamp(ctx.attr_int("start", 0)?);
     let end = clamp(ctx.attr_int("end", r)?);
-    let dims: Vec<f64> = s.get(start..end.max(start)).unwrap_or(&[]).iter().map(|&d| d as f64).collect();
+    let dims: Vec<f64> = s
+        .get(start..end.max(start))
+        .unwrap_or(&[])
+        .iter()
+        .map(|&d| d as f64)
+        .collect();
     one(Val::Const(Tensor::vector(dims)))
 }
 
 fn gather(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     ctx.check_attrs(&["axis"])?;
-    let data = imp.const_input(ctx, 0, "Gather data (only constant gathers, e.g. of shapes, are supported)")?;
+    let data = imp.const_input(
+        ctx,
+        0,
+        "Gather data (only constant gathers, e.g. of shapes, are supported)",
+    )?;
     let idx = imp.const_input(ctx, 1, "Gather indices")?;
     if data.shape().len() != 1 || ctx.attr_int("axis", 0)? != 0 {
         return Err(ctx.unsupported("only gathers from 1-D constants along axis 0 are supported"));
@@ -610,7 +743,9 @@ fn gather(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
         let v = usize::try_from(j)
             .ok()
             .and_then(|j| data.data().get(j).copied())
-            .ok_or_else(|| ctx.shape_err(format!("Gather index {i} out of range for {n} elements")))?;
+            .ok_or_else(|| {
+                ctx.shape_err(format!("Gather index {i} out of range for {n} elements"))
+            })?;
         out.push(v);
     }
     one(Val::Const(Tensor::new(idx.shape().to_vec(), out)?))
@@ -620,7 +755,11 @@ fn concat(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     ctx.check_attrs(&["axis"])?;
     let mut out = Vec::new();
     for i in 0..ctx.node.input.len() {
-        let t = imp.const_input(ctx, i, "Concat operand (only constant concatenations, e.g. of shapes, are supported)")?;
+        let t = imp.const_input(
+            ctx,
+            i,
+            "Concat operand (only constant concatenations, e.g. of shapes, are supported)",
+        )?;
         if t.shape().len() > 1 {
             return Err(ctx.unsupported("only concatenation of 1-D constants is supported"));
         }
@@ -631,7 +770,10 @@ fn concat(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
 
 impl std::fmt::Debug for NodeCtx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeCtx").field("name", &self.name).field("op_type", &self.node.op_type).finish()
+        f.debug_struct("NodeCtx")
+            .field("name", &self.name)
+            .field("op_type", &self.node.op_type)
+            .finish()
     }
 }
 

@@ -76,7 +76,9 @@ pub fn decode_tensor(t: &TensorProto) -> Result<Tensor> {
                 .collect(),
             INT64 => raw
                 .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64)
+                .map(|c| {
+                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f64
+                })
                 .collect(),
             _ => raw
                 .chunks_exact(8)
@@ -94,7 +96,10 @@ pub fn decode_tensor(t: &TensorProto) -> Result<Tensor> {
     if data.len() != count {
         return Err(bad(
             name,
-            format!("has {} elements but shape {shape:?} needs {count}", data.len()),
+            format!(
+                "has {} elements but shape {shape:?} needs {count}",
+                data.len()
+            ),
         ));
     }
     Tensor::new(shape, data)
