@@ -438,6 +438,39 @@ impl Poly<Ntt> {
         Ok(())
     }
 
+    /// `self += a * b` where `a` has the basis of `self` and `b` is over a superset of its
+    /// primes (in any order): the matching limbs of `b` are used. This lets key-switching
+    /// keys stored over all primes be applied at any level without copying.
+    pub fn mul_add_assign_subset(&mut self, a: &Self, b: &Self) -> Result<()> {
+        self.check_same_basis(a)?;
+        if !Arc::ptr_eq(&self.ctx, &b.ctx) {
+            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: b.limbs.clone() });
+        }
+        let n = self.n();
+        let mut b_limbs = Vec::with_capacity(self.limbs.len());
+        for &i in &self.limbs {
+            let pos = b
+                .limbs
+                .iter()
+                .position(|&j| j == i)
+                .ok_or_else(|| RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: b.limbs.clone() })?;
+            b_limbs.push(b.limb(pos)?);
+        }
+        let ctx = &self.ctx;
+        self.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n))
+            .zip(b_limbs.par_iter())
+            .zip(self.limbs.par_iter())
+            .for_each(|(((d, x), y), &i)| {
+                let m = ctx.modulus_unchecked(i);
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y.iter()) {
+                    *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
+                }
+            });
+        Ok(())
+    }
+
     /// Adds the integer whose residues are `scalars` (one per limb) to every evaluation,
     /// i.e. adds a constant polynomial.
     pub fn add_scalar_assign(&mut self, scalars: &[u64]) -> Result<()> {

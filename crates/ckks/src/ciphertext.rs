@@ -1,0 +1,72 @@
+//! Plaintexts and ciphertexts: RNS polynomials in NTT form tagged with level, scale and the
+//! parameter fingerprint.
+
+use henn_ring::{Ntt, Poly};
+
+use crate::params::ParamsId;
+use crate::types::{Level, Scale};
+
+/// An encoded (not encrypted) message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plaintext {
+    pub(crate) poly: Poly<Ntt>,
+    pub(crate) level: Level,
+    pub(crate) scale: Scale,
+    pub(crate) params_id: ParamsId,
+}
+
+impl Plaintext {
+    /// Level.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+    /// Scale.
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+    /// Parameter fingerprint.
+    pub fn params_id(&self) -> ParamsId {
+        self.params_id
+    }
+    /// The polynomial (NTT form over `q_0..q_level`).
+    pub fn poly(&self) -> &Poly<Ntt> {
+        &self.poly
+    }
+}
+
+/// A CKKS ciphertext `(c_0, c_1[, c_2])` decrypting to `c_0 + c_1 s [+ c_2 s^2]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ciphertext {
+    pub(crate) parts: Vec<Poly<Ntt>>,
+    pub(crate) level: Level,
+    pub(crate) scale: Scale,
+    pub(crate) params_id: ParamsId,
+}
+
+impl Ciphertext {
+    /// Level.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+    /// Scale.
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+    /// Number of polynomials (2 normally, 3 after a multiplication without relinearization).
+    pub fn size(&self) -> usize {
+        self.parts.len()
+    }
+    /// Parameter fingerprint.
+    pub fn params_id(&self) -> ParamsId {
+        self.params_id
+    }
+    /// The polynomials.
+    pub fn parts(&self) -> &[Poly<Ntt>] {
+        &self.parts
+    }
+    /// Overrides the tracked scale (for callers that know the exact value, e.g. after
+    /// multiplying by a constant that encodes a scale change). Must be >= 1.
+    pub fn set_scale(&mut self, scale: Scale) {
+        self.scale = scale;
+    }
+}

@@ -1,0 +1,117 @@
+//! Errors of the CKKS layer.
+
+use thiserror::Error;
+
+use crate::types::{GaloisElement, Level};
+
+/// Errors raised by `henn-ckks`. Messages say what went wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum CkksError {
+    /// Error from the ring layer.
+    #[error(transparent)]
+    Ring(#[from] henn_ring::RingError),
+    /// Parameters are structurally invalid.
+    #[error("invalid CKKS parameters: {0}")]
+    InvalidParams(String),
+    /// Parameters are below the required security level.
+    #[error(
+        "parameters give log2(QP) = {log_qp} bits at N = 2^{log_n}, above the {max_bits}-bit limit for \
+         {security_bits}-bit security (HomomorphicEncryption.org table); use fewer or smaller primes, a larger N, \
+         or opt in with SecurityPolicy::InsecureAllowed"
+    )]
+    Insecure {
+        /// log2 of the ring degree.
+        log_n: u32,
+        /// Total bits of Q*P.
+        log_qp: u32,
+        /// The table's maximum.
+        max_bits: u32,
+        /// The security level checked.
+        security_bits: u32,
+    },
+    /// Objects made under different parameters were combined.
+    #[error("parameter mismatch: object was made for parameters {found}, expected {expected}")]
+    ParamsMismatch {
+        /// Expected fingerprint (hex).
+        expected: String,
+        /// Found fingerprint (hex).
+        found: String,
+    },
+    /// Operands are at different levels.
+    #[error("level mismatch: {lhs} vs {rhs}; bring the higher one down with drop_level_to")]
+    LevelMismatch {
+        /// Left operand level.
+        lhs: Level,
+        /// Right operand level.
+        rhs: Level,
+    },
+    /// Operands have different scales.
+    #[error("scale mismatch: 2^{lhs_log2:.4} vs 2^{rhs_log2:.4}; rescale or re-encode one operand at the other's scale")]
+    ScaleMismatch {
+        /// log2 of the left scale.
+        lhs_log2: f64,
+        /// log2 of the right scale.
+        rhs_log2: f64,
+    },
+    /// A level out of range for the parameters.
+    #[error("level {level} is out of range (maximum level {max})")]
+    LevelOutOfRange {
+        /// Requested level.
+        level: usize,
+        /// Maximum level of the parameters.
+        max: usize,
+    },
+    /// No level left to rescale or multiply.
+    #[error("ciphertext is at level 0: no prime left to rescale by; the circuit needs more levels (a longer modulus chain)")]
+    OutOfLevels,
+    /// A Galois key needed for a rotation is missing.
+    #[error("missing Galois key for element {element} (rotation by {steps:?}); generate keys for this rotation")]
+    MissingGaloisKey {
+        /// The Galois element.
+        element: GaloisElement,
+        /// The rotation steps, if this was a rotation.
+        steps: Option<i64>,
+    },
+    /// A ciphertext with an unexpected number of parts.
+    #[error("ciphertext has {got} parts, expected {expected}; relinearize first")]
+    WrongSize {
+        /// Expected parts.
+        expected: usize,
+        /// Actual parts.
+        got: usize,
+    },
+    /// Too many values for the slots.
+    #[error("{got} values do not fit in {slots} slots")]
+    TooManyValues {
+        /// Values supplied.
+        got: usize,
+        /// Slots available.
+        slots: usize,
+    },
+    /// Encoded values overflow the plaintext modulus at the chosen scale.
+    #[error("value {value:e} times scale 2^{log_scale:.1} overflows the plaintext range; lower the scale or the values")]
+    ValueTooLarge {
+        /// Offending value.
+        value: f64,
+        /// log2 of the scale.
+        log_scale: f64,
+    },
+    /// A non-finite input value.
+    #[error("input contains a non-finite value ({0}); only finite numbers can be encoded")]
+    NonFinite(f64),
+    /// A rotation step not representable for the slot count.
+    #[error("rotation by {steps} is invalid for {slots} slots")]
+    InvalidRotation {
+        /// Requested steps.
+        steps: i64,
+        /// Slots.
+        slots: usize,
+    },
+    /// Serialization or deserialization failure.
+    #[error("serialization: {0}")]
+    Serialization(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, CkksError>;

@@ -1,0 +1,458 @@
+//! The evaluator: homomorphic arithmetic with exact level and scale tracking. Every entry
+//! point checks parameter fingerprints, levels and scales and returns a named error.
+
+use std::sync::Arc;
+
+use henn_ring::{Ntt, Poly};
+use rayon::prelude::*;
+
+use crate::ciphertext::{Ciphertext, Plaintext};
+use crate::error::{CkksError, Result};
+use crate::keys::{GaloisKeys, KeySwitchKey, RelinKey};
+use crate::keyswitch::{Decomposed, apply_key, decompose};
+use crate::params::CkksParams;
+use crate::types::{GaloisElement, Level, Scale};
+
+/// Homomorphic operations for one parameter set.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    params: Arc<CkksParams>,
+}
+
+fn check_same_level(a: Level, b: Level) -> Result<()> {
+    if a != b {
+        return Err(CkksError::LevelMismatch { lhs: a, rhs: b });
+    }
+    Ok(())
+}
+
+fn check_same_scale(a: Scale, b: Scale) -> Result<()> {
+    if !a.matches(b) {
+        return Err(CkksError::ScaleMismatch { lhs_log2: a.log2(), rhs_log2: b.log2() });
+    }
+    Ok(())
+}
+
+impl Evaluator {
+    /// An evaluator for `params`.
+    pub fn new(params: &Arc<CkksParams>) -> Self {
+        Self { params: params.clone() }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Arc<CkksParams> {
+        &self.params
+    }
+
+    fn check_ct(&self, ct: &Ciphertext) -> Result<()> {
+        self.params.check_id(ct.params_id)
+    }
+
+    fn check_size(ct: &Ciphertext, expected: usize) -> Result<()> {
+        if ct.parts.len() != expected {
+            return Err(CkksError::WrongSize { expected, got: ct.parts.len() });
+        }
+        Ok(())
+    }
+
+    /// The plaintext polynomial restricted to the ciphertext level (plaintexts at a higher
+    /// level are accepted; lower ones are an error).
+    fn pt_at_level(&self, pt: &Plaintext, level: Level) -> Result<Poly<Ntt>> {
+        self.params.check_id(pt.params_id)?;
+        if pt.level < level {
+            return Err(CkksError::LevelMismatch { lhs: level, rhs: pt.level });
+        }
+        if pt.level == level {
+            Ok(pt.poly.clone())
+        } else {
+            Ok(pt.poly.select_limbs(&self.params.q_limbs(level))?)
+        }
+    }
+
+    // ----- addition -----
+
+    /// `a + b` (same level and scale; sizes may differ).
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.add_assign(&mut r, b)?;
+        Ok(r)
+    }
+
+    /// `a += b`.
+    pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        check_same_level(a.level, b.level)?;
+        check_same_scale(a.scale, b.scale)?;
+        for (i, pb) in b.parts.iter().enumerate() {
+            match a.parts.get_mut(i) {
+                Some(pa) => pa.add_assign(pb)?,
+                None => a.parts.push(pb.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `a - b`.
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.sub_assign(&mut r, b)?;
+        Ok(r)
+    }
+
+    /// `a -= b`.
+    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        check_same_level(a.level, b.level)?;
+        check_same_scale(a.scale, b.scale)?;
+        for (i, pb) in b.parts.iter().enumerate() {
+            match a.parts.get_mut(i) {
+                Some(pa) => pa.sub_assign(pb)?,
+                None => {
+                    let mut p = pb.clone();
+                    p.neg_assign();
+                    a.parts.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `-a`.
+    pub fn neg(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.neg_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// `a = -a`.
+    pub fn neg_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        self.check_ct(a)?;
+        a.parts.iter_mut().for_each(|p| p.neg_assign());
+        Ok(())
+    }
+
+    /// `a + pt` (same scale; the plaintext level must be at least the ciphertext's).
+    pub fn add_plain(&self, a: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.add_plain_assign(&mut r, pt)?;
+        Ok(r)
+    }
+
+    /// `a += pt`.
+    pub fn add_plain_assign(&self, a: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        self.check_ct(a)?;
+        check_same_scale(a.scale, pt.scale)?;
+        let p = self.pt_at_level(pt, a.level)?;
+        a.parts.first_mut().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.add_assign(&p)?;
+        Ok(())
+    }
+
+    /// `a - pt`.
+    pub fn sub_plain(&self, a: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        check_same_scale(a.scale, pt.scale)?;
+        let p = self.pt_at_level(pt, a.level)?;
+        let mut r = a.clone();
+        r.parts.first_mut().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.sub_assign(&p)?;
+        Ok(r)
+    }
+
+    /// Residues of `round(x)` for each data prime up to `level`.
+    fn int_residues(&self, x: f64, level: Level) -> Result<Vec<u64>> {
+        if !x.is_finite() || x.abs() >= 2f64.powi(126) {
+            return Err(CkksError::ValueTooLarge { value: x, log_scale: 0.0 });
+        }
+        let v = x.round() as i128;
+        self.params
+            .q_limbs(level)
+            .iter()
+            .map(|&i| Ok(self.params.ring().modulus(i)?.reduce_i128(v)))
+            .collect()
+    }
+
+    /// `a + c` for a real constant `c` added to every slot (encoded at the ciphertext scale).
+    pub fn add_const(&self, a: &Ciphertext, c: f64) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.add_const_assign(&mut r, c)?;
+        Ok(r)
+    }
+
+    /// `a += c` in every slot.
+    pub fn add_const_assign(&self, a: &mut Ciphertext, c: f64) -> Result<()> {
+        self.check_ct(a)?;
+        let r = self.int_residues(c * a.scale.value(), a.level)?;
+        a.parts.first_mut().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.add_scalar_assign(&r)?;
+        Ok(())
+    }
+
+    // ----- multiplication -----
+
+    /// `a * pt` (slot-wise); scales multiply. No rescale.
+    pub fn mul_plain(&self, a: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.mul_plain_assign(&mut r, pt)?;
+        Ok(r)
+    }
+
+    /// `a *= pt`.
+    pub fn mul_plain_assign(&self, a: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+        self.check_ct(a)?;
+        let p = self.pt_at_level(pt, a.level)?;
+        for part in &mut a.parts {
+            part.mul_assign(&p)?;
+        }
+        a.scale = a.scale.mul(pt.scale);
+        Ok(())
+    }
+
+    /// `a * c` for a real constant, encoded as the integer `round(c * const_scale)`: one
+    /// scalar multiplication per limb, no NTT. The result scale is `a.scale * const_scale`.
+    /// With `const_scale` equal to the last prime, a following rescale restores the scale.
+    pub fn mul_const(&self, a: &Ciphertext, c: f64, const_scale: Scale) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.mul_const_assign(&mut r, c, const_scale)?;
+        Ok(r)
+    }
+
+    /// `a *= c` (see [`Evaluator::mul_const`]).
+    pub fn mul_const_assign(&self, a: &mut Ciphertext, c: f64, const_scale: Scale) -> Result<()> {
+        self.check_ct(a)?;
+        let r = self.int_residues(c * const_scale.value(), a.level)?;
+        for part in &mut a.parts {
+            part.mul_scalar_assign(&r)?;
+        }
+        a.scale = a.scale.mul(const_scale);
+        Ok(())
+    }
+
+    /// `a * k` for an integer `k`; the scale is unchanged and no level is consumed.
+    pub fn mul_int_assign(&self, a: &mut Ciphertext, k: i64) -> Result<()> {
+        self.check_ct(a)?;
+        let r = self.int_residues(k as f64, a.level)?;
+        for part in &mut a.parts {
+            part.mul_scalar_assign(&r)?;
+        }
+        Ok(())
+    }
+
+    /// The scale that makes `mul_const` followed by `rescale` keep the ciphertext's scale:
+    /// the last prime at its level.
+    pub fn rescale_neutral_scale(&self, ct: &Ciphertext) -> Result<Scale> {
+        let q = self.params.q().get(ct.level.0).copied().ok_or(CkksError::OutOfLevels)?;
+        Scale::new(q as f64).ok_or(CkksError::OutOfLevels)
+    }
+
+    /// `a * b` without relinearization (3 parts). Same level required.
+    pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        Self::check_size(a, 2)?;
+        Self::check_size(b, 2)?;
+        check_same_level(a.level, b.level)?;
+        let (a0, a1) = (&a.parts[0], &a.parts[1]);
+        let (b0, b1) = (&b.parts[0], &b.parts[1]);
+        let ((c0, c2), c1) = rayon::join(
+            || (a0.mul(b0), a1.mul(b1)),
+            || -> Result<Poly<Ntt>> {
+                let mut c1 = a0.mul(b1)?;
+                c1.mul_add_assign(a1, b0)?;
+                Ok(c1)
+            },
+        );
+        Ok(Ciphertext { parts: vec![c0?, c1?, c2?], level: a.level, scale: a.scale.mul(b.scale), params_id: a.params_id })
+    }
+
+    /// `a^2` without relinearization (3 parts).
+    pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        Self::check_size(a, 2)?;
+        let (a0, a1) = (&a.parts[0], &a.parts[1]);
+        let c0 = a0.mul(a0)?;
+        let mut c1 = a0.mul(a1)?;
+        let c1b = c1.clone();
+        c1.add_assign(&c1b)?;
+        let c2 = a1.mul(a1)?;
+        Ok(Ciphertext { parts: vec![c0, c1, c2], level: a.level, scale: a.scale.mul(a.scale), params_id: a.params_id })
+    }
+
+    /// Relinearizes a 3-part ciphertext back to 2 parts.
+    pub fn relinearize(&self, a: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.relinearize_assign(&mut r, rlk)?;
+        Ok(r)
+    }
+
+    /// In-place relinearization.
+    pub fn relinearize_assign(&self, a: &mut Ciphertext, rlk: &RelinKey) -> Result<()> {
+        self.check_ct(a)?;
+        self.params.check_id(rlk.0.params_id)?;
+        if a.parts.len() == 2 {
+            return Ok(());
+        }
+        Self::check_size(a, 3)?;
+        let c2 = a.parts.pop().ok_or(CkksError::WrongSize { expected: 3, got: 0 })?;
+        let dec = decompose(&self.params, &c2, a.level)?;
+        let (u0, u1) = apply_key(&self.params, &dec, &rlk.0, None)?;
+        a.parts[0].add_assign(&u0)?;
+        a.parts[1].add_assign(&u1)?;
+        Ok(())
+    }
+
+    /// `a * b` followed by relinearization.
+    pub fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext> {
+        let mut r = self.mul(a, b)?;
+        self.relinearize_assign(&mut r, rlk)?;
+        Ok(r)
+    }
+
+    /// `a^2` followed by relinearization.
+    pub fn square_relin(&self, a: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext> {
+        let mut r = self.square(a)?;
+        self.relinearize_assign(&mut r, rlk)?;
+        Ok(r)
+    }
+
+    // ----- levels -----
+
+    /// Divides by the last prime `q_l` (rounding) and drops it: level - 1, scale / q_l.
+    pub fn rescale(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// In-place rescale.
+    pub fn rescale_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        self.check_ct(a)?;
+        if a.level.0 == 0 {
+            return Err(CkksError::OutOfLevels);
+        }
+        let q = self.params.q().get(a.level.0).copied().ok_or(CkksError::OutOfLevels)? as f64;
+        a.parts.par_iter_mut().try_for_each(|p| p.divide_round_by_last_assign())?;
+        a.level = Level(a.level.0 - 1);
+        a.scale = a.scale.div(q);
+        Ok(())
+    }
+
+    /// Drops primes down to `level` without changing the scale (modulus switching).
+    pub fn drop_level_to(&self, a: &Ciphertext, level: Level) -> Result<Ciphertext> {
+        let mut r = a.clone();
+        self.drop_level_to_assign(&mut r, level)?;
+        Ok(r)
+    }
+
+    /// In-place [`Evaluator::drop_level_to`].
+    pub fn drop_level_to_assign(&self, a: &mut Ciphertext, level: Level) -> Result<()> {
+        self.check_ct(a)?;
+        if level > a.level {
+            return Err(CkksError::LevelMismatch { lhs: a.level, rhs: level });
+        }
+        for p in &mut a.parts {
+            p.truncate_limbs(level.num_limbs())?;
+        }
+        a.level = level;
+        Ok(())
+    }
+
+    // ----- automorphisms -----
+
+    fn apply_galois_with(&self, a: &Ciphertext, gk: &GaloisKeys, g: GaloisElement, steps: Option<i64>) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        Self::check_size(a, 2)?;
+        let key = gk.get(g, steps)?;
+        self.params.check_id(key.key.params_id)?;
+        let c0 = a.parts[0].automorphism(&key.perm)?;
+        let c1 = a.parts[1].automorphism(&key.perm)?;
+        let dec = decompose(&self.params, &c1, a.level)?;
+        let (u0, u1) = apply_key(&self.params, &dec, &key.key, None)?;
+        let mut c0 = c0;
+        c0.add_assign(&u0)?;
+        Ok(Ciphertext { parts: vec![c0, u1], level: a.level, scale: a.scale, params_id: a.params_id })
+    }
+
+    /// Applies the automorphism of Galois element `g`.
+    pub fn apply_galois(&self, a: &Ciphertext, g: GaloisElement, gk: &GaloisKeys) -> Result<Ciphertext> {
+        self.apply_galois_with(a, gk, g, None)
+    }
+
+    fn rotation_element(&self, steps: i64) -> Result<GaloisElement> {
+        let slots = self.params.slots();
+        if steps.unsigned_abs() as usize >= slots {
+            return Err(CkksError::InvalidRotation { steps, slots });
+        }
+        Ok(GaloisElement::for_rotation(steps, self.params.n()))
+    }
+
+    /// Rotates the slots left by `steps` (right for negative steps).
+    pub fn rotate(&self, a: &Ciphertext, steps: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+        let g = self.rotation_element(steps)?;
+        if g.value() == 1 {
+            return Ok(a.clone());
+        }
+        self.apply_galois_with(a, gk, g, Some(steps))
+    }
+
+    /// Complex conjugation of every slot.
+    pub fn conjugate(&self, a: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
+        self.apply_galois_with(a, gk, GaloisElement::conjugation(self.params.n()), None)
+    }
+
+    /// Decomposes `c_1` once, for many rotations of the same ciphertext ([`Self::rotate_hoisted_with`]).
+    pub fn hoist(&self, a: &Ciphertext) -> Result<Decomposed> {
+        self.check_ct(a)?;
+        Self::check_size(a, 2)?;
+        decompose(&self.params, &a.parts[1], a.level)
+    }
+
+    /// One rotation reusing a decomposition made by [`Self::hoist`] of the same ciphertext.
+    pub fn rotate_hoisted_with(&self, a: &Ciphertext, dec: &Decomposed, steps: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        if dec.level != a.level {
+            return Err(CkksError::LevelMismatch { lhs: a.level, rhs: dec.level });
+        }
+        let g = self.rotation_element(steps)?;
+        if g.value() == 1 {
+            return Ok(a.clone());
+        }
+        let key = gk.get(g, Some(steps))?;
+        self.params.check_id(key.key.params_id)?;
+        let (u0, u1) = apply_key(&self.params, dec, &key.key, Some(&key.perm))?;
+        let mut c0 = a.parts[0].automorphism(&key.perm)?;
+        c0.add_assign(&u0)?;
+        Ok(Ciphertext { parts: vec![c0, u1], level: a.level, scale: a.scale, params_id: a.params_id })
+    }
+
+    /// Rotations of one ciphertext by each of `steps`, sharing one decomposition (hoisting).
+    pub fn rotate_hoisted(&self, a: &Ciphertext, steps: &[i64], gk: &GaloisKeys) -> Result<Vec<Ciphertext>> {
+        let dec = self.hoist(a)?;
+        steps.par_iter().map(|&s| self.rotate_hoisted_with(a, &dec, s, gk)).collect()
+    }
+
+    /// Sums `count` slots with stride `stride` into slot 0 (and its cyclic shifts):
+    /// `sum_{i<count} rot(a, i*stride)` with log2(count) rotations (`count` a power of two).
+    /// Needs keys for rotations by `stride * 2^k`.
+    pub fn rotate_and_sum(&self, a: &Ciphertext, count: usize, stride: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+        if !count.is_power_of_two() {
+            return Err(CkksError::InvalidRotation { steps: count as i64, slots: self.params.slots() });
+        }
+        let mut acc = a.clone();
+        let mut step = stride;
+        let mut c = 1;
+        while c < count {
+            let r = self.rotate(&acc, step, gk)?;
+            self.add_assign(&mut acc, &r)?;
+            step *= 2;
+            c *= 2;
+        }
+        Ok(acc)
+    }
+
+    /// A key-switching primitive for advanced circuits: switches `d` (at `level`) with `key`.
+    pub fn key_switch(&self, d: &Poly<Ntt>, level: Level, key: &KeySwitchKey) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
+        self.params.check_id(key.params_id)?;
+        let dec = decompose(&self.params, d, level)?;
+        apply_key(&self.params, &dec, key, None)
+    }
+}

@@ -1,0 +1,275 @@
+//! Keys: secret (zeroized, redacted), public, and hybrid key-switching keys
+//! (relinearization, rotations, conjugation), with the uniform parts derived from seeds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use henn_ring::{AutomorphismPermutation, Coeff, Ntt, Poly, sample};
+use rand::{CryptoRng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{CkksError, Result};
+use crate::params::{CkksParams, ParamsId, SecretDistribution};
+use crate::types::GaloisElement;
+
+/// The secret key `s`, stored in NTT form over all primes (data and special).
+///
+/// Zeroized on drop; `Debug` is redacted; there is deliberately no serializer.
+pub struct SecretKey {
+    pub(crate) poly: Poly<Ntt>,
+    /// Signed coefficients (for automorphisms and tests).
+    pub(crate) coeffs: Vec<i64>,
+    pub(crate) params_id: ParamsId,
+}
+
+impl Zeroize for SecretKey {
+    fn zeroize(&mut self) {
+        self.poly.zeroize();
+        self.coeffs.zeroize();
+    }
+}
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+impl ZeroizeOnDrop for SecretKey {}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKey").field("params_id", &self.params_id).field("data", &"<redacted>").finish()
+    }
+}
+
+impl SecretKey {
+    /// Parameter fingerprint.
+    pub fn params_id(&self) -> ParamsId {
+        self.params_id
+    }
+}
+
+/// A public encryption key `(b, a) = (-a s + e, a)` over the data primes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublicKey {
+    pub(crate) b: Poly<Ntt>,
+    pub(crate) a: Poly<Ntt>,
+    pub(crate) params_id: ParamsId,
+}
+
+/// A hybrid key-switching key from `s'` to `s`: one pair per digit over `Q ∪ P`,
+/// `b_j = -a_j s + e_j + P * [digit j indicator] * s'`, with all `a_j` expanded from `seed`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeySwitchKey {
+    pub(crate) b: Vec<Poly<Ntt>>,
+    pub(crate) a: Vec<Poly<Ntt>>,
+    pub(crate) seed: [u8; 32],
+    pub(crate) params_id: ParamsId,
+}
+
+impl KeySwitchKey {
+    /// Number of digits.
+    pub fn dnum(&self) -> usize {
+        self.b.len()
+    }
+    /// Parameter fingerprint.
+    pub fn params_id(&self) -> ParamsId {
+        self.params_id
+    }
+}
+
+/// The relinearization key (switches from `s^2` to `s`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelinKey(pub(crate) KeySwitchKey);
+
+impl RelinKey {
+    /// Parameter fingerprint.
+    pub fn params_id(&self) -> ParamsId {
+        self.0.params_id
+    }
+}
+
+/// A Galois key with its automorphism permutation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaloisKey {
+    pub(crate) key: KeySwitchKey,
+    pub(crate) perm: AutomorphismPermutation,
+}
+
+/// Galois keys indexed by element.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GaloisKeys {
+    pub(crate) keys: BTreeMap<GaloisElement, GaloisKey>,
+}
+
+impl GaloisKeys {
+    /// Elements present.
+    pub fn elements(&self) -> impl Iterator<Item = GaloisElement> + '_ {
+        self.keys.keys().copied()
+    }
+    /// Whether the key for `g` is present.
+    pub fn contains(&self, g: GaloisElement) -> bool {
+        self.keys.contains_key(&g)
+    }
+    pub(crate) fn get(&self, g: GaloisElement, steps: Option<i64>) -> Result<&GaloisKey> {
+        self.keys.get(&g).ok_or(CkksError::MissingGaloisKey { element: g, steps })
+    }
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+    /// Adds (or replaces) keys from another set.
+    pub fn extend(&mut self, other: GaloisKeys) {
+        self.keys.extend(other.keys);
+    }
+}
+
+/// Generates keys from a caller-provided CSPRNG.
+#[derive(Debug)]
+pub struct KeyGenerator {
+    params: Arc<CkksParams>,
+}
+
+/// Expands a 32-byte seed into the uniform polynomials `a_j` of a key-switching key (or of a
+/// seeded ciphertext).
+pub(crate) fn expand_uniform(params: &CkksParams, seed: &[u8; 32], count: usize, limbs: &[usize]) -> Result<Vec<Poly<Ntt>>> {
+    let mut rng = ChaCha20Rng::from_seed(*seed);
+    (0..count).map(|_| Ok(sample::uniform_ntt(params.ring(), limbs, &mut rng)?)).collect()
+}
+
+/// A fresh error polynomial over `limbs` in NTT form.
+pub(crate) fn gaussian_ntt<R: RngCore + CryptoRng + ?Sized>(params: &CkksParams, limbs: &[usize], rng: &mut R) -> Result<Poly<Ntt>> {
+    let e = sample::gaussian(params.n(), sample::GAUSSIAN_SIGMA, rng);
+    Ok(Poly::<Coeff>::from_signed(params.ring(), limbs, &e)?.ntt())
+}
+
+impl KeyGenerator {
+    /// A generator for `params`.
+    pub fn new(params: &Arc<CkksParams>) -> Self {
+        Self { params: params.clone() }
+    }
+
+    /// Samples a secret key.
+    pub fn secret_key<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R) -> Result<SecretKey> {
+        let n = self.params.n();
+        let coeffs = match self.params.literal().secret {
+            SecretDistribution::Ternary => sample::ternary(n, rng),
+            SecretDistribution::SparseTernary { hamming_weight } => sample::sparse_ternary(n, hamming_weight, rng)?,
+        };
+        let poly = Poly::<Coeff>::from_signed(self.params.ring(), &self.params.all_limbs(), &coeffs)?.ntt();
+        Ok(SecretKey { poly, coeffs, params_id: self.params.id() })
+    }
+
+    /// A public key for `sk`.
+    pub fn public_key<R: RngCore + CryptoRng + ?Sized>(&self, sk: &SecretKey, rng: &mut R) -> Result<PublicKey> {
+        self.params.check_id(sk.params_id)?;
+        let limbs = self.params.q_limbs(self.params.max_level());
+        let a = sample::uniform_ntt(self.params.ring(), &limbs, rng)?;
+        let s = sk.poly.select_limbs(&limbs)?;
+        let mut b = gaussian_ntt(&self.params, &limbs, rng)?;
+        // b = e - a s
+        let mut as_ = a.mul(&s)?;
+        as_.neg_assign();
+        b.add_assign(&as_)?;
+        Ok(PublicKey { b, a, params_id: self.params.id() })
+    }
+
+    /// A key-switching key from `s_from` (NTT, all primes) to `sk`.
+    fn key_switch_key<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        s_from: &Poly<Ntt>,
+        rng: &mut R,
+    ) -> Result<KeySwitchKey> {
+        let params = &self.params;
+        let all = params.all_limbs();
+        let top = params.level_tables(params.max_level())?;
+        let dnum = top.digits.len();
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let a = expand_uniform(params, &seed, dnum, &all)?;
+        // P mod q_i for the data primes.
+        let ctx = params.ring();
+        let p_limbs = params.p_limbs();
+        let mut b = Vec::with_capacity(dnum);
+        for (j, digit) in top.digits.iter().enumerate() {
+            let aj = a.get(j).ok_or(CkksError::InvalidParams("digit count".into()))?;
+            let mut bj = gaussian_ntt(params, &all, rng)?;
+            let mut as_ = aj.mul(&sk.poly)?;
+            as_.neg_assign();
+            bj.add_assign(&as_)?;
+            // + P * s_from on the limbs of digit j (zero elsewhere, including P's limbs).
+            let mut scalars = vec![0u64; all.len()];
+            for &i in digit {
+                let qi = ctx.modulus(i)?;
+                let mut pm = 1u64;
+                for &pi in &p_limbs {
+                    pm = qi.mul(pm, ctx.modulus(pi)?.value());
+                }
+                if let Some(s) = scalars.get_mut(i) {
+                    *s = pm;
+                }
+            }
+            let mut term = s_from.clone();
+            term.mul_scalar_assign(&scalars)?;
+            bj.add_assign(&term)?;
+            b.push(bj);
+        }
+        Ok(KeySwitchKey { b, a, seed, params_id: params.id() })
+    }
+
+    /// The relinearization key.
+    pub fn relin_key<R: RngCore + CryptoRng + ?Sized>(&self, sk: &SecretKey, rng: &mut R) -> Result<RelinKey> {
+        self.params.check_id(sk.params_id)?;
+        let mut s2 = sk.poly.mul(&sk.poly)?;
+        let k = self.key_switch_key(sk, &s2, rng);
+        s2.zeroize();
+        Ok(RelinKey(k?))
+    }
+
+    /// The Galois key for element `g` (switches from `s(X^g)` to `s`).
+    pub fn galois_key<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        g: GaloisElement,
+        rng: &mut R,
+    ) -> Result<GaloisKey> {
+        self.params.check_id(sk.params_id)?;
+        let perm = AutomorphismPermutation::new(self.params.n(), g.value())?;
+        let mut sg = sk.poly.automorphism(&perm)?;
+        let key = self.key_switch_key(sk, &sg, rng);
+        sg.zeroize();
+        Ok(GaloisKey { key: key?, perm })
+    }
+
+    /// Galois keys for left rotations by each of `steps` (negative: right), plus complex
+    /// conjugation when `conjugate` is set. Steps equal to 0 mod N/2 are skipped.
+    pub fn galois_keys<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        steps: &[i64],
+        conjugate: bool,
+        rng: &mut R,
+    ) -> Result<GaloisKeys> {
+        let n = self.params.n();
+        let mut elements: Vec<GaloisElement> = steps
+            .iter()
+            .map(|&k| GaloisElement::for_rotation(k, n))
+            .filter(|g| g.value() != 1)
+            .collect();
+        if conjugate {
+            elements.push(GaloisElement::conjugation(n));
+        }
+        elements.sort();
+        elements.dedup();
+        let mut keys = BTreeMap::new();
+        for g in elements {
+            keys.insert(g, self.galois_key(sk, g, rng)?);
+        }
+        Ok(GaloisKeys { keys })
+    }
+}

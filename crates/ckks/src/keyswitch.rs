@@ -1,0 +1,91 @@
+//! Hybrid (Han-Ki) key switching: decompose into digits of `alpha` primes, ModUp each digit
+//! to `Q_l ∪ P`, inner product with the key, ModDown by `P`. Decomposition can be shared by
+//! many rotations (hoisting): automorphisms commute with it, being permutations of NTT slots.
+
+use henn_ring::{AutomorphismPermutation, Ntt, Poly};
+use rayon::prelude::*;
+
+use crate::error::{CkksError, Result};
+use crate::keys::KeySwitchKey;
+use crate::params::CkksParams;
+use crate::types::Level;
+
+/// A polynomial decomposed into ModUp'ed digits over `Q_l ∪ P` (NTT form).
+#[derive(Clone, Debug)]
+pub struct Decomposed {
+    pub(crate) level: Level,
+    pub(crate) digits: Vec<Poly<Ntt>>,
+}
+
+impl Decomposed {
+    /// Level of the decomposed polynomial.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+}
+
+/// Decomposes `d` (NTT form over `q_0..q_level`).
+pub(crate) fn decompose(params: &CkksParams, d: &Poly<Ntt>, level: Level) -> Result<Decomposed> {
+    let t = params.level_tables(level)?;
+    let d_coeff = d.clone().intt();
+    let digits = t
+        .digits
+        .par_iter()
+        .zip(t.mod_up.par_iter())
+        .map(|(digit, conv)| -> Result<Poly<Ntt>> {
+            let x = d_coeff.select_limbs(digit)?;
+            let ext = conv.convert(&x)?.ntt();
+            let mut out = Poly::<Ntt>::zero(params.ring(), &t.qp_limbs)?;
+            let mut ext_pos = 0;
+            for (k, &limb) in t.qp_limbs.iter().enumerate() {
+                let src = if digit.contains(&limb) {
+                    // This digit's own limbs: the input itself (`d` is over q_0..q_level, so
+                    // the position of a data prime is its context index).
+                    d.limb(limb)?
+                } else {
+                    let s = ext.limb(ext_pos)?;
+                    ext_pos += 1;
+                    s
+                };
+                out.limb_mut(k)?.copy_from_slice(src);
+            }
+            Ok(out)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Decomposed { level, digits })
+}
+
+/// Inner product of a decomposition with a key (optionally after an automorphism of the
+/// digits), followed by ModDown: returns `(u_0, u_1)` over `q_0..q_level` with
+/// `u_0 + u_1 s ≈ d' s_from` where `d'` is `d` or its automorphism.
+pub(crate) fn apply_key(
+    params: &CkksParams,
+    dec: &Decomposed,
+    key: &KeySwitchKey,
+    perm: Option<&AutomorphismPermutation>,
+) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
+    let t = params.level_tables(dec.level)?;
+    if dec.digits.len() > key.b.len() {
+        return Err(CkksError::InvalidParams(format!(
+            "key has {} digits, decomposition needs {}",
+            key.b.len(),
+            dec.digits.len()
+        )));
+    }
+    let mut acc0 = Poly::<Ntt>::zero(params.ring(), &t.qp_limbs)?;
+    let mut acc1 = Poly::<Ntt>::zero(params.ring(), &t.qp_limbs)?;
+    for ((dj, bj), aj) in dec.digits.iter().zip(&key.b).zip(&key.a) {
+        let permuted;
+        let dj = match perm {
+            Some(p) => {
+                permuted = dj.automorphism(p)?;
+                &permuted
+            }
+            None => dj,
+        };
+        acc0.mul_add_assign_subset(dj, bj)?;
+        acc1.mul_add_assign_subset(dj, aj)?;
+    }
+    let (r0, r1) = rayon::join(|| t.mod_down.apply(acc0), || t.mod_down.apply(acc1));
+    Ok((r0?, r1?))
+}
