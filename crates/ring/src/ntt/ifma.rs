@@ -275,13 +275,40 @@ mod imp {
         )
     }
 
-    /// Gentleman-Sande lazy butterfly: inputs in `[0, 2q)`, outputs in `[0, 2q)`.
+    /// Gentleman-Sande lazy butterfly at input bound `b` (a multiple of q with
+    /// `2q <= b` and `2b <= 2^52`, broadcast): inputs below `b`; the difference output
+    /// is in `[0, 2q)`; the sum output is below `2b` with `LAZY`, else reduced below `b`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    fn gs(x: __m512i, y: __m512i, w: __m512i, wp: __m512i, c: Consts) -> (__m512i, __m512i) {
-        let s = reduce_once(_mm512_add_epi64(x, y), c.q2);
-        let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), y);
+    fn gs<const LAZY: bool>(
+        x: __m512i,
+        y: __m512i,
+        w: __m512i,
+        wp: __m512i,
+        b: __m512i,
+        c: Consts,
+    ) -> (__m512i, __m512i) {
+        let s = _mm512_add_epi64(x, y);
+        let s = if LAZY { s } else { reduce_once(s, b) };
+        let d = _mm512_sub_epi64(_mm512_add_epi64(x, b), y);
         (s, mul_shoup(d, w, wp, c))
+    }
+
+    /// Bounds of three consecutive inverse stages starting at bound `b`: `b, 2b, 4b` when
+    /// the sums are left unreduced (`LAZY`), else `b` throughout.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn stage_bounds<const LAZY: bool>(b: u64) -> (__m512i, __m512i, __m512i) {
+        let b1 = _mm512_set1_epi64(b as i64);
+        if LAZY {
+            (
+                b1,
+                _mm512_set1_epi64((2 * b) as i64),
+                _mm512_set1_epi64((4 * b) as i64),
+            )
+        } else {
+            (b1, b1, b1)
+        }
     }
 
     /// Index vector, lanes given low to high (`_mm512_set_epi64` takes them high to low).
@@ -550,7 +577,15 @@ mod imp {
     /// avx512f + avx512ifma available; `p` valid for reads and writes of `2 m t` u64s.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    unsafe fn inv_pass2(tb: &IfmaNttTables, p: *mut u64, m: usize, t: usize, c: Consts) {
+    unsafe fn inv_pass2<const LAZY: bool>(
+        tb: &IfmaNttTables,
+        p: *mut u64,
+        m: usize,
+        t: usize,
+        b: u64,
+        c: Consts,
+    ) {
+        let b1 = _mm512_set1_epi64(b as i64);
         let (r, rp) = (&tb.inv[..], &tb.inv_shoup[..]);
         for i in 0..m {
             let (w, wp) = bc2(r, rp, m + i);
@@ -561,11 +596,12 @@ mod imp {
                 unsafe {
                     let px = p.add(j);
                     let py = p.add(j + t);
-                    let (x, y) = gs(
+                    let (x, y) = gs::<LAZY>(
                         _mm512_loadu_si512(px.cast()),
                         _mm512_loadu_si512(py.cast()),
                         w,
                         wp,
+                        b1,
                         c,
                     );
                     _mm512_storeu_si512(px.cast(), x);
@@ -582,7 +618,15 @@ mod imp {
     /// As [`inv_pass2`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    unsafe fn inv_pass4(tb: &IfmaNttTables, p: *mut u64, m: usize, t: usize, c: Consts) {
+    unsafe fn inv_pass4<const LAZY: bool>(
+        tb: &IfmaNttTables,
+        p: *mut u64,
+        m: usize,
+        t: usize,
+        b: u64,
+        c: Consts,
+    ) {
+        let (b1, b2, _) = stage_bounds::<LAZY>(b);
         let (r, rp) = (&tb.inv[..], &tb.inv_shoup[..]);
         for i in 0..m / 2 {
             let (w1, w1p) = bc2(r, rp, m + 2 * i);
@@ -597,10 +641,10 @@ mod imp {
                     for (k, xk) in x.iter_mut().enumerate() {
                         *xk = _mm512_loadu_si512(p.add(j + k * t).cast());
                     }
-                    (x[0], x[1]) = gs(x[0], x[1], w1, w1p, c);
-                    (x[2], x[3]) = gs(x[2], x[3], w2, w2p, c);
-                    (x[0], x[2]) = gs(x[0], x[2], w3, w3p, c);
-                    (x[1], x[3]) = gs(x[1], x[3], w3, w3p, c);
+                    (x[0], x[1]) = gs::<LAZY>(x[0], x[1], w1, w1p, b1, c);
+                    (x[2], x[3]) = gs::<LAZY>(x[2], x[3], w2, w2p, b1, c);
+                    (x[0], x[2]) = gs::<LAZY>(x[0], x[2], w3, w3p, b2, c);
+                    (x[1], x[3]) = gs::<LAZY>(x[1], x[3], w3, w3p, b2, c);
                     for (k, xk) in x.iter().enumerate() {
                         _mm512_storeu_si512(p.add(j + k * t).cast(), *xk);
                     }
@@ -616,7 +660,15 @@ mod imp {
     /// As [`inv_pass2`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    unsafe fn inv_pass8(tb: &IfmaNttTables, p: *mut u64, m: usize, t: usize, c: Consts) {
+    unsafe fn inv_pass8<const LAZY: bool>(
+        tb: &IfmaNttTables,
+        p: *mut u64,
+        m: usize,
+        t: usize,
+        b: u64,
+        c: Consts,
+    ) {
+        let (b1, b2, b3) = stage_bounds::<LAZY>(b);
         let (r, rp) = (&tb.inv[..], &tb.inv_shoup[..]);
         for i in 0..m / 4 {
             let (w1, w1p) = bc2(r, rp, m + 4 * i);
@@ -635,18 +687,18 @@ mod imp {
                     for (k, xk) in x.iter_mut().enumerate() {
                         *xk = _mm512_loadu_si512(p.add(j + k * t).cast());
                     }
-                    (x[0], x[1]) = gs(x[0], x[1], w1, w1p, c);
-                    (x[2], x[3]) = gs(x[2], x[3], w2, w2p, c);
-                    (x[4], x[5]) = gs(x[4], x[5], w3, w3p, c);
-                    (x[6], x[7]) = gs(x[6], x[7], w4, w4p, c);
-                    (x[0], x[2]) = gs(x[0], x[2], w5, w5p, c);
-                    (x[1], x[3]) = gs(x[1], x[3], w5, w5p, c);
-                    (x[4], x[6]) = gs(x[4], x[6], w6, w6p, c);
-                    (x[5], x[7]) = gs(x[5], x[7], w6, w6p, c);
-                    (x[0], x[4]) = gs(x[0], x[4], w7, w7p, c);
-                    (x[1], x[5]) = gs(x[1], x[5], w7, w7p, c);
-                    (x[2], x[6]) = gs(x[2], x[6], w7, w7p, c);
-                    (x[3], x[7]) = gs(x[3], x[7], w7, w7p, c);
+                    (x[0], x[1]) = gs::<LAZY>(x[0], x[1], w1, w1p, b1, c);
+                    (x[2], x[3]) = gs::<LAZY>(x[2], x[3], w2, w2p, b1, c);
+                    (x[4], x[5]) = gs::<LAZY>(x[4], x[5], w3, w3p, b1, c);
+                    (x[6], x[7]) = gs::<LAZY>(x[6], x[7], w4, w4p, b1, c);
+                    (x[0], x[2]) = gs::<LAZY>(x[0], x[2], w5, w5p, b2, c);
+                    (x[1], x[3]) = gs::<LAZY>(x[1], x[3], w5, w5p, b2, c);
+                    (x[4], x[6]) = gs::<LAZY>(x[4], x[6], w6, w6p, b2, c);
+                    (x[5], x[7]) = gs::<LAZY>(x[5], x[7], w6, w6p, b2, c);
+                    (x[0], x[4]) = gs::<LAZY>(x[0], x[4], w7, w7p, b3, c);
+                    (x[1], x[5]) = gs::<LAZY>(x[1], x[5], w7, w7p, b3, c);
+                    (x[2], x[6]) = gs::<LAZY>(x[2], x[6], w7, w7p, b3, c);
+                    (x[3], x[7]) = gs::<LAZY>(x[3], x[7], w7, w7p, b3, c);
                     for (k, xk) in x.iter().enumerate() {
                         _mm512_storeu_si512(p.add(j + k * t).cast(), *xk);
                     }
@@ -656,14 +708,27 @@ mod imp {
         }
     }
 
-    /// First inverse stages (t = 1, 2, 4 and, if `T8`, t = 8) on 16-element blocks, in registers.
+    /// First inverse stages (t = 1, 2, 4 and, if `T8`, t = 8) on 16-element blocks, in
+    /// registers; inputs below `2q`. With `LAZY` the sums are never reduced (stage `k` runs
+    /// at bound `2^(k+1) q`; the caller checks the bound after the last stage), else every
+    /// stage runs at bound `2q`.
     ///
     /// # Safety
     /// avx512f + avx512ifma available; `p` valid for reads and writes of `tb.n` u64s.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    unsafe fn inv_first_stages<const T8: bool>(tb: &IfmaNttTables, p: *mut u64, c: Consts) {
+    unsafe fn inv_first_stages<const T8: bool, const LAZY: bool>(
+        tb: &IfmaNttTables,
+        p: *mut u64,
+        c: Consts,
+    ) {
         let n = tb.n;
+        let (b1, b2, b3) = stage_bounds::<LAZY>(2 * tb.q);
+        let b4 = if LAZY {
+            _mm512_set1_epi64((16 * tb.q) as i64)
+        } else {
+            b1
+        };
         let roots = tb.inv.as_ptr();
         let roots_p = tb.inv_shoup.as_ptr();
         let bcast4 = idx([0, 0, 0, 0, 1, 1, 1, 1]);
@@ -687,7 +752,7 @@ mod imp {
                 let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * b).cast());
                 let x = _mm512_permutex2var_epi64(v0, even, v1);
                 let y = _mm512_permutex2var_epi64(v0, odd, v1);
-                let (x, y) = gs(x, y, w, wp, c);
+                let (x, y) = gs::<LAZY>(x, y, w, wp, b1, c);
 
                 // t = 2
                 let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * b).cast());
@@ -696,7 +761,7 @@ mod imp {
                 let wp = _mm512_permutexvar_epi64(bcast2, rp);
                 let x2 = _mm512_unpacklo_epi64(x, y);
                 let y2 = _mm512_unpackhi_epi64(x, y);
-                let (x, y) = gs(x2, y2, w, wp, c);
+                let (x, y) = gs::<LAZY>(x2, y2, w, wp, b2, c);
 
                 // t = 4
                 let r = _mm512_loadu_si512(roots.add(nb + b).cast());
@@ -705,7 +770,7 @@ mod imp {
                 let wp = _mm512_permutexvar_epi64(bcast4, rp);
                 let x3 = _mm512_permutex2var_epi64(x, pair_lo, y);
                 let y3 = _mm512_permutex2var_epi64(x, pair_hi, y);
-                let (x, y) = gs(x3, y3, w, wp, c);
+                let (x, y) = gs::<LAZY>(x3, y3, w, wp, b3, c);
 
                 let mut v0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(x, y);
                 let mut v1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(x, y);
@@ -713,7 +778,7 @@ mod imp {
                     // t = 8: one root inv[nb/2 + b/2] for the whole block.
                     let w = _mm512_set1_epi64(*roots.add(nb / 2 + b / 2) as i64);
                     let wp = _mm512_set1_epi64(*roots_p.add(nb / 2 + b / 2) as i64);
-                    (v0, v1) = gs(v0, v1, w, wp, c);
+                    (v0, v1) = gs::<LAZY>(v0, v1, w, wp, b4, c);
                 }
                 _mm512_storeu_si512(pa.cast(), v0);
                 _mm512_storeu_si512(pb.cast(), v1);
@@ -730,37 +795,54 @@ mod imp {
         let c = consts(tb.q);
         let p = a.as_mut_ptr();
 
+        // Bound tracking: all values entering a stage are below `bound`, a multiple of q
+        // with 2q <= bound and 2 * bound <= 2^52 (so sums and differences fit the 52-bit
+        // multiplier). A group of k stages leaves its sums unreduced when the bound after
+        // it, bound * 2^k, still satisfies that; otherwise it reduces at the current bound.
+        let limit = 1u64 << 52;
+        let mut bound = 2 * tb.q;
+
         // First stages in registers; then stages m = n/32 .. 2 two or three per pass.
-        let mut m;
-        let mut t;
+        let first = if n >= 32 { 4 } else { 3 };
+        let lazy = (2 * bound) << first <= limit;
         // SAFETY: p is valid for n u64s; the CPU features are guaranteed by the caller.
         unsafe {
-            if n >= 32 {
-                inv_first_stages::<true>(tb, p, c);
-                m = n / 32;
-                t = 16;
-            } else {
-                inv_first_stages::<false>(tb, p, c);
-                m = 1;
-                t = 8;
+            match (n >= 32, lazy) {
+                (true, true) => inv_first_stages::<true, true>(tb, p, c),
+                (true, false) => inv_first_stages::<true, false>(tb, p, c),
+                (false, true) => inv_first_stages::<false, true>(tb, p, c),
+                (false, false) => inv_first_stages::<false, false>(tb, p, c),
             }
         }
+        if lazy {
+            bound <<= first;
+        }
+        let (mut m, mut t) = if n >= 32 { (n / 32, 16) } else { (1, 8) };
         let mut rem = m.trailing_zeros();
         while rem > 0 {
             let k = pass_width(rem);
+            let lazy = (2 * bound) << k <= limit;
             // SAFETY: p is valid for n = 2mt u64s; the CPU features are guaranteed by the caller.
             unsafe {
-                match k {
-                    3 => inv_pass8(tb, p, m, t, c),
-                    2 => inv_pass4(tb, p, m, t, c),
-                    _ => inv_pass2(tb, p, m, t, c),
+                match (k, lazy) {
+                    (3, true) => inv_pass8::<true>(tb, p, m, t, bound, c),
+                    (3, false) => inv_pass8::<false>(tb, p, m, t, bound, c),
+                    (2, true) => inv_pass4::<true>(tb, p, m, t, bound, c),
+                    (2, false) => inv_pass4::<false>(tb, p, m, t, bound, c),
+                    (_, true) => inv_pass2::<true>(tb, p, m, t, bound, c),
+                    (_, false) => inv_pass2::<false>(tb, p, m, t, bound, c),
                 }
+            }
+            if lazy {
+                bound <<= k;
             }
             m >>= k;
             t <<= k;
             rem -= k;
         }
         debug_assert_eq!((m, t), (1, n / 2));
+        debug_assert!(2 * bound <= limit);
+        let bv = _mm512_set1_epi64(bound as i64);
 
         // Last stage (m = 1, t = n/2) fused with the multiplication by n^{-1}.
         let ni = _mm512_set1_epi64(tb.n_inv as i64);
@@ -775,9 +857,9 @@ mod imp {
                 let py = p.add(j + t);
                 let x = _mm512_loadu_si512(px.cast());
                 let y = _mm512_loadu_si512(py.cast());
-                // x, y in [0, 2q): sum and difference in [0, 4q) < 2^52.
+                // x, y below `bound`: sum and difference below 2 * bound <= 2^52.
                 let s = _mm512_add_epi64(x, y);
-                let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), y);
+                let d = _mm512_sub_epi64(_mm512_add_epi64(x, bv), y);
                 let s = reduce_once(mul_shoup(s, ni, nip, c), c.q);
                 let d = reduce_once(mul_shoup(d, nw, nwp, c), c.q);
                 _mm512_storeu_si512(px.cast(), s);
@@ -1197,6 +1279,34 @@ mod tests {
                 let mut got = a.clone();
                 tb.forward(&mut got);
                 assert_eq!(got, expect, "n={n} q={q}");
+            }
+        }
+    }
+
+    #[test]
+    fn ifma_max_inputs_all_sizes() {
+        // Worst-case growth of the unreduced sums: every input at the tolerated maximum
+        // (forward: 4q - 1, inverse: 2q - 1), across sizes and prime sizes.
+        if !super::is_available() {
+            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+            return;
+        }
+        for n in [
+            16usize, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072,
+        ] {
+            for bits in [30u32, 34, 36, 38, 40, 42, 44, 46, 47, 48, 49, 50] {
+                let q = primes_below(bits, n, 1)[0];
+                let psi = find_psi(n, q, q);
+                let tb = IfmaNttTables::new(n, q, psi).expect("IFMA tables");
+                let mut got = vec![4 * q - 1; n];
+                tb.forward(&mut got);
+                let mut expect = vec![(4 * q - 1) % q; n];
+                ref_forward(&mut expect, q, psi);
+                assert_eq!(got, expect, "forward n={n} q={q}");
+                let mut got = vec![2 * q - 1; n];
+                tb.inverse(&mut got);
+                ref_forward(&mut got, q, psi);
+                assert!(got.iter().all(|&v| v == q - 1), "inverse n={n} q={q}");
             }
         }
     }
