@@ -23,9 +23,22 @@
 //! memory passes.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use imp::{IfmaNttTables, is_available};
+pub(crate) use imp::IfmaNttTables;
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) use stub::{IfmaNttTables, is_available};
+pub(crate) use stub::IfmaNttTables;
+
+/// Whether the running CPU supports AVX-512F and AVX-512 IFMA (probed once, cached);
+/// always false on targets other than x86_64.
+pub(crate) fn is_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        imp::detect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Scalar helpers shared by the table construction (not hot).
 #[cfg(target_arch = "x86_64")]
@@ -63,6 +76,7 @@ mod scalar {
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
+    use super::is_available;
     use super::scalar::{bit_reverse, mul_mod, pow_mod, shoup52};
     use core::arch::x86_64::{
         __m512i, _mm512_add_epi64, _mm512_and_si512, _mm512_loadu_si512, _mm512_madd52hi_epu64,
@@ -78,8 +92,8 @@ mod imp {
     /// 0 = not yet probed, 1 = unavailable, 2 = available.
     static IFMA_STATE: AtomicU8 = AtomicU8::new(0);
 
-    /// Whether the running CPU supports AVX-512F and AVX-512 IFMA (cached).
-    pub(crate) fn is_available() -> bool {
+    /// Cached run-time detection of avx512f + avx512ifma.
+    pub(super) fn detect() -> bool {
         match IFMA_STATE.load(Ordering::Relaxed) {
             2 => true,
             1 => false,
@@ -875,11 +889,6 @@ mod imp {
 mod stub {
     #[derive(Debug, Clone, Copy)]
     enum Never {}
-
-    /// Always false on this target.
-    pub(crate) fn is_available() -> bool {
-        false
-    }
 
     /// Uninhabited on this target: `new` always returns `None`.
     #[derive(Debug, Clone)]
