@@ -4,6 +4,8 @@
 //! test binary generates keys once per parameter set, and precision assertions that compare
 //! HE results with an f64 model and state a log2-precision bound.
 
+#![allow(clippy::expect_used, clippy::panic, reason = "dev-only test support: failures should abort the test")]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
