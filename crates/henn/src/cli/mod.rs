@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod eval;
+mod inspect;
+mod predict;
+
 #[derive(Debug, Parser)]
 #[command(name = "henn", version, about = "Private neural-network inference over CKKS")]
 pub struct Cli {
@@ -12,8 +16,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     // Subcommands are added here, one line each, by the module that owns them.
+    /// Classify inputs (images, .npy arrays) with a model: logits and top-1.
+    Predict(predict::Args),
+    /// Accuracy of a model on a data set's test split.
+    Eval(eval::Args),
+    /// Show the imported model layer by layer.
+    Inspect(inspect::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Predict(a) => predict::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    }
 }
