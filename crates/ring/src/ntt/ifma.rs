@@ -512,76 +512,134 @@ mod imp {
         }
         debug_assert_eq!((m, t), (n / 16, 8));
 
-        // Last four stages (t = 8, 4, 2, 1) on 16-element blocks, in registers.
-        let roots = tb.fwd.as_ptr();
-        let roots_p = tb.fwd_shoup.as_ptr();
-        let bcast4 = idx([0, 0, 0, 0, 1, 1, 1, 1]);
-        let bcast2 = idx([0, 0, 1, 1, 2, 2, 3, 3]);
-        let pair_lo = idx([0, 1, 8, 9, 4, 5, 12, 13]);
-        let pair_hi = idx([2, 3, 10, 11, 6, 7, 14, 15]);
-        let out_lo = idx([0, 8, 1, 9, 2, 10, 3, 11]);
-        let out_hi = idx([4, 12, 5, 13, 6, 14, 7, 15]);
-        let one_p = _mm512_set1_epi64(tb.one_shoup as i64);
+        // Last four stages (t = 8, 4, 2, 1) on 16-element blocks, in registers; two
+        // blocks per iteration so that their dependency chains interleave.
+        let k = FwdShuffles::new();
         let nb = n / 8;
         let mut b = 0usize;
-        while b < nb {
-            // SAFETY: 8b + 16 <= n; root reads: nb/2 + b/2 < n/8, and the 8-lane
-            // loads end at nb + b + 8 <= n/4 + 6, 2nb + 2b + 8 <= n/2 + 4, 4nb + 4b + 8 <= n.
-            unsafe {
-                let pa = p.add(8 * b);
-                let pb = p.add(8 * b + 8);
-                let v0 = _mm512_loadu_si512(pa.cast());
-                let v1 = _mm512_loadu_si512(pb.cast());
+        while b + 4 <= nb {
+            // SAFETY: blocks b .. b + 4 lie within n (8 (b + 4) <= n).
+            unsafe { fwd_last4::<2, LAZY>(tb, p, b, &k, c) };
+            b += 4;
+        }
+        if b < nb {
+            // SAFETY: blocks b, b + 1 lie within n.
+            unsafe { fwd_last4::<1, LAZY>(tb, p, b, &k, c) };
+        }
+    }
 
-                // t = 8: one root fwd[nb/2 + b/2] for the whole 16-element block.
-                let w = _mm512_set1_epi64(*roots.add(nb / 2 + b / 2) as i64);
-                let wp = _mm512_set1_epi64(*roots_p.add(nb / 2 + b / 2) as i64);
-                let (v0, v1) = ct::<LAZY>(v0, v1, w, wp, c);
+    /// Index vectors of the forward in-register stages.
+    struct FwdShuffles {
+        bcast4: __m512i,
+        bcast2: __m512i,
+        pair_lo: __m512i,
+        pair_hi: __m512i,
+        out_lo: __m512i,
+        out_hi: __m512i,
+    }
 
-                // t = 4: roots fwd[nb + b], fwd[nb + b + 1].
-                let r = _mm512_loadu_si512(roots.add(nb + b).cast());
-                let rp = _mm512_loadu_si512(roots_p.add(nb + b).cast());
-                let w = _mm512_permutexvar_epi64(bcast4, r);
-                let wp = _mm512_permutexvar_epi64(bcast4, rp);
-                // x = [v0.0..4, v1.0..4], y = [v0.4..8, v1.4..8] (128-bit chunks).
-                let x = _mm512_shuffle_i64x2::<0b01_00_01_00>(v0, v1);
-                let y = _mm512_shuffle_i64x2::<0b11_10_11_10>(v0, v1);
-                let (x, y) = ct::<LAZY>(x, y, w, wp, c);
+    impl FwdShuffles {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma")]
+        fn new() -> Self {
+            Self {
+                bcast4: idx([0, 0, 0, 0, 1, 1, 1, 1]),
+                bcast2: idx([0, 0, 1, 1, 2, 2, 3, 3]),
+                pair_lo: idx([0, 1, 8, 9, 4, 5, 12, 13]),
+                pair_hi: idx([2, 3, 10, 11, 6, 7, 14, 15]),
+                out_lo: idx([0, 8, 1, 9, 2, 10, 3, 11]),
+                out_hi: idx([4, 12, 5, 13, 6, 14, 7, 15]),
+            }
+        }
+    }
 
-                // t = 2: roots fwd[2nb + 2b .. 2nb + 2b + 4].
-                let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * b).cast());
-                let rp = _mm512_loadu_si512(roots_p.add(2 * nb + 2 * b).cast());
-                let w = _mm512_permutexvar_epi64(bcast2, r);
-                let wp = _mm512_permutexvar_epi64(bcast2, rp);
-                let x2 = _mm512_permutex2var_epi64(x, pair_lo, y);
-                let y2 = _mm512_permutex2var_epi64(x, pair_hi, y);
-                let (x, y) = ct::<LAZY>(x2, y2, w, wp, c);
-
-                // t = 1: roots fwd[4nb + 4b .. 4nb + 4b + 8].
-                let w = _mm512_loadu_si512(roots.add(4 * nb + 4 * b).cast());
-                let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * b).cast());
-                let x3 = _mm512_unpacklo_epi64(x, y);
-                let y3 = _mm512_unpackhi_epi64(x, y);
-                let (x, y) = ct::<LAZY>(x3, y3, w, wp, c);
-
-                // Full reduction to [0, q), then back to standard lane order.
-                let (x, y) = if LAZY {
+    /// Last four forward stages (t = 8, 4, 2, 1) of `U` consecutive 16-element blocks
+    /// starting at 8-element block `b` (even), plus the final reduction to `[0, q)`.
+    ///
+    /// # Safety
+    /// avx512f + avx512ifma available; `p` valid for `tb.n` u64s; `8 (b + 2U) <= tb.n`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    unsafe fn fwd_last4<const U: usize, const LAZY: bool>(
+        tb: &IfmaNttTables,
+        p: *mut u64,
+        b: usize,
+        k: &FwdShuffles,
+        c: Consts,
+    ) {
+        let nb = tb.n / 8;
+        let roots = tb.fwd.as_ptr();
+        let roots_p = tb.fwd_shoup.as_ptr();
+        let zero = _mm512_setzero_si512();
+        let mut x = [zero; U];
+        let mut y = [zero; U];
+        // SAFETY (all pointer reads and writes below): for block bb = b + 2u < nb:
+        // data 8 bb + 16 <= n; root reads: nb/2 + bb/2 < n/8, and the 8-lane loads end at
+        // nb + bb + 8 <= n/4 + 6, 2nb + 2bb + 8 <= n/2 + 4, 4nb + 4bb + 8 <= n.
+        unsafe {
+            // t = 8: one root fwd[nb/2 + bb/2] per 16-element block.
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let v0 = _mm512_loadu_si512(p.add(8 * bb).cast());
+                let v1 = _mm512_loadu_si512(p.add(8 * bb + 8).cast());
+                let w = _mm512_set1_epi64(*roots.add(nb / 2 + bb / 2) as i64);
+                let wp = _mm512_set1_epi64(*roots_p.add(nb / 2 + bb / 2) as i64);
+                (x[u], y[u]) = ct::<LAZY>(v0, v1, w, wp, c);
+            }
+            // t = 4: roots fwd[nb + bb], fwd[nb + bb + 1];
+            // x = [v0.0..4, v1.0..4], y = [v0.4..8, v1.4..8] (128-bit chunks).
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let r = _mm512_loadu_si512(roots.add(nb + bb).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(nb + bb).cast());
+                let w = _mm512_permutexvar_epi64(k.bcast4, r);
+                let wp = _mm512_permutexvar_epi64(k.bcast4, rp);
+                let x1 = _mm512_shuffle_i64x2::<0b01_00_01_00>(x[u], y[u]);
+                let y1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(x[u], y[u]);
+                (x[u], y[u]) = ct::<LAZY>(x1, y1, w, wp, c);
+            }
+            // t = 2: roots fwd[2nb + 2bb .. 2nb + 2bb + 4].
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * bb).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(2 * nb + 2 * bb).cast());
+                let w = _mm512_permutexvar_epi64(k.bcast2, r);
+                let wp = _mm512_permutexvar_epi64(k.bcast2, rp);
+                let x2 = _mm512_permutex2var_epi64(x[u], k.pair_lo, y[u]);
+                let y2 = _mm512_permutex2var_epi64(x[u], k.pair_hi, y[u]);
+                (x[u], y[u]) = ct::<LAZY>(x2, y2, w, wp, c);
+            }
+            // t = 1: roots fwd[4nb + 4bb .. 4nb + 4bb + 8].
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let w = _mm512_loadu_si512(roots.add(4 * nb + 4 * bb).cast());
+                let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * bb).cast());
+                let x3 = _mm512_unpacklo_epi64(x[u], y[u]);
+                let y3 = _mm512_unpackhi_epi64(x[u], y[u]);
+                (x[u], y[u]) = ct::<LAZY>(x3, y3, w, wp, c);
+            }
+            // Full reduction to [0, q), then back to standard lane order.
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let (xr, yr) = if LAZY {
                     // Values below (2 log n + 4) q < 2^52.
+                    let one_p = _mm512_set1_epi64(tb.one_shoup as i64);
                     (
-                        reduce_below_2_52(x, one_p, c),
-                        reduce_below_2_52(y, one_p, c),
+                        reduce_below_2_52(x[u], one_p, c),
+                        reduce_below_2_52(y[u], one_p, c),
                     )
                 } else {
                     // [0, 4q) -> [0, q).
                     (
-                        reduce_once(reduce_once(x, c.q2), c.q),
-                        reduce_once(reduce_once(y, c.q2), c.q),
+                        reduce_once(reduce_once(x[u], c.q2), c.q),
+                        reduce_once(reduce_once(y[u], c.q2), c.q),
                     )
                 };
-                _mm512_storeu_si512(pa.cast(), _mm512_permutex2var_epi64(x, out_lo, y));
-                _mm512_storeu_si512(pb.cast(), _mm512_permutex2var_epi64(x, out_hi, y));
+                let o0 = _mm512_permutex2var_epi64(xr, k.out_lo, yr);
+                let o1 = _mm512_permutex2var_epi64(xr, k.out_hi, yr);
+                _mm512_storeu_si512(p.add(8 * bb).cast(), o0);
+                _mm512_storeu_si512(p.add(8 * bb + 8).cast(), o1);
             }
-            b += 2;
         }
     }
 
