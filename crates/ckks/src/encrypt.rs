@@ -5,7 +5,7 @@ use std::sync::Arc;
 use henn_ring::{Coeff, Poly, sample};
 use rand::{CryptoRng, RngCore};
 
-use crate::ciphertext::{Ciphertext, Plaintext};
+use crate::ciphertext::{Ciphertext, Plaintext, SeededCiphertext, expand_uniform_one};
 use crate::error::{CkksError, Result};
 use crate::keys::{PublicKey, SecretKey, gaussian_ntt};
 use crate::params::CkksParams;
@@ -59,6 +59,30 @@ impl Encryptor {
         c0.sub_assign(&as_)?;
         c0.add_assign(&pt.poly)?;
         Ok(Ciphertext { parts: vec![c0, a], level: pt.level, scale: pt.scale, params_id: self.params.id() })
+    }
+
+    /// Secret-key encryption with `a` expanded from a fresh 32-byte seed drawn from `rng`:
+    /// the result serializes as `c_0` and the seed (half the bytes of a full ciphertext).
+    /// Otherwise identical to [`Encryptor::encrypt_sk`].
+    pub fn encrypt_sk_seeded<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        pt: &Plaintext,
+        sk: &SecretKey,
+        rng: &mut R,
+    ) -> Result<SeededCiphertext> {
+        self.params.check_id(pt.params_id)?;
+        self.params.check_id(sk.params_id)?;
+        self.params.check_level(pt.level)?;
+        let limbs = self.params.q_limbs(pt.level);
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let a = expand_uniform_one(&self.params, &seed, pt.level)?;
+        let mut c0 = gaussian_ntt(&self.params, &limbs, rng)?;
+        let mut as_ = Poly::zero(self.params.ring(), &limbs)?;
+        as_.mul_add_assign_subset(&a, &sk.poly)?;
+        c0.sub_assign(&as_)?;
+        c0.add_assign(&pt.poly)?;
+        Ok(SeededCiphertext { c0, seed, level: pt.level, scale: pt.scale, params_id: self.params.id() })
     }
 }
 

@@ -111,6 +111,47 @@ pub enum CkksError {
     /// Serialization or deserialization failure.
     #[error("serialization: {0}")]
     Serialization(String),
+    /// Serialized data ends before the object does.
+    #[error(
+        "serialized data truncated: {needed} bytes needed, {have} available; the buffer was cut short \
+         (incomplete read, download or copy): obtain the complete object"
+    )]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The data does not start with the henn magic bytes.
+    #[error("not a henn object (magic bytes \"HENN\" missing); check that the input is henn-serialized data")]
+    BadMagic,
+    /// The data was written in a format version this build cannot read.
+    #[error("serialization format version {found} unsupported (this build reads version {supported}); use a matching henn version")]
+    UnsupportedVersion {
+        /// Version in the data.
+        found: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// The data holds a different kind of object than the one requested.
+    #[error("serialized object is a {found}, expected a {expected}; deserialize it as the right type")]
+    WrongType {
+        /// Type requested.
+        expected: &'static str,
+        /// Type found in the data.
+        found: String,
+    },
+    /// The checksum does not match: the data was corrupted.
+    #[error("checksum mismatch: the serialized data is corrupt (damaged in storage or transit); obtain a fresh copy")]
+    ChecksumMismatch,
+    /// The data (or its declared size) exceeds the configured limit.
+    #[error("serialized object of {size} bytes exceeds the limit of {limit} bytes; raise serial::Limits::max_bytes if it is expected")]
+    TooLarge {
+        /// Size found or declared.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Result alias.

@@ -49,12 +49,21 @@ impl SecretKey {
     }
 }
 
-/// A public encryption key `(b, a) = (-a s + e, a)` over the data primes.
+/// A public encryption key `(b, a) = (-a s + e, a)` over the data primes, with `a`
+/// expanded from `seed` (so it serializes as `b` and the seed).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublicKey {
     pub(crate) b: Poly<Ntt>,
     pub(crate) a: Poly<Ntt>,
+    pub(crate) seed: [u8; 32],
     pub(crate) params_id: ParamsId,
+}
+
+impl PublicKey {
+    /// Parameter fingerprint.
+    pub fn params_id(&self) -> ParamsId {
+        self.params_id
+    }
 }
 
 /// A hybrid key-switching key from `s'` to `s`: one pair per digit over `Q ∪ P`,
@@ -168,14 +177,18 @@ impl KeyGenerator {
     pub fn public_key<R: RngCore + CryptoRng + ?Sized>(&self, sk: &SecretKey, rng: &mut R) -> Result<PublicKey> {
         self.params.check_id(sk.params_id)?;
         let limbs = self.params.q_limbs(self.params.max_level());
-        let a = sample::uniform_ntt(self.params.ring(), &limbs, rng)?;
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let a = expand_uniform(&self.params, &seed, 1, &limbs)?
+            .pop()
+            .ok_or(CkksError::InvalidParams("public key expansion".into()))?;
         let s = sk.poly.select_limbs(&limbs)?;
         let mut b = gaussian_ntt(&self.params, &limbs, rng)?;
         // b = e - a s
         let mut as_ = a.mul(&s)?;
         as_.neg_assign();
         b.add_assign(&as_)?;
-        Ok(PublicKey { b, a, params_id: self.params.id() })
+        Ok(PublicKey { b, a, seed, params_id: self.params.id() })
     }
 
     /// A key-switching key from `s_from` (NTT, all primes) to `sk`.

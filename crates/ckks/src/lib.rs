@@ -42,9 +42,10 @@ pub mod eval;
 pub mod keys;
 pub mod keyswitch;
 pub mod params;
+pub mod serial;
 pub mod types;
 
-pub use ciphertext::{Ciphertext, Plaintext};
+pub use ciphertext::{Ciphertext, Plaintext, SeededCiphertext};
 pub use encoding::{Complex, Encoder};
 pub use encrypt::{Decryptor, Encryptor};
 pub use error::{CkksError, Result};
