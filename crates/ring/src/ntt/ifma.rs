@@ -801,61 +801,117 @@ mod imp {
         } else {
             b1
         };
-        let roots = tb.inv.as_ptr();
-        let roots_p = tb.inv_shoup.as_ptr();
-        let bcast4 = idx([0, 0, 0, 0, 1, 1, 1, 1]);
-        let bcast2 = idx([0, 0, 1, 1, 2, 2, 3, 3]);
-        let even = idx([0, 2, 4, 6, 8, 10, 12, 14]);
-        let odd = idx([1, 3, 5, 7, 9, 11, 13, 15]);
-        let pair_lo = idx([0, 1, 8, 9, 4, 5, 12, 13]);
-        let pair_hi = idx([2, 3, 10, 11, 6, 7, 14, 15]);
+        let bounds = [b1, b2, b3, b4];
+        let k = InvShuffles::new();
         let nb = n / 8;
         let mut b = 0usize;
-        while b < nb {
-            // SAFETY: same index bounds as the forward kernel's last stages.
-            unsafe {
-                let pa = p.add(8 * b);
-                let pb = p.add(8 * b + 8);
-                let v0 = _mm512_loadu_si512(pa.cast());
-                let v1 = _mm512_loadu_si512(pb.cast());
+        while b + 4 <= nb {
+            // SAFETY: blocks b .. b + 4 lie within n (8 (b + 4) <= n).
+            unsafe { inv_first4::<2, T8, LAZY>(tb, p, b, &k, &bounds, c) };
+            b += 4;
+        }
+        if b < nb {
+            // SAFETY: blocks b, b + 1 lie within n.
+            unsafe { inv_first4::<1, T8, LAZY>(tb, p, b, &k, &bounds, c) };
+        }
+    }
 
-                // t = 1
-                let w = _mm512_loadu_si512(roots.add(4 * nb + 4 * b).cast());
-                let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * b).cast());
-                let x = _mm512_permutex2var_epi64(v0, even, v1);
-                let y = _mm512_permutex2var_epi64(v0, odd, v1);
-                let (x, y) = gs::<LAZY>(x, y, w, wp, b1, c);
+    /// Index vectors of the inverse in-register stages.
+    struct InvShuffles {
+        bcast4: __m512i,
+        bcast2: __m512i,
+        even: __m512i,
+        odd: __m512i,
+        pair_lo: __m512i,
+        pair_hi: __m512i,
+    }
 
-                // t = 2
-                let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * b).cast());
-                let rp = _mm512_loadu_si512(roots_p.add(2 * nb + 2 * b).cast());
-                let w = _mm512_permutexvar_epi64(bcast2, r);
-                let wp = _mm512_permutexvar_epi64(bcast2, rp);
-                let x2 = _mm512_unpacklo_epi64(x, y);
-                let y2 = _mm512_unpackhi_epi64(x, y);
-                let (x, y) = gs::<LAZY>(x2, y2, w, wp, b2, c);
-
-                // t = 4
-                let r = _mm512_loadu_si512(roots.add(nb + b).cast());
-                let rp = _mm512_loadu_si512(roots_p.add(nb + b).cast());
-                let w = _mm512_permutexvar_epi64(bcast4, r);
-                let wp = _mm512_permutexvar_epi64(bcast4, rp);
-                let x3 = _mm512_permutex2var_epi64(x, pair_lo, y);
-                let y3 = _mm512_permutex2var_epi64(x, pair_hi, y);
-                let (x, y) = gs::<LAZY>(x3, y3, w, wp, b3, c);
-
-                let mut v0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(x, y);
-                let mut v1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(x, y);
-                if T8 {
-                    // t = 8: one root inv[nb/2 + b/2] for the whole block.
-                    let w = _mm512_set1_epi64(*roots.add(nb / 2 + b / 2) as i64);
-                    let wp = _mm512_set1_epi64(*roots_p.add(nb / 2 + b / 2) as i64);
-                    (v0, v1) = gs::<LAZY>(v0, v1, w, wp, b4, c);
-                }
-                _mm512_storeu_si512(pa.cast(), v0);
-                _mm512_storeu_si512(pb.cast(), v1);
+    impl InvShuffles {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma")]
+        fn new() -> Self {
+            Self {
+                bcast4: idx([0, 0, 0, 0, 1, 1, 1, 1]),
+                bcast2: idx([0, 0, 1, 1, 2, 2, 3, 3]),
+                even: idx([0, 2, 4, 6, 8, 10, 12, 14]),
+                odd: idx([1, 3, 5, 7, 9, 11, 13, 15]),
+                pair_lo: idx([0, 1, 8, 9, 4, 5, 12, 13]),
+                pair_hi: idx([2, 3, 10, 11, 6, 7, 14, 15]),
             }
-            b += 2;
+        }
+    }
+
+    /// First inverse stages (t = 1, 2, 4 and, if `T8`, t = 8) of `U` consecutive
+    /// 16-element blocks starting at 8-element block `b` (even); `bounds` are the
+    /// per-stage bounds (see [`gs`]).
+    ///
+    /// # Safety
+    /// avx512f + avx512ifma available; `p` valid for `tb.n` u64s; `8 (b + 2U) <= tb.n`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    unsafe fn inv_first4<const U: usize, const T8: bool, const LAZY: bool>(
+        tb: &IfmaNttTables,
+        p: *mut u64,
+        b: usize,
+        k: &InvShuffles,
+        bounds: &[__m512i; 4],
+        c: Consts,
+    ) {
+        let nb = tb.n / 8;
+        let roots = tb.inv.as_ptr();
+        let roots_p = tb.inv_shoup.as_ptr();
+        let zero = _mm512_setzero_si512();
+        let mut x = [zero; U];
+        let mut y = [zero; U];
+        // SAFETY (all pointer reads and writes below): same index bounds as in `fwd_last4`.
+        unsafe {
+            // t = 1: roots inv[4nb + 4bb .. 4nb + 4bb + 8].
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let v0 = _mm512_loadu_si512(p.add(8 * bb).cast());
+                let v1 = _mm512_loadu_si512(p.add(8 * bb + 8).cast());
+                let w = _mm512_loadu_si512(roots.add(4 * nb + 4 * bb).cast());
+                let wp = _mm512_loadu_si512(roots_p.add(4 * nb + 4 * bb).cast());
+                let x1 = _mm512_permutex2var_epi64(v0, k.even, v1);
+                let y1 = _mm512_permutex2var_epi64(v0, k.odd, v1);
+                (x[u], y[u]) = gs::<LAZY>(x1, y1, w, wp, bounds[0], c);
+            }
+            // t = 2: roots inv[2nb + 2bb .. 2nb + 2bb + 4].
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let r = _mm512_loadu_si512(roots.add(2 * nb + 2 * bb).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(2 * nb + 2 * bb).cast());
+                let w = _mm512_permutexvar_epi64(k.bcast2, r);
+                let wp = _mm512_permutexvar_epi64(k.bcast2, rp);
+                let x2 = _mm512_unpacklo_epi64(x[u], y[u]);
+                let y2 = _mm512_unpackhi_epi64(x[u], y[u]);
+                (x[u], y[u]) = gs::<LAZY>(x2, y2, w, wp, bounds[1], c);
+            }
+            // t = 4: roots inv[nb + bb], inv[nb + bb + 1].
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let r = _mm512_loadu_si512(roots.add(nb + bb).cast());
+                let rp = _mm512_loadu_si512(roots_p.add(nb + bb).cast());
+                let w = _mm512_permutexvar_epi64(k.bcast4, r);
+                let wp = _mm512_permutexvar_epi64(k.bcast4, rp);
+                let x3 = _mm512_permutex2var_epi64(x[u], k.pair_lo, y[u]);
+                let y3 = _mm512_permutex2var_epi64(x[u], k.pair_hi, y[u]);
+                (x[u], y[u]) = gs::<LAZY>(x3, y3, w, wp, bounds[2], c);
+            }
+            // Back to standard order: v0 = [x.0..4, y.0..4], v1 = [x.4..8, y.4..8].
+            for u in 0..U {
+                let bb = b + 2 * u;
+                let mut v0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(x[u], y[u]);
+                let mut v1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(x[u], y[u]);
+                if T8 {
+                    // t = 8: one root inv[nb/2 + bb/2] for the whole block.
+                    let w = _mm512_set1_epi64(*roots.add(nb / 2 + bb / 2) as i64);
+                    let wp = _mm512_set1_epi64(*roots_p.add(nb / 2 + bb / 2) as i64);
+                    (v0, v1) = gs::<LAZY>(v0, v1, w, wp, bounds[3], c);
+                }
+                _mm512_storeu_si512(p.add(8 * bb).cast(), v0);
+                _mm512_storeu_si512(p.add(8 * bb + 8).cast(), v1);
+            }
         }
     }
 
