@@ -27,7 +27,8 @@ pub fn read_npy(path: &Path, input_shape: &[usize]) -> Result<Tensor> {
         });
     }
     let dtype = npy.dtype();
-    let data: Vec<f64> = match dtype.descr().as_str() {
+    let descr = dtype.descr();
+    let data: Vec<f64> = match descr.trim_matches('\'') {
         "<f4" => npy
             .into_vec::<f32>()
             .map_err(|e| bad(path, format!("cannot read float32 data: {e}")))?

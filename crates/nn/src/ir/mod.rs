@@ -220,7 +220,9 @@ impl Op {
     pub fn param_count(&self) -> usize {
         match self {
             Op::Conv2d(c) => c.weight.len() + c.bias.as_ref().map_or(0, Vec::len),
-            Op::BatchNorm(b) => b.gamma.len() * 4,
+            // Trainable parameters (gamma, beta), as PyTorch counts them; the running
+            // statistics are buffers.
+            Op::BatchNorm(b) => b.gamma.len() * 2,
             Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Vec::len),
             Op::AddConst(t) | Op::MulConst(t) => t.len(),
             Op::Polynomial { coeffs } => coeffs.len(),
@@ -240,7 +242,12 @@ impl fmt::Display for Op {
                 c.pads,
                 c.bias.is_some()
             ),
-            Op::BatchNorm(b) => write!(f, "BatchNorm(channels={}, eps={})", b.gamma.len(), b.eps),
+            Op::BatchNorm(b) => write!(
+                f,
+                "BatchNorm(channels={}, eps={:.3e})",
+                b.gamma.len(),
+                b.eps
+            ),
             Op::Linear(l) => write!(
                 f,
                 "Linear({}x{}, bias={})",

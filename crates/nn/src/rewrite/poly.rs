@@ -154,7 +154,8 @@ pub fn recognize_polynomials(g: &Graph) -> Result<Graph> {
     let replace: HashMap<ValueId, P> = boundary
         .keys()
         .filter_map(|v| polys.get(v).map(|p| (*v, p.clone())))
-        .filter(|(_, p)| p.coeffs.len() >= 3 && p.ops >= 1)
+        // Degree >= 2 from at least two ops: a lone `x * x` or `Pow` stays as it is.
+        .filter(|(_, p)| p.coeffs.len() >= 3 && p.ops >= 2)
         .filter(|(v, p)| {
             // A lone Polynomial node is already what we would produce.
             !(p.ops == 1
