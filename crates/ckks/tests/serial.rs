@@ -382,3 +382,14 @@ const PARAMS_SMALL_DIGEST: &str = "252afa4fe5041606d551360f3c42e8c5295f52c02e555
 /// SHA-256 of a plaintext of 16 fixed values at level 1 under TEST_INSECURE_LOGN12_L4
 /// (48,698 bytes).
 const PLAINTEXT_DIGEST: &str = "b0882202e6cb633054bcb7b0cd01c9771cff0fa076554c428de3064f3fc17e25";
+
+#[test]
+fn resnet_sizes() {
+    // N = 16384, data primes [60, 35 x 8]: 340 bits per coefficient at the top level.
+    let p = CkksParams::new(CkksParamsLiteral::resnet()).unwrap();
+    let top = p.max_level();
+    let poly = 2 + 9 * 2 + 16384 * 340 / 8;
+    assert_eq!(serial::ciphertext_size(&p, top, 2), HEADER_LEN + 13 + 2 * poly + CHECKSUM_LEN);
+    assert_eq!(serial::ciphertext_size(&p, top, 2), 1_392_733);
+    assert_eq!(serial::seeded_ciphertext_size(&p, top), 696_424);
+}
