@@ -251,6 +251,21 @@ mod imp {
         _mm512_and_si512(r, c.mask)
     }
 
+    /// [`mul_shoup`] without the final masking: the result is `w * y mod q` in `[0, 2q)`
+    /// plus possibly `2^52` ("dirty" above bit 51). The IFMA multipliers read only bits
+    /// 0..52 of their operands, and additions keep values right modulo 2^52, so dirty
+    /// values are fine wherever they only feed multiplications, additions and
+    /// subtractions whose true result lies in `[0, 2^52)`; they must be masked with
+    /// `c.mask` before any comparison (reduction).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn mul_shoup_dirty(y: __m512i, w: __m512i, wp: __m512i, c: Consts) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        let hi = _mm512_madd52hi_epu64(zero, wp, y);
+        let lo = _mm512_madd52lo_epu64(zero, w, y);
+        _mm512_madd52lo_epu64(lo, hi, c.neg_q)
+    }
+
     /// Maps `[0, 2m)` to `[0, m)` (unsigned min trick: `x - m` wraps when `x < m`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
@@ -271,7 +286,8 @@ mod imp {
 
     /// Cooley-Tukey lazy butterfly. Without `LAZY`: inputs in `[0, 4q)`, outputs in
     /// `[0, 4q)`. With `LAZY`: no reduction of `x`; inputs below `B`, outputs below
-    /// `B + 2q` (the caller guarantees every bound stays below 2^52).
+    /// `B + 2q` (the caller guarantees every bound stays below 2^52), and inputs and
+    /// outputs may be dirty (see [`mul_shoup_dirty`]).
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn ct<const LAZY: bool>(
@@ -281,8 +297,12 @@ mod imp {
         wp: __m512i,
         c: Consts,
     ) -> (__m512i, __m512i) {
-        let x = if LAZY { x } else { reduce_once(x, c.q2) };
-        let t = mul_shoup(y, w, wp, c);
+        // Lazy: no comparisons until the final (masked) reduction, so values may be dirty.
+        let (x, t) = if LAZY {
+            (x, mul_shoup_dirty(y, w, wp, c))
+        } else {
+            (reduce_once(x, c.q2), mul_shoup(y, w, wp, c))
+        };
         (
             _mm512_add_epi64(x, t),
             _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), t),
@@ -292,6 +312,8 @@ mod imp {
     /// Gentleman-Sande lazy butterfly at input bound `b` (a multiple of q with
     /// `2q <= b` and `2b <= 2^52`, broadcast): inputs below `b`; the difference output
     /// is in `[0, 2q)`; the sum output is below `2b` with `LAZY`, else reduced below `b`.
+    /// Inputs and outputs may be dirty (see [`mul_shoup_dirty`]): the sum is masked
+    /// before it is reduced.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     fn gs<const LAZY: bool>(
@@ -303,9 +325,13 @@ mod imp {
         c: Consts,
     ) -> (__m512i, __m512i) {
         let s = _mm512_add_epi64(x, y);
-        let s = if LAZY { s } else { reduce_once(s, b) };
+        let s = if LAZY {
+            s
+        } else {
+            reduce_once(_mm512_and_si512(s, c.mask), b)
+        };
         let d = _mm512_sub_epi64(_mm512_add_epi64(x, b), y);
-        (s, mul_shoup(d, w, wp, c))
+        (s, mul_shoup_dirty(d, w, wp, c))
     }
 
     /// Bounds of three consecutive inverse stages starting at bound `b`: `b, 2b, 4b` when
@@ -625,8 +651,8 @@ mod imp {
                     // Values below (2 log n + 4) q < 2^52.
                     let one_p = _mm512_set1_epi64(tb.one_shoup as i64);
                     (
-                        reduce_below_2_52(x[u], one_p, c),
-                        reduce_below_2_52(y[u], one_p, c),
+                        reduce_below_2_52(_mm512_and_si512(x[u], c.mask), one_p, c),
+                        reduce_below_2_52(_mm512_and_si512(y[u], c.mask), one_p, c),
                     )
                 } else {
                     // [0, 4q) -> [0, q).
