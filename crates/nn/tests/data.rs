@@ -1,4 +1,10 @@
 //! Data readers: valid files parse, corrupt ones give named errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_arguments
+)]
 
 use std::path::{Path, PathBuf};
 

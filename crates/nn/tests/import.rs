@@ -1,5 +1,11 @@
 //! ONNX import + reference engine on models built here with the protobuf types, checked
 //! against straightforward hand computations; malformed and unsupported models.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_arguments
+)]
 
 mod common;
 
@@ -118,7 +124,7 @@ fn conv_bn_hand(xv: &[f32]) -> Vec<f64> {
             bn[ch * 9 + i] = v * v;
         }
     }
-    let mut ap = vec![0.0; 12];
+    let mut ap = [0.0; 12];
     for ch in 0..3 {
         for y in 0..2 {
             for xx in 0..2 {

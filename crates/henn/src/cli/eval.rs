@@ -46,29 +46,41 @@ pub struct PlainEval {
 /// Plaintext top-1 accuracy of `graph` on `set` (parallel over images).
 pub fn plain_eval(graph: &Graph, set: &data::LabeledImages) -> anyhow::Result<PlainEval> {
     let correct = AtomicUsize::new(0);
-    (0..set.len()).into_par_iter().try_for_each(|i| -> anyhow::Result<()> {
-        let x = set.image(i).context("image index out of range")?;
-        let out = reference::run(graph, &x).with_context(|| format!("running the model on test image {i}"))?;
-        if out.argmax().map(|c| c as u8) == set.label(i) {
-            correct.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    })?;
-    Ok(PlainEval { n: set.len(), correct: correct.into_inner() })
+    (0..set.len())
+        .into_par_iter()
+        .try_for_each(|i| -> anyhow::Result<()> {
+            let x = set.image(i).context("image index out of range")?;
+            let out = reference::run(graph, &x)
+                .with_context(|| format!("running the model on test image {i}"))?;
+            if out.argmax().map(|c| c as u8) == set.label(i) {
+                correct.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+    Ok(PlainEval {
+        n: set.len(),
+        correct: correct.into_inner(),
+    })
 }
 
 /// `test_accuracy` from the model's metadata file `<model>.json`, if there is one.
 fn recorded_accuracy(model: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(model.with_extension("json")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text).ok()?.get("test_accuracy")?.as_f64()
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("test_accuracy")?
+        .as_f64()
 }
 
 /// Runs `henn eval`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.plain {
-        bail!("encrypted evaluation is not available yet; pass --plain for the plaintext reference");
+        bail!(
+            "encrypted evaluation is not available yet; pass --plain for the plaintext reference"
+        );
     }
-    let graph = onnx::import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let graph = onnx::import_file(&args.model)
+        .with_context(|| format!("importing {}", args.model.display()))?;
     let shape = args.dataset.image_shape();
     if !reference::input_shape_matches(graph.input_shape(), &shape) {
         bail!(
@@ -82,11 +94,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.limit {
         set = set.truncated(n);
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
     let start = Instant::now();
     let r = pool.install(|| plain_eval(&graph, &set))?;
     let secs = start.elapsed().as_secs_f64();
-    let acc = if r.n == 0 { 0.0 } else { r.correct as f64 / r.n as f64 };
+    let acc = if r.n == 0 {
+        0.0
+    } else {
+        r.correct as f64 / r.n as f64
+    };
     let recorded = recorded_accuracy(&args.model);
     if args.json {
         let doc = serde_json::json!({

@@ -17,7 +17,8 @@ pub struct Args {
 
 /// Runs `henn inspect`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let g = onnx::import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let g = onnx::import_file(&args.model)
+        .with_context(|| format!("importing {}", args.model.display()))?;
     let shape = |v| format!("{:?}", g.shape(v));
     if args.json {
         let layers: Vec<_> = g
@@ -48,10 +49,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("model {} (opset {})", args.model.display(), g.opset());
     println!("input {}  output {}", shape(g.input()), shape(g.output()));
-    println!("{:>3}  {:<24} {:<62} {:<18} {:<16} {:>9}", "#", "name", "op", "input", "output", "params");
+    println!(
+        "{:>3}  {:<24} {:<62} {:<18} {:<16} {:>9}",
+        "#", "name", "op", "input", "output", "params"
+    );
     for (i, n) in g.nodes().iter().enumerate() {
         let ins: Vec<String> = n.inputs.iter().map(|&v| shape(v)).collect();
-        let flag = if n.op.needs_polynomial_approximation() { "  [needs polynomial approximation]" } else { "" };
+        let flag = if n.op.needs_polynomial_approximation() {
+            "  [needs polynomial approximation]"
+        } else {
+            ""
+        };
         println!(
             "{i:>3}  {:<24} {:<62} {:<18} {:<16} {:>9}{flag}",
             n.name,

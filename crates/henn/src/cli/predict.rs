@@ -24,13 +24,17 @@ pub struct Args {
 /// Runs `henn predict`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.plain {
-        bail!("encrypted prediction is not available yet; pass --plain for the plaintext reference");
+        bail!(
+            "encrypted prediction is not available yet; pass --plain for the plaintext reference"
+        );
     }
-    let graph = onnx::import_file(&args.model).with_context(|| format!("importing {}", args.model.display()))?;
+    let graph = onnx::import_file(&args.model)
+        .with_context(|| format!("importing {}", args.model.display()))?;
     let mut results = Vec::new();
     for path in &args.inputs {
         let input = data::read_input(path, graph.input_shape())?;
-        let out = reference::run(&graph, &input).with_context(|| format!("running the model on {}", path.display()))?;
+        let out = reference::run(&graph, &input)
+            .with_context(|| format!("running the model on {}", path.display()))?;
         let top1 = out.argmax();
         if args.json {
             results.push(serde_json::json!({
@@ -41,7 +45,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             let logits: Vec<String> = out.data().iter().map(|v| format!("{v:.4}")).collect();
             match top1 {
-                Some(c) => println!("{}: top1 {c}  logits [{}]", path.display(), logits.join(", ")),
+                Some(c) => println!(
+                    "{}: top1 {c}  logits [{}]",
+                    path.display(),
+                    logits.join(", ")
+                ),
                 None => println!("{}: no output", path.display()),
             }
         }

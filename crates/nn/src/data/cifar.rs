@@ -10,7 +10,7 @@ pub const CIFAR10_RECORD_BYTES: usize = 3073;
 
 /// Parses a CIFAR-10 binary batch. `path` is for messages.
 pub fn parse_cifar10(bytes: &[u8], path: &Path) -> Result<LabeledImages> {
-    if bytes.is_empty() || bytes.len() % CIFAR10_RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR10_RECORD_BYTES) {
         return Err(bad(
             path,
             format!(

@@ -212,18 +212,9 @@ pub fn read_input(path: &Path, input_shape: &[usize]) -> Result<Tensor> {
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            NnError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        } else {
-            NnError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
+    std::fs::read(path).map_err(|source| NnError::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

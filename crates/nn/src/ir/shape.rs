@@ -48,14 +48,14 @@ pub fn infer_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
                     x[1], w[1]
                 ));
             }
-            if let Some(b) = &c.bias {
-                if b.len() != w[0] {
-                    return Err(format!(
-                        "Conv2d bias has {} entries for {} output channels",
-                        b.len(),
-                        w[0]
-                    ));
-                }
+            if let Some(b) = &c.bias
+                && b.len() != w[0]
+            {
+                return Err(format!(
+                    "Conv2d bias has {} entries for {} output channels",
+                    b.len(),
+                    w[0]
+                ));
             }
             let h = pooled(
                 x[2],
@@ -103,14 +103,14 @@ pub fn infer_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
                     ));
                 }
             }
-            if let Some(b) = &l.bias {
-                if b.len() != w[0] {
-                    return Err(format!(
-                        "Linear bias has {} entries for {} outputs",
-                        b.len(),
-                        w[0]
-                    ));
-                }
+            if let Some(b) = &l.bias
+                && b.len() != w[0]
+            {
+                return Err(format!(
+                    "Linear bias has {} entries for {} outputs",
+                    b.len(),
+                    w[0]
+                ));
             }
             let mut s = x.to_vec();
             if let Some(last) = s.last_mut() {

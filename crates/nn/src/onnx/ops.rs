@@ -64,13 +64,14 @@ fn pair(ctx: &NodeCtx<'_>, attr: &str, v: Option<Vec<i64>>, default: usize) -> R
 }
 
 fn pads4(ctx: &NodeCtx<'_>) -> Result<[usize; 4]> {
-    if let Some(p) = ctx.attr_string("auto_pad")? {
-        if p != "NOTSET" && p != "VALID" {
-            return Err(ctx.bad_attr(
-                "auto_pad",
-                format!("'{p}' is not supported; use NOTSET (explicit pads) or VALID"),
-            ));
-        }
+    if let Some(p) = ctx.attr_string("auto_pad")?
+        && p != "NOTSET"
+        && p != "VALID"
+    {
+        return Err(ctx.bad_attr(
+            "auto_pad",
+            format!("'{p}' is not supported; use NOTSET (explicit pads) or VALID"),
+        ));
     }
     match ctx.attr_ints("pads")? {
         None => Ok([0; 4]),
@@ -82,10 +83,10 @@ fn pads4(ctx: &NodeCtx<'_>) -> Result<[usize; 4]> {
 }
 
 fn ones(ctx: &NodeCtx<'_>, attr: &str) -> Result<()> {
-    if let Some(d) = ctx.attr_ints(attr)? {
-        if d.iter().any(|&x| x != 1) {
-            return Err(ctx.bad_attr(attr, format!("{d:?} is not supported; only 1 is")));
-        }
+    if let Some(d) = ctx.attr_ints(attr)?
+        && d.iter().any(|&x| x != 1)
+    {
+        return Err(ctx.bad_attr(attr, format!("{d:?} is not supported; only 1 is")));
     }
     Ok(())
 }
@@ -124,14 +125,15 @@ fn conv(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
             weight.shape()
         )));
     }
-    if let Some(k) = ctx.attr_ints("kernel_shape")? {
-        if k.len() != 2 || k[0] as usize != weight.shape()[2] || k[1] as usize != weight.shape()[3]
-        {
-            return Err(ctx.shape_err(format!(
-                "kernel_shape {k:?} does not match kernel {:?}",
-                weight.shape()
-            )));
-        }
+    if let Some(k) = ctx.attr_ints("kernel_shape")?
+        && (k.len() != 2
+            || k[0] as usize != weight.shape()[2]
+            || k[1] as usize != weight.shape()[3])
+    {
+        return Err(ctx.shape_err(format!(
+            "kernel_shape {k:?} does not match kernel {:?}",
+            weight.shape()
+        )));
     }
     let op = Op::Conv2d(Conv2d {
         weight,
@@ -316,7 +318,7 @@ fn reshape(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     }
     if let Some(i) = infer {
         let known = numel(&target);
-        if known == 0 || numel(&in_shape) % known != 0 {
+        if known == 0 || !numel(&in_shape).is_multiple_of(known) {
             return Err(ctx.shape_err(format!("cannot reshape {in_shape:?} to {:?}", spec.data())));
         }
         target[i] = numel(&in_shape) / known;
@@ -634,13 +636,13 @@ fn erf(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
 }
 fn gelu(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     ctx.check_attrs(&["approximate"])?;
-    if let Some(a) = ctx.attr_string("approximate")? {
-        if a != "none" {
-            return Err(ctx.bad_attr(
-                "approximate",
-                format!("'{a}' is not supported; only 'none' (exact GELU)"),
-            ));
-        }
+    if let Some(a) = ctx.attr_string("approximate")?
+        && a != "none"
+    {
+        return Err(ctx.bad_attr(
+            "approximate",
+            format!("'{a}' is not supported; only 'none' (exact GELU)"),
+        ));
     }
     unary(imp, ctx, Activation::Gelu)
 }
@@ -649,10 +651,10 @@ fn identity(imp: &mut Importer, ctx: &NodeCtx<'_>) -> Result<Vec<Val>> {
     // Identity and inference-mode Dropout: the output aliases the input.
     ctx.check_attrs(&["ratio", "seed"])?;
     if ctx.op_type() == "Dropout" {
-        if let Some(Val::Const(t)) = imp.opt_input(ctx, 2)? {
-            if t.data().iter().any(|&v| v != 0.0) {
-                return Err(ctx.unsupported("Dropout in training mode is not supported"));
-            }
+        if let Some(Val::Const(t)) = imp.opt_input(ctx, 2)?
+            && t.data().iter().any(|&v| v != 0.0)
+        {
+            return Err(ctx.unsupported("Dropout in training mode is not supported"));
         }
     } else {
         ctx.check_attrs(&[])?;

@@ -192,6 +192,7 @@ pub fn fold_affine_into_linear(g: &Graph) -> Result<Graph> {
     fuse_pairs(g, affine_out_rule)
 }
 
+#[allow(clippy::needless_range_loop)] // index arithmetic over weight layouts
 fn affine_in_rule(g: &Graph, p: &Node, c: &Node) -> Option<Op> {
     let in_shape = g.shape(*p.inputs.first()?);
     if g.shape(p.output) != in_shape {

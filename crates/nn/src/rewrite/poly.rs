@@ -122,17 +122,17 @@ pub fn recognize_polynomials(g: &Graph) -> Result<Graph> {
             }
             _ => None,
         };
-        if let Some((root, coeffs, ops)) = p {
-            if coeffs.len() <= MAX_DEGREE + 1 {
-                polys.insert(
-                    n.output,
-                    P {
-                        root,
-                        coeffs,
-                        ops: ops + 1,
-                    },
-                );
-            }
+        if let Some((root, coeffs, ops)) = p
+            && coeffs.len() <= MAX_DEGREE + 1
+        {
+            polys.insert(
+                n.output,
+                P {
+                    root,
+                    coeffs,
+                    ops: ops + 1,
+                },
+            );
         }
     }
     // A value is materialised as a Polynomial node if something outside its polynomial region
@@ -141,10 +141,10 @@ pub fn recognize_polynomials(g: &Graph) -> Result<Graph> {
     for n in g.nodes() {
         let inside_root = polys.get(&n.output).map(|p| p.root);
         for &i in &n.inputs {
-            if let Some(p) = polys.get(&i) {
-                if inside_root != Some(p.root) {
-                    boundary.insert(i, true);
-                }
+            if let Some(p) = polys.get(&i)
+                && inside_root != Some(p.root)
+            {
+                boundary.insert(i, true);
             }
         }
     }

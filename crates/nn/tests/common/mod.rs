@@ -1,5 +1,6 @@
 //! Builders for small ONNX models made with the protobuf types.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
 
 use henn_nn::onnx::proto::attribute_proto::AttributeType;
 use henn_nn::onnx::proto::tensor_shape_proto::Dimension;
