@@ -12,15 +12,25 @@
 //! Arithmetic: Harvey lazy butterflies with 52-bit Shoup multiplication. For
 //! `w < q < 2^50` and `w' = floor(w * 2^52 / q)`, `y < 2^52`:
 //! `hi = floor(w' * y / 2^52)`, `r = (w*y - hi*q) mod 2^52` lies in `[0, 2q)`.
-//! Forward values live in `[0, 4q)` between stages, inverse values in `[0, 2q)`;
-//! `4q < 2^52` is why `q < 2^50` is required.
+//! * Forward: by default values live in `[0, 4q)` between stages (`4q < 2^52` is why
+//!   `q < 2^50` is required). When `(2 log2(n) + 4) q < 2^52` (q below about 2^46.8 for
+//!   n = 2^17) no intermediate reduction is done at all: values grow by at most 2q per
+//!   stage and are reduced once at the end.
+//! * Inverse: values entering a stage are below a bound `b` (a multiple of q, `2b <= 2^52`,
+//!   initially 2q); sums are left unreduced (the bound doubles) while that still fits,
+//!   then reduced at the largest fitting bound. The last stage is fused with `n^{-1}`.
+//! * In the unreduced (lazy) parts, products are not masked to 52 bits: the IFMA
+//!   multipliers read only bits 0..52 of their operands and additions stay right modulo
+//!   2^52, so the high bits are cleared only where a comparison needs the true value.
 //!
-//! Stages with butterfly distance `t >= 8` are plain 8-lane loops; the last
-//! three forward stages (first three inverse stages), `t = 4, 2, 1`, are done
-//! in registers on pairs of 8-element blocks with 128-bit / 64-bit shuffles,
-//! reading their roots from the same compact bit-reversed root table.
-//! Consecutive `t >= 8` stages are fused two at a time (radix-4 style) to halve
-//! memory passes.
+//! Structure: stages with butterfly distance `t >= 16` run two or three per memory pass
+//! (radix-4 / radix-8 style, 8-lane loops with broadcast roots); the last four forward
+//! stages (first four inverse stages), `t = 8, 4, 2, 1`, run in registers on 16-element
+//! blocks (two blocks interleaved) with 128-bit / 64-bit shuffles, reading their roots
+//! from the same compact bit-reversed root table. No allocation in the transforms.
+//!
+//! Input ranges: the contract is `a[i] < q`; the forward also accepts `a[i] < 4q` and the
+//! inverse `a[i] < 2q` (tested), both still return fully reduced results.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use imp::IfmaNttTables;
