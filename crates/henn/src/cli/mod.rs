@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod eval;
 mod inspect;
 mod predict;
@@ -22,6 +23,8 @@ pub enum Command {
     Eval(eval::Args),
     /// Show the imported model layer by layer.
     Inspect(inspect::Args),
+    /// Micro-benchmarks (`henn bench ckks`: CKKS core operations).
+    Bench(bench::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,415 @@
+//! `henn bench`: micro-benchmarks. `henn bench ckks` times the CKKS core operations on a
+//! parameter preset and prints the median per operation (a table, or JSON with `--json`).
+//!
+//! Every operation runs inside a rayon pool of `--threads` threads (default 1, the
+//! configuration compared against SEAL in docs/BENCHMARKS.md).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use henn_ckks::prelude::*;
+use henn_ring::{BasisConverter, ModDown, Poly, sample};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+/// Arguments of `henn bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+/// What to benchmark.
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// CKKS core operations (encode, encrypt, add, multiply, relinearize, rescale, rotate, NTT).
+    Ckks(CkksArgs),
+}
+
+/// Arguments of `henn bench ckks`.
+#[derive(Debug, clap::Args)]
+pub struct CkksArgs {
+    /// Parameter preset.
+    #[arg(long, default_value = "resnet", value_parser = ["resnet", "small"])]
+    pub preset: String,
+    /// Worker threads (a dedicated rayon pool).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print JSON (a list of {op, preset, threads, median_us}) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exact number of timed iterations per operation (default: up to 50 for cheap
+    /// operations, fewer for expensive ones, within a time budget of `--budget` seconds).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Time budget per operation in seconds when `--iters` is not given.
+    #[arg(long, default_value_t = 1.5)]
+    pub budget: f64,
+    /// Measure the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID) instead of wall
+    /// time: robust against other load on shared cores. Only meaningful with `--threads 1`.
+    #[arg(long)]
+    pub cpu_time: bool,
+    /// Also time the sub-steps of relinearization (INTT, ModUp, NTT, inner product,
+    /// ModDown), rebuilt from the public ring API.
+    #[arg(long)]
+    pub breakdown: bool,
+}
+
+/// Runs `henn bench`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        What::Ckks(a) => run_ckks(a),
+    }
+}
+
+/// One measured operation.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    op: String,
+    preset: String,
+    threads: usize,
+    median_us: f64,
+    /// "wall" or "thread_cpu".
+    clock: &'static str,
+    #[serde(skip)]
+    iters: usize,
+    #[serde(skip)]
+    note: &'static str,
+}
+
+/// How many times to run an operation, and with which clock.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    kind: PlanKind,
+    cpu_time: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PlanKind {
+    /// Exactly this many timed iterations.
+    Exact(usize),
+    /// Up to `max` iterations (at least 5) within `budget` (wall time).
+    Budget { max: usize, budget: Duration },
+}
+
+/// CPU time consumed by the calling thread, in microseconds.
+#[cfg(unix)]
+fn thread_cpu_us() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    #[cfg(target_os = "linux")]
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    #[cfg(not(target_os = "linux"))]
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 16;
+    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_us() -> f64 {
+    f64::NAN
+}
+
+/// Median wall time of `f` in microseconds, and the number of timed iterations. One
+/// untimed warm-up call precedes the measurements.
+fn median_us(plan: Plan, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, usize)> {
+    f()?;
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    loop {
+        if plan.cpu_time {
+            let t = thread_cpu_us();
+            f()?;
+            samples.push(thread_cpu_us() - t);
+        } else {
+            let t = Instant::now();
+            f()?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let done = match plan.kind {
+            PlanKind::Exact(k) => samples.len() >= k.max(1),
+            PlanKind::Budget { max, budget } => {
+                samples.len() >= max || (samples.len() >= 5 && start.elapsed() >= budget)
+            }
+        };
+        if done {
+            break;
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let m = samples.len();
+    let median = if m % 2 == 1 { samples[m / 2] } else { (samples[m / 2 - 1] + samples[m / 2]) / 2.0 };
+    Ok((median, m))
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb.set_message(msg.to_string());
+    pb
+}
+
+fn run_ckks(args: CkksArgs) -> anyhow::Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build()
+        .context("building the thread pool")?;
+    let rows = pool.install(|| bench_ckks(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let lit = CkksParamsLiteral::preset(&args.preset).ok_or_else(|| anyhow!("unknown preset"))?;
+        println!(
+            "henn bench ckks: preset {} (N = 2^{}, q bits {:?}, p bits {:?}, scale 2^{}), {} thread(s), {} time",
+            args.preset,
+            lit.log_n,
+            lit.q_bits,
+            lit.p_bits,
+            lit.log_scale,
+            args.threads,
+            if args.cpu_time { "thread CPU" } else { "wall" }
+        );
+        println!("{:<16} {:>14} {:>6}  note", "op", "median (us)", "iters");
+        for r in &rows {
+            println!("{:<16} {:>14.1} {:>6}  {}", r.op, r.median_us, r.iters, r.note);
+        }
+    }
+    Ok(())
+}
+
+fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
+    let lit = CkksParamsLiteral::preset(&args.preset).ok_or_else(|| anyhow!("unknown preset {}", args.preset))?;
+    let params = CkksParams::new(lit)?;
+    let level = params.max_level();
+    let scale = params.default_scale();
+    let mut rng = ChaCha20Rng::from_os_rng();
+
+    let pb = spinner("generating keys (secret, public, relinearization, 9 Galois)");
+    let kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key(&mut rng)?;
+    let pk = kg.public_key(&sk, &mut rng)?;
+    let rlk = kg.relin_key(&sk, &mut rng)?;
+    let steps: Vec<i64> = (1..=9).collect();
+    let gk = kg.galois_keys(&sk, &steps, false, &mut rng)?;
+    pb.finish_and_clear();
+
+    let enc = Encoder::new(&params);
+    let encryptor = Encryptor::new(&params);
+    let dec = Decryptor::new(&params);
+    let ev = Evaluator::new(&params);
+    let slots = params.slots();
+    let vals = |rng: &mut ChaCha20Rng| -> Vec<f64> { (0..slots).map(|_| rng.random_range(-1.0..=1.0)).collect() };
+    let v1 = vals(&mut rng);
+    let v2 = vals(&mut rng);
+    let pt1 = enc.encode(&v1, level, scale)?;
+    let pt2 = enc.encode(&v2, level, scale)?;
+    let ct1 = encryptor.encrypt_pk(&pt1, &pk, &mut rng)?;
+    let ct2 = encryptor.encrypt_pk(&pt2, &pk, &mut rng)?;
+    let prod = ev.mul_relin(&ct1, &ct2, &rlk)?;
+    let const_scale = ev.rescale_neutral_scale(&ct1)?;
+
+    if args.cpu_time && args.threads > 1 {
+        anyhow::bail!("--cpu-time measures one thread: use it with --threads 1");
+    }
+    let clock = if args.cpu_time { "thread_cpu" } else { "wall" };
+    let cheap = |max: usize| Plan {
+        kind: match args.iters {
+            Some(k) => PlanKind::Exact(k),
+            None => PlanKind::Budget { max, budget: Duration::from_secs_f64(args.budget) },
+        },
+        cpu_time: args.cpu_time,
+    };
+    let mut rows = Vec::new();
+    let pb = ProgressBar::new(if args.breakdown { 19 } else { 13 });
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut record = |op: &str, note: &'static str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+        pb.set_message(op.to_string());
+        let r = median_us(plan, f);
+        pb.inc(1);
+        r.map(|(median_us, iters)| {
+            rows.push(Row { op: op.into(), preset: args.preset.clone(), threads: args.threads, median_us, clock, iters, note });
+        })
+    };
+
+    record("encode", "N/2 reals", cheap(50), &mut || {
+        black_box(enc.encode(black_box(&v1), level, scale)?);
+        Ok(())
+    })?;
+    let mut erng = ChaCha20Rng::from_rng(&mut rng);
+    record("encrypt", "public key", cheap(50), &mut || {
+        black_box(encryptor.encrypt_pk(&pt1, &pk, &mut erng)?);
+        Ok(())
+    })?;
+    record("decrypt", "decrypt + decode", cheap(50), &mut || {
+        black_box(enc.decode(&dec.decrypt(&ct1, &sk)?)?);
+        Ok(())
+    })?;
+    record("add", "out of place", cheap(200), &mut || {
+        black_box(ev.add(&ct1, &ct2)?);
+        Ok(())
+    })?;
+    record("mul_plain", "out of place", cheap(200), &mut || {
+        black_box(ev.mul_plain(&ct1, &pt2)?);
+        Ok(())
+    })?;
+    record("mul_const", "integer scalar", cheap(200), &mut || {
+        black_box(ev.mul_const(&ct1, 0.7, const_scale)?);
+        Ok(())
+    })?;
+    record("mul_relin", "", cheap(50), &mut || {
+        black_box(ev.mul_relin(&ct1, &ct2, &rlk)?);
+        Ok(())
+    })?;
+    record("square_relin", "", cheap(50), &mut || {
+        black_box(ev.square_relin(&ct1, &rlk)?);
+        Ok(())
+    })?;
+    record("rescale", "top level", cheap(100), &mut || {
+        black_box(ev.rescale(&prod)?);
+        Ok(())
+    })?;
+    record("rotate", "by 1", cheap(50), &mut || {
+        black_box(ev.rotate(&ct1, 1, &gk)?);
+        Ok(())
+    })?;
+    let (hoisted, it) = median_us(cheap(20), || {
+        black_box(ev.rotate_hoisted(&ct1, &steps, &gk)?);
+        Ok(())
+    })?;
+    pb.inc(1);
+    rows.push(Row {
+        op: "rotate_hoisted".into(),
+        preset: args.preset.clone(),
+        threads: args.threads,
+        median_us: hoisted / steps.len() as f64,
+        clock,
+        iters: it,
+        note: "per rotation, batch of 9",
+    });
+    let mut record = |op: &str, note: &'static str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+        pb.set_message(op.to_string());
+        let r = median_us(plan, f);
+        pb.inc(1);
+        r.map(|(median_us, iters)| {
+            rows.push(Row { op: op.into(), preset: args.preset.clone(), threads: args.threads, median_us, clock, iters, note });
+        })
+    };
+    for (op, idx) in [("ntt", 1usize), ("ntt_q0", 0)] {
+        let table = params.ring().ntt_table(idx)?;
+        let q = table.modulus().value();
+        let mut buf: Vec<u64> = (0..params.n()).map(|_| rng.random_range(0..q)).collect();
+        let note: &'static str = match (idx, table.backend()) {
+            (0, henn_ring::NttBackend::Ifma) => "forward, base prime q_0 (IFMA)",
+            (0, _) => "forward, base prime q_0 (portable)",
+            (_, henn_ring::NttBackend::Ifma) => "forward, q_1 (IFMA)",
+            _ => "forward, q_1 (portable)",
+        };
+        record(op, note, cheap(500), &mut || {
+            table.forward(black_box(&mut buf));
+            Ok(())
+        })?;
+    }
+    if args.breakdown {
+        breakdown(&params, &ev, &ct1, &ct2, &mut rng, cheap(50), &mut record)?;
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+type Recorder<'a> = dyn FnMut(&str, &'static str, Plan, &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
+
+/// Sub-steps of `mul_relin` at the top level, rebuilt from the public ring API with the
+/// same digit layout as henn-ckks (alpha consecutive data primes per digit) and random
+/// key-shaped polynomials. Mirrors `keyswitch::decompose` / `apply_key`.
+fn breakdown(
+    params: &Arc<CkksParams>,
+    ev: &Evaluator,
+    ct1: &Ciphertext,
+    ct2: &Ciphertext,
+    rng: &mut ChaCha20Rng,
+    plan: Plan,
+    record: &mut Recorder<'_>,
+) -> anyhow::Result<()> {
+    let ctx = params.ring();
+    let level = params.max_level();
+    let q_idx = params.q_limbs(level);
+    let p_idx = params.p_limbs();
+    let qp: Vec<usize> = q_idx.iter().chain(&p_idx).copied().collect();
+    let digits: Vec<Vec<usize>> = q_idx.chunks(params.alpha()).map(<[usize]>::to_vec).collect();
+    let convs = digits
+        .iter()
+        .map(|d| {
+            let comp: Vec<usize> = qp.iter().copied().filter(|i| !d.contains(i)).collect();
+            BasisConverter::new(ctx, d, &comp)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mod_down = ModDown::new(ctx, &q_idx, &p_idx)?;
+    let c3 = ev.mul(ct1, ct2)?;
+    let c2 = c3.parts().get(2).ok_or_else(|| anyhow!("no c2"))?.clone();
+
+    record("ks.mul3", "tensor product (3 parts)", plan, &mut || {
+        black_box(ev.mul(ct1, ct2)?);
+        Ok(())
+    })?;
+    record("ks.intt", "INTT of c2 (L+1 limbs)", plan, &mut || {
+        black_box(c2.clone().intt());
+        Ok(())
+    })?;
+    let c2_coeff = c2.clone().intt();
+    record("ks.modup", "all digits: BConv only", plan, &mut || {
+        for (d, conv) in digits.iter().zip(&convs) {
+            black_box(conv.convert(&c2_coeff.select_limbs(d)?)?);
+        }
+        Ok(())
+    })?;
+    let exts = digits
+        .iter()
+        .zip(&convs)
+        .map(|(d, conv)| conv.convert(&c2_coeff.select_limbs(d)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    record("ks.modup_ntt", "all digits: NTT of BConv output", plan, &mut || {
+        for e in &exts {
+            black_box(e.clone().ntt());
+        }
+        Ok(())
+    })?;
+    let dec: Vec<Poly<henn_ring::Ntt>> =
+        (0..digits.len()).map(|_| sample::uniform_ntt(ctx, &qp, rng)).collect::<Result<_, _>>()?;
+    let key_b: Vec<Poly<henn_ring::Ntt>> =
+        (0..digits.len()).map(|_| sample::uniform_ntt(ctx, &params.all_limbs(), rng)).collect::<Result<_, _>>()?;
+    let key_a = key_b.clone();
+    record("ks.inner", "inner product, 2 x dnum mul-adds", plan, &mut || {
+        let mut acc0 = Poly::<henn_ring::Ntt>::zero(ctx, &qp)?;
+        let mut acc1 = Poly::<henn_ring::Ntt>::zero(ctx, &qp)?;
+        for ((d, b), a) in dec.iter().zip(&key_b).zip(&key_a) {
+            acc0.mul_add_assign_subset(d, b)?;
+            acc1.mul_add_assign_subset(d, a)?;
+        }
+        black_box((acc0, acc1));
+        Ok(())
+    })?;
+    let acc = dec.first().ok_or_else(|| anyhow!("no digit"))?.clone();
+    record("ks.moddown", "ModDown of both parts", plan, &mut || {
+        black_box(mod_down.apply(acc.clone())?);
+        black_box(mod_down.apply(acc.clone())?);
+        Ok(())
+    })?;
+    Ok(())
+}
