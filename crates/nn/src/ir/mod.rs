@@ -273,6 +273,7 @@ impl fmt::Display for Op {
                 _ => write!(f, "MulConst(shape={:?})", t.shape()),
             },
             Op::Pow { exponent } => write!(f, "Pow({exponent})"),
+            Op::Polynomial { coeffs } if coeffs.len() <= 5 => write!(f, "Polynomial({coeffs:?})"),
             Op::Polynomial { coeffs } => {
                 write!(f, "Polynomial(degree={})", coeffs.len().saturating_sub(1))
             }

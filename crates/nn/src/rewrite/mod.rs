@@ -33,7 +33,7 @@ type PairRule = fn(&Graph, &Node, &Node) -> Option<Op>;
 fn fuse_pairs(g: &Graph, rule: PairRule) -> Result<Graph> {
     let uses = g.use_counts();
     let nodes = g.nodes();
-    let mut replace: HashMap<usize, (Op, Vec<ValueId>)> = HashMap::new();
+    let mut replace: HashMap<usize, (Op, Vec<ValueId>, String)> = HashMap::new();
     let mut removed: HashSet<usize> = HashSet::new();
     for (ci, c) in nodes.iter().enumerate() {
         let [v] = c.inputs.as_slice() else { continue };
@@ -43,7 +43,7 @@ fn fuse_pairs(g: &Graph, rule: PairRule) -> Result<Graph> {
         }
         let p = &nodes[pi];
         if let Some(op) = rule(g, p, c) {
-            replace.insert(ci, (op, p.inputs.clone()));
+            replace.insert(ci, (op, p.inputs.clone(), format!("{}+{}", p.name, c.name)));
             removed.insert(pi);
         }
     }
@@ -57,15 +57,15 @@ fn fuse_pairs(g: &Graph, rule: PairRule) -> Result<Graph> {
         if removed.contains(&i) {
             continue;
         }
-        let (op, inputs) = match replace.remove(&i) {
+        let (op, inputs, node_name) = match replace.remove(&i) {
             Some(r) => r,
-            None => (n.op.clone(), n.inputs.clone()),
+            None => (n.op.clone(), n.inputs.clone(), n.name.clone()),
         };
         let inputs = map_inputs(&map, &inputs, &n.name)?;
         let name = g
             .value(n.output)
             .map_or_else(String::new, |v| v.name.clone());
-        let new = out.add_node(n.name.clone(), op, inputs, name)?;
+        let new = out.add_node(node_name, op, inputs, name)?;
         map.insert(n.output, new);
     }
     let o = map
