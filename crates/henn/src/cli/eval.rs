@@ -63,13 +63,15 @@ pub fn plain_eval(graph: &Graph, set: &data::LabeledImages) -> anyhow::Result<Pl
     })
 }
 
-/// `test_accuracy` from the model's metadata file `<model>.json`, if there is one.
-fn recorded_accuracy(model: &Path) -> Option<f64> {
+/// `test_accuracy` from the model's metadata file `<model>.json`, if there is one and it was
+/// measured on `dataset`.
+fn recorded_accuracy(model: &Path, dataset: DatasetKind) -> Option<f64> {
     let text = std::fs::read_to_string(model.with_extension("json")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()?
-        .get("test_accuracy")?
-        .as_f64()
+    let meta = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+    if meta.get("dataset").and_then(|d| d.as_str()) != Some(dataset.name()) {
+        return None;
+    }
+    meta.get("test_accuracy")?.as_f64()
 }
 
 /// Runs `henn eval`.
@@ -105,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         r.correct as f64 / r.n as f64
     };
-    let recorded = recorded_accuracy(&args.model);
+    let recorded = recorded_accuracy(&args.model, args.dataset);
     if args.json {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(),
