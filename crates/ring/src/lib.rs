@@ -21,6 +21,7 @@ pub mod poly;
 pub mod primes;
 pub mod rns;
 pub mod sample;
+pub mod simd;
 
 pub use context::RingContext;
 pub use error::{Result, RingError};

@@ -13,6 +13,7 @@ use zeroize::Zeroize;
 use crate::context::RingContext;
 use crate::error::{Result, RingError};
 use crate::modulus::{Modulus, ShoupConst};
+use crate::simd;
 
 mod sealed {
     pub trait Sealed {}
@@ -211,20 +212,12 @@ impl<R: Repr> Poly<R> {
 
     /// `self += other`.
     pub fn add_assign(&mut self, other: &Self) -> Result<()> {
-        self.par_zip_limbs(other, |m, a, b| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = m.add(*x, y);
-            }
-        })
+        self.par_zip_limbs(other, |m, a, b| simd::add_assign(a, b, m))
     }
 
     /// `self -= other`.
     pub fn sub_assign(&mut self, other: &Self) -> Result<()> {
-        self.par_zip_limbs(other, |m, a, b| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = m.sub(*x, y);
-            }
-        })
+        self.par_zip_limbs(other, |m, a, b| simd::sub_assign(a, b, m))
     }
 
     /// `self = other - self`.
@@ -271,12 +264,7 @@ impl<R: Repr> Poly<R> {
         let consts: Vec<ShoupConst> =
             self.limbs.iter().zip(scalars).map(|(&i, &s)| ctx.modulus_unchecked(i).shoup(s)).collect();
         self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).zip(consts.par_iter()).for_each(
-            |((a, &i), &w)| {
-                let m = ctx.modulus_unchecked(i);
-                for x in a.iter_mut() {
-                    *x = m.mul_shoup(*x, w);
-                }
-            },
+            |((a, &i), &w)| simd::mul_shoup_assign(a, w, ctx.modulus_unchecked(i)),
         );
         Ok(())
     }
@@ -404,11 +392,7 @@ impl Poly<Ntt> {
 
     /// `self *= other` (pointwise, i.e. negacyclic polynomial product).
     pub fn mul_assign(&mut self, other: &Self) -> Result<()> {
-        self.par_zip_limbs(other, |m, a, b| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x = m.mul(*x, y);
-            }
-        })
+        self.par_zip_limbs(other, |m, a, b| simd::mul_assign(a, b, m))
     }
 
     /// `self * other` as a new polynomial.
@@ -429,12 +413,7 @@ impl Poly<Ntt> {
             .zip(a.data.par_chunks(n))
             .zip(b.data.par_chunks(n))
             .zip(self.limbs.par_iter())
-            .for_each(|(((d, x), y), &i)| {
-                let m = ctx.modulus_unchecked(i);
-                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
-                    *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
-                }
-            });
+            .for_each(|(((d, x), y), &i)| simd::mul_add_assign(d, x, y, ctx.modulus_unchecked(i)));
         Ok(())
     }
 
@@ -462,12 +441,7 @@ impl Poly<Ntt> {
             .zip(a.data.par_chunks(n))
             .zip(b_limbs.par_iter())
             .zip(self.limbs.par_iter())
-            .for_each(|(((d, x), y), &i)| {
-                let m = ctx.modulus_unchecked(i);
-                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y.iter()) {
-                    *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
-                }
-            });
+            .for_each(|(((d, x), y), &i)| simd::mul_add_assign(d, x, y, ctx.modulus_unchecked(i)));
         Ok(())
     }
 
@@ -538,9 +512,8 @@ impl Poly<Ntt> {
                 ctx.table_unchecked(i).forward(tmp);
                 // q_last^{-1} mod q_i exists: distinct primes.
                 let inv = m.shoup(m.inv(last_m.value()).unwrap_or(0));
-                for (x, &t) in a.iter_mut().zip(tmp.iter()) {
-                    *x = m.mul_shoup(m.sub(*x, t), inv);
-                }
+                simd::sub_assign(a, tmp, m);
+                simd::mul_shoup_assign(a, inv, m);
             },
         );
         Ok(())

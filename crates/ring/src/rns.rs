@@ -9,6 +9,7 @@ use crate::context::RingContext;
 use crate::error::{Result, RingError};
 use crate::modulus::ShoupConst;
 use crate::poly::{Coeff, Ntt, Poly};
+use crate::simd;
 
 /// Precomputed constants converting residues modulo `Q = prod(from)` into residues modulo
 /// each prime of `to`. The output is `x + u*Q` for a small `0 <= u < |from|` (not exact).
@@ -78,10 +79,8 @@ impl BasisConverter {
             .zip(input.data().par_chunks(n))
             .zip(self.from.par_iter().zip(self.qhat_inv.par_iter()))
             .for_each(|((dst, src), (&i, &w))| {
-                let m = ctx.modulus_unchecked(i);
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = m.mul_shoup(s, w);
-                }
+                dst.copy_from_slice(src);
+                simd::mul_shoup_assign(dst, w, ctx.modulus_unchecked(i));
             });
         let mut out = Poly::<Coeff>::zero(&self.ctx, &self.to)?;
         let t = &t;
@@ -162,9 +161,8 @@ impl ModDown {
             .zip(self.q.par_iter().zip(self.p_inv.par_iter()))
             .for_each(|((a, c), (&i, &w))| {
                 let m = ctx.modulus_unchecked(i);
-                for (x, &y) in a.iter_mut().zip(c) {
-                    *x = m.mul_shoup(m.sub(*x, y), w);
-                }
+                simd::sub_assign(a, c, m);
+                simd::mul_shoup_assign(a, w, m);
             });
         Ok(x)
     }

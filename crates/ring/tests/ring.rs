@@ -275,3 +275,42 @@ proptest! {
         prop_assert_eq!(m.reduce_i64(x as i64), (x as i64).rem_euclid(q as i64) as u64);
     }
 }
+
+#[test]
+fn simd_kernels_equal_portable() {
+    use henn_ring::simd;
+    let mut r = rng(9);
+    for bits in [20u32, 35, 40, 49, 50, 55, 60, 61] {
+        let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        for len in [0usize, 5, 64, 1000] {
+            let mut a: Vec<u64> = (0..len).map(|_| r.random_range(0..q)).collect();
+            let b: Vec<u64> = (0..len).map(|_| r.random_range(0..q)).collect();
+            let c: Vec<u64> = (0..len).map(|_| r.random_range(0..q)).collect();
+            if len > 3 {
+                a[0] = q - 1;
+                a[1] = 0;
+                a[2] = q - 1;
+            }
+            let w = m.shoup(r.random_range(0..q));
+            let (mut x, mut y) = (a.clone(), a.clone());
+            simd::mul_assign(&mut x, &b, &m);
+            simd::portable::mul_assign(&mut y, &b, &m);
+            assert_eq!(x, y, "mul q={q}");
+            let (mut x, mut y) = (c.clone(), c.clone());
+            simd::mul_add_assign(&mut x, &a, &b, &m);
+            simd::portable::mul_add_assign(&mut y, &a, &b, &m);
+            assert_eq!(x, y, "mul_add q={q}");
+            let (mut x, mut y) = (a.clone(), a.clone());
+            simd::mul_shoup_assign(&mut x, w, &m);
+            simd::portable::mul_shoup_assign(&mut y, w, &m);
+            assert_eq!(x, y, "mul_shoup q={q}");
+            let mut x = a.clone();
+            simd::add_assign(&mut x, &b, &m);
+            assert!(x.iter().zip(a.iter().zip(&b)).all(|(&s, (&u, &v))| s == m.add(u, v)));
+            let mut x = a.clone();
+            simd::sub_assign(&mut x, &b, &m);
+            assert!(x.iter().zip(a.iter().zip(&b)).all(|(&s, (&u, &v))| s == m.sub(u, v)));
+        }
+    }
+}

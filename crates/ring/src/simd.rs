@@ -1,0 +1,291 @@
+//! Element-wise modular kernels on slices, the inner loops of every pointwise operation:
+//! AVX-512 IFMA (52-bit multiply-add) for moduli below 2^50 and AVX-512F for additions,
+//! chosen at run time, with portable scalar fallbacks giving identical results.
+//!
+//! IFMA Barrett multiplication (q < 2^50, `N = bits(q)`, `mu = floor(2^(2N) / q)`): for
+//! `x = a*b < 2^(2N)` split as `hi*2^52 + lo`, `c1 = floor(x / 2^(N-1)) < 2^(N+1)`,
+//! `e = floor(c1 * mu / 2^(N+1))` is `floor(x/q)` minus at most 2, so `x - e*q < 3q < 2^52`
+//! is exact in the low 52 bits, and two conditional subtractions finish.
+
+use crate::modulus::{Modulus, ShoupConst};
+
+/// Largest modulus (exclusive) handled by the IFMA kernels.
+pub const IFMA_MODULUS_LIMIT: u64 = 1 << 50;
+
+#[inline]
+fn ifma_ok(m: &Modulus) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        m.value() < IFMA_MODULUS_LIMIT
+            && std::is_x86_feature_detected!("avx512ifma")
+            && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = m;
+        false
+    }
+}
+
+#[inline]
+fn avx512_ok() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a[i] = a[i] * b[i] mod q` (inputs reduced).
+pub fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        // SAFETY: the required CPU features were detected just above.
+        unsafe { x86::mul_assign(a, b, m) };
+        return;
+    }
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = m.mul(*x, y);
+    }
+}
+
+/// `acc[i] = acc[i] + a[i] * b[i] mod q` (inputs reduced).
+pub fn mul_add_assign(acc: &mut [u64], a: &[u64], b: &[u64], m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        // SAFETY: the required CPU features were detected just above.
+        unsafe { x86::mul_add_assign(acc, a, b, m) };
+        return;
+    }
+    for ((d, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+        *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
+    }
+}
+
+/// `a[i] = a[i] * w mod q` for a constant `w` (inputs reduced).
+pub fn mul_shoup_assign(a: &mut [u64], w: ShoupConst, m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        // SAFETY: the required CPU features were detected just above.
+        unsafe { x86::mul_shoup_assign(a, w, m) };
+        return;
+    }
+    for x in a.iter_mut() {
+        *x = m.mul_shoup(*x, w);
+    }
+}
+
+/// `a[i] = a[i] + b[i] mod q` (inputs reduced).
+pub fn add_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_ok() {
+        // SAFETY: AVX-512F was detected just above.
+        unsafe { x86::add_assign(a, b, m.value()) };
+        return;
+    }
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = m.add(*x, y);
+    }
+}
+
+/// `a[i] = a[i] - b[i] mod q` (inputs reduced).
+pub fn sub_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_ok() {
+        // SAFETY: AVX-512F was detected just above.
+        unsafe { x86::sub_assign(a, b, m.value()) };
+        return;
+    }
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = m.sub(*x, y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use crate::modulus::{Modulus, ShoupConst};
+
+    const MASK52: u64 = (1 << 52) - 1;
+
+    struct Barrett {
+        q: __m512i,
+        mu: __m512i,
+        sh_c1_lo: __m128i,
+        sh_c1_hi: __m128i,
+        sh_e_lo: __m128i,
+        sh_e_hi: __m128i,
+        mask: __m512i,
+        zero: __m512i,
+    }
+
+    impl Barrett {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma")]
+        fn new(m: &Modulus) -> Self {
+            let q = m.value();
+            let n = u64::from(m.bits());
+            let mu = ((1u128 << (2 * n)) / u128::from(q)) as u64;
+            Self {
+                q: _mm512_set1_epi64(q as i64),
+                mu: _mm512_set1_epi64(mu as i64),
+                sh_c1_lo: _mm_cvtsi64_si128((n - 1) as i64),
+                sh_c1_hi: _mm_cvtsi64_si128((53 - n) as i64),
+                sh_e_lo: _mm_cvtsi64_si128((n + 1) as i64),
+                sh_e_hi: _mm_cvtsi64_si128((51 - n) as i64),
+                mask: _mm512_set1_epi64(MASK52 as i64),
+                zero: _mm512_setzero_si512(),
+            }
+        }
+
+        /// `a * b mod q` for `a, b < q < 2^50`, fully reduced.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512ifma")]
+        fn mul(&self, a: __m512i, b: __m512i) -> __m512i {
+            let lo = _mm512_madd52lo_epu64(self.zero, a, b);
+            let hi = _mm512_madd52hi_epu64(self.zero, a, b);
+            let c1 = _mm512_or_si512(_mm512_srl_epi64(lo, self.sh_c1_lo), _mm512_sll_epi64(hi, self.sh_c1_hi));
+            let dlo = _mm512_madd52lo_epu64(self.zero, c1, self.mu);
+            let dhi = _mm512_madd52hi_epu64(self.zero, c1, self.mu);
+            let e = _mm512_or_si512(_mm512_srl_epi64(dlo, self.sh_e_lo), _mm512_sll_epi64(dhi, self.sh_e_hi));
+            let r = _mm512_and_si512(_mm512_sub_epi64(lo, _mm512_madd52lo_epu64(self.zero, e, self.q)), self.mask);
+            let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, self.q));
+            _mm512_min_epu64(r, _mm512_sub_epi64(r, self.q))
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+        let br = Barrett::new(m);
+        let len = a.len().min(b.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len <= both slice lengths.
+            unsafe {
+                let pa = a.as_mut_ptr().add(i * 8);
+                let x = _mm512_loadu_si512(pa.cast());
+                let y = _mm512_loadu_si512(b.as_ptr().add(i * 8).cast());
+                _mm512_storeu_si512(pa.cast(), br.mul(x, y));
+            }
+        }
+        for (x, &y) in a[chunks * 8..len].iter_mut().zip(&b[chunks * 8..len]) {
+            *x = m.mul(*x, y);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn mul_add_assign(acc: &mut [u64], a: &[u64], b: &[u64], m: &Modulus) {
+        let br = Barrett::new(m);
+        let len = acc.len().min(a.len()).min(b.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len <= all slice lengths.
+            unsafe {
+                let pd = acc.as_mut_ptr().add(i * 8);
+                let d = _mm512_loadu_si512(pd.cast());
+                let x = _mm512_loadu_si512(a.as_ptr().add(i * 8).cast());
+                let y = _mm512_loadu_si512(b.as_ptr().add(i * 8).cast());
+                let s = _mm512_add_epi64(d, br.mul(x, y));
+                let s = _mm512_min_epu64(s, _mm512_sub_epi64(s, br.q));
+                _mm512_storeu_si512(pd.cast(), s);
+            }
+        }
+        for ((d, &x), &y) in acc[chunks * 8..len].iter_mut().zip(&a[chunks * 8..len]).zip(&b[chunks * 8..len]) {
+            *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn mul_shoup_assign(a: &mut [u64], w: ShoupConst, m: &Modulus) {
+        let q = m.value();
+        let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
+        let vq = _mm512_set1_epi64(q as i64);
+        let vw = _mm512_set1_epi64(w.value as i64);
+        let vw52 = _mm512_set1_epi64(w52 as i64);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let zero = _mm512_setzero_si512();
+        let chunks = a.len() / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= a.len().
+            unsafe {
+                let pa = a.as_mut_ptr().add(i * 8);
+                let x = _mm512_loadu_si512(pa.cast());
+                let hi = _mm512_madd52hi_epu64(zero, x, vw52);
+                let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, x, vw), _mm512_madd52lo_epu64(zero, hi, vq));
+                let r = _mm512_and_si512(r, mask);
+                _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(r, _mm512_sub_epi64(r, vq)));
+            }
+        }
+        for x in a[chunks * 8..].iter_mut() {
+            *x = m.mul_shoup(*x, w);
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn add_assign(a: &mut [u64], b: &[u64], q: u64) {
+        let vq = _mm512_set1_epi64(q as i64);
+        let len = a.len().min(b.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len.
+            unsafe {
+                let pa = a.as_mut_ptr().add(i * 8);
+                let s = _mm512_add_epi64(_mm512_loadu_si512(pa.cast()), _mm512_loadu_si512(b.as_ptr().add(i * 8).cast()));
+                _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(s, _mm512_sub_epi64(s, vq)));
+            }
+        }
+        for (x, &y) in a[chunks * 8..len].iter_mut().zip(&b[chunks * 8..len]) {
+            let s = *x + y;
+            *x = if s >= q { s - q } else { s };
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sub_assign(a: &mut [u64], b: &[u64], q: u64) {
+        let vq = _mm512_set1_epi64(q as i64);
+        let len = a.len().min(b.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len.
+            unsafe {
+                let pa = a.as_mut_ptr().add(i * 8);
+                let d = _mm512_add_epi64(
+                    _mm512_sub_epi64(_mm512_loadu_si512(pa.cast()), _mm512_loadu_si512(b.as_ptr().add(i * 8).cast())),
+                    vq,
+                );
+                _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(d, _mm512_sub_epi64(d, vq)));
+            }
+        }
+        for (x, &y) in a[chunks * 8..len].iter_mut().zip(&b[chunks * 8..len]) {
+            *x = if *x >= y { *x - y } else { *x + q - y };
+        }
+    }
+}
+
+/// Portable reference versions, exposed for tests that compare them with the vector paths.
+pub mod portable {
+    use crate::modulus::{Modulus, ShoupConst};
+
+    /// Scalar `a = a * b mod q`.
+    pub fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x = m.mul(*x, y);
+        }
+    }
+    /// Scalar `acc = acc + a * b mod q`.
+    pub fn mul_add_assign(acc: &mut [u64], a: &[u64], b: &[u64], m: &Modulus) {
+        for ((d, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+            *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
+        }
+    }
+    /// Scalar `a = a * w mod q`.
+    pub fn mul_shoup_assign(a: &mut [u64], w: ShoupConst, m: &Modulus) {
+        for x in a.iter_mut() {
+            *x = m.mul_shoup(*x, w);
+        }
+    }
+}
