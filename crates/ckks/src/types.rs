@@ -47,9 +47,14 @@ impl Scale {
     pub fn log2(self) -> f64 {
         self.0.log2()
     }
-    /// Whether two scales agree to within a relative 2^-40 (exact tracking up to rounding).
+    /// Relative tolerance of [`Scale::matches`]: 2^-32, far below CKKS noise (2^-17 and
+    /// more at scale 2^35), and above the ~2^-35 rounding left when one operand's scale is
+    /// aligned to another's with an integer constant.
+    pub const MATCH_TOLERANCE: f64 = 1.0 / 4_294_967_296.0;
+
+    /// Whether two scales agree to within a relative [`Scale::MATCH_TOLERANCE`].
     pub fn matches(self, other: Scale) -> bool {
-        ((self.0 / other.0) - 1.0).abs() < 1e-12
+        ((self.0 / other.0) - 1.0).abs() < Self::MATCH_TOLERANCE
     }
     pub(crate) fn mul(self, other: Scale) -> Scale {
         Scale(self.0 * other.0)
