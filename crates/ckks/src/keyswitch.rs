@@ -2,7 +2,7 @@
 //! to `Q_l ∪ P`, inner product with the key, ModDown by `P`. Decomposition can be shared by
 //! many rotations (hoisting): automorphisms commute with it, being permutations of NTT slots.
 
-use henn_ring::{AutomorphismPermutation, Ntt, Poly};
+use henn_ring::{AutomorphismPermutation, Ntt, Poly, simd};
 use rayon::prelude::*;
 
 use crate::error::{CkksError, Result};
@@ -58,6 +58,9 @@ pub(crate) fn decompose(params: &CkksParams, d: &Poly<Ntt>, level: Level) -> Res
 /// Inner product of a decomposition with a key (optionally after an automorphism of the
 /// digits), followed by ModDown: returns `(u_0, u_1)` over `q_0..q_level` with
 /// `u_0 + u_1 s ≈ d' s_from` where `d'` is `d` or its automorphism.
+///
+/// Works limb by limb (in parallel): each digit limb is permuted into a reused buffer and
+/// multiplied into both accumulators, so hoisted rotations allocate nothing per digit.
 pub(crate) fn apply_key(
     params: &CkksParams,
     dec: &Decomposed,
@@ -72,20 +75,35 @@ pub(crate) fn apply_key(
             dec.digits.len()
         )));
     }
-    let mut acc0 = Poly::<Ntt>::zero(params.ring(), &t.qp_limbs)?;
-    let mut acc1 = Poly::<Ntt>::zero(params.ring(), &t.qp_limbs)?;
-    for ((dj, bj), aj) in dec.digits.iter().zip(&key.b).zip(&key.a) {
-        let permuted;
-        let dj = match perm {
-            Some(p) => {
-                permuted = dj.automorphism(p)?;
-                &permuted
-            }
-            None => dj,
-        };
-        acc0.mul_add_assign_subset(dj, bj)?;
-        acc1.mul_add_assign_subset(dj, aj)?;
-    }
+    let ring = params.ring();
+    let n = params.n();
+    let mut acc0 = Poly::<Ntt>::zero(ring, &t.qp_limbs)?;
+    let mut acc1 = Poly::<Ntt>::zero(ring, &t.qp_limbs)?;
+    acc0.data_mut()
+        .par_chunks_mut(n)
+        .zip(acc1.data_mut().par_chunks_mut(n))
+        .zip(t.qp_limbs.par_iter())
+        .enumerate()
+        .try_for_each_init(
+            || vec![0u64; if perm.is_some() { n } else { 0 }],
+            |buf, (k, ((a0, a1), &ci))| -> Result<()> {
+                let m = ring.modulus(ci)?;
+                for ((dj, bj), aj) in dec.digits.iter().zip(&key.b).zip(&key.a) {
+                    let d = dj.limb(k)?;
+                    let src: &[u64] = match perm {
+                        Some(p) => {
+                            p.apply_to_limb(d, buf)?;
+                            buf
+                        }
+                        None => d,
+                    };
+                    // Keys are over all primes in context order: limb index == context index.
+                    simd::mul_add_assign(a0, src, bj.limb(ci)?, m);
+                    simd::mul_add_assign(a1, src, aj.limb(ci)?, m);
+                }
+                Ok(())
+            },
+        )?;
     let (r0, r1) = rayon::join(|| t.mod_down.apply(acc0), || t.mod_down.apply(acc1));
     Ok((r0?, r1?))
 }

@@ -553,4 +553,16 @@ impl AutomorphismPermutation {
     pub fn galois(&self) -> u64 {
         self.galois
     }
+
+    /// Applies the permutation to one NTT-form limb: `dst[i] = src[map[i]]`.
+    pub fn apply_to_limb(&self, src: &[u64], dst: &mut [u64]) -> Result<()> {
+        if src.len() != self.map.len() || dst.len() != self.map.len() {
+            return Err(RingError::LengthMismatch { expected: self.map.len(), got: src.len().min(dst.len()) });
+        }
+        #[allow(clippy::indexing_slicing, reason = "permutation entries are < n = src.len()")]
+        for (d, &j) in dst.iter_mut().zip(&self.map) {
+            *d = src[j as usize];
+        }
+        Ok(())
+    }
 }

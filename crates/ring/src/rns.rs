@@ -22,6 +22,8 @@ pub struct BasisConverter {
     qhat_inv: Vec<ShoupConst>,
     /// `(Q/q_i) mod p_j`, laid out `[j][i]`.
     qhat_mod_p: Vec<u64>,
+    /// Whether every input prime is below 2^52 (IFMA multiplier width).
+    inputs_below_2_52: bool,
 }
 
 impl BasisConverter {
@@ -52,7 +54,8 @@ impl BasisConverter {
                 qhat_mod_p.push(prod);
             }
         }
-        Ok(Self { ctx: ctx.clone(), from: from.to_vec(), to: to.to_vec(), qhat_inv, qhat_mod_p })
+        let inputs_below_2_52 = from.iter().all(|&i| ctx.modulus_unchecked(i).value() < 1 << 52);
+        Ok(Self { ctx: ctx.clone(), from: from.to_vec(), to: to.to_vec(), qhat_inv, qhat_mod_p, inputs_below_2_52 })
     }
 
     /// Source primes.
@@ -90,6 +93,13 @@ impl BasisConverter {
             .zip(self.qhat_mod_p.par_chunks(l_in))
             .for_each(|((dst, &j), consts)| {
                 let p = ctx.modulus_unchecked(j);
+                #[cfg(target_arch = "x86_64")]
+                if self.inputs_below_2_52 && simd::ifma_usable(p) {
+                    // SAFETY: IFMA support was checked by `ifma_usable`; inputs are < 2^52 and
+                    // p < 2^50; `t` holds consts.len() limbs of n values.
+                    unsafe { ifma_convert::convert_limb(dst, t, consts, n, p) };
+                    return;
+                }
                 convert_limb(dst, t, consts, n, |acc| p.reduce_u128(acc));
             });
         Ok(out)
@@ -165,5 +175,60 @@ impl ModDown {
                 simd::mul_shoup_assign(a, w, m);
             });
         Ok(x)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod ifma_convert {
+    use core::arch::x86_64::*;
+
+    use crate::modulus::Modulus;
+
+    const MASK52: u64 = (1 << 52) - 1;
+
+    /// `dst[k] = sum_i t[i][k] * consts[i] mod p` with 104-bit lane accumulators
+    /// (`madd52lo/hi`), then `(hi * 2^52 + lo) mod p` via two 52-bit Shoup products.
+    /// Requires `t < 2^52`, `consts < p < 2^50`, fewer than 2^11 terms.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn convert_limb(dst: &mut [u64], t: &[u64], consts: &[u64], n: usize, p: &Modulus) {
+        let q = p.value();
+        let r52 = ((1u128 << 52) % u128::from(q)) as u64;
+        let shoup52 = |w: u64| ((u128::from(w) << 52) / u128::from(q)) as u64;
+        let (w_r, w_r52) = (_mm512_set1_epi64(r52 as i64), _mm512_set1_epi64(shoup52(r52) as i64));
+        let (w_1, w_152) = (_mm512_set1_epi64(1), _mm512_set1_epi64(shoup52(1) as i64));
+        let vq = _mm512_set1_epi64(q as i64);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let zero = _mm512_setzero_si512();
+        let cs: Vec<__m512i> = consts.iter().map(|&c| _mm512_set1_epi64(c as i64)).collect();
+        let shoup = |x: __m512i, w: __m512i, w52: __m512i| {
+            let hi = _mm512_madd52hi_epu64(zero, x, w52);
+            let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, x, w), _mm512_madd52lo_epu64(zero, hi, vq));
+            _mm512_and_si512(r, mask)
+        };
+        let chunks = n / 8;
+        for k in 0..chunks {
+            let (mut lo, mut hi) = (zero, zero);
+            for (i, &c) in cs.iter().enumerate() {
+                // SAFETY: t has consts.len() limbs of n values; k*8+8 <= n.
+                let x = unsafe { _mm512_loadu_si512(t.as_ptr().add(i * n + k * 8).cast()) };
+                lo = _mm512_madd52lo_epu64(lo, x, c);
+                hi = _mm512_madd52hi_epu64(hi, x, c);
+            }
+            let hi = _mm512_add_epi64(hi, _mm512_srli_epi64::<52>(lo));
+            let lo = _mm512_and_si512(lo, mask);
+            // hi, lo < 2^52: each Shoup product is in [0, 2p); the sum is in [0, 4p).
+            let r = _mm512_add_epi64(shoup(hi, w_r, w_r52), shoup(lo, w_1, w_152));
+            let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, _mm512_add_epi64(vq, vq)));
+            let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, vq));
+            // SAFETY: k*8+8 <= n == dst.len().
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().add(k * 8).cast(), r) };
+        }
+        for k in chunks * 8..n {
+            let mut acc = 0u128;
+            for (i, &c) in consts.iter().enumerate() {
+                acc += u128::from(t[i * n + k]) * u128::from(c);
+            }
+            dst[k] = p.reduce_u128(acc);
+        }
     }
 }

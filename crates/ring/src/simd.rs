@@ -12,6 +12,12 @@ use crate::modulus::{Modulus, ShoupConst};
 /// Largest modulus (exclusive) handled by the IFMA kernels.
 pub const IFMA_MODULUS_LIMIT: u64 = 1 << 50;
 
+/// Whether the IFMA kernels run for modulus `m` on this CPU.
+#[inline]
+pub fn ifma_usable(m: &Modulus) -> bool {
+    ifma_ok(m)
+}
+
 #[inline]
 fn ifma_ok(m: &Modulus) -> bool {
     #[cfg(target_arch = "x86_64")]
