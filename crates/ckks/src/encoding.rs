@@ -219,7 +219,8 @@ impl Encoder {
 
 /// Exact centered CRT reconstruction of every coefficient, returned as f64.
 ///
-/// Uses Garner's algorithm with balanced digits: `x = sum_i d_i * (q_0 ... q_{i-1})` with
+/// Values below `q_0 / 2` in magnitude are recognised in O(L) per coefficient; the others use
+/// Garner's algorithm with balanced digits: `x = sum_i d_i * (q_0 ... q_{i-1})` with
 /// `|d_i| <= q_i / 2`, which represents exactly the centered range `(-Q/2, Q/2]`; the sum
 /// is then evaluated from the most significant digit down in f64.
 pub(crate) fn crt_centered_f64(poly: &Poly<Coeff>) -> Result<Vec<f64>> {
@@ -258,6 +259,14 @@ pub(crate) fn crt_centered_f64(poly: &Poly<Coeff>) -> Result<Vec<f64>> {
     let mut digits = vec![0i64; k];
     #[allow(clippy::indexing_slicing, reason = "all tables have k entries and data has k*n")]
     for (c, o) in out.iter_mut().enumerate() {
+        // Fast path: if the centered residue modulo q_0 agrees with every other limb, it is
+        // the exact centered value (the difference would be a non-zero multiple of Q smaller
+        // than Q). This holds whenever |value| < q_0 / 2, i.e. for every well-scaled message.
+        let x0 = mods[0].center(data[c]);
+        if (1..k).all(|i| mods[i].reduce_i64(x0) == data[i * n + c]) {
+            *o = x0 as f64;
+            continue;
+        }
         for i in 0..k {
             let mi = &mods[i];
             // value of sum_{j<i} d_j M_j mod q_i

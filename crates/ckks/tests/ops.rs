@@ -250,3 +250,14 @@ fn secret_key_debug_is_redacted() {
     let s = format!("{:?}", c.sk);
     assert!(s.contains("redacted") && !s.contains("data: ["), "{s}");
 }
+
+#[test]
+fn decode_is_exact_for_values_beyond_the_base_prime() {
+    // A plaintext whose coefficients exceed q_0/2 must still decode exactly (Garner path):
+    // encode at a scale of 2^70 at the top level (Q ~ 2^215), values up to 2^10.
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let v: Vec<f64> = uniform_values(c.params.slots(), 1024.0, 5);
+    let pt = c.encoder.encode(&v, c.params.max_level(), Scale::from_log2(70.0)).unwrap();
+    let out = c.encoder.decode(&pt).unwrap();
+    assert_precision("decode beyond q0", &out, &v, 30.0);
+}
