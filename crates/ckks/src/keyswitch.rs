@@ -59,8 +59,9 @@ pub(crate) fn decompose(params: &CkksParams, d: &Poly<Ntt>, level: Level) -> Res
 /// digits), followed by ModDown: returns `(u_0, u_1)` over `q_0..q_level` with
 /// `u_0 + u_1 s ≈ d' s_from` where `d'` is `d` or its automorphism.
 ///
-/// Works limb by limb (in parallel): each digit limb is permuted into a reused buffer and
-/// multiplied into both accumulators, so hoisted rotations allocate nothing per digit.
+/// Works limb by limb (in parallel): the digit limbs (permuted into a reused buffer for
+/// hoisted rotations) are multiplied with both key halves and summed with one modular
+/// reduction per coefficient ([`simd::dot_product_2`]).
 pub(crate) fn apply_key(
     params: &CkksParams,
     dec: &Decomposed,
@@ -85,22 +86,27 @@ pub(crate) fn apply_key(
         .zip(t.qp_limbs.par_iter())
         .enumerate()
         .try_for_each_init(
-            || vec![0u64; if perm.is_some() { n } else { 0 }],
+            || vec![0u64; if perm.is_some() { n * dec.digits.len() } else { 0 }],
             |buf, (k, ((a0, a1), &ci))| -> Result<()> {
                 let m = ring.modulus(ci)?;
-                for ((dj, bj), aj) in dec.digits.iter().zip(&key.b).zip(&key.a) {
-                    let d = dj.limb(k)?;
-                    let src: &[u64] = match perm {
-                        Some(p) => {
-                            p.apply_to_limb(d, buf)?;
-                            buf
+                let mut xs: Vec<&[u64]> = Vec::with_capacity(dec.digits.len());
+                match perm {
+                    Some(p) => {
+                        for (dj, chunk) in dec.digits.iter().zip(buf.chunks_mut(n)) {
+                            p.apply_to_limb(dj.limb(k)?, chunk)?;
                         }
-                        None => d,
-                    };
-                    // Keys are over all primes in context order: limb index == context index.
-                    simd::mul_add_assign(a0, src, bj.limb(ci)?, m);
-                    simd::mul_add_assign(a1, src, aj.limb(ci)?, m);
+                        xs.extend(buf.chunks(n));
+                    }
+                    None => {
+                        for dj in &dec.digits {
+                            xs.push(dj.limb(k)?);
+                        }
+                    }
                 }
+                // Keys are over all primes in context order: limb index == context index.
+                let bs = key.b.iter().take(xs.len()).map(|p| p.limb(ci)).collect::<std::result::Result<Vec<_>, _>>()?;
+                let as_ = key.a.iter().take(xs.len()).map(|p| p.limb(ci)).collect::<std::result::Result<Vec<_>, _>>()?;
+                simd::dot_product_2(a0, a1, &xs, &bs, &as_, m);
                 Ok(())
             },
         )?;

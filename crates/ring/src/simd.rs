@@ -110,6 +110,23 @@ pub fn sub_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
     }
 }
 
+/// Two dot products over the same inputs, reduced once per coefficient:
+/// `out0[k] = sum_j x_j[k] * b_j[k] mod q` and `out1[k] = sum_j x_j[k] * a_j[k] mod q`
+/// (the inner product of a key-switching decomposition with both halves of a key).
+/// All inputs reduced; at most 63 terms.
+pub fn dot_product_2(out0: &mut [u64], out1: &mut [u64], x: &[&[u64]], b: &[&[u64]], a: &[&[u64]], m: &Modulus) {
+    let terms = x.len().min(b.len()).min(a.len()).min(63);
+    #[cfg(target_arch = "x86_64")]
+    // IFMA lanes: hi accumulates < terms * 2^48 and must stay below 2^52 for the final
+    // Shoup reduction, so at most 15 terms (key switching uses dnum <= ~10).
+    if ifma_ok(m) && terms <= 15 {
+        // SAFETY: the required CPU features were detected just above.
+        unsafe { x86::dot_product_2(out0, out1, &x[..terms], &b[..terms], &a[..terms], m) };
+        return;
+    }
+    portable::dot_product_2(out0, out1, &x[..terms], &b[..terms], &a[..terms], m);
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
@@ -231,6 +248,72 @@ mod x86 {
         }
     }
 
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn dot_product_2(
+        out0: &mut [u64],
+        out1: &mut [u64],
+        x: &[&[u64]],
+        b: &[&[u64]],
+        a: &[&[u64]],
+        m: &Modulus,
+    ) {
+        let q = m.value();
+        let len = out0
+            .len()
+            .min(out1.len())
+            .min(x.iter().chain(b).chain(a).map(|s| s.len()).min().unwrap_or(0));
+        let r52 = ((1u128 << 52) % u128::from(q)) as u64;
+        let shoup52 = |w: u64| ((u128::from(w) << 52) / u128::from(q)) as u64;
+        let (w_r, w_r52) = (_mm512_set1_epi64(r52 as i64), _mm512_set1_epi64(shoup52(r52) as i64));
+        let (w_1, w_152) = (_mm512_set1_epi64(1), _mm512_set1_epi64(shoup52(1) as i64));
+        let vq = _mm512_set1_epi64(q as i64);
+        let v2q = _mm512_set1_epi64((2 * q) as i64);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let zero = _mm512_setzero_si512();
+        // (hi * 2^52 + lo) mod q for lo < 2^64 (carries folded into hi first), hi < 2^52.
+        let reduce = |lo: __m512i, hi: __m512i| {
+            let hi = _mm512_add_epi64(hi, _mm512_srli_epi64::<52>(lo));
+            let lo = _mm512_and_si512(lo, mask);
+            let s1 = _mm512_madd52hi_epu64(zero, hi, w_r52);
+            let r1 = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, hi, w_r), _mm512_madd52lo_epu64(zero, s1, vq));
+            let s2 = _mm512_madd52hi_epu64(zero, lo, w_152);
+            let r2 = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, lo, w_1), _mm512_madd52lo_epu64(zero, s2, vq));
+            let r = _mm512_add_epi64(_mm512_and_si512(r1, mask), _mm512_and_si512(r2, mask));
+            let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, v2q));
+            _mm512_min_epu64(r, _mm512_sub_epi64(r, vq))
+        };
+        let chunks = len / 8;
+        for k in 0..chunks {
+            let (mut lo0, mut hi0, mut lo1, mut hi1) = (zero, zero, zero, zero);
+            for ((xj, bj), aj) in x.iter().zip(b).zip(a) {
+                // SAFETY: k*8+8 <= len <= every slice length.
+                unsafe {
+                    let xv = _mm512_loadu_si512(xj.as_ptr().add(k * 8).cast());
+                    let bv = _mm512_loadu_si512(bj.as_ptr().add(k * 8).cast());
+                    let av = _mm512_loadu_si512(aj.as_ptr().add(k * 8).cast());
+                    lo0 = _mm512_madd52lo_epu64(lo0, xv, bv);
+                    hi0 = _mm512_madd52hi_epu64(hi0, xv, bv);
+                    lo1 = _mm512_madd52lo_epu64(lo1, xv, av);
+                    hi1 = _mm512_madd52hi_epu64(hi1, xv, av);
+                }
+            }
+            // SAFETY: k*8+8 <= len <= out lengths.
+            unsafe {
+                _mm512_storeu_si512(out0.as_mut_ptr().add(k * 8).cast(), reduce(lo0, hi0));
+                _mm512_storeu_si512(out1.as_mut_ptr().add(k * 8).cast(), reduce(lo1, hi1));
+            }
+        }
+        for k in chunks * 8..len {
+            let (mut s0, mut s1) = (0u128, 0u128);
+            for ((xj, bj), aj) in x.iter().zip(b).zip(a) {
+                s0 += u128::from(xj[k]) * u128::from(bj[k]);
+                s1 += u128::from(xj[k]) * u128::from(aj[k]);
+            }
+            out0[k] = m.reduce_u128(s0);
+            out1[k] = m.reduce_u128(s1);
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn add_assign(a: &mut [u64], b: &[u64], q: u64) {
         let vq = _mm512_set1_epi64(q as i64);
@@ -286,6 +369,21 @@ pub mod portable {
     pub fn mul_add_assign(acc: &mut [u64], a: &[u64], b: &[u64], m: &Modulus) {
         for ((d, &x), &y) in acc.iter_mut().zip(a).zip(b) {
             *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
+        }
+    }
+    /// Scalar two-output dot product with one reduction per coefficient (u128 sums; at most
+    /// 63 terms of 61-bit values fit).
+    pub fn dot_product_2(out0: &mut [u64], out1: &mut [u64], x: &[&[u64]], b: &[&[u64]], a: &[&[u64]], m: &Modulus) {
+        for (k, (o0, o1)) in out0.iter_mut().zip(out1.iter_mut()).enumerate() {
+            let (mut s0, mut s1) = (0u128, 0u128);
+            for ((xj, bj), aj) in x.iter().zip(b).zip(a) {
+                if let (Some(&xv), Some(&bv), Some(&av)) = (xj.get(k), bj.get(k), aj.get(k)) {
+                    s0 += u128::from(xv) * u128::from(bv);
+                    s1 += u128::from(xv) * u128::from(av);
+                }
+            }
+            *o0 = m.reduce_u128(s0);
+            *o1 = m.reduce_u128(s1);
         }
     }
     /// Scalar `a = a * w mod q`.

@@ -314,3 +314,31 @@ fn simd_kernels_equal_portable() {
         }
     }
 }
+
+#[test]
+fn dot_product_2_equals_portable_and_naive() {
+    use henn_ring::simd;
+    let mut r = rng(10);
+    for bits in [35u32, 49, 50, 60, 61] {
+        let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        for (terms, len) in [(1usize, 16usize), (5, 1000), (11, 37), (63, 64)] {
+            let make = |r: &mut ChaCha20Rng| -> Vec<Vec<u64>> {
+                (0..terms).map(|_| (0..len).map(|_| if r.random_bool(0.1) { q - 1 } else { r.random_range(0..q) }).collect()).collect()
+            };
+            let (x, b, a) = (make(&mut r), make(&mut r), make(&mut r));
+            let (mut o0, mut o1) = (vec![0; len], vec![0; len]);
+            let (rx, rb, ra): (Vec<&[u64]>, Vec<&[u64]>, Vec<&[u64]>) =
+                (x.iter().map(|s| s.as_slice()).collect(), b.iter().map(|s| s.as_slice()).collect(), a.iter().map(|s| s.as_slice()).collect());
+            simd::dot_product_2(&mut o0, &mut o1, &rx, &rb, &ra, &m);
+            let (mut p0, mut p1) = (vec![0; len], vec![0; len]);
+            simd::portable::dot_product_2(&mut p0, &mut p1, &rx, &rb, &ra, &m);
+            assert_eq!(o0, p0, "q={q} terms={terms}");
+            assert_eq!(o1, p1);
+            for k in 0..len {
+                let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], b[j][k])));
+                assert_eq!(o0[k], want);
+            }
+        }
+    }
+}
