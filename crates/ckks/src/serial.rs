@@ -50,7 +50,7 @@ use sha2::{Digest, Sha256};
 use crate::ciphertext::{Ciphertext, Plaintext, SeededCiphertext, expand_uniform_one};
 use crate::error::{CkksError, Result};
 use crate::keys::{GaloisKey, GaloisKeys, KeySwitchKey, PublicKey, RelinKey, expand_uniform};
-use crate::params::{CkksParams, CkksParamsLiteral, ParamsId};
+use crate::params::{CkksParams, CkksParamsLiteral, ParamsId, SecurityPolicy};
 use crate::types::{GaloisElement, Level, Scale};
 
 /// Magic bytes opening every serialized object.
@@ -510,11 +510,19 @@ pub fn params_from_bytes(bytes: &[u8]) -> Result<Arc<CkksParams>> {
 }
 
 /// [`params_from_bytes`] with explicit limits (the payload is capped at 64 KiB and 64
-/// primes in any case).
+/// primes in any case). The receiver's default security policy (128-bit) is enforced,
+/// whatever policy the sender's literal carried.
 pub fn params_from_bytes_with_limits(bytes: &[u8], limits: &Limits) -> Result<Arc<CkksParams>> {
+    params_from_bytes_with_policy(bytes, limits, SecurityPolicy::default())
+}
+
+/// Reads parameters and checks them under the *receiver's* `policy` (the sender's
+/// `security` field is ignored: a peer cannot talk us into insecure parameters). The
+/// fingerprint does not depend on the policy, so it is still compared with the header's.
+pub fn params_from_bytes_with_policy(bytes: &[u8], limits: &Limits, policy: SecurityPolicy) -> Result<Arc<CkksParams>> {
     let cap = Limits::new(limits.max_bytes.min(MAX_PARAMS_PAYLOAD + HEADER_LEN + CHECKSUM_LEN));
     let (header, payload) = open_frame(bytes, TypeTag::Params, &cap)?;
-    let lit: CkksParamsLiteral = serde_json::from_slice(payload)
+    let mut lit: CkksParamsLiteral = serde_json::from_slice(payload)
         .map_err(|e| CkksError::Serialization(format!("parameter literal is not valid: {e}")))?;
     let primes = lit.q_bits.len() + lit.p_bits.len();
     if primes > MAX_PARAMS_PRIMES {
@@ -522,6 +530,7 @@ pub fn params_from_bytes_with_limits(bytes: &[u8], limits: &Limits) -> Result<Ar
             "{primes} primes in serialized parameters exceed the limit of {MAX_PARAMS_PRIMES}"
         )));
     }
+    lit.security = policy;
     let params = CkksParams::new(lit)?;
     if params.id() != header.params_id {
         return Err(CkksError::ParamsMismatch { expected: header.params_id.to_string(), found: params.id().to_string() });

@@ -40,7 +40,11 @@ fn small_ct(c: &TestContext) -> Ciphertext {
 fn params_round_trip() {
     let c = tc();
     let bytes = serial::params_to_bytes(&c.params).unwrap();
-    let p = serial::params_from_bytes(&bytes).unwrap();
+    // The receiver enforces its own (128-bit) policy: insecure test parameters are refused
+    // unless the receiver itself opts in.
+    assert!(matches!(serial::params_from_bytes(&bytes), Err(CkksError::Insecure { .. })));
+    let policy = c.params.literal().security.clone();
+    let p = serial::params_from_bytes_with_policy(&bytes, &serial::Limits::default(), policy).unwrap();
     assert_eq!(p.id(), c.params.id());
     assert_eq!(p.literal(), c.params.literal());
     assert_eq!(p.q(), c.params.q());
@@ -59,7 +63,11 @@ fn params_with_wrong_id_rejected() {
     let mut bytes = serial::params_to_bytes(&c.params).unwrap();
     bytes[8] ^= 1;
     reseal(&mut bytes);
-    assert!(matches!(serial::params_from_bytes(&bytes), Err(CkksError::ParamsMismatch { .. })));
+    let policy = c.params.literal().security.clone();
+    assert!(matches!(
+        serial::params_from_bytes_with_policy(&bytes, &serial::Limits::default(), policy),
+        Err(CkksError::ParamsMismatch { .. })
+    ));
 }
 
 #[test]
