@@ -5,9 +5,12 @@
 //! powers of a primitive `2n`-th root `psi`, in bit-reversed order; outputs are fully reduced.
 //! Butterflies are Harvey's lazy ones (values kept in `[0, 4q)` between stages).
 //!
-//! Two implementations: a portable one (any q < 2^61) and an AVX-512 IFMA one (q < 2^50),
-//! chosen at run time; both give bit-identical results.
+//! Three implementations: a portable one (any q < 2^61), an AVX-512 IFMA one (q < 2^50)
+//! and an AVX-512F/DQ one (used for q >= 2^50, or when IFMA is missing), chosen at run
+//! time; all give bit-identical results.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod ifma;
 
@@ -22,6 +25,8 @@ pub enum NttBackend {
     Portable,
     /// AVX-512 IFMA (52-bit multiply-add) kernels.
     Ifma,
+    /// AVX-512F/DQ kernels with 64-bit Shoup products (moduli up to 2^61).
+    Avx512,
 }
 
 /// Precomputed tables for the negacyclic NTT of one prime.
@@ -38,6 +43,8 @@ pub struct NttTable {
     n_inv: ShoupConst,
     #[cfg(target_arch = "x86_64")]
     ifma: Option<ifma::IfmaNttTables>,
+    #[cfg(target_arch = "x86_64")]
+    avx512: Option<avx512::Avx512NttTables>,
 }
 
 /// Bit reversal of the low `bits` bits of `x`.
@@ -78,6 +85,12 @@ impl NttTable {
             Some(NttBackend::Portable) => None,
             _ => ifma::IfmaNttTables::new(n, q, psi),
         };
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = match force {
+            Some(NttBackend::Portable) => None,
+            _ if ifma.is_some() => None,
+            _ => avx512::Avx512NttTables::new(n, q, psi),
+        };
         Ok(Self {
             n,
             log_n,
@@ -88,6 +101,8 @@ impl NttTable {
             n_inv,
             #[cfg(target_arch = "x86_64")]
             ifma,
+            #[cfg(target_arch = "x86_64")]
+            avx512,
         })
     }
 
@@ -112,6 +127,10 @@ impl NttTable {
         if self.ifma.is_some() {
             return NttBackend::Ifma;
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512.is_some() {
+            return NttBackend::Avx512;
+        }
         NttBackend::Portable
     }
 
@@ -126,6 +145,11 @@ impl NttTable {
             t.forward(a);
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.avx512 {
+            t.forward(a);
+            return;
+        }
         self.forward_portable(a);
     }
 
@@ -134,6 +158,11 @@ impl NttTable {
     pub fn inverse(&self, a: &mut [u64]) {
         #[cfg(target_arch = "x86_64")]
         if let Some(t) = &self.ifma {
+            t.inverse(a);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.avx512 {
             t.inverse(a);
             return;
         }
