@@ -15,7 +15,12 @@ use rand_chacha::ChaCha20Rng;
 
 fn bench_preset(c: &mut Criterion, lit: CkksParamsLiteral) {
     let params = CkksParams::new(lit).expect("preset parameters");
-    let tag = format!("logN={}/L={}/dnum={}", params.n().trailing_zeros(), params.max_level().get(), params.dnum());
+    let tag = format!(
+        "logN={}/L={}/dnum={}",
+        params.n().trailing_zeros(),
+        params.max_level().get(),
+        params.dnum()
+    );
     let level = params.max_level();
     let scale = params.default_scale();
     let mut rng = ChaCha20Rng::seed_from_u64(0x6865_6e6e);
@@ -29,8 +34,12 @@ fn bench_preset(c: &mut Criterion, lit: CkksParamsLiteral) {
     let encryptor = Encryptor::new(&params);
     let dec = Decryptor::new(&params);
     let ev = Evaluator::new(&params);
-    let v1: Vec<f64> = (0..params.slots()).map(|_| rng.random_range(-1.0..=1.0)).collect();
-    let v2: Vec<f64> = (0..params.slots()).map(|_| rng.random_range(-1.0..=1.0)).collect();
+    let v1: Vec<f64> = (0..params.slots())
+        .map(|_| rng.random_range(-1.0..=1.0))
+        .collect();
+    let v2: Vec<f64> = (0..params.slots())
+        .map(|_| rng.random_range(-1.0..=1.0))
+        .collect();
     let pt1 = enc.encode(&v1, level, scale).unwrap();
     let pt2 = enc.encode(&v2, level, scale).unwrap();
     let ct1 = encryptor.encrypt_pk(&pt1, &pk, &mut rng).unwrap();
@@ -38,22 +47,43 @@ fn bench_preset(c: &mut Criterion, lit: CkksParamsLiteral) {
     let prod = ev.mul_relin(&ct1, &ct2, &rlk).unwrap();
     let const_scale = ev.rescale_neutral_scale(&ct1).unwrap();
 
-    c.bench_function(&format!("encode/{tag}"), |b| b.iter(|| enc.encode(black_box(&v1), level, scale).unwrap()));
-    c.bench_function(&format!("encrypt/{tag}"), |b| b.iter(|| encryptor.encrypt_pk(&pt1, &pk, &mut rng).unwrap()));
-    c.bench_function(&format!("decrypt/{tag}"), |b| {
-        b.iter(|| enc.decode(&dec.decrypt(black_box(&ct1), &sk).unwrap()).unwrap())
+    c.bench_function(&format!("encode/{tag}"), |b| {
+        b.iter(|| enc.encode(black_box(&v1), level, scale).unwrap())
     });
-    c.bench_function(&format!("add/{tag}"), |b| b.iter(|| ev.add(black_box(&ct1), &ct2).unwrap()));
-    c.bench_function(&format!("mul_plain/{tag}"), |b| b.iter(|| ev.mul_plain(black_box(&ct1), &pt2).unwrap()));
+    c.bench_function(&format!("encrypt/{tag}"), |b| {
+        b.iter(|| encryptor.encrypt_pk(&pt1, &pk, &mut rng).unwrap())
+    });
+    c.bench_function(&format!("decrypt/{tag}"), |b| {
+        b.iter(|| {
+            enc.decode(&dec.decrypt(black_box(&ct1), &sk).unwrap())
+                .unwrap()
+        })
+    });
+    c.bench_function(&format!("add/{tag}"), |b| {
+        b.iter(|| ev.add(black_box(&ct1), &ct2).unwrap())
+    });
+    c.bench_function(&format!("mul_plain/{tag}"), |b| {
+        b.iter(|| ev.mul_plain(black_box(&ct1), &pt2).unwrap())
+    });
     c.bench_function(&format!("mul_const/{tag}"), |b| {
         b.iter(|| ev.mul_const(black_box(&ct1), 0.7, const_scale).unwrap())
     });
-    c.bench_function(&format!("mul_relin/{tag}"), |b| b.iter(|| ev.mul_relin(black_box(&ct1), &ct2, &rlk).unwrap()));
-    c.bench_function(&format!("square_relin/{tag}"), |b| b.iter(|| ev.square_relin(black_box(&ct1), &rlk).unwrap()));
-    c.bench_function(&format!("rescale/{tag}"), |b| {
-        b.iter_batched(|| prod.clone(), |mut x| ev.rescale_assign(&mut x).map(|()| x).unwrap(), BatchSize::LargeInput)
+    c.bench_function(&format!("mul_relin/{tag}"), |b| {
+        b.iter(|| ev.mul_relin(black_box(&ct1), &ct2, &rlk).unwrap())
     });
-    c.bench_function(&format!("rotate/{tag}"), |b| b.iter(|| ev.rotate(black_box(&ct1), 1, &gk).unwrap()));
+    c.bench_function(&format!("square_relin/{tag}"), |b| {
+        b.iter(|| ev.square_relin(black_box(&ct1), &rlk).unwrap())
+    });
+    c.bench_function(&format!("rescale/{tag}"), |b| {
+        b.iter_batched(
+            || prod.clone(),
+            |mut x| ev.rescale_assign(&mut x).map(|()| x).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    c.bench_function(&format!("rotate/{tag}"), |b| {
+        b.iter(|| ev.rotate(black_box(&ct1), 1, &gk).unwrap())
+    });
     c.bench_function(&format!("rotate_hoisted_x9/{tag}"), |b| {
         b.iter(|| ev.rotate_hoisted(black_box(&ct1), &steps, &gk).unwrap())
     });
@@ -61,7 +91,9 @@ fn bench_preset(c: &mut Criterion, lit: CkksParamsLiteral) {
         let table = params.ring().ntt_table(idx).unwrap();
         let q = table.modulus().value();
         let mut buf: Vec<u64> = (0..params.n()).map(|_| rng.random_range(0..q)).collect();
-        c.bench_function(&format!("{name}/{tag}"), |b| b.iter(|| table.forward(black_box(&mut buf))));
+        c.bench_function(&format!("{name}/{tag}"), |b| {
+            b.iter(|| table.forward(black_box(&mut buf)))
+        });
     }
 }
 
@@ -74,7 +106,10 @@ fn small(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2))
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
 }
 
 criterion_group! {

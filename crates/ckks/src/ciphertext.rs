@@ -104,13 +104,24 @@ impl SeededCiphertext {
     pub fn expand(&self, params: &CkksParams) -> Result<Ciphertext> {
         params.check_id(self.params_id)?;
         let a = expand_uniform_one(params, &self.seed, self.level)?;
-        Ok(Ciphertext { parts: vec![self.c0.clone(), a], level: self.level, scale: self.scale, params_id: self.params_id })
+        Ok(Ciphertext {
+            parts: vec![self.c0.clone(), a],
+            level: self.level,
+            scale: self.scale,
+            params_id: self.params_id,
+        })
     }
 }
 
 /// The uniform part of a seeded ciphertext at `level`.
-pub(crate) fn expand_uniform_one(params: &CkksParams, seed: &[u8; 32], level: Level) -> Result<Poly<Ntt>> {
+pub(crate) fn expand_uniform_one(
+    params: &CkksParams,
+    seed: &[u8; 32],
+    level: Level,
+) -> Result<Poly<Ntt>> {
     expand_uniform(params, seed, 1, &params.q_limbs(level))?
         .pop()
-        .ok_or(CkksError::InvalidParams("seed expansion produced no polynomial".into()))
+        .ok_or(CkksError::InvalidParams(
+            "seed expansion produced no polynomial".into(),
+        ))
 }

@@ -38,7 +38,10 @@ impl Complex {
     }
     #[inline]
     fn mul(self, o: Self) -> Self {
-        Self::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
+        Self::new(
+            self.re * o.re - self.im * o.im,
+            self.re * o.im + self.im * o.re,
+        )
     }
     /// Modulus.
     pub fn abs(self) -> f64 {
@@ -87,7 +90,11 @@ impl Encoder {
                 Complex::new(a.cos(), a.sin())
             })
             .collect();
-        Self { params: params.clone(), rot_group, ksi }
+        Self {
+            params: params.clone(),
+            rot_group,
+            ksi,
+        }
     }
 
     /// The parameters.
@@ -101,7 +108,10 @@ impl Encoder {
     }
 
     /// Slots -> "coefficient" domain (inverse special FFT), in place; length a power of two.
-    #[allow(clippy::indexing_slicing, reason = "indices bounded by the power-of-two size")]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by the power-of-two size"
+    )]
     fn fft_special_inv(&self, vals: &mut [Complex]) {
         let size = vals.len();
         let m = 2 * self.params.n();
@@ -130,7 +140,10 @@ impl Encoder {
     }
 
     /// "Coefficient" domain -> slots (special FFT), in place.
-    #[allow(clippy::indexing_slicing, reason = "indices bounded by the power-of-two size")]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by the power-of-two size"
+    )]
     fn fft_special(&self, vals: &mut [Complex]) {
         let size = vals.len();
         let m = 2 * self.params.n();
@@ -158,12 +171,19 @@ impl Encoder {
     fn coefficients(&self, values: &[Complex], scale: Scale) -> Result<Vec<i128>> {
         let slots = self.slots();
         if values.len() > slots {
-            return Err(CkksError::TooManyValues { got: values.len(), slots });
+            return Err(CkksError::TooManyValues {
+                got: values.len(),
+                slots,
+            });
         }
         let mut v = vec![Complex::default(); slots];
         for (d, s) in v.iter_mut().zip(values) {
             if !s.re.is_finite() || !s.im.is_finite() {
-                return Err(CkksError::NonFinite(if s.re.is_finite() { s.im } else { s.re }));
+                return Err(CkksError::NonFinite(if s.re.is_finite() {
+                    s.im
+                } else {
+                    s.re
+                }));
             }
             *d = *s;
         }
@@ -176,7 +196,10 @@ impl Encoder {
             for (dst, x) in [(c_re, z.re), (c_im, z.im)] {
                 let y = (x * scale.value()).round();
                 if y.abs() >= limit {
-                    return Err(CkksError::ValueTooLarge { value: x, log_scale: scale.log2() });
+                    return Err(CkksError::ValueTooLarge {
+                        value: x,
+                        log_scale: scale.log2(),
+                    });
                 }
                 *dst = y as i128;
             }
@@ -185,12 +208,22 @@ impl Encoder {
     }
 
     /// Encodes complex values at `level` and `scale`.
-    pub fn encode_complex(&self, values: &[Complex], level: Level, scale: Scale) -> Result<Plaintext> {
+    pub fn encode_complex(
+        &self,
+        values: &[Complex],
+        level: Level,
+        scale: Scale,
+    ) -> Result<Plaintext> {
         self.params.check_level(level)?;
         let coeffs = self.coefficients(values, scale)?;
         let limbs = self.params.q_limbs(level);
         let poly = Poly::<Coeff>::from_signed_i128(self.params.ring(), &limbs, &coeffs)?.ntt();
-        Ok(Plaintext { poly, level, scale, params_id: self.params.id() })
+        Ok(Plaintext {
+            poly,
+            level,
+            scale,
+            params_id: self.params.id(),
+        })
     }
 
     /// Encodes real values at `level` and `scale` (missing slots are zero).
@@ -206,7 +239,11 @@ impl Encoder {
         let slots = self.slots();
         let inv = 1.0 / pt.scale.value();
         let (lo, hi) = coeffs.split_at(slots);
-        let mut v: Vec<Complex> = lo.iter().zip(hi).map(|(&a, &b)| Complex::new(a * inv, b * inv)).collect();
+        let mut v: Vec<Complex> = lo
+            .iter()
+            .zip(hi)
+            .map(|(&a, &b)| Complex::new(a * inv, b * inv))
+            .collect();
         self.fft_special(&mut v);
         Ok(v)
     }
@@ -227,7 +264,10 @@ pub(crate) fn crt_centered_f64(poly: &Poly<Coeff>) -> Result<Vec<f64>> {
     let ctx = poly.context();
     let limbs = poly.limbs();
     let k = limbs.len();
-    let mods: Vec<henn_ring::Modulus> = limbs.iter().map(|&i| ctx.modulus(i).copied()).collect::<std::result::Result<_, _>>()?;
+    let mods: Vec<henn_ring::Modulus> = limbs
+        .iter()
+        .map(|&i| ctx.modulus(i).copied())
+        .collect::<std::result::Result<_, _>>()?;
     // prefix[i][j] = (q_0 ... q_{j-1}) mod q_i for j <= i; inv[i] = (q_0...q_{i-1})^{-1} mod q_i
     let mut prefix = vec![vec![0u64; k]; k];
     let mut inv = vec![0u64; k];
@@ -257,7 +297,10 @@ pub(crate) fn crt_centered_f64(poly: &Poly<Coeff>) -> Result<Vec<f64>> {
     let data = poly.data();
     let mut out = vec![0f64; n];
     let mut digits = vec![0i64; k];
-    #[allow(clippy::indexing_slicing, reason = "all tables have k entries and data has k*n")]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "all tables have k entries and data has k*n"
+    )]
     for (c, o) in out.iter_mut().enumerate() {
         // Fast path: if the centered residue modulo q_0 agrees with every other limb, it is
         // the exact centered value (the difference would be a non-zero multiple of Q smaller

@@ -19,7 +19,9 @@ pub struct Encryptor {
 impl Encryptor {
     /// An encryptor for `params`.
     pub fn new(params: &Arc<CkksParams>) -> Self {
-        Self { params: params.clone() }
+        Self {
+            params: params.clone(),
+        }
     }
 
     /// Public-key encryption: `(v b + e_0 + m, v a + e_1)` with ternary `v`.
@@ -39,7 +41,12 @@ impl Encryptor {
         c0.mul_add_assign_subset(&v, &pk.b)?;
         c1.mul_add_assign_subset(&v, &pk.a)?;
         c0.add_assign(&pt.poly)?;
-        Ok(Ciphertext { parts: vec![c0, c1], level: pt.level, scale: pt.scale, params_id: self.params.id() })
+        Ok(Ciphertext {
+            parts: vec![c0, c1],
+            level: pt.level,
+            scale: pt.scale,
+            params_id: self.params.id(),
+        })
     }
 
     /// Secret-key encryption: `(-a s + e + m, a)` with uniform `a`.
@@ -58,7 +65,12 @@ impl Encryptor {
         as_.mul_add_assign_subset(&a, &sk.poly)?;
         c0.sub_assign(&as_)?;
         c0.add_assign(&pt.poly)?;
-        Ok(Ciphertext { parts: vec![c0, a], level: pt.level, scale: pt.scale, params_id: self.params.id() })
+        Ok(Ciphertext {
+            parts: vec![c0, a],
+            level: pt.level,
+            scale: pt.scale,
+            params_id: self.params.id(),
+        })
     }
 
     /// Secret-key encryption with `a` expanded from a fresh 32-byte seed drawn from `rng`:
@@ -82,7 +94,13 @@ impl Encryptor {
         as_.mul_add_assign_subset(&a, &sk.poly)?;
         c0.sub_assign(&as_)?;
         c0.add_assign(&pt.poly)?;
-        Ok(SeededCiphertext { c0, seed, level: pt.level, scale: pt.scale, params_id: self.params.id() })
+        Ok(SeededCiphertext {
+            c0,
+            seed,
+            level: pt.level,
+            scale: pt.scale,
+            params_id: self.params.id(),
+        })
     }
 }
 
@@ -95,7 +113,9 @@ pub struct Decryptor {
 impl Decryptor {
     /// A decryptor for `params`.
     pub fn new(params: &Arc<CkksParams>) -> Self {
-        Self { params: params.clone() }
+        Self {
+            params: params.clone(),
+        }
     }
 
     /// `c_0 + c_1 s (+ c_2 s^2)` as a plaintext at the ciphertext's level and scale.
@@ -106,11 +126,22 @@ impl Decryptor {
         let s = sk.poly.select_limbs(&limbs)?;
         let mut parts = ct.parts.iter().rev();
         // Horner: ((c_k s + c_{k-1}) s + ...) + c_0
-        let mut acc = parts.next().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.clone();
+        let mut acc = parts
+            .next()
+            .ok_or(CkksError::WrongSize {
+                expected: 2,
+                got: 0,
+            })?
+            .clone();
         for c in parts {
             acc.mul_assign(&s)?;
             acc.add_assign(c)?;
         }
-        Ok(Plaintext { poly: acc, level: ct.level, scale: ct.scale, params_id: ct.params_id })
+        Ok(Plaintext {
+            poly: acc,
+            level: ct.level,
+            scale: ct.scale,
+            params_id: ct.params_id,
+        })
     }
 }

@@ -47,7 +47,9 @@ pub enum CkksError {
         rhs: Level,
     },
     /// Operands have different scales.
-    #[error("scale mismatch: 2^{lhs_log2:.4} vs 2^{rhs_log2:.4}; rescale or re-encode one operand at the other's scale")]
+    #[error(
+        "scale mismatch: 2^{lhs_log2:.4} vs 2^{rhs_log2:.4}; rescale or re-encode one operand at the other's scale"
+    )]
     ScaleMismatch {
         /// log2 of the left scale.
         lhs_log2: f64,
@@ -63,10 +65,14 @@ pub enum CkksError {
         max: usize,
     },
     /// No level left to rescale or multiply.
-    #[error("ciphertext is at level 0: no prime left to rescale by; the circuit needs more levels (a longer modulus chain)")]
+    #[error(
+        "ciphertext is at level 0: no prime left to rescale by; the circuit needs more levels (a longer modulus chain)"
+    )]
     OutOfLevels,
     /// A Galois key needed for a rotation is missing.
-    #[error("missing Galois key for element {element} (rotation by {steps:?}); generate keys for this rotation")]
+    #[error(
+        "missing Galois key for element {element} (rotation by {steps:?}); generate keys for this rotation"
+    )]
     MissingGaloisKey {
         /// The Galois element.
         element: GaloisElement,
@@ -90,7 +96,9 @@ pub enum CkksError {
         slots: usize,
     },
     /// Encoded values overflow the plaintext modulus at the chosen scale.
-    #[error("value {value:e} times scale 2^{log_scale:.1} overflows the plaintext range; lower the scale or the values")]
+    #[error(
+        "value {value:e} times scale 2^{log_scale:.1} overflows the plaintext range; lower the scale or the values"
+    )]
     ValueTooLarge {
         /// Offending value.
         value: f64,
@@ -123,10 +131,14 @@ pub enum CkksError {
         have: usize,
     },
     /// The data does not start with the henn magic bytes.
-    #[error("not a henn object (magic bytes \"HENN\" missing); check that the input is henn-serialized data")]
+    #[error(
+        "not a henn object (magic bytes \"HENN\" missing); check that the input is henn-serialized data"
+    )]
     BadMagic,
     /// The data was written in a format version this build cannot read.
-    #[error("serialization format version {found} unsupported (this build reads version {supported}); use a matching henn version")]
+    #[error(
+        "serialization format version {found} unsupported (this build reads version {supported}); use a matching henn version"
+    )]
     UnsupportedVersion {
         /// Version in the data.
         found: u16,
@@ -134,7 +146,9 @@ pub enum CkksError {
         supported: u16,
     },
     /// The data holds a different kind of object than the one requested.
-    #[error("serialized object is a {found}, expected a {expected}; deserialize it as the right type")]
+    #[error(
+        "serialized object is a {found}, expected a {expected}; deserialize it as the right type"
+    )]
     WrongType {
         /// Type requested.
         expected: &'static str,
@@ -142,10 +156,14 @@ pub enum CkksError {
         found: String,
     },
     /// The checksum does not match: the data was corrupted.
-    #[error("checksum mismatch: the serialized data is corrupt (damaged in storage or transit); obtain a fresh copy")]
+    #[error(
+        "checksum mismatch: the serialized data is corrupt (damaged in storage or transit); obtain a fresh copy"
+    )]
     ChecksumMismatch,
     /// The data (or its declared size) exceeds the configured limit.
-    #[error("serialized object of {size} bytes exceeds the limit of {limit} bytes; raise serial::Limits::max_bytes if it is expected")]
+    #[error(
+        "serialized object of {size} bytes exceeds the limit of {limit} bytes; raise serial::Limits::max_bytes if it is expected"
+    )]
     TooLarge {
         /// Size found or declared.
         size: u64,

@@ -28,7 +28,10 @@ fn check_same_level(a: Level, b: Level) -> Result<()> {
 
 fn check_same_scale(a: Scale, b: Scale) -> Result<()> {
     if !a.matches(b) {
-        return Err(CkksError::ScaleMismatch { lhs_log2: a.log2(), rhs_log2: b.log2() });
+        return Err(CkksError::ScaleMismatch {
+            lhs_log2: a.log2(),
+            rhs_log2: b.log2(),
+        });
     }
     Ok(())
 }
@@ -36,7 +39,9 @@ fn check_same_scale(a: Scale, b: Scale) -> Result<()> {
 impl Evaluator {
     /// An evaluator for `params`.
     pub fn new(params: &Arc<CkksParams>) -> Self {
-        Self { params: params.clone() }
+        Self {
+            params: params.clone(),
+        }
     }
 
     /// The parameters.
@@ -50,7 +55,10 @@ impl Evaluator {
 
     fn check_size(ct: &Ciphertext, expected: usize) -> Result<()> {
         if ct.parts.len() != expected {
-            return Err(CkksError::WrongSize { expected, got: ct.parts.len() });
+            return Err(CkksError::WrongSize {
+                expected,
+                got: ct.parts.len(),
+            });
         }
         Ok(())
     }
@@ -60,7 +68,10 @@ impl Evaluator {
     fn pt_at_level(&self, pt: &Plaintext, level: Level) -> Result<Poly<Ntt>> {
         self.params.check_id(pt.params_id)?;
         if pt.level < level {
-            return Err(CkksError::LevelMismatch { lhs: level, rhs: pt.level });
+            return Err(CkksError::LevelMismatch {
+                lhs: level,
+                rhs: pt.level,
+            });
         }
         if pt.level == level {
             Ok(pt.poly.clone())
@@ -145,7 +156,13 @@ impl Evaluator {
         self.check_ct(a)?;
         check_same_scale(a.scale, pt.scale)?;
         let p = self.pt_at_level(pt, a.level)?;
-        a.parts.first_mut().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.add_assign(&p)?;
+        a.parts
+            .first_mut()
+            .ok_or(CkksError::WrongSize {
+                expected: 2,
+                got: 0,
+            })?
+            .add_assign(&p)?;
         Ok(())
     }
 
@@ -155,14 +172,23 @@ impl Evaluator {
         check_same_scale(a.scale, pt.scale)?;
         let p = self.pt_at_level(pt, a.level)?;
         let mut r = a.clone();
-        r.parts.first_mut().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.sub_assign(&p)?;
+        r.parts
+            .first_mut()
+            .ok_or(CkksError::WrongSize {
+                expected: 2,
+                got: 0,
+            })?
+            .sub_assign(&p)?;
         Ok(r)
     }
 
     /// Residues of `round(x)` for each data prime up to `level`.
     fn int_residues(&self, x: f64, level: Level) -> Result<Vec<u64>> {
         if !x.is_finite() || x.abs() >= 2f64.powi(126) {
-            return Err(CkksError::ValueTooLarge { value: x, log_scale: 0.0 });
+            return Err(CkksError::ValueTooLarge {
+                value: x,
+                log_scale: 0.0,
+            });
         }
         let v = x.round() as i128;
         self.params
@@ -183,7 +209,13 @@ impl Evaluator {
     pub fn add_const_assign(&self, a: &mut Ciphertext, c: f64) -> Result<()> {
         self.check_ct(a)?;
         let r = self.int_residues(c * a.scale.value(), a.level)?;
-        a.parts.first_mut().ok_or(CkksError::WrongSize { expected: 2, got: 0 })?.add_scalar_assign(&r)?;
+        a.parts
+            .first_mut()
+            .ok_or(CkksError::WrongSize {
+                expected: 2,
+                got: 0,
+            })?
+            .add_scalar_assign(&r)?;
         Ok(())
     }
 
@@ -240,7 +272,12 @@ impl Evaluator {
     /// The scale that makes `mul_const` followed by `rescale` keep the ciphertext's scale:
     /// the last prime at its level.
     pub fn rescale_neutral_scale(&self, ct: &Ciphertext) -> Result<Scale> {
-        let q = self.params.q().get(ct.level.0).copied().ok_or(CkksError::OutOfLevels)?;
+        let q = self
+            .params
+            .q()
+            .get(ct.level.0)
+            .copied()
+            .ok_or(CkksError::OutOfLevels)?;
         Scale::new(q as f64).ok_or(CkksError::OutOfLevels)
     }
 
@@ -261,7 +298,12 @@ impl Evaluator {
                 Ok(c1)
             },
         );
-        Ok(Ciphertext { parts: vec![c0?, c1?, c2?], level: a.level, scale: a.scale.mul(b.scale), params_id: a.params_id })
+        Ok(Ciphertext {
+            parts: vec![c0?, c1?, c2?],
+            level: a.level,
+            scale: a.scale.mul(b.scale),
+            params_id: a.params_id,
+        })
     }
 
     /// `a^2` without relinearization (3 parts).
@@ -274,7 +316,12 @@ impl Evaluator {
         let c1b = c1.clone();
         c1.add_assign(&c1b)?;
         let c2 = a1.mul(a1)?;
-        Ok(Ciphertext { parts: vec![c0, c1, c2], level: a.level, scale: a.scale.mul(a.scale), params_id: a.params_id })
+        Ok(Ciphertext {
+            parts: vec![c0, c1, c2],
+            level: a.level,
+            scale: a.scale.mul(a.scale),
+            params_id: a.params_id,
+        })
     }
 
     /// Relinearizes a 3-part ciphertext back to 2 parts.
@@ -292,7 +339,10 @@ impl Evaluator {
             return Ok(());
         }
         Self::check_size(a, 3)?;
-        let c2 = a.parts.pop().ok_or(CkksError::WrongSize { expected: 3, got: 0 })?;
+        let c2 = a.parts.pop().ok_or(CkksError::WrongSize {
+            expected: 3,
+            got: 0,
+        })?;
         let dec = decompose(&self.params, &c2, a.level)?;
         let (u0, u1) = apply_key(&self.params, &dec, &rlk.0, None)?;
         a.parts[0].add_assign(&u0)?;
@@ -329,8 +379,15 @@ impl Evaluator {
         if a.level.0 == 0 {
             return Err(CkksError::OutOfLevels);
         }
-        let q = self.params.q().get(a.level.0).copied().ok_or(CkksError::OutOfLevels)? as f64;
-        a.parts.par_iter_mut().try_for_each(|p| p.divide_round_by_last_assign())?;
+        let q = self
+            .params
+            .q()
+            .get(a.level.0)
+            .copied()
+            .ok_or(CkksError::OutOfLevels)? as f64;
+        a.parts
+            .par_iter_mut()
+            .try_for_each(|p| p.divide_round_by_last_assign())?;
         a.level = Level(a.level.0 - 1);
         a.scale = a.scale.div(q);
         Ok(())
@@ -347,7 +404,10 @@ impl Evaluator {
     pub fn drop_level_to_assign(&self, a: &mut Ciphertext, level: Level) -> Result<()> {
         self.check_ct(a)?;
         if level > a.level {
-            return Err(CkksError::LevelMismatch { lhs: a.level, rhs: level });
+            return Err(CkksError::LevelMismatch {
+                lhs: a.level,
+                rhs: level,
+            });
         }
         for p in &mut a.parts {
             p.truncate_limbs(level.num_limbs())?;
@@ -358,7 +418,13 @@ impl Evaluator {
 
     // ----- automorphisms -----
 
-    fn apply_galois_with(&self, a: &Ciphertext, gk: &GaloisKeys, g: GaloisElement, steps: Option<i64>) -> Result<Ciphertext> {
+    fn apply_galois_with(
+        &self,
+        a: &Ciphertext,
+        gk: &GaloisKeys,
+        g: GaloisElement,
+        steps: Option<i64>,
+    ) -> Result<Ciphertext> {
         self.check_ct(a)?;
         Self::check_size(a, 2)?;
         let key = gk.get(g, steps)?;
@@ -369,11 +435,21 @@ impl Evaluator {
         let (u0, u1) = apply_key(&self.params, &dec, &key.key, None)?;
         let mut c0 = c0;
         c0.add_assign(&u0)?;
-        Ok(Ciphertext { parts: vec![c0, u1], level: a.level, scale: a.scale, params_id: a.params_id })
+        Ok(Ciphertext {
+            parts: vec![c0, u1],
+            level: a.level,
+            scale: a.scale,
+            params_id: a.params_id,
+        })
     }
 
     /// Applies the automorphism of Galois element `g`.
-    pub fn apply_galois(&self, a: &Ciphertext, g: GaloisElement, gk: &GaloisKeys) -> Result<Ciphertext> {
+    pub fn apply_galois(
+        &self,
+        a: &Ciphertext,
+        g: GaloisElement,
+        gk: &GaloisKeys,
+    ) -> Result<Ciphertext> {
         self.apply_galois_with(a, gk, g, None)
     }
 
@@ -407,10 +483,19 @@ impl Evaluator {
     }
 
     /// One rotation reusing a decomposition made by [`Self::hoist`] of the same ciphertext.
-    pub fn rotate_hoisted_with(&self, a: &Ciphertext, dec: &Decomposed, steps: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+    pub fn rotate_hoisted_with(
+        &self,
+        a: &Ciphertext,
+        dec: &Decomposed,
+        steps: i64,
+        gk: &GaloisKeys,
+    ) -> Result<Ciphertext> {
         self.check_ct(a)?;
         if dec.level != a.level {
-            return Err(CkksError::LevelMismatch { lhs: a.level, rhs: dec.level });
+            return Err(CkksError::LevelMismatch {
+                lhs: a.level,
+                rhs: dec.level,
+            });
         }
         let g = self.rotation_element(steps)?;
         if g.value() == 1 {
@@ -421,21 +506,43 @@ impl Evaluator {
         let (u0, u1) = apply_key(&self.params, dec, &key.key, Some(&key.perm))?;
         let mut c0 = a.parts[0].automorphism(&key.perm)?;
         c0.add_assign(&u0)?;
-        Ok(Ciphertext { parts: vec![c0, u1], level: a.level, scale: a.scale, params_id: a.params_id })
+        Ok(Ciphertext {
+            parts: vec![c0, u1],
+            level: a.level,
+            scale: a.scale,
+            params_id: a.params_id,
+        })
     }
 
     /// Rotations of one ciphertext by each of `steps`, sharing one decomposition (hoisting).
-    pub fn rotate_hoisted(&self, a: &Ciphertext, steps: &[i64], gk: &GaloisKeys) -> Result<Vec<Ciphertext>> {
+    pub fn rotate_hoisted(
+        &self,
+        a: &Ciphertext,
+        steps: &[i64],
+        gk: &GaloisKeys,
+    ) -> Result<Vec<Ciphertext>> {
         let dec = self.hoist(a)?;
-        steps.par_iter().map(|&s| self.rotate_hoisted_with(a, &dec, s, gk)).collect()
+        steps
+            .par_iter()
+            .map(|&s| self.rotate_hoisted_with(a, &dec, s, gk))
+            .collect()
     }
 
     /// Sums `count` slots with stride `stride` into slot 0 (and its cyclic shifts):
     /// `sum_{i<count} rot(a, i*stride)` with log2(count) rotations (`count` a power of two).
     /// Needs keys for rotations by `stride * 2^k`.
-    pub fn rotate_and_sum(&self, a: &Ciphertext, count: usize, stride: i64, gk: &GaloisKeys) -> Result<Ciphertext> {
+    pub fn rotate_and_sum(
+        &self,
+        a: &Ciphertext,
+        count: usize,
+        stride: i64,
+        gk: &GaloisKeys,
+    ) -> Result<Ciphertext> {
         if !count.is_power_of_two() {
-            return Err(CkksError::InvalidRotation { steps: count as i64, slots: self.params.slots() });
+            return Err(CkksError::InvalidRotation {
+                steps: count as i64,
+                slots: self.params.slots(),
+            });
         }
         let mut acc = a.clone();
         let mut step = stride;
@@ -450,7 +557,12 @@ impl Evaluator {
     }
 
     /// A key-switching primitive for advanced circuits: switches `d` (at `level`) with `key`.
-    pub fn key_switch(&self, d: &Poly<Ntt>, level: Level, key: &KeySwitchKey) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
+    pub fn key_switch(
+        &self,
+        d: &Poly<Ntt>,
+        level: Level,
+        key: &KeySwitchKey,
+    ) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
         self.params.check_id(key.params_id)?;
         let dec = decompose(&self.params, d, level)?;
         apply_key(&self.params, &dec, key, None)

@@ -38,7 +38,10 @@ impl ZeroizeOnDrop for SecretKey {}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretKey").field("params_id", &self.params_id).field("data", &"<redacted>").finish()
+        f.debug_struct("SecretKey")
+            .field("params_id", &self.params_id)
+            .field("data", &"<redacted>")
+            .finish()
     }
 }
 
@@ -121,7 +124,9 @@ impl GaloisKeys {
         self.keys.contains_key(&g)
     }
     pub(crate) fn get(&self, g: GaloisElement, steps: Option<i64>) -> Result<&GaloisKey> {
-        self.keys.get(&g).ok_or(CkksError::MissingGaloisKey { element: g, steps })
+        self.keys
+            .get(&g)
+            .ok_or(CkksError::MissingGaloisKey { element: g, steps })
     }
     /// Number of keys.
     pub fn len(&self) -> usize {
@@ -145,13 +150,24 @@ pub struct KeyGenerator {
 
 /// Expands a 32-byte seed into the uniform polynomials `a_j` of a key-switching key (or of a
 /// seeded ciphertext).
-pub(crate) fn expand_uniform(params: &CkksParams, seed: &[u8; 32], count: usize, limbs: &[usize]) -> Result<Vec<Poly<Ntt>>> {
+pub(crate) fn expand_uniform(
+    params: &CkksParams,
+    seed: &[u8; 32],
+    count: usize,
+    limbs: &[usize],
+) -> Result<Vec<Poly<Ntt>>> {
     let mut rng = ChaCha20Rng::from_seed(*seed);
-    (0..count).map(|_| Ok(sample::uniform_ntt(params.ring(), limbs, &mut rng)?)).collect()
+    (0..count)
+        .map(|_| Ok(sample::uniform_ntt(params.ring(), limbs, &mut rng)?))
+        .collect()
 }
 
 /// A fresh error polynomial over `limbs` in NTT form.
-pub(crate) fn gaussian_ntt<R: RngCore + CryptoRng + ?Sized>(params: &CkksParams, limbs: &[usize], rng: &mut R) -> Result<Poly<Ntt>> {
+pub(crate) fn gaussian_ntt<R: RngCore + CryptoRng + ?Sized>(
+    params: &CkksParams,
+    limbs: &[usize],
+    rng: &mut R,
+) -> Result<Poly<Ntt>> {
     let e = sample::gaussian(params.n(), sample::GAUSSIAN_SIGMA, rng);
     Ok(Poly::<Coeff>::from_signed(params.ring(), limbs, &e)?.ntt())
 }
@@ -159,7 +175,9 @@ pub(crate) fn gaussian_ntt<R: RngCore + CryptoRng + ?Sized>(params: &CkksParams,
 impl KeyGenerator {
     /// A generator for `params`.
     pub fn new(params: &Arc<CkksParams>) -> Self {
-        Self { params: params.clone() }
+        Self {
+            params: params.clone(),
+        }
     }
 
     /// Samples a secret key.
@@ -167,14 +185,26 @@ impl KeyGenerator {
         let n = self.params.n();
         let coeffs = match self.params.literal().secret {
             SecretDistribution::Ternary => sample::ternary(n, rng),
-            SecretDistribution::SparseTernary { hamming_weight } => sample::sparse_ternary(n, hamming_weight, rng)?,
+            SecretDistribution::SparseTernary { hamming_weight } => {
+                sample::sparse_ternary(n, hamming_weight, rng)?
+            }
         };
-        let poly = Poly::<Coeff>::from_signed(self.params.ring(), &self.params.all_limbs(), &coeffs)?.ntt();
-        Ok(SecretKey { poly, coeffs, params_id: self.params.id() })
+        let poly =
+            Poly::<Coeff>::from_signed(self.params.ring(), &self.params.all_limbs(), &coeffs)?
+                .ntt();
+        Ok(SecretKey {
+            poly,
+            coeffs,
+            params_id: self.params.id(),
+        })
     }
 
     /// A public key for `sk`.
-    pub fn public_key<R: RngCore + CryptoRng + ?Sized>(&self, sk: &SecretKey, rng: &mut R) -> Result<PublicKey> {
+    pub fn public_key<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        rng: &mut R,
+    ) -> Result<PublicKey> {
         self.params.check_id(sk.params_id)?;
         let limbs = self.params.q_limbs(self.params.max_level());
         let mut seed = [0u8; 32];
@@ -188,7 +218,12 @@ impl KeyGenerator {
         let mut as_ = a.mul(&s)?;
         as_.neg_assign();
         b.add_assign(&as_)?;
-        Ok(PublicKey { b, a, seed, params_id: self.params.id() })
+        Ok(PublicKey {
+            b,
+            a,
+            seed,
+            params_id: self.params.id(),
+        })
     }
 
     /// A key-switching key from `s_from` (NTT, all primes) to `sk`.
@@ -210,7 +245,9 @@ impl KeyGenerator {
         let p_limbs = params.p_limbs();
         let mut b = Vec::with_capacity(dnum);
         for (j, digit) in top.digits.iter().enumerate() {
-            let aj = a.get(j).ok_or(CkksError::InvalidParams("digit count".into()))?;
+            let aj = a
+                .get(j)
+                .ok_or(CkksError::InvalidParams("digit count".into()))?;
             let mut bj = gaussian_ntt(params, &all, rng)?;
             let mut as_ = aj.mul(&sk.poly)?;
             as_.neg_assign();
@@ -232,11 +269,20 @@ impl KeyGenerator {
             bj.add_assign(&term)?;
             b.push(bj);
         }
-        Ok(KeySwitchKey { b, a, seed, params_id: params.id() })
+        Ok(KeySwitchKey {
+            b,
+            a,
+            seed,
+            params_id: params.id(),
+        })
     }
 
     /// The relinearization key.
-    pub fn relin_key<R: RngCore + CryptoRng + ?Sized>(&self, sk: &SecretKey, rng: &mut R) -> Result<RelinKey> {
+    pub fn relin_key<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        rng: &mut R,
+    ) -> Result<RelinKey> {
         self.params.check_id(sk.params_id)?;
         let mut s2 = sk.poly.mul(&sk.poly)?;
         let k = self.key_switch_key(sk, &s2, rng);

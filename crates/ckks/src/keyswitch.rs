@@ -86,7 +86,16 @@ pub(crate) fn apply_key(
         .zip(t.qp_limbs.par_iter())
         .enumerate()
         .try_for_each_init(
-            || vec![0u64; if perm.is_some() { n * dec.digits.len() } else { 0 }],
+            || {
+                vec![
+                    0u64;
+                    if perm.is_some() {
+                        n * dec.digits.len()
+                    } else {
+                        0
+                    }
+                ]
+            },
             |buf, (k, ((a0, a1), &ci))| -> Result<()> {
                 let m = ring.modulus(ci)?;
                 let mut xs: Vec<&[u64]> = Vec::with_capacity(dec.digits.len());
@@ -104,8 +113,18 @@ pub(crate) fn apply_key(
                     }
                 }
                 // Keys are over all primes in context order: limb index == context index.
-                let bs = key.b.iter().take(xs.len()).map(|p| p.limb(ci)).collect::<std::result::Result<Vec<_>, _>>()?;
-                let as_ = key.a.iter().take(xs.len()).map(|p| p.limb(ci)).collect::<std::result::Result<Vec<_>, _>>()?;
+                let bs = key
+                    .b
+                    .iter()
+                    .take(xs.len())
+                    .map(|p| p.limb(ci))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let as_ = key
+                    .a
+                    .iter()
+                    .take(xs.len())
+                    .map(|p| p.limb(ci))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 simd::dot_product_2(a0, a1, &xs, &bs, &as_, m);
                 Ok(())
             },

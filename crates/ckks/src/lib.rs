@@ -57,8 +57,8 @@ pub use types::{GaloisElement, Level, Scale};
 /// Everything a typical user needs.
 pub mod prelude {
     pub use crate::{
-        Ciphertext, CkksError, CkksParams, CkksParamsLiteral, Complex, Decryptor, Encoder, Encryptor, Evaluator,
-        GaloisElement, GaloisKeys, KeyGenerator, Level, Plaintext, PublicKey, RelinKey, Scale, SecretDistribution,
-        SecretKey, SecurityPolicy,
+        Ciphertext, CkksError, CkksParams, CkksParamsLiteral, Complex, Decryptor, Encoder,
+        Encryptor, Evaluator, GaloisElement, GaloisKeys, KeyGenerator, Level, Plaintext, PublicKey,
+        RelinKey, Scale, SecretDistribution, SecretKey, SecurityPolicy,
     };
 }

@@ -189,7 +189,9 @@ impl CkksParams {
         }
         let n = 1usize << lit.log_n;
         if lit.q_bits.is_empty() {
-            return Err(CkksError::InvalidParams("at least one data prime is needed".into()));
+            return Err(CkksError::InvalidParams(
+                "at least one data prime is needed".into(),
+            ));
         }
         if lit.p_bits.is_empty() && lit.q_bits.len() > 1 {
             return Err(CkksError::InvalidParams(
@@ -197,19 +199,29 @@ impl CkksParams {
             ));
         }
         let min_bits = lit.log_n + 2;
-        if let Some(b) = lit.q_bits.iter().chain(&lit.p_bits).find(|&&b| b < min_bits || b > 61) {
+        if let Some(b) = lit
+            .q_bits
+            .iter()
+            .chain(&lit.p_bits)
+            .find(|&&b| b < min_bits || b > 61)
+        {
             return Err(CkksError::InvalidParams(format!(
                 "prime size {b} bits unsupported: use {min_bits}..=61 bits for N = 2^{}",
                 lit.log_n
             )));
         }
         if !(lit.log_scale.is_finite() && lit.log_scale >= 1.0 && lit.log_scale < 61.0) {
-            return Err(CkksError::InvalidParams(format!("log_scale {} must be in [1, 61)", lit.log_scale)));
+            return Err(CkksError::InvalidParams(format!(
+                "log_scale {} must be in [1, 61)",
+                lit.log_scale
+            )));
         }
-        if let SecretDistribution::SparseTernary { hamming_weight } = lit.secret {
-            if hamming_weight == 0 || hamming_weight > n {
-                return Err(CkksError::InvalidParams(format!("hamming weight {hamming_weight} not in 1..=N")));
-            }
+        if let SecretDistribution::SparseTernary { hamming_weight } = lit.secret
+            && (hamming_weight == 0 || hamming_weight > n)
+        {
+            return Err(CkksError::InvalidParams(format!(
+                "hamming weight {hamming_weight} not in 1..=N"
+            )));
         }
         Self::check_security(&lit)?;
 
@@ -219,7 +231,9 @@ impl CkksParams {
         let mut used: Vec<u64> = Vec::new();
         let mut take = |bits: u32| -> Result<u64> {
             let p = ntt_primes_near(bits, n, 1, &used, true)?;
-            let p = *p.first().ok_or(CkksError::InvalidParams(format!("no {bits}-bit NTT prime")))?;
+            let p = *p
+                .first()
+                .ok_or(CkksError::InvalidParams(format!("no {bits}-bit NTT prime")))?;
             used.push(p);
             Ok(p)
         };
@@ -239,13 +253,20 @@ impl CkksParams {
         let p_bits_total: u32 = lit.p_bits.iter().sum();
         let alpha = match lit.dnum {
             Some(0) => return Err(CkksError::InvalidParams("dnum must be at least 1".into())),
-            Some(d) if d > l => return Err(CkksError::InvalidParams(format!("dnum {d} exceeds the {l} data primes"))),
+            Some(d) if d > l => {
+                return Err(CkksError::InvalidParams(format!(
+                    "dnum {d} exceeds the {l} data primes"
+                )));
+            }
             Some(d) => l.div_ceil(d),
             None => {
                 // Largest alpha whose every digit fits under P (plus a margin of 2 bits).
                 let mut best = 1;
                 for a in 1..=l {
-                    let fits = lit.q_bits.chunks(a).all(|c| c.iter().sum::<u32>() <= p_bits_total + 2);
+                    let fits = lit
+                        .q_bits
+                        .chunks(a)
+                        .all(|c| c.iter().sum::<u32>() <= p_bits_total + 2);
                     if fits {
                         best = a;
                     }
@@ -264,13 +285,22 @@ impl CkksParams {
             } else {
                 let mut mod_up = Vec::with_capacity(digits.len());
                 for d in &digits {
-                    let comp: Vec<usize> = qp_limbs.iter().copied().filter(|i| !d.contains(i)).collect();
+                    let comp: Vec<usize> = qp_limbs
+                        .iter()
+                        .copied()
+                        .filter(|i| !d.contains(i))
+                        .collect();
                     mod_up.push(BasisConverter::new(&ctx, d, &comp)?);
                 }
                 (mod_up, Some(ModDown::new(&ctx, &q_idx, &p_idx)?))
             };
             if let Some(mod_down) = mod_down {
-                levels.push(LevelTables { digits, mod_up, mod_down, qp_limbs });
+                levels.push(LevelTables {
+                    digits,
+                    mod_up,
+                    mod_down,
+                    qp_limbs,
+                });
             }
         }
 
@@ -296,7 +326,17 @@ impl CkksParams {
         id.copy_from_slice(&digest[..16]);
 
         let scale = Scale::from_log2(lit.log_scale);
-        Ok(Arc::new(Self { literal: lit, n, q, p, ctx, scale, alpha, id: ParamsId(id), levels }))
+        Ok(Arc::new(Self {
+            literal: lit,
+            n,
+            q,
+            p,
+            ctx,
+            scale,
+            alpha,
+            id: ParamsId(id),
+            levels,
+        }))
     }
 
     fn check_security(lit: &CkksParamsLiteral) -> Result<()> {
@@ -326,7 +366,12 @@ impl CkksParams {
                 })?;
                 let log_qp = lit.log_qp();
                 if log_qp > max {
-                    return Err(CkksError::Insecure { log_n: lit.log_n, log_qp, max_bits: max, security_bits: *bits });
+                    return Err(CkksError::Insecure {
+                        log_n: lit.log_n,
+                        log_qp,
+                        max_bits: max,
+                        security_bits: *bits,
+                    });
                 }
                 Ok(())
             }
@@ -379,7 +424,11 @@ impl CkksParams {
     }
     /// Total bits of Q*P (sum of prime bit lengths).
     pub fn log_qp(&self) -> u32 {
-        self.q.iter().chain(&self.p).map(|&x| 64 - x.leading_zeros()).sum()
+        self.q
+            .iter()
+            .chain(&self.p)
+            .map(|&x| 64 - x.leading_zeros())
+            .sum()
     }
     /// Context indices of the data primes at `level`.
     pub fn q_limbs(&self, level: Level) -> Vec<usize> {
@@ -396,7 +445,10 @@ impl CkksParams {
     /// Checks that `level` exists.
     pub fn check_level(&self, level: Level) -> Result<()> {
         if level.0 >= self.q.len() {
-            return Err(CkksError::LevelOutOfRange { level: level.0, max: self.q.len() - 1 });
+            return Err(CkksError::LevelOutOfRange {
+                level: level.0,
+                max: self.q.len() - 1,
+            });
         }
         Ok(())
     }
@@ -408,7 +460,10 @@ impl CkksParams {
     /// Checks a fingerprint against these parameters.
     pub fn check_id(&self, found: ParamsId) -> Result<()> {
         if found != self.id {
-            return Err(CkksError::ParamsMismatch { expected: self.id.to_string(), found: found.to_string() });
+            return Err(CkksError::ParamsMismatch {
+                expected: self.id.to_string(),
+                found: found.to_string(),
+            });
         }
         Ok(())
     }

@@ -140,7 +140,9 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_bytes: Self::DEFAULT_MAX_BYTES }
+        Self {
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
     }
 }
 
@@ -185,7 +187,11 @@ pub fn from_bytes<T: WireFormat>(params: &Arc<CkksParams>, bytes: &[u8]) -> Resu
 }
 
 /// Deserializes an object for `params` with explicit limits.
-pub fn from_bytes_with_limits<T: WireFormat>(params: &Arc<CkksParams>, bytes: &[u8], limits: &Limits) -> Result<T> {
+pub fn from_bytes_with_limits<T: WireFormat>(
+    params: &Arc<CkksParams>,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<T> {
     T::from_bytes(params, bytes, limits)
 }
 
@@ -233,7 +239,10 @@ pub fn read_header(bytes: &[u8]) -> Result<Header> {
     }
     let version = r.u16()?;
     if version != FORMAT_VERSION {
-        return Err(CkksError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(CkksError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     let tag = r.u8()?;
     let type_tag = TypeTag::from_u8(tag).ok_or_else(|| CkksError::WrongType {
@@ -248,36 +257,66 @@ pub fn read_header(bytes: &[u8]) -> Result<Header> {
     }
     let params_id = ParamsId(r.array::<16>()?);
     let payload_len = r.u64()?;
-    Ok(Header { version, type_tag, params_id, payload_len })
+    Ok(Header {
+        version,
+        type_tag,
+        params_id,
+        payload_len,
+    })
 }
 
 /// Checks the frame (limit, header, type, length, checksum) and returns the header and
 /// payload.
-fn open_frame<'a>(bytes: &'a [u8], expected: TypeTag, limits: &Limits) -> Result<(Header, &'a [u8])> {
+fn open_frame<'a>(
+    bytes: &'a [u8],
+    expected: TypeTag,
+    limits: &Limits,
+) -> Result<(Header, &'a [u8])> {
     if bytes.len() > limits.max_bytes {
-        return Err(CkksError::TooLarge { size: bytes.len() as u64, limit: limits.max_bytes as u64 });
+        return Err(CkksError::TooLarge {
+            size: bytes.len() as u64,
+            limit: limits.max_bytes as u64,
+        });
     }
     if bytes.len() < HEADER_LEN {
         // Report a bad magic first if what is there is not ours.
         if bytes.len() >= 4 && bytes.get(..4) != Some(&MAGIC[..]) {
             return Err(CkksError::BadMagic);
         }
-        return Err(CkksError::Truncated { needed: HEADER_LEN, have: bytes.len() });
+        return Err(CkksError::Truncated {
+            needed: HEADER_LEN,
+            have: bytes.len(),
+        });
     }
     let header = read_header(bytes)?;
     if header.type_tag != expected {
-        return Err(CkksError::WrongType { expected: expected.name(), found: header.type_tag.name().to_string() });
+        return Err(CkksError::WrongType {
+            expected: expected.name(),
+            found: header.type_tag.name().to_string(),
+        });
     }
     let total = header
         .payload_len
         .checked_add((HEADER_LEN + CHECKSUM_LEN) as u64)
-        .ok_or(CkksError::TooLarge { size: u64::MAX, limit: limits.max_bytes as u64 })?;
+        .ok_or(CkksError::TooLarge {
+            size: u64::MAX,
+            limit: limits.max_bytes as u64,
+        })?;
     if total > limits.max_bytes as u64 {
-        return Err(CkksError::TooLarge { size: total, limit: limits.max_bytes as u64 });
+        return Err(CkksError::TooLarge {
+            size: total,
+            limit: limits.max_bytes as u64,
+        });
     }
-    let total = usize::try_from(total).map_err(|_| CkksError::TooLarge { size: total, limit: limits.max_bytes as u64 })?;
+    let total = usize::try_from(total).map_err(|_| CkksError::TooLarge {
+        size: total,
+        limit: limits.max_bytes as u64,
+    })?;
     if bytes.len() < total {
-        return Err(CkksError::Truncated { needed: total, have: bytes.len() });
+        return Err(CkksError::Truncated {
+            needed: total,
+            have: bytes.len(),
+        });
     }
     if bytes.len() > total {
         return Err(CkksError::Serialization(format!(
@@ -288,16 +327,27 @@ fn open_frame<'a>(bytes: &'a [u8], expected: TypeTag, limits: &Limits) -> Result
     }
     let (body, sum) = bytes
         .split_at_checked(total - CHECKSUM_LEN)
-        .ok_or(CkksError::Truncated { needed: total, have: bytes.len() })?;
+        .ok_or(CkksError::Truncated {
+            needed: total,
+            have: bytes.len(),
+        })?;
     if checksum(body) != sum {
         return Err(CkksError::ChecksumMismatch);
     }
-    let payload = body.get(HEADER_LEN..).ok_or(CkksError::Truncated { needed: HEADER_LEN, have: body.len() })?;
+    let payload = body.get(HEADER_LEN..).ok_or(CkksError::Truncated {
+        needed: HEADER_LEN,
+        have: body.len(),
+    })?;
     Ok((header, payload))
 }
 
 /// Opens a frame and checks its fingerprint against `params`.
-fn open_for<'a>(params: &CkksParams, bytes: &'a [u8], expected: TypeTag, limits: &Limits) -> Result<Reader<'a>> {
+fn open_for<'a>(
+    params: &CkksParams,
+    bytes: &'a [u8],
+    expected: TypeTag,
+    limits: &Limits,
+) -> Result<Reader<'a>> {
     let (header, payload) = open_frame(bytes, expected, limits)?;
     params.check_id(header.params_id)?;
     Ok(Reader::new(payload))
@@ -316,8 +366,10 @@ impl<'a> Reader<'a> {
         Self { buf }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let (head, tail) =
-            self.buf.split_at_checked(n).ok_or(CkksError::Truncated { needed: n, have: self.buf.len() })?;
+        let (head, tail) = self.buf.split_at_checked(n).ok_or(CkksError::Truncated {
+            needed: n,
+            have: self.buf.len(),
+        })?;
         self.buf = tail;
         Ok(head)
     }
@@ -354,13 +406,18 @@ impl<'a> Reader<'a> {
 
     fn level(&mut self, params: &CkksParams) -> Result<Level> {
         let l = self.u32()?;
-        let level = Level(usize::try_from(l).map_err(|_| CkksError::LevelOutOfRange { level: usize::MAX, max: 0 })?);
+        let level = Level(usize::try_from(l).map_err(|_| CkksError::LevelOutOfRange {
+            level: usize::MAX,
+            max: 0,
+        })?);
         params.check_level(level)?;
         Ok(level)
     }
     fn scale(&mut self) -> Result<Scale> {
         let v = f64::from_bits(self.u64()?);
-        Scale::new(v).ok_or_else(|| CkksError::Serialization(format!("invalid scale {v}: must be finite and >= 1")))
+        Scale::new(v).ok_or_else(|| {
+            CkksError::Serialization(format!("invalid scale {v}: must be finite and >= 1"))
+        })
     }
 }
 
@@ -435,7 +492,10 @@ fn unpack_limb(src: &[u8], q: u64, n: usize, out: &mut Vec<u64>, limb_pos: usize
     let mut bytes = src.iter();
     for k in 0..n {
         while nacc < bits {
-            let b = bytes.next().ok_or(CkksError::Truncated { needed: packed_len(n, bits), have: src.len() })?;
+            let b = bytes.next().ok_or(CkksError::Truncated {
+                needed: packed_len(n, bits),
+                have: src.len(),
+            })?;
             acc |= u128::from(*b) << nacc;
             nacc += 8;
         }
@@ -451,7 +511,9 @@ fn unpack_limb(src: &[u8], q: u64, n: usize, out: &mut Vec<u64>, limb_pos: usize
         out.push(v);
     }
     if acc != 0 || bytes.next().is_some() {
-        return Err(CkksError::Serialization("non-zero padding after packed residues; the data is malformed".into()));
+        return Err(CkksError::Serialization(
+            "non-zero padding after packed residues; the data is malformed".into(),
+        ));
     }
     Ok(())
 }
@@ -480,7 +542,10 @@ fn read_poly(params: &CkksParams, r: &mut Reader<'_>, expected: &[usize]) -> Res
     }
     let need: usize = moduli.iter().map(|&q| packed_len(n, bits_of(q))).sum();
     if r.remaining() < need {
-        return Err(CkksError::Truncated { needed: need, have: r.remaining() });
+        return Err(CkksError::Truncated {
+            needed: need,
+            have: r.remaining(),
+        });
     }
     let mut data = Vec::with_capacity(n * expected.len());
     for (pos, &q) in moduli.iter().enumerate() {
@@ -495,8 +560,9 @@ fn read_poly(params: &CkksParams, r: &mut Reader<'_>, expected: &[usize]) -> Res
 
 /// Serializes parameters (their literal, JSON inside the binary frame).
 pub fn params_to_bytes(params: &CkksParams) -> Result<Vec<u8>> {
-    let json = serde_json::to_vec(params.literal())
-        .map_err(|e| CkksError::Serialization(format!("cannot encode the parameter literal: {e}")))?;
+    let json = serde_json::to_vec(params.literal()).map_err(|e| {
+        CkksError::Serialization(format!("cannot encode the parameter literal: {e}"))
+    })?;
     let mut out = start_frame(TypeTag::Params, params.id(), json.len());
     out.extend_from_slice(&json);
     Ok(finish_frame(out))
@@ -519,8 +585,16 @@ pub fn params_from_bytes_with_limits(bytes: &[u8], limits: &Limits) -> Result<Ar
 /// Reads parameters and checks them under the *receiver's* `policy` (the sender's
 /// `security` field is ignored: a peer cannot talk us into insecure parameters). The
 /// fingerprint does not depend on the policy, so it is still compared with the header's.
-pub fn params_from_bytes_with_policy(bytes: &[u8], limits: &Limits, policy: SecurityPolicy) -> Result<Arc<CkksParams>> {
-    let cap = Limits::new(limits.max_bytes.min(MAX_PARAMS_PAYLOAD + HEADER_LEN + CHECKSUM_LEN));
+pub fn params_from_bytes_with_policy(
+    bytes: &[u8],
+    limits: &Limits,
+    policy: SecurityPolicy,
+) -> Result<Arc<CkksParams>> {
+    let cap = Limits::new(
+        limits
+            .max_bytes
+            .min(MAX_PARAMS_PAYLOAD + HEADER_LEN + CHECKSUM_LEN),
+    );
     let (header, payload) = open_frame(bytes, TypeTag::Params, &cap)?;
     let mut lit: CkksParamsLiteral = serde_json::from_slice(payload)
         .map_err(|e| CkksError::Serialization(format!("parameter literal is not valid: {e}")))?;
@@ -533,7 +607,10 @@ pub fn params_from_bytes_with_policy(bytes: &[u8], limits: &Limits, policy: Secu
     lit.security = policy;
     let params = CkksParams::new(lit)?;
     if params.id() != header.params_id {
-        return Err(CkksError::ParamsMismatch { expected: header.params_id.to_string(), found: params.id().to_string() });
+        return Err(CkksError::ParamsMismatch {
+            expected: header.params_id.to_string(),
+            found: params.id().to_string(),
+        });
     }
     Ok(params)
 }
@@ -546,7 +623,11 @@ impl WireFormat for Plaintext {
     const TYPE_TAG: TypeTag = TypeTag::Plaintext;
 
     fn to_bytes(&self) -> Vec<u8> {
-        let hint = 12 + poly_len(self.poly.n(), self.poly.iter_limbs().map(|(m, _)| bits_of(m.value())));
+        let hint = 12
+            + poly_len(
+                self.poly.n(),
+                self.poly.iter_limbs().map(|(m, _)| bits_of(m.value())),
+            );
         let mut out = start_frame(Self::TYPE_TAG, self.params_id, hint);
         put_level(&mut out, self.level);
         put_scale(&mut out, self.scale);
@@ -560,7 +641,12 @@ impl WireFormat for Plaintext {
         let scale = r.scale()?;
         let poly = read_poly(params, &mut r, &params.q_limbs(level))?;
         r.finish()?;
-        Ok(Plaintext { poly, level, scale, params_id: params.id() })
+        Ok(Plaintext {
+            poly,
+            level,
+            scale,
+            params_id: params.id(),
+        })
     }
 }
 
@@ -569,10 +655,9 @@ impl WireFormat for Ciphertext {
     const TYPE_TAG: TypeTag = TypeTag::Ciphertext;
 
     fn to_bytes(&self) -> Vec<u8> {
-        let per = self
-            .parts
-            .first()
-            .map_or(0, |p| poly_len(p.n(), p.iter_limbs().map(|(m, _)| bits_of(m.value()))));
+        let per = self.parts.first().map_or(0, |p| {
+            poly_len(p.n(), p.iter_limbs().map(|(m, _)| bits_of(m.value())))
+        });
         let mut out = start_frame(Self::TYPE_TAG, self.params_id, 13 + per * self.parts.len());
         put_level(&mut out, self.level);
         put_scale(&mut out, self.scale);
@@ -589,7 +674,10 @@ impl WireFormat for Ciphertext {
         let scale = r.scale()?;
         let count = usize::from(r.u8()?);
         if !(2..=3).contains(&count) {
-            return Err(CkksError::WrongSize { expected: 2, got: count });
+            return Err(CkksError::WrongSize {
+                expected: 2,
+                got: count,
+            });
         }
         let limbs = params.q_limbs(level);
         let mut parts = Vec::with_capacity(count);
@@ -597,7 +685,12 @@ impl WireFormat for Ciphertext {
             parts.push(read_poly(params, &mut r, &limbs)?);
         }
         r.finish()?;
-        Ok(Ciphertext { parts, level, scale, params_id: params.id() })
+        Ok(Ciphertext {
+            parts,
+            level,
+            scale,
+            params_id: params.id(),
+        })
     }
 }
 
@@ -606,7 +699,11 @@ impl WireFormat for SeededCiphertext {
     const TYPE_TAG: TypeTag = TypeTag::SeededCiphertext;
 
     fn to_bytes(&self) -> Vec<u8> {
-        let hint = 44 + poly_len(self.c0.n(), self.c0.iter_limbs().map(|(m, _)| bits_of(m.value())));
+        let hint = 44
+            + poly_len(
+                self.c0.n(),
+                self.c0.iter_limbs().map(|(m, _)| bits_of(m.value())),
+            );
         let mut out = start_frame(Self::TYPE_TAG, self.params_id, hint);
         put_level(&mut out, self.level);
         put_scale(&mut out, self.scale);
@@ -622,7 +719,13 @@ impl WireFormat for SeededCiphertext {
         let seed = r.array::<32>()?;
         let c0 = read_poly(params, &mut r, &params.q_limbs(level))?;
         r.finish()?;
-        Ok(SeededCiphertext { c0, seed, level, scale, params_id: params.id() })
+        Ok(SeededCiphertext {
+            c0,
+            seed,
+            level,
+            scale,
+            params_id: params.id(),
+        })
     }
 }
 
@@ -631,7 +734,11 @@ impl WireFormat for PublicKey {
     const TYPE_TAG: TypeTag = TypeTag::PublicKey;
 
     fn to_bytes(&self) -> Vec<u8> {
-        let hint = 32 + poly_len(self.b.n(), self.b.iter_limbs().map(|(m, _)| bits_of(m.value())));
+        let hint = 32
+            + poly_len(
+                self.b.n(),
+                self.b.iter_limbs().map(|(m, _)| bits_of(m.value())),
+            );
         let mut out = start_frame(Self::TYPE_TAG, self.params_id, hint);
         out.extend_from_slice(&self.seed);
         write_poly(&mut out, &self.b);
@@ -644,7 +751,12 @@ impl WireFormat for PublicKey {
         let b = read_poly(params, &mut r, &params.q_limbs(params.max_level()))?;
         r.finish()?;
         let a = expand_uniform_one(params, &seed, params.max_level())?;
-        Ok(PublicKey { b, a, seed, params_id: params.id() })
+        Ok(PublicKey {
+            b,
+            a,
+            seed,
+            params_id: params.id(),
+        })
     }
 }
 
@@ -679,7 +791,12 @@ fn read_ksk(params: &CkksParams, r: &mut Reader<'_>) -> Result<KeySwitchKey> {
         b.push(read_poly(params, r, &all)?);
     }
     let a = expand_uniform(params, &seed, dnum, &all)?;
-    Ok(KeySwitchKey { b, a, seed, params_id: params.id() })
+    Ok(KeySwitchKey {
+        b,
+        a,
+        seed,
+        params_id: params.id(),
+    })
 }
 
 impl sealed::Sealed for RelinKey {}
@@ -705,8 +822,16 @@ impl WireFormat for GaloisKeys {
     const TYPE_TAG: TypeTag = TypeTag::GaloisKeys;
 
     fn to_bytes(&self) -> Vec<u8> {
-        let id = self.keys.values().next().map_or(ParamsId([0; 16]), |k| k.key.params_id);
-        let hint = 4 + self.keys.values().map(|k| 8 + ksk_len(&k.key)).sum::<usize>();
+        let id = self
+            .keys
+            .values()
+            .next()
+            .map_or(ParamsId([0; 16]), |k| k.key.params_id);
+        let hint = 4 + self
+            .keys
+            .values()
+            .map(|k| 8 + ksk_len(&k.key))
+            .sum::<usize>();
         let mut out = start_frame(Self::TYPE_TAG, id, hint);
         put_u32(&mut out, self.keys.len() as u32);
         for (g, k) in &self.keys {
@@ -764,12 +889,22 @@ impl WireFormat for GaloisKeys {
 /// `params` (header and checksum included); a seeded ciphertext is
 /// `seeded_ciphertext_size(params, level)`.
 pub fn ciphertext_size(params: &CkksParams, level: Level, parts: usize) -> usize {
-    let bits: Vec<u32> = params.q().iter().take(level.0 + 1).map(|&q| bits_of(q)).collect();
+    let bits: Vec<u32> = params
+        .q()
+        .iter()
+        .take(level.0 + 1)
+        .map(|&q| bits_of(q))
+        .collect();
     HEADER_LEN + 13 + parts * poly_len(params.n(), bits.into_iter()) + CHECKSUM_LEN
 }
 
 /// Serialized size in bytes of a seeded ciphertext at `level` under `params`.
 pub fn seeded_ciphertext_size(params: &CkksParams, level: Level) -> usize {
-    let bits: Vec<u32> = params.q().iter().take(level.0 + 1).map(|&q| bits_of(q)).collect();
+    let bits: Vec<u32> = params
+        .q()
+        .iter()
+        .take(level.0 + 1)
+        .map(|&q| bits_of(q))
+        .collect();
     HEADER_LEN + 44 + poly_len(params.n(), bits.into_iter()) + CHECKSUM_LEN
 }

@@ -1,7 +1,13 @@
 //! Parameter checking, presets and the security table.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure should abort the test"
+)]
 
-use henn_ckks::prelude::*;
 use henn_ckks::params::max_log_qp;
+use henn_ckks::prelude::*;
 
 #[test]
 fn presets_are_128_bit_secure_and_have_the_stated_shape() {
@@ -21,7 +27,10 @@ fn presets_are_128_bit_secure_and_have_the_stated_shape() {
     assert_eq!(s.n(), 8192);
     assert!(s.log_qp() <= 218);
     // Deterministic fingerprints, different for different parameters.
-    assert_eq!(r.id(), CkksParams::new(CkksParamsLiteral::resnet()).unwrap().id());
+    assert_eq!(
+        r.id(),
+        CkksParams::new(CkksParamsLiteral::resnet()).unwrap().id()
+    );
     assert_ne!(r.id(), s.id());
 }
 
@@ -30,19 +39,26 @@ fn security_check_rejects_oversize_modulus() {
     let mut lit = CkksParamsLiteral::resnet();
     lit.q_bits.push(35);
     match CkksParams::new(lit.clone()) {
-        Err(CkksError::Insecure { log_qp, max_bits, .. }) => {
+        Err(CkksError::Insecure {
+            log_qp, max_bits, ..
+        }) => {
             assert_eq!(max_bits, 438);
             assert_eq!(log_qp, 473);
         }
         other => panic!("expected Insecure, got {other:?}"),
     }
     // The same with an explicit, logged insecure policy is accepted.
-    lit.security = SecurityPolicy::InsecureAllowed { reason: "test".into() };
+    lit.security = SecurityPolicy::InsecureAllowed {
+        reason: "test".into(),
+    };
     assert!(CkksParams::new(lit).is_ok());
     // 192-bit policy rejects the 128-bit preset.
     let mut lit = CkksParamsLiteral::resnet();
     lit.security = SecurityPolicy::Enforce { bits: 192 };
-    assert!(matches!(CkksParams::new(lit), Err(CkksError::Insecure { max_bits: 305, .. })));
+    assert!(matches!(
+        CkksParams::new(lit),
+        Err(CkksError::Insecure { max_bits: 305, .. })
+    ));
     // Sparse secrets need the explicit policy.
     let mut lit = CkksParamsLiteral::small();
     lit.secret = SecretDistribution::SparseTernary { hamming_weight: 64 };
@@ -63,13 +79,34 @@ fn table_values() {
 fn structural_errors() {
     let base = CkksParamsLiteral::small();
     for bad in [
-        CkksParamsLiteral { log_n: 9, ..base.clone() },
-        CkksParamsLiteral { q_bits: vec![], ..base.clone() },
-        CkksParamsLiteral { q_bits: vec![62, 40], ..base.clone() },
-        CkksParamsLiteral { p_bits: vec![], ..base.clone() },
-        CkksParamsLiteral { log_scale: f64::NAN, ..base.clone() },
-        CkksParamsLiteral { dnum: Some(0), ..base.clone() },
-        CkksParamsLiteral { dnum: Some(9), ..base.clone() },
+        CkksParamsLiteral {
+            log_n: 9,
+            ..base.clone()
+        },
+        CkksParamsLiteral {
+            q_bits: vec![],
+            ..base.clone()
+        },
+        CkksParamsLiteral {
+            q_bits: vec![62, 40],
+            ..base.clone()
+        },
+        CkksParamsLiteral {
+            p_bits: vec![],
+            ..base.clone()
+        },
+        CkksParamsLiteral {
+            log_scale: f64::NAN,
+            ..base.clone()
+        },
+        CkksParamsLiteral {
+            dnum: Some(0),
+            ..base.clone()
+        },
+        CkksParamsLiteral {
+            dnum: Some(9),
+            ..base.clone()
+        },
     ] {
         assert!(CkksParams::new(bad.clone()).is_err(), "{bad:?} accepted");
     }

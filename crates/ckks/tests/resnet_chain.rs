@@ -1,4 +1,10 @@
 //! A chain that consumes every level of the secure `resnet` preset (N = 16384,
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure should abort the test"
+)]
 //! [60, 35 x 8], scale 2^35): at each level, multiply by a fresh encryption (relinearize,
 //! rescale), then once more by a plaintext constant, until level 0.
 //!
@@ -25,9 +31,16 @@ fn mul_chain_consumes_every_level_of_resnet_preset() {
     let encryptor = Encryptor::new(&params);
     let dec = Decryptor::new(&params);
     let eval = Evaluator::new(&params);
-    let near_one = |seed| -> Vec<f64> { uniform_values(params.slots(), 0.1, seed).iter().map(|x| 1.0 + x).collect() };
+    let near_one = |seed| -> Vec<f64> {
+        uniform_values(params.slots(), 0.1, seed)
+            .iter()
+            .map(|x| 1.0 + x)
+            .collect()
+    };
     let v = near_one(1);
-    let pt = enc.encode(&v, params.max_level(), params.default_scale()).unwrap();
+    let pt = enc
+        .encode(&v, params.max_level(), params.default_scale())
+        .unwrap();
     let mut ct = encryptor.encrypt_pk(&pt, &pk, &mut rng).unwrap();
     let mut want = v;
     for step in 0..params.max_level().0 {
@@ -35,7 +48,11 @@ fn mul_chain_consumes_every_level_of_resnet_preset() {
         // Encode the fresh factor at the ciphertext's current level and exact scale.
         let ptw = enc.encode(&w, ct.level(), ct.scale()).unwrap();
         let cw = encryptor.encrypt_pk(&ptw, &pk, &mut rng).unwrap();
-        ct = if step == 3 { eval.square_relin(&ct, &rlk).unwrap() } else { eval.mul_relin(&ct, &cw, &rlk).unwrap() };
+        ct = if step == 3 {
+            eval.square_relin(&ct, &rlk).unwrap()
+        } else {
+            eval.mul_relin(&ct, &cw, &rlk).unwrap()
+        };
         eval.rescale_assign(&mut ct).unwrap();
         if step == 3 {
             want.iter_mut().for_each(|x| *x *= *x);
@@ -44,11 +61,20 @@ fn mul_chain_consumes_every_level_of_resnet_preset() {
         }
         let got = enc.decode(&dec.decrypt(&ct, &sk).unwrap()).unwrap();
         let rel: Vec<f64> = got.iter().zip(&want).map(|(g, w)| g / w).collect();
-        assert_precision(&format!("resnet chain step {step} ({})", ct.level()), &rel, &vec![1.0; want.len()], 14.0);
+        assert_precision(
+            &format!("resnet chain step {step} ({})", ct.level()),
+            &rel,
+            &vec![1.0; want.len()],
+            14.0,
+        );
         assert_eq!(ct.level(), Level(params.max_level().0 - step - 1));
         // Scales stay near 2^35 because the 35-bit primes are the closest to 2^35 (the deviation
         // doubles with each ct x ct product; it is tracked exactly, so this is only a sanity check).
-        assert!((ct.scale().log2() - 35.0).abs() < 0.05, "scale drifted to {}", ct.scale());
+        assert!(
+            (ct.scale().log2() - 35.0).abs() < 0.05,
+            "scale drifted to {}",
+            ct.scale()
+        );
     }
     assert_eq!(ct.level(), Level(0));
     assert!(matches!(eval.rescale(&ct), Err(CkksError::OutOfLevels)));

@@ -1,7 +1,12 @@
 //! Serialization: round trips, sizes, and rejection of truncated, corrupt, mistyped,
 //! foreign, forged and oversized input; a digest pins the format.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
 
 use std::sync::Arc;
 
@@ -32,8 +37,13 @@ fn reseal(buf: &mut [u8]) {
 
 /// A small ciphertext: level 0.
 fn small_ct(c: &TestContext) -> Ciphertext {
-    let pt = c.encoder.encode(&values(16), Level(0), c.params.default_scale()).unwrap();
-    c.encryptor.encrypt_pk(&pt, &c.pk, &mut TestContext::rng(7)).unwrap()
+    let pt = c
+        .encoder
+        .encode(&values(16), Level(0), c.params.default_scale())
+        .unwrap();
+    c.encryptor
+        .encrypt_pk(&pt, &c.pk, &mut TestContext::rng(7))
+        .unwrap()
 }
 
 #[test]
@@ -42,9 +52,13 @@ fn params_round_trip() {
     let bytes = serial::params_to_bytes(&c.params).unwrap();
     // The receiver enforces its own (128-bit) policy: insecure test parameters are refused
     // unless the receiver itself opts in.
-    assert!(matches!(serial::params_from_bytes(&bytes), Err(CkksError::Insecure { .. })));
+    assert!(matches!(
+        serial::params_from_bytes(&bytes),
+        Err(CkksError::Insecure { .. })
+    ));
     let policy = c.params.literal().security.clone();
-    let p = serial::params_from_bytes_with_policy(&bytes, &serial::Limits::default(), policy).unwrap();
+    let p =
+        serial::params_from_bytes_with_policy(&bytes, &serial::Limits::default(), policy).unwrap();
     assert_eq!(p.id(), c.params.id());
     assert_eq!(p.literal(), c.params.literal());
     assert_eq!(p.q(), c.params.q());
@@ -74,7 +88,10 @@ fn params_with_wrong_id_rejected() {
 fn plaintext_round_trip() {
     let c = tc();
     for level in [Level(0), Level(2), c.params.max_level()] {
-        let pt = c.encoder.encode(&values(100), level, c.params.default_scale()).unwrap();
+        let pt = c
+            .encoder
+            .encode(&values(100), level, c.params.default_scale())
+            .unwrap();
         let bytes = pt.to_bytes();
         let back: Plaintext = serial::from_bytes(&c.params, &bytes).unwrap();
         assert_eq!(back, pt);
@@ -87,7 +104,10 @@ fn ciphertext_round_trip_two_and_three_parts() {
     let v = values(64);
     let ct = c.encrypt(&v, &mut TestContext::rng(1));
     let bytes = serial::to_bytes(&ct);
-    assert_eq!(bytes.len(), serial::ciphertext_size(&c.params, ct.level(), 2));
+    assert_eq!(
+        bytes.len(),
+        serial::ciphertext_size(&c.params, ct.level(), 2)
+    );
     let back: Ciphertext = serial::from_bytes(&c.params, &bytes).unwrap();
     assert_eq!(back, ct);
     henn_testkit::assert_precision("ct round trip", &c.decrypt(&back), &v, 20.0);
@@ -95,15 +115,25 @@ fn ciphertext_round_trip_two_and_three_parts() {
     let ct3 = c.eval.mul(&ct, &ct).unwrap();
     assert_eq!(ct3.size(), 3);
     let bytes3 = ct3.to_bytes();
-    assert_eq!(bytes3.len(), serial::ciphertext_size(&c.params, ct3.level(), 3));
+    assert_eq!(
+        bytes3.len(),
+        serial::ciphertext_size(&c.params, ct3.level(), 3)
+    );
     let back3 = Ciphertext::from_bytes(&c.params, &bytes3, &Limits::default()).unwrap();
     assert_eq!(back3, ct3);
     let sq: Vec<f64> = v.iter().map(|x| x * x).collect();
-    let got = c.decrypt(&c.eval.rescale(&c.eval.relinearize(&back3, &c.rlk).unwrap()).unwrap());
+    let got = c.decrypt(
+        &c.eval
+            .rescale(&c.eval.relinearize(&back3, &c.rlk).unwrap())
+            .unwrap(),
+    );
     henn_testkit::assert_precision("ct3 round trip", &got, &sq, 20.0);
 
     // Lower level, non-default scale.
-    let low = c.eval.rescale(&c.eval.relinearize(&ct3, &c.rlk).unwrap()).unwrap();
+    let low = c
+        .eval
+        .rescale(&c.eval.relinearize(&ct3, &c.rlk).unwrap())
+        .unwrap();
     let back: Ciphertext = serial::from_bytes(&c.params, &low.to_bytes()).unwrap();
     assert_eq!(back, low);
 }
@@ -115,7 +145,10 @@ fn bit_packing_is_compact() {
     let ct = c.encrypt(&values(8), &mut TestContext::rng(2));
     let n = c.params.n();
     let payload_polys = 2 * (2 + 5 * 2 + n * (55 + 4 * 40) / 8);
-    assert_eq!(ct.to_bytes().len(), HEADER_LEN + 13 + payload_polys + CHECKSUM_LEN);
+    assert_eq!(
+        ct.to_bytes().len(),
+        HEADER_LEN + 13 + payload_polys + CHECKSUM_LEN
+    );
 }
 
 #[test]
@@ -128,8 +161,14 @@ fn public_key_round_trip() {
     let pk: PublicKey = serial::from_bytes(&c.params, &bytes).unwrap();
     assert_eq!(pk, c.pk);
     let v = values(32);
-    let pt = c.encoder.encode(&v, c.params.max_level(), c.params.default_scale()).unwrap();
-    let ct = c.encryptor.encrypt_pk(&pt, &pk, &mut TestContext::rng(3)).unwrap();
+    let pt = c
+        .encoder
+        .encode(&v, c.params.max_level(), c.params.default_scale())
+        .unwrap();
+    let ct = c
+        .encryptor
+        .encrypt_pk(&pt, &pk, &mut TestContext::rng(3))
+        .unwrap();
     henn_testkit::assert_precision("pk round trip", &c.decrypt(&ct), &v, 20.0);
 }
 
@@ -152,7 +191,12 @@ fn galois_keys_round_trip() {
     let ct = c.encrypt(&v, &mut TestContext::rng(4));
     let rot = c.eval.rotate(&ct, 4, &gk).unwrap();
     let want: Vec<f64> = (0..v.len()).map(|i| v[(i + 4) % v.len()]).collect();
-    henn_testkit::assert_precision("rotation with deserialized keys", &c.decrypt(&rot), &want, 20.0);
+    henn_testkit::assert_precision(
+        "rotation with deserialized keys",
+        &c.decrypt(&rot),
+        &want,
+        20.0,
+    );
 
     let empty = GaloisKeys::default();
     let back: GaloisKeys = serial::from_bytes(&c.params, &empty.to_bytes()).unwrap();
@@ -163,15 +207,25 @@ fn galois_keys_round_trip() {
 fn seeded_ciphertext_round_trip_and_half_size() {
     let c = tc();
     let v = values(200);
-    let pt = c.encoder.encode(&v, c.params.max_level(), c.params.default_scale()).unwrap();
+    let pt = c
+        .encoder
+        .encode(&v, c.params.max_level(), c.params.default_scale())
+        .unwrap();
     let mut rng = TestContext::rng(5);
     let sct = c.encryptor.encrypt_sk_seeded(&pt, &c.sk, &mut rng).unwrap();
     let bytes = sct.to_bytes();
-    assert_eq!(bytes.len(), serial::seeded_ciphertext_size(&c.params, pt.level()));
+    assert_eq!(
+        bytes.len(),
+        serial::seeded_ciphertext_size(&c.params, pt.level())
+    );
     let full = sct.expand(&c.params).unwrap();
     let full_len = full.to_bytes().len();
     let ratio = bytes.len() as f64 / full_len as f64;
-    assert!((0.49..=0.51).contains(&ratio), "seeded {} vs full {full_len} bytes", bytes.len());
+    assert!(
+        (0.49..=0.51).contains(&ratio),
+        "seeded {} vs full {full_len} bytes",
+        bytes.len()
+    );
 
     let back: SeededCiphertext = serial::from_bytes(&c.params, &bytes).unwrap();
     assert_eq!(back, sct);
@@ -180,8 +234,14 @@ fn seeded_ciphertext_round_trip_and_half_size() {
     henn_testkit::assert_precision("seeded round trip", &c.decrypt(&ct), &v, 20.0);
 
     // Works at a lower level too, and evaluates like any ciphertext.
-    let pt1 = c.encoder.encode(&v, Level(1), c.params.default_scale()).unwrap();
-    let s1 = c.encryptor.encrypt_sk_seeded(&pt1, &c.sk, &mut rng).unwrap();
+    let pt1 = c
+        .encoder
+        .encode(&v, Level(1), c.params.default_scale())
+        .unwrap();
+    let s1 = c
+        .encryptor
+        .encrypt_sk_seeded(&pt1, &c.sk, &mut rng)
+        .unwrap();
     let s1: SeededCiphertext = serial::from_bytes(&c.params, &s1.to_bytes()).unwrap();
     let ct1 = s1.expand(&c.params).unwrap();
     let dbl = c.eval.add(&ct1, &ct1).unwrap();
@@ -204,7 +264,10 @@ fn every_truncation_rejected() {
     // Trailing garbage too.
     let mut long = bytes.clone();
     long.push(0);
-    assert!(matches!(serial::from_bytes::<Ciphertext>(&c.params, &long), Err(CkksError::Serialization(_))));
+    assert!(matches!(
+        serial::from_bytes::<Ciphertext>(&c.params, &long),
+        Err(CkksError::Serialization(_))
+    ));
 }
 
 #[test]
@@ -239,27 +302,45 @@ fn wrong_type_version_magic_rejected() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(serial::from_bytes::<RelinKey>(&c.params, &bytes), Err(CkksError::WrongType { .. })));
-    assert!(matches!(serial::params_from_bytes(&bytes), Err(CkksError::WrongType { .. })));
+    assert!(matches!(
+        serial::from_bytes::<RelinKey>(&c.params, &bytes),
+        Err(CkksError::WrongType { .. })
+    ));
+    assert!(matches!(
+        serial::params_from_bytes(&bytes),
+        Err(CkksError::WrongType { .. })
+    ));
     // Unknown tag.
     let mut b = bytes.clone();
     b[6] = 99;
     reseal(&mut b);
-    assert!(matches!(serial::from_bytes::<Ciphertext>(&c.params, &b), Err(CkksError::WrongType { .. })));
+    assert!(matches!(
+        serial::from_bytes::<Ciphertext>(&c.params, &b),
+        Err(CkksError::WrongType { .. })
+    ));
     // Version.
     let mut b = bytes.clone();
     b[4..6].copy_from_slice(&2u16.to_le_bytes());
     reseal(&mut b);
     assert_eq!(
         serial::from_bytes::<Ciphertext>(&c.params, &b).unwrap_err(),
-        CkksError::UnsupportedVersion { found: 2, supported: 1 }
+        CkksError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        }
     );
     // Magic.
     let mut b = bytes.clone();
     b[0] = b'X';
     reseal(&mut b);
-    assert_eq!(serial::from_bytes::<Ciphertext>(&c.params, &b).unwrap_err(), CkksError::BadMagic);
-    assert_eq!(serial::from_bytes::<Ciphertext>(&c.params, b"{\"json\": 1}").unwrap_err(), CkksError::BadMagic);
+    assert_eq!(
+        serial::from_bytes::<Ciphertext>(&c.params, &b).unwrap_err(),
+        CkksError::BadMagic
+    );
+    assert_eq!(
+        serial::from_bytes::<Ciphertext>(&c.params, b"{\"json\": 1}").unwrap_err(),
+        CkksError::BadMagic
+    );
     // Flags.
     let mut b = bytes.clone();
     b[7] = 1;
@@ -274,13 +355,31 @@ fn other_parameters_rejected() {
     let ct = small_ct(&a);
     let err = serial::from_bytes::<Ciphertext>(&b.params, &ct.to_bytes()).unwrap_err();
     assert!(matches!(err, CkksError::ParamsMismatch { .. }), "{err:?}");
-    let pt = a.encoder.encode(&[1.0], Level(0), a.params.default_scale()).unwrap();
-    assert!(matches!(serial::from_bytes::<Plaintext>(&b.params, &pt.to_bytes()), Err(CkksError::ParamsMismatch { .. })));
-    assert!(matches!(serial::from_bytes::<PublicKey>(&b.params, &a.pk.to_bytes()), Err(CkksError::ParamsMismatch { .. })));
-    assert!(matches!(serial::from_bytes::<RelinKey>(&b.params, &a.rlk.to_bytes()), Err(CkksError::ParamsMismatch { .. })));
-    assert!(matches!(serial::from_bytes::<GaloisKeys>(&b.params, &a.gk.to_bytes()), Err(CkksError::ParamsMismatch { .. })));
+    let pt = a
+        .encoder
+        .encode(&[1.0], Level(0), a.params.default_scale())
+        .unwrap();
+    assert!(matches!(
+        serial::from_bytes::<Plaintext>(&b.params, &pt.to_bytes()),
+        Err(CkksError::ParamsMismatch { .. })
+    ));
+    assert!(matches!(
+        serial::from_bytes::<PublicKey>(&b.params, &a.pk.to_bytes()),
+        Err(CkksError::ParamsMismatch { .. })
+    ));
+    assert!(matches!(
+        serial::from_bytes::<RelinKey>(&b.params, &a.rlk.to_bytes()),
+        Err(CkksError::ParamsMismatch { .. })
+    ));
+    assert!(matches!(
+        serial::from_bytes::<GaloisKeys>(&b.params, &a.gk.to_bytes()),
+        Err(CkksError::ParamsMismatch { .. })
+    ));
     // And the other way round, for a key with two digits.
-    assert!(matches!(serial::from_bytes::<RelinKey>(&a.params, &b.rlk.to_bytes()), Err(CkksError::ParamsMismatch { .. })));
+    assert!(matches!(
+        serial::from_bytes::<RelinKey>(&a.params, &b.rlk.to_bytes()),
+        Err(CkksError::ParamsMismatch { .. })
+    ));
     let rlk: RelinKey = serial::from_bytes(&b.params, &b.rlk.to_bytes()).unwrap();
     assert_eq!(rlk, b.rlk);
 }
@@ -288,7 +387,10 @@ fn other_parameters_rejected() {
 #[test]
 fn forged_residue_out_of_range_rejected() {
     let c = tc();
-    let pt = c.encoder.encode(&values(4), Level(0), c.params.default_scale()).unwrap();
+    let pt = c
+        .encoder
+        .encode(&values(4), Level(0), c.params.default_scale())
+        .unwrap();
     let mut bytes = pt.to_bytes();
     // Payload: level u32, scale f64, limb count u16, limb index u16, then the packed
     // residues: set the first residue's 55 bits to all ones (>= q_0).
@@ -307,11 +409,17 @@ fn forged_residue_out_of_range_rejected() {
     let mut b = pt.to_bytes();
     b[HEADER_LEN + 14] = 3; // limb index 0 -> 3
     reseal(&mut b);
-    assert!(matches!(serial::from_bytes::<Plaintext>(&c.params, &b), Err(CkksError::Serialization(_))));
+    assert!(matches!(
+        serial::from_bytes::<Plaintext>(&c.params, &b),
+        Err(CkksError::Serialization(_))
+    ));
     let mut b = pt.to_bytes();
     b[HEADER_LEN] = 9; // level 0 -> 9 (> max level 4)
     reseal(&mut b);
-    assert!(matches!(serial::from_bytes::<Plaintext>(&c.params, &b), Err(CkksError::LevelOutOfRange { .. })));
+    assert!(matches!(
+        serial::from_bytes::<Plaintext>(&c.params, &b),
+        Err(CkksError::LevelOutOfRange { .. })
+    ));
     let mut b = pt.to_bytes();
     b[HEADER_LEN] = 1; // level 0 -> 1: one limb where two are needed
     reseal(&mut b);
@@ -320,7 +428,10 @@ fn forged_residue_out_of_range_rejected() {
     let mut b = pt.to_bytes();
     b[HEADER_LEN + 4..HEADER_LEN + 12].copy_from_slice(&f64::NAN.to_bits().to_le_bytes());
     reseal(&mut b);
-    assert!(matches!(serial::from_bytes::<Plaintext>(&c.params, &b), Err(CkksError::Serialization(_))));
+    assert!(matches!(
+        serial::from_bytes::<Plaintext>(&c.params, &b),
+        Err(CkksError::Serialization(_))
+    ));
 }
 
 #[test]
@@ -328,26 +439,41 @@ fn size_limit_enforced() {
     let c = tc();
     let bytes = small_ct(&c).to_bytes();
     let err = Ciphertext::from_bytes(&c.params, &bytes, &Limits::new(1000)).unwrap_err();
-    assert_eq!(err, CkksError::TooLarge { size: bytes.len() as u64, limit: 1000 });
+    assert_eq!(
+        err,
+        CkksError::TooLarge {
+            size: bytes.len() as u64,
+            limit: 1000
+        }
+    );
     assert!(Ciphertext::from_bytes(&c.params, &bytes, &Limits::new(bytes.len())).is_ok());
 
     // A short buffer declaring a huge payload: refused before anything is allocated.
     for declared in [u64::MAX, u64::MAX - 40, 1 << 40] {
         let mut b = bytes[..HEADER_LEN].to_vec();
         b[24..32].copy_from_slice(&declared.to_le_bytes());
-        assert!(matches!(serial::from_bytes::<Ciphertext>(&c.params, &b), Err(CkksError::TooLarge { .. })));
+        assert!(matches!(
+            serial::from_bytes::<Ciphertext>(&c.params, &b),
+            Err(CkksError::TooLarge { .. })
+        ));
     }
     // Declared length within the limit but beyond the buffer.
     let mut b = bytes[..HEADER_LEN].to_vec();
     b[24..32].copy_from_slice(&1_000_000u64.to_le_bytes());
-    assert!(matches!(serial::from_bytes::<Ciphertext>(&c.params, &b), Err(CkksError::Truncated { .. })));
+    assert!(matches!(
+        serial::from_bytes::<Ciphertext>(&c.params, &b),
+        Err(CkksError::Truncated { .. })
+    ));
     // A forged Galois key count is bounded by the data actually present.
     let empty = GaloisKeys::default().to_bytes();
     let mut g = empty.clone();
     g[8..24].copy_from_slice(&c.params.id().0);
     g[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     reseal(&mut g);
-    assert!(matches!(serial::from_bytes::<GaloisKeys>(&c.params, &g), Err(CkksError::Truncated { .. })));
+    assert!(matches!(
+        serial::from_bytes::<GaloisKeys>(&c.params, &g),
+        Err(CkksError::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -372,7 +498,10 @@ fn format_digest() {
 
     let c = tc();
     let vals: Vec<f64> = (0..16).map(|i| f64::from(i) / 16.0 - 0.5).collect();
-    let pt = c.encoder.encode(&vals, Level(1), c.params.default_scale()).unwrap();
+    let pt = c
+        .encoder
+        .encode(&vals, Level(1), c.params.default_scale())
+        .unwrap();
     let tbytes = pt.to_bytes();
     let tdigest = hex(&Sha256::digest(&tbytes));
 
@@ -386,7 +515,8 @@ fn format_digest() {
 }
 
 /// SHA-256 of `params_to_bytes` of the `small` preset (173 bytes).
-const PARAMS_SMALL_DIGEST: &str = "252afa4fe5041606d551360f3c42e8c5295f52c02e555a0373835ef5e72cbc7f";
+const PARAMS_SMALL_DIGEST: &str =
+    "252afa4fe5041606d551360f3c42e8c5295f52c02e555a0373835ef5e72cbc7f";
 /// SHA-256 of a plaintext of 16 fixed values at level 1 under TEST_INSECURE_LOGN12_L4
 /// (48,698 bytes).
 const PLAINTEXT_DIGEST: &str = "b0882202e6cb633054bcb7b0cd01c9771cff0fa076554c428de3064f3fc17e25";
@@ -397,7 +527,10 @@ fn resnet_sizes() {
     let p = CkksParams::new(CkksParamsLiteral::resnet()).unwrap();
     let top = p.max_level();
     let poly = 2 + 9 * 2 + 16384 * 340 / 8;
-    assert_eq!(serial::ciphertext_size(&p, top, 2), HEADER_LEN + 13 + 2 * poly + CHECKSUM_LEN);
+    assert_eq!(
+        serial::ciphertext_size(&p, top, 2),
+        HEADER_LEN + 13 + 2 * poly + CHECKSUM_LEN
+    );
     assert_eq!(serial::ciphertext_size(&p, top, 2), 1_392_733);
     assert_eq!(serial::seeded_ciphertext_size(&p, top), 696_424);
 }

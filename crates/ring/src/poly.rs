@@ -355,7 +355,7 @@ impl Poly<Coeff> {
     pub fn automorphism(&self, galois: u64) -> Result<Self> {
         let n = self.n();
         let two_n = 2 * n as u64;
-        if galois % 2 == 0 {
+        if galois.is_multiple_of(2) {
             return Err(RingError::InvalidGaloisElement { element: galois, two_n });
         }
         let g = galois % two_n;
@@ -534,7 +534,7 @@ impl AutomorphismPermutation {
         if !n.is_power_of_two() || n < 2 {
             return Err(RingError::InvalidDegree { n });
         }
-        if galois % 2 == 0 {
+        if galois.is_multiple_of(2) {
             return Err(RingError::InvalidGaloisElement { element: galois, two_n });
         }
         let g = galois % two_n;

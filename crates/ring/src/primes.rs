@@ -10,13 +10,13 @@ pub fn is_prime(n: u64) -> bool {
         return false;
     }
     for p in [2u64, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37] {
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
     }
     let mut d = n - 1;
     let mut s = 0;
-    while d % 2 == 0 {
+    while d.is_multiple_of(2) {
         d /= 2;
         s += 1;
     }
@@ -69,7 +69,7 @@ pub fn ntt_primes_near(
 ) -> Result<Vec<u64>> {
     let two_n = 2 * n as u64;
     let not_enough = RingError::NotEnoughPrimes { bits: log2_target, count, two_n };
-    if log2_target > MAX_MODULUS_BITS || log2_target < 2 || (1u64 << log2_target) <= two_n {
+    if !(2..=MAX_MODULUS_BITS).contains(&log2_target) || (1u64 << log2_target) <= two_n {
         return Err(not_enough);
     }
     let target = 1u64 << log2_target;

@@ -1,4 +1,6 @@
 //! Correctness tests of henn-ring against naive references.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failure should abort the test")]
+#![allow(clippy::needless_range_loop, clippy::type_complexity, reason = "naive reference loops read clearest with indices")]
 
 use std::sync::Arc;
 

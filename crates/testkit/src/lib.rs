@@ -4,7 +4,11 @@
 //! test binary generates keys once per parameter set, and precision assertions that compare
 //! HE results with an f64 model and state a log2-precision bound.
 
-#![allow(clippy::expect_used, clippy::panic, reason = "dev-only test support: failures should abort the test")]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "dev-only test support: failures should abort the test"
+)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -71,7 +75,9 @@ impl TestParams {
             dnum: None,
             secret: SecretDistribution::Ternary,
             security: if self.insecure {
-                SecurityPolicy::InsecureAllowed { reason: format!("test parameter set {}", self.name) }
+                SecurityPolicy::InsecureAllowed {
+                    reason: format!("test parameter set {}", self.name),
+                }
             } else {
                 SecurityPolicy::default()
             },
@@ -110,8 +116,13 @@ impl TestContext {
 
     /// Encrypts real values at the top level and default scale.
     pub fn encrypt(&self, values: &[f64], rng: &mut ChaCha20Rng) -> Ciphertext {
-        let pt = self.encoder.encode(values, self.params.max_level(), self.params.default_scale()).expect("encode");
-        self.encryptor.encrypt_pk(&pt, &self.pk, rng).expect("encrypt")
+        let pt = self
+            .encoder
+            .encode(values, self.params.max_level(), self.params.default_scale())
+            .expect("encode");
+        self.encryptor
+            .encrypt_pk(&pt, &self.pk, rng)
+            .expect("encrypt")
     }
 
     /// Decrypts and decodes real parts.
@@ -136,7 +147,9 @@ fn build(tp: &TestParams) -> TestContext {
         steps.push(-k);
         k *= 2;
     }
-    let gk = kg.galois_keys(&sk, &steps, true, &mut rng).expect("galois keys");
+    let gk = kg
+        .galois_keys(&sk, &steps, true, &mut rng)
+        .expect("galois keys");
     TestContext {
         encoder: Encoder::new(&params),
         encryptor: Encryptor::new(&params),
@@ -158,7 +171,12 @@ pub fn context(tp: &TestParams) -> Arc<TestContext> {
         return c.clone();
     }
     let c = Arc::new(build(tp));
-    cache.lock().expect("cache").entry(tp.name).or_insert(c).clone()
+    cache
+        .lock()
+        .expect("cache")
+        .entry(tp.name)
+        .or_insert(c)
+        .clone()
 }
 
 /// Precision statistics: log2 of the inverse absolute error (bits of precision).
@@ -174,11 +192,20 @@ pub struct Precision {
 
 /// Compares `got` with `want` on the first `want.len()` slots.
 pub fn precision(got: &[f64], want: &[f64]) -> Precision {
-    assert!(got.len() >= want.len(), "result has {} values, expected {}", got.len(), want.len());
+    assert!(
+        got.len() >= want.len(),
+        "result has {} values, expected {}",
+        got.len(),
+        want.len()
+    );
     let errs: Vec<f64> = got.iter().zip(want).map(|(g, w)| (g - w).abs()).collect();
     let max_err = errs.iter().copied().fold(0.0, f64::max);
     let avg = errs.iter().sum::<f64>() / errs.len().max(1) as f64;
-    Precision { min_bits: -max_err.max(f64::MIN_POSITIVE).log2(), avg_bits: -avg.max(f64::MIN_POSITIVE).log2(), max_err }
+    Precision {
+        min_bits: -max_err.max(f64::MIN_POSITIVE).log2(),
+        avg_bits: -avg.max(f64::MIN_POSITIVE).log2(),
+        max_err,
+    }
 }
 
 /// Asserts at least `min_bits` bits of precision (worst case) of `got` against `want`.
@@ -187,7 +214,10 @@ pub fn precision(got: &[f64], want: &[f64]) -> Precision {
 pub fn assert_precision(label: &str, got: &[f64], want: &[f64], min_bits: f64) -> Precision {
     let p = precision(got, want);
     if std::env::var_os("HENN_PRINT_PRECISION").is_some() {
-        eprintln!("{label}: min {:.2} bits, avg {:.2} bits, max err {:.3e}", p.min_bits, p.avg_bits, p.max_err);
+        eprintln!(
+            "{label}: min {:.2} bits, avg {:.2} bits, max err {:.3e}",
+            p.min_bits, p.avg_bits, p.max_err
+        );
     }
     assert!(
         p.min_bits >= min_bits,
