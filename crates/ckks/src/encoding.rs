@@ -232,6 +232,39 @@ impl Encoder {
         self.encode_complex(&v, level, scale)
     }
 
+    /// Encodes the same complex constant in every slot without a transform: the constant
+    /// polynomial `round(re * scale) + round(im * scale) * X^(N/2)` (since `X^(N/2)` evaluates
+    /// to `i` at every slot's root).
+    pub fn encode_constant(&self, c: Complex, level: Level, scale: Scale) -> Result<Plaintext> {
+        self.params.check_level(level)?;
+        let n = self.params.n();
+        let mut coeffs = vec![0i128; n];
+        let limit = 2f64.powi(120);
+        for (slot, x) in [(0usize, c.re), (n / 2, c.im)] {
+            if !x.is_finite() {
+                return Err(CkksError::NonFinite(x));
+            }
+            let y = (x * scale.value()).round();
+            if y.abs() >= limit {
+                return Err(CkksError::ValueTooLarge {
+                    value: x,
+                    log_scale: scale.log2(),
+                });
+            }
+            if let Some(dst) = coeffs.get_mut(slot) {
+                *dst = y as i128;
+            }
+        }
+        let limbs = self.params.q_limbs(level);
+        let poly = Poly::<Coeff>::from_signed_i128(self.params.ring(), &limbs, &coeffs)?.ntt();
+        Ok(Plaintext {
+            poly,
+            level,
+            scale,
+            params_id: self.params.id(),
+        })
+    }
+
     /// Decodes all N/2 complex slots.
     pub fn decode_complex(&self, pt: &Plaintext) -> Result<Vec<Complex>> {
         self.params.check_id(pt.params_id)?;

@@ -400,3 +400,28 @@ fn decode_is_exact_for_values_beyond_the_base_prime() {
     let out = c.encoder.decode(&pt).unwrap();
     assert_precision("decode beyond q0", &out, &v, 30.0);
 }
+
+#[test]
+fn encode_constant_fills_every_slot() {
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let z = Complex::new(-0.625, 0.25);
+    let pt = c
+        .encoder
+        .encode_constant(z, Level(1), c.params.default_scale())
+        .unwrap();
+    let out = c.encoder.decode_complex(&pt).unwrap();
+    assert!(
+        out.iter()
+            .all(|v| (v.re - z.re).abs() < 1e-9 && (v.im - z.im).abs() < 1e-9)
+    );
+    // Same plaintext as the general encoder applied to a constant vector.
+    let general = c
+        .encoder
+        .encode_complex(
+            &vec![z; c.params.slots()],
+            Level(1),
+            c.params.default_scale(),
+        )
+        .unwrap();
+    assert_eq!(pt.poly(), general.poly());
+}
