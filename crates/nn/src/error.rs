@@ -139,6 +139,34 @@ pub enum NnError {
         /// What went wrong.
         detail: String,
     },
+    /// An op the chosen packing layout cannot evaluate.
+    #[error("node '{node}' ({op}) is not supported by the {layout} layout: {hint}")]
+    UnsupportedForLayout {
+        /// Node name.
+        node: String,
+        /// Op kind.
+        op: String,
+        /// Layout name (`batch`, `channel`).
+        layout: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// The planner cannot find (or check) CKKS parameters for a model.
+    #[error("planning failed: {0}")]
+    Plan(String),
+    /// A homomorphic operation failed while executing a layer.
+    #[error("node '{node}': {source}")]
+    Ckks {
+        /// Node name (or a step such as "encrypt").
+        node: String,
+        /// The CKKS error.
+        #[source]
+        source: henn_ckks::CkksError,
+    },
+    /// Executing a layer failed for a reason other than CKKS arithmetic (slot backend
+    /// mismatch, missing key, bad input).
+    #[error("execution failed: {0}")]
+    Exec(String),
 }
 
 /// Result alias for henn-nn.

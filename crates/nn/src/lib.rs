@@ -1,7 +1,8 @@
 #![doc = r#"
 henn-nn: the neural-network side of henn.
 
-This crate knows nothing about encryption (it does not depend on henn-ckks or henn-ring). It provides:
+The modules `ir`, `onnx`, `reference`, `rewrite` and `data` know nothing about encryption; `exec`,
+`pack` and `plan` run models homomorphically on top of henn-ckks. It provides:
 
 * [`ir`]: a typed graph of tensor ops with static NCHW shapes ([`Graph`], [`Node`], [`Op`]);
 * [`onnx`]: an ONNX importer ([`onnx::import_file`]) built on the `onnx-protobuf` crate, with one
@@ -12,7 +13,10 @@ This crate knows nothing about encryption (it does not depend on henn-ckks or he
   linear layers, merging of consecutive linear layers, polynomial recognition), each checked to
   leave the reference output unchanged;
 * [`data`]: readers for IDX (MNIST, Fashion-MNIST), CIFAR-10 binary, PNG/PGM images and `.npy`
-  arrays, producing f64 tensors with pixels scaled to `[0, 1]`.
+  arrays, producing f64 tensors with pixels scaled to `[0, 1]`;
+* [`exec`]: the `Backend` trait (encrypted, simulated, slots) and the layer executor;
+* [`pack`]: packing layouts with their layer code (batch-axis);
+* [`plan`]: depth, levels, rotation keys and automatic CKKS parameters for a model and layout.
 
 ```
 use henn_nn::{Graph, Op, Tensor, reference};
@@ -27,8 +31,11 @@ assert_eq!(out.data(), &[2.0, 4.0, 6.0, 8.0]);
 
 pub mod data;
 pub mod error;
+pub mod exec;
 pub mod ir;
 pub mod onnx;
+pub mod pack;
+pub mod plan;
 pub mod reference;
 pub mod rewrite;
 pub mod tensor;

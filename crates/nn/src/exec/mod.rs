@@ -1,0 +1,393 @@
+//! Execution backends and the layer executor.
+//!
+//! One [`Backend`] trait, three implementations:
+//!
+//! * [`simulated::Simulated`]: tracks level, scale, rotation steps and op counts, no crypto
+//!   (the planner runs the layer code on it);
+//! * [`slots::Slots`]: cleartext slot vectors in the same layout, with the same level and
+//!   scale bookkeeping (for debugging packing without crypto);
+//! * [`encrypted::Encrypted`]: the CKKS evaluator with evaluation keys only.
+//!
+//! The layer code (`crate::pack`) is written once, generic over `B: Backend`; [`run`] replays
+//! it node by node on any backend, timing each layer and recording op counts, level and
+//! scale after it.
+
+pub mod client;
+pub mod encrypted;
+pub mod simulated;
+pub mod slots;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use henn_ckks::{CkksError, Scale};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NnError, Result};
+use crate::ir::Graph;
+use crate::pack::{Layout, Packed};
+
+/// Atomic operation counters (layer code runs under rayon).
+#[derive(Debug, Default)]
+pub struct OpCounts {
+    /// Ciphertext x plaintext-vector products.
+    pub mul_plain: AtomicU64,
+    /// Ciphertext x scalar-constant products.
+    pub mul_const: AtomicU64,
+    /// Ciphertext x ciphertext products (not squares).
+    pub mul: AtomicU64,
+    /// Ciphertext squares.
+    pub square: AtomicU64,
+    /// Relinearizations.
+    pub relin: AtomicU64,
+    /// Rescales.
+    pub rescale: AtomicU64,
+    /// Plain rotations.
+    pub rotate: AtomicU64,
+    /// Hoisted rotations (each rotation of a hoisted batch counts once).
+    pub rotate_hoisted: AtomicU64,
+    /// Additions and subtractions (ciphertext and constant).
+    pub add: AtomicU64,
+}
+
+/// A snapshot of [`OpCounts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Ciphertext x plaintext-vector products.
+    pub mul_plain: u64,
+    /// Ciphertext x scalar-constant products.
+    pub mul_const: u64,
+    /// Ciphertext x ciphertext products (not squares).
+    pub mul: u64,
+    /// Ciphertext squares.
+    pub square: u64,
+    /// Relinearizations.
+    pub relin: u64,
+    /// Rescales.
+    pub rescale: u64,
+    /// Plain rotations.
+    pub rotate: u64,
+    /// Hoisted rotations.
+    pub rotate_hoisted: u64,
+    /// Additions.
+    pub add: u64,
+}
+
+impl Counts {
+    /// `self - earlier`, field by field.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            mul_plain: self.mul_plain.saturating_sub(earlier.mul_plain),
+            mul_const: self.mul_const.saturating_sub(earlier.mul_const),
+            mul: self.mul.saturating_sub(earlier.mul),
+            square: self.square.saturating_sub(earlier.square),
+            relin: self.relin.saturating_sub(earlier.relin),
+            rescale: self.rescale.saturating_sub(earlier.rescale),
+            rotate: self.rotate.saturating_sub(earlier.rotate),
+            rotate_hoisted: self.rotate_hoisted.saturating_sub(earlier.rotate_hoisted),
+            add: self.add.saturating_sub(earlier.add),
+        }
+    }
+}
+
+impl OpCounts {
+    /// Adds `n` to a counter.
+    pub fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> Counts {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            mul_plain: g(&self.mul_plain),
+            mul_const: g(&self.mul_const),
+            mul: g(&self.mul),
+            square: g(&self.square),
+            relin: g(&self.relin),
+            rescale: g(&self.rescale),
+            rotate: g(&self.rotate),
+            rotate_hoisted: g(&self.rotate_hoisted),
+            add: g(&self.add),
+        }
+    }
+}
+
+/// Wraps a CKKS error (the executor adds the node name).
+pub(crate) fn ckks_err(source: CkksError) -> NnError {
+    NnError::Ckks {
+        node: String::new(),
+        source,
+    }
+}
+
+/// `Scale` from a value, as a named error when it is not a valid scale.
+pub(crate) fn scale_of(v: f64) -> Result<Scale> {
+    Scale::new(v)
+        .ok_or_else(|| NnError::Exec(format!("invalid scale {v} (must be finite and >= 1)")))
+}
+
+/// Homomorphic arithmetic as the layer code sees it. Every method checks levels and scales
+/// like the CKKS evaluator does, and counts what it does in [`Backend::counts`].
+///
+/// Required methods are the primitives; the provided ones (rescale-neutral constant products,
+/// products with rescale, alignment) are built on them so that all backends agree on levels
+/// and scales by construction.
+pub trait Backend: Sync {
+    /// A ciphertext (or its stand-in).
+    type Ct: Clone + Send + Sync;
+
+    /// Backend name (`simulated`, `slots`, `encrypted`).
+    fn name(&self) -> &'static str;
+    /// Number of slots per ciphertext.
+    fn slots(&self) -> usize;
+    /// The operation counters.
+    fn counts(&self) -> &OpCounts;
+    /// The data prime `q_level` (the one a rescale at `level` divides by).
+    fn prime(&self, level: usize) -> Result<f64>;
+
+    /// Level of `a`.
+    fn level(&self, a: &Self::Ct) -> usize;
+    /// Scale of `a`.
+    fn scale(&self, a: &Self::Ct) -> Scale;
+
+    /// `a += b` (same level and scale).
+    fn add_assign(&self, a: &mut Self::Ct, b: &Self::Ct) -> Result<()>;
+    /// `a -= b` (same level and scale).
+    fn sub_assign(&self, a: &mut Self::Ct, b: &Self::Ct) -> Result<()>;
+    /// `a = -a`.
+    fn neg_assign(&self, a: &mut Self::Ct) -> Result<()>;
+    /// `a += c` in every slot.
+    fn add_const_assign(&self, a: &mut Self::Ct, c: f64) -> Result<()>;
+    /// `a *= c` with the constant encoded at `const_scale`; no rescale (scale multiplies).
+    fn mul_const_scaled_assign(&self, a: &mut Self::Ct, c: f64, const_scale: Scale) -> Result<()>;
+    /// `acc += x * c` with the constant at `const_scale` (`acc` must already be at scale
+    /// `x.scale * const_scale`); no rescale. Counts one constant product and one addition.
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut Self::Ct,
+        x: &Self::Ct,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        let mut t = x.clone();
+        self.mul_const_scaled_assign(&mut t, c, const_scale)?;
+        self.add_assign(acc, &t)
+    }
+    /// `a *= v` slot-wise with `v` encoded at `pt_scale`; no rescale.
+    fn mul_plain_scaled_assign(&self, a: &mut Self::Ct, v: &[f64], pt_scale: Scale) -> Result<()>;
+    /// `a * b` with relinearization, no rescale (same level).
+    fn mul_relin(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
+    /// `a^2` with relinearization, no rescale.
+    fn square_relin(&self, a: &Self::Ct) -> Result<Self::Ct>;
+    /// Divides by the last prime: level - 1, scale / q_level.
+    fn rescale_assign(&self, a: &mut Self::Ct) -> Result<()>;
+    /// Drops primes down to `level` (scale unchanged).
+    fn drop_level_to_assign(&self, a: &mut Self::Ct, level: usize) -> Result<()>;
+    /// Left rotation of the slots by `k` (negative: right).
+    fn rotate(&self, a: &Self::Ct, k: i64) -> Result<Self::Ct>;
+    /// Several rotations of one ciphertext sharing one decomposition.
+    fn rotate_hoisted(&self, a: &Self::Ct, ks: &[i64]) -> Result<Vec<Self::Ct>>;
+
+    // ----- provided -----
+
+    /// `a + b`.
+    fn add(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct> {
+        let mut r = a.clone();
+        self.add_assign(&mut r, b)?;
+        Ok(r)
+    }
+
+    /// The constant scale that makes a constant product followed by a rescale keep `a`'s
+    /// scale (the prime at `a`'s level).
+    fn neutral_scale(&self, a: &Self::Ct) -> Result<Scale> {
+        scale_of(self.prime(self.level(a))?)
+    }
+
+    /// `a * c` at the rescale-neutral constant scale, without the rescale: the start of a
+    /// sum of products that is rescaled once.
+    fn mul_const_no_rescale(&self, a: &Self::Ct, c: f64) -> Result<Self::Ct> {
+        let s = self.neutral_scale(a)?;
+        let mut r = a.clone();
+        self.mul_const_scaled_assign(&mut r, c, s)?;
+        Ok(r)
+    }
+
+    /// `a * c`, rescaled: one level consumed, scale unchanged.
+    fn mul_const(&self, a: &Self::Ct, c: f64) -> Result<Self::Ct> {
+        let mut r = self.mul_const_no_rescale(a, c)?;
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// `a * c` landing exactly at `level` (< level(a)) and `scale`: drops `a` to `level + 1`,
+    /// multiplies by `c` at the constant scale `scale * q_{level+1} / scale(a)` and rescales.
+    /// Used to align branches and to fold constants into alignment for free.
+    fn mul_const_to(&self, a: &Self::Ct, c: f64, level: usize, scale: Scale) -> Result<Self::Ct> {
+        let la = self.level(a);
+        if la <= level {
+            return Err(NnError::Exec(format!(
+                "cannot bring a ciphertext at level {la} to level {level} with a constant product"
+            )));
+        }
+        let mut r = a.clone();
+        if la > level + 1 {
+            self.drop_level_to_assign(&mut r, level + 1)?;
+        }
+        let cs = scale_of(scale.value() * self.prime(level + 1)? / self.scale(&r).value())?;
+        self.mul_const_scaled_assign(&mut r, c, cs)?;
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// `a * v` slot-wise at the rescale-neutral scale, rescaled.
+    fn mul_plain(&self, a: &Self::Ct, v: &[f64]) -> Result<Self::Ct> {
+        let s = self.neutral_scale(a)?;
+        let mut r = a.clone();
+        self.mul_plain_scaled_assign(&mut r, v, s)?;
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// `a * b` with relinearization and rescale (the higher operand is dropped first).
+    fn mul(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct> {
+        let (la, lb) = (self.level(a), self.level(b));
+        let mut r = if la == lb {
+            self.mul_relin(a, b)?
+        } else if la > lb {
+            let mut a2 = a.clone();
+            self.drop_level_to_assign(&mut a2, lb)?;
+            self.mul_relin(&a2, b)?
+        } else {
+            let mut b2 = b.clone();
+            self.drop_level_to_assign(&mut b2, la)?;
+            self.mul_relin(a, &b2)?
+        };
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// `a^2` with relinearization and rescale.
+    fn square(&self, a: &Self::Ct) -> Result<Self::Ct> {
+        let mut r = self.square_relin(a)?;
+        self.rescale_assign(&mut r)?;
+        Ok(r)
+    }
+
+    /// Brings `a` to `level` and `scale` (free when only the level differs and the scale
+    /// already matches; otherwise one constant product by 1).
+    fn align_to(&self, a: &Self::Ct, level: usize, scale: Scale) -> Result<Self::Ct> {
+        let la = self.level(a);
+        if self.scale(a).matches(scale) && la >= level {
+            let mut r = a.clone();
+            if la > level {
+                self.drop_level_to_assign(&mut r, level)?;
+            }
+            return Ok(r);
+        }
+        self.mul_const_to(a, 1.0, level, scale)
+    }
+}
+
+/// Per-layer record of one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerStat {
+    /// Node name.
+    pub name: String,
+    /// Op kind.
+    pub op: String,
+    /// Wall time of the layer in seconds.
+    pub time_s: f64,
+    /// Operations the layer performed.
+    pub counts: Counts,
+    /// Level of the layer's output ciphertexts.
+    pub level: usize,
+    /// log2 of the output scale.
+    pub log2_scale: f64,
+    /// Plaintext multiplier carried with the output (true value = multiplier x slot value).
+    pub multiplier: f64,
+    /// Number of output ciphertexts.
+    pub ciphertexts: usize,
+}
+
+/// Runs every node of `graph` on `backend` with `layout`, starting from the packed input.
+/// `observe` sees each layer's output (node index, value) right after it is computed, e.g.
+/// to decrypt and compare with the reference when the secret key is at hand.
+pub fn run<B: Backend>(
+    backend: &B,
+    layout: &dyn Layout<B>,
+    graph: &Graph,
+    input: Packed<B::Ct>,
+    mut observe: impl FnMut(usize, &Packed<B::Ct>) -> Result<()>,
+) -> Result<(Packed<B::Ct>, Vec<LayerStat>)> {
+    let mut vals: Vec<Option<Packed<B::Ct>>> = vec![None; graph.values().len()];
+    let uses = graph.use_counts();
+    let mut remaining = uses.clone();
+    if let Some(slot) = vals.get_mut(graph.input()) {
+        *slot = Some(input);
+    }
+    let mut stats = Vec::with_capacity(graph.nodes().len());
+    for (ni, node) in graph.nodes().iter().enumerate() {
+        let before = backend.counts().snapshot();
+        let start = Instant::now();
+        let out = {
+            let mut ins = Vec::with_capacity(node.inputs.len());
+            for &i in &node.inputs {
+                let v = vals.get(i).and_then(Option::as_ref).ok_or_else(|| {
+                    NnError::InvalidGraph(format!("value {i} used before it is computed"))
+                })?;
+                ins.push(v);
+            }
+            layout
+                .eval_node(backend, graph, node, &ins)
+                .map_err(|e| with_node(e, &node.name))?
+        };
+        let time_s = start.elapsed().as_secs_f64();
+        let counts = backend.counts().snapshot().since(&before);
+        let (level, log2_scale) = out
+            .cts
+            .first()
+            .map_or((0, 0.0), |c| (backend.level(c), backend.scale(c).log2()));
+        stats.push(LayerStat {
+            name: node.name.clone(),
+            op: node.op.kind().to_string(),
+            time_s,
+            counts,
+            level,
+            log2_scale,
+            multiplier: out.mult,
+            ciphertexts: out.cts.len(),
+        });
+        observe(ni, &out)?;
+        // free inputs no longer needed
+        for &i in &node.inputs {
+            if let Some(r) = remaining.get_mut(i) {
+                *r = r.saturating_sub(1);
+                if *r == 0 && i != graph.output() {
+                    if let Some(v) = vals.get_mut(i) {
+                        *v = None;
+                    }
+                }
+            }
+        }
+        if let Some(slot) = vals.get_mut(node.output) {
+            *slot = Some(out);
+        }
+    }
+    let out = vals
+        .get_mut(graph.output())
+        .and_then(Option::take)
+        .ok_or_else(|| NnError::InvalidGraph("graph output was not computed".into()))?;
+    Ok((out, stats))
+}
+
+fn with_node(e: NnError, node: &str) -> NnError {
+    match e {
+        NnError::Ckks { node: n, source } if n.is_empty() => NnError::Ckks {
+            node: node.to_string(),
+            source,
+        },
+        NnError::Exec(d) => NnError::Exec(format!("node '{node}': {d}")),
+        other => other,
+    }
+}

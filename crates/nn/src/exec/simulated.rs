@@ -1,0 +1,221 @@
+//! The simulated backend: level and scale bookkeeping, op counts and the rotation steps
+//! used, without any cryptography. The planner runs the layer code on it.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use henn_ckks::Scale;
+
+use super::{Backend, OpCounts, scale_of};
+use crate::error::{NnError, Result};
+
+/// A simulated ciphertext: level and scale only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimCt {
+    /// Level.
+    pub level: usize,
+    /// Scale.
+    pub scale: Scale,
+}
+
+/// The simulated backend over a modulus chain.
+#[derive(Debug)]
+pub struct Simulated {
+    primes: Vec<f64>,
+    slots: usize,
+    counts: OpCounts,
+    rotations: Mutex<BTreeSet<i64>>,
+}
+
+pub(crate) fn check_add(a: (usize, Scale), b: (usize, Scale)) -> Result<()> {
+    if a.0 != b.0 {
+        return Err(NnError::Exec(format!(
+            "level mismatch in addition: {} vs {}",
+            a.0, b.0
+        )));
+    }
+    if !a.1.matches(b.1) {
+        return Err(NnError::Exec(format!(
+            "scale mismatch in addition: 2^{:.6} vs 2^{:.6}",
+            a.1.log2(),
+            b.1.log2()
+        )));
+    }
+    Ok(())
+}
+
+impl Simulated {
+    /// A simulated backend whose data primes are `primes` (`q_0` first) with `slots` slots.
+    pub fn new(primes: Vec<f64>, slots: usize) -> Self {
+        Self {
+            primes,
+            slots,
+            counts: OpCounts::default(),
+            rotations: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// A chain of idealised primes `2^bits` (for depth counting before primes exist).
+    pub fn with_bits(q_bits: &[u32], slots: usize) -> Self {
+        Self::new(q_bits.iter().map(|&b| (b as f64).exp2()).collect(), slots)
+    }
+
+    /// The primes of real CKKS parameters.
+    pub fn for_params(params: &henn_ckks::CkksParams) -> Self {
+        Self::new(
+            params.q().iter().map(|&q| q as f64).collect(),
+            params.slots(),
+        )
+    }
+
+    /// A fresh input ciphertext at the top level and `scale`.
+    pub fn input(&self, scale: Scale) -> SimCt {
+        SimCt {
+            level: self.primes.len().saturating_sub(1),
+            scale,
+        }
+    }
+
+    /// The rotation steps used so far (sorted).
+    pub fn rotations(&self) -> Vec<i64> {
+        self.rotations
+            .lock()
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn record(&self, k: i64) {
+        let s = self.slots as i64;
+        let k = if s > 0 { k.rem_euclid(s) } else { k };
+        if k != 0 {
+            if let Ok(mut r) = self.rotations.lock() {
+                r.insert(k);
+            }
+        }
+    }
+}
+
+impl Backend for Simulated {
+    type Ct = SimCt;
+
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+    fn slots(&self) -> usize {
+        self.slots
+    }
+    fn counts(&self) -> &OpCounts {
+        &self.counts
+    }
+    fn prime(&self, level: usize) -> Result<f64> {
+        self.primes
+            .get(level)
+            .copied()
+            .ok_or_else(|| NnError::Exec(format!("no prime at level {level}")))
+    }
+    fn level(&self, a: &SimCt) -> usize {
+        a.level
+    }
+    fn scale(&self, a: &SimCt) -> Scale {
+        a.scale
+    }
+    fn add_assign(&self, a: &mut SimCt, b: &SimCt) -> Result<()> {
+        check_add((a.level, a.scale), (b.level, b.scale))?;
+        OpCounts::bump(&self.counts.add, 1);
+        Ok(())
+    }
+    fn sub_assign(&self, a: &mut SimCt, b: &SimCt) -> Result<()> {
+        self.add_assign(a, b)
+    }
+    fn neg_assign(&self, _a: &mut SimCt) -> Result<()> {
+        Ok(())
+    }
+    fn add_const_assign(&self, _a: &mut SimCt, _c: f64) -> Result<()> {
+        OpCounts::bump(&self.counts.add, 1);
+        Ok(())
+    }
+    fn mul_const_scaled_assign(&self, a: &mut SimCt, _c: f64, const_scale: Scale) -> Result<()> {
+        OpCounts::bump(&self.counts.mul_const, 1);
+        a.scale = scale_of(a.scale.value() * const_scale.value())?;
+        Ok(())
+    }
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut SimCt,
+        x: &SimCt,
+        _c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        OpCounts::bump(&self.counts.mul_const, 1);
+        let s = scale_of(x.scale.value() * const_scale.value())?;
+        check_add((acc.level, acc.scale), (x.level, s))?;
+        OpCounts::bump(&self.counts.add, 1);
+        Ok(())
+    }
+    fn mul_plain_scaled_assign(&self, a: &mut SimCt, v: &[f64], pt_scale: Scale) -> Result<()> {
+        if v.len() > self.slots {
+            return Err(NnError::Exec(format!(
+                "plaintext of {} values exceeds {} slots",
+                v.len(),
+                self.slots
+            )));
+        }
+        OpCounts::bump(&self.counts.mul_plain, 1);
+        a.scale = scale_of(a.scale.value() * pt_scale.value())?;
+        Ok(())
+    }
+    fn mul_relin(&self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
+        if a.level != b.level {
+            return Err(NnError::Exec(format!(
+                "level mismatch in product: {} vs {}",
+                a.level, b.level
+            )));
+        }
+        OpCounts::bump(&self.counts.mul, 1);
+        OpCounts::bump(&self.counts.relin, 1);
+        Ok(SimCt {
+            level: a.level,
+            scale: scale_of(a.scale.value() * b.scale.value())?,
+        })
+    }
+    fn square_relin(&self, a: &SimCt) -> Result<SimCt> {
+        OpCounts::bump(&self.counts.square, 1);
+        OpCounts::bump(&self.counts.relin, 1);
+        Ok(SimCt {
+            level: a.level,
+            scale: scale_of(a.scale.value() * a.scale.value())?,
+        })
+    }
+    fn rescale_assign(&self, a: &mut SimCt) -> Result<()> {
+        if a.level == 0 {
+            return Err(NnError::Exec("out of levels: rescale at level 0".into()));
+        }
+        let q = self.prime(a.level)?;
+        OpCounts::bump(&self.counts.rescale, 1);
+        a.level -= 1;
+        a.scale = scale_of(a.scale.value() / q)?;
+        Ok(())
+    }
+    fn drop_level_to_assign(&self, a: &mut SimCt, level: usize) -> Result<()> {
+        if level > a.level {
+            return Err(NnError::Exec(format!(
+                "cannot raise level {} to {level}",
+                a.level
+            )));
+        }
+        a.level = level;
+        Ok(())
+    }
+    fn rotate(&self, a: &SimCt, k: i64) -> Result<SimCt> {
+        OpCounts::bump(&self.counts.rotate, 1);
+        self.record(k);
+        Ok(*a)
+    }
+    fn rotate_hoisted(&self, a: &SimCt, ks: &[i64]) -> Result<Vec<SimCt>> {
+        OpCounts::bump(&self.counts.rotate_hoisted, ks.len() as u64);
+        for &k in ks {
+            self.record(k);
+        }
+        Ok(vec![*a; ks.len()])
+    }
+}

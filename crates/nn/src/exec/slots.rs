@@ -1,0 +1,239 @@
+//! The slots backend: cleartext slot vectors in the packed layout, exact f64 arithmetic, with
+//! the same level and scale bookkeeping (and checks) as the encrypted backend.
+
+use henn_ckks::Scale;
+
+use super::simulated::check_add;
+use super::{Backend, OpCounts, scale_of};
+use crate::error::{NnError, Result};
+
+/// A cleartext "ciphertext": the slot values plus level and scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotCt {
+    /// Slot values (true values, not multiplied by the scale).
+    pub v: Vec<f64>,
+    /// Level.
+    pub level: usize,
+    /// Scale.
+    pub scale: Scale,
+}
+
+/// The slots backend over a modulus chain.
+#[derive(Debug)]
+pub struct Slots {
+    primes: Vec<f64>,
+    slots: usize,
+    counts: OpCounts,
+}
+
+impl Slots {
+    /// A slots backend with data primes `primes` and `slots` slots.
+    pub fn new(primes: Vec<f64>, slots: usize) -> Self {
+        Self {
+            primes,
+            slots,
+            counts: OpCounts::default(),
+        }
+    }
+
+    /// Idealised primes `2^bits`.
+    pub fn with_bits(q_bits: &[u32], slots: usize) -> Self {
+        Self::new(q_bits.iter().map(|&b| (b as f64).exp2()).collect(), slots)
+    }
+
+    /// The primes of real CKKS parameters (slot count chosen by the caller, e.g. the batch).
+    pub fn for_params(params: &henn_ckks::CkksParams, slots: usize) -> Self {
+        Self::new(params.q().iter().map(|&q| q as f64).collect(), slots)
+    }
+
+    /// A fresh input at the top level (values padded with zeros to the slot count).
+    pub fn input(&self, values: &[f64], scale: Scale) -> Result<SlotCt> {
+        if values.len() > self.slots {
+            return Err(NnError::Exec(format!(
+                "{} values exceed {} slots",
+                values.len(),
+                self.slots
+            )));
+        }
+        let mut v = values.to_vec();
+        v.resize(self.slots, 0.0);
+        Ok(SlotCt {
+            v,
+            level: self.primes.len().saturating_sub(1),
+            scale,
+        })
+    }
+}
+
+impl Backend for Slots {
+    type Ct = SlotCt;
+
+    fn name(&self) -> &'static str {
+        "slots"
+    }
+    fn slots(&self) -> usize {
+        self.slots
+    }
+    fn counts(&self) -> &OpCounts {
+        &self.counts
+    }
+    fn prime(&self, level: usize) -> Result<f64> {
+        self.primes
+            .get(level)
+            .copied()
+            .ok_or_else(|| NnError::Exec(format!("no prime at level {level}")))
+    }
+    fn level(&self, a: &SlotCt) -> usize {
+        a.level
+    }
+    fn scale(&self, a: &SlotCt) -> Scale {
+        a.scale
+    }
+    fn add_assign(&self, a: &mut SlotCt, b: &SlotCt) -> Result<()> {
+        check_add((a.level, a.scale), (b.level, b.scale))?;
+        OpCounts::bump(&self.counts.add, 1);
+        a.v.iter_mut().zip(&b.v).for_each(|(x, y)| *x += y);
+        Ok(())
+    }
+    fn sub_assign(&self, a: &mut SlotCt, b: &SlotCt) -> Result<()> {
+        check_add((a.level, a.scale), (b.level, b.scale))?;
+        OpCounts::bump(&self.counts.add, 1);
+        a.v.iter_mut().zip(&b.v).for_each(|(x, y)| *x -= y);
+        Ok(())
+    }
+    fn neg_assign(&self, a: &mut SlotCt) -> Result<()> {
+        a.v.iter_mut().for_each(|x| *x = -*x);
+        Ok(())
+    }
+    fn add_const_assign(&self, a: &mut SlotCt, c: f64) -> Result<()> {
+        OpCounts::bump(&self.counts.add, 1);
+        a.v.iter_mut().for_each(|x| *x += c);
+        Ok(())
+    }
+    fn mul_const_scaled_assign(&self, a: &mut SlotCt, c: f64, const_scale: Scale) -> Result<()> {
+        OpCounts::bump(&self.counts.mul_const, 1);
+        a.v.iter_mut().for_each(|x| *x *= c);
+        a.scale = scale_of(a.scale.value() * const_scale.value())?;
+        Ok(())
+    }
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut SlotCt,
+        x: &SlotCt,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        OpCounts::bump(&self.counts.mul_const, 1);
+        let s = scale_of(x.scale.value() * const_scale.value())?;
+        check_add((acc.level, acc.scale), (x.level, s))?;
+        OpCounts::bump(&self.counts.add, 1);
+        acc.v.iter_mut().zip(&x.v).for_each(|(a, b)| *a += c * b);
+        Ok(())
+    }
+    fn mul_plain_scaled_assign(&self, a: &mut SlotCt, v: &[f64], pt_scale: Scale) -> Result<()> {
+        if v.len() > self.slots {
+            return Err(NnError::Exec(format!(
+                "plaintext of {} values exceeds {} slots",
+                v.len(),
+                self.slots
+            )));
+        }
+        OpCounts::bump(&self.counts.mul_plain, 1);
+        for (i, x) in a.v.iter_mut().enumerate() {
+            *x *= v.get(i).copied().unwrap_or(0.0);
+        }
+        a.scale = scale_of(a.scale.value() * pt_scale.value())?;
+        Ok(())
+    }
+    fn mul_relin(&self, a: &SlotCt, b: &SlotCt) -> Result<SlotCt> {
+        if a.level != b.level {
+            return Err(NnError::Exec(format!(
+                "level mismatch in product: {} vs {}",
+                a.level, b.level
+            )));
+        }
+        OpCounts::bump(&self.counts.mul, 1);
+        OpCounts::bump(&self.counts.relin, 1);
+        Ok(SlotCt {
+            v: a.v.iter().zip(&b.v).map(|(x, y)| x * y).collect(),
+            level: a.level,
+            scale: scale_of(a.scale.value() * b.scale.value())?,
+        })
+    }
+    fn square_relin(&self, a: &SlotCt) -> Result<SlotCt> {
+        OpCounts::bump(&self.counts.square, 1);
+        OpCounts::bump(&self.counts.relin, 1);
+        Ok(SlotCt {
+            v: a.v.iter().map(|x| x * x).collect(),
+            level: a.level,
+            scale: scale_of(a.scale.value() * a.scale.value())?,
+        })
+    }
+    fn rescale_assign(&self, a: &mut SlotCt) -> Result<()> {
+        if a.level == 0 {
+            return Err(NnError::Exec("out of levels: rescale at level 0".into()));
+        }
+        let q = self.prime(a.level)?;
+        OpCounts::bump(&self.counts.rescale, 1);
+        a.level -= 1;
+        a.scale = scale_of(a.scale.value() / q)?;
+        Ok(())
+    }
+    fn drop_level_to_assign(&self, a: &mut SlotCt, level: usize) -> Result<()> {
+        if level > a.level {
+            return Err(NnError::Exec(format!(
+                "cannot raise level {} to {level}",
+                a.level
+            )));
+        }
+        a.level = level;
+        Ok(())
+    }
+    fn rotate(&self, a: &SlotCt, k: i64) -> Result<SlotCt> {
+        OpCounts::bump(&self.counts.rotate, 1);
+        Ok(rotated(a, k))
+    }
+    fn rotate_hoisted(&self, a: &SlotCt, ks: &[i64]) -> Result<Vec<SlotCt>> {
+        OpCounts::bump(&self.counts.rotate_hoisted, ks.len() as u64);
+        Ok(ks.iter().map(|&k| rotated(a, k)).collect())
+    }
+}
+
+fn rotated(a: &SlotCt, k: i64) -> SlotCt {
+    let n = a.v.len();
+    let mut r = a.clone();
+    if n > 0 {
+        let s = k.rem_euclid(n as i64) as usize;
+        r.v.rotate_left(s);
+    }
+    r
+}
+
+/// Runs `graph` with batch packing on a slots backend over `primes` (scale `scale`) and returns
+/// one output vector per image plus the per-layer stats.
+pub fn run_batch(
+    graph: &crate::ir::Graph,
+    images: &[crate::tensor::Tensor],
+    primes: Vec<f64>,
+    scale: Scale,
+) -> Result<(Vec<Vec<f64>>, Vec<super::LayerStat>)> {
+    use crate::pack::{Packed, batch};
+    batch::check_supported(graph)?;
+    let slots = Slots::new(primes, images.len().max(1));
+    let vectors = batch::pack_inputs(images)?;
+    let cts = vectors
+        .iter()
+        .map(|v| slots.input(v, scale))
+        .collect::<Result<Vec<_>>>()?;
+    let input = Packed {
+        shape: graph.input_shape().to_vec(),
+        cts,
+        mult: 1.0,
+    };
+    let (out, stats) = super::run(&slots, &batch::BatchLayout, graph, input, |_, _| Ok(()))?;
+    let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
+    Ok((
+        batch::unpack_outputs(&decoded, out.mult, images.len()),
+        stats,
+    ))
+}

@@ -1,0 +1,631 @@
+//! Batch-axis packing: slot `i` holds image `i` (up to N/2 images), one ciphertext per tensor
+//! element (pixel x channel), weights are scalar constants multiplied in without plaintext
+//! encoding. No rotations are needed. With one image this is per-pixel encryption.
+//!
+//! Linear layers are sums `sum_i w_i x_i` accumulated at scale `Δ q_l` and rescaled once per
+//! output. Each packed tensor carries a plaintext multiplier ([`Packed::mult`]) so that average
+//! pooling's `1/k^2`, scalar `Mul`s and activation leading coefficients cost no level: they are
+//! folded into the next linear layer's weights.
+
+use rayon::prelude::*;
+
+use super::{Layout, Packed};
+use crate::error::{NnError, Result};
+use crate::exec::Backend;
+use crate::ir::{Activation, AvgPool, Conv2d, Graph, Linear, Node, Op};
+use crate::tensor::{Tensor, numel, strides};
+
+/// The batch-axis layout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLayout;
+
+const LAYOUT: &str = "batch";
+
+fn unsupported(node: &Node, hint: impl Into<String>) -> NnError {
+    NnError::UnsupportedForLayout {
+        node: node.name.clone(),
+        op: node.op.kind().to_string(),
+        layout: LAYOUT.into(),
+        hint: hint.into(),
+    }
+}
+
+/// Checks that every node of `graph` is supported by the batch layout (before any work).
+pub fn check_supported(graph: &Graph) -> Result<()> {
+    for node in graph.nodes() {
+        match &node.op {
+            Op::Activation(a) => {
+                let hint = match a {
+                    Activation::Relu => {
+                        "ReLU is not a polynomial: retrain with a polynomial activation (square, swish2) or approximate it with a polynomial first"
+                    }
+                    _ => {
+                        "non-polynomial activation: replace it with a polynomial approximation first"
+                    }
+                };
+                return Err(unsupported(node, hint));
+            }
+            Op::Add | Op::Mul => {
+                let (a, b) = (graph.shape(node.inputs[0]), graph.shape(node.inputs[1]));
+                if a != b {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "element-wise op on different shapes {a:?} and {b:?} (broadcasting between computed values) is not supported"
+                        ),
+                    ));
+                }
+            }
+            Op::Linear(_) => {
+                let s = graph.shape(node.inputs[0]);
+                let rows: usize = s.iter().take(s.len().saturating_sub(1)).product();
+                if rows != 1 {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "Linear over an input of shape {s:?}: flatten to [1, features] first"
+                        ),
+                    ));
+                }
+            }
+            Op::Conv2d(_) | Op::AvgPool(_) | Op::GlobalAvgPool => {
+                if graph.shape(node.inputs[0]).len() != 4 {
+                    return Err(unsupported(node, "expects an NCHW input"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Slot vectors of the batch-packed input: element `p` of the image tensor across `images`
+/// (slot `i` = image `i`).
+pub fn pack_inputs(images: &[Tensor]) -> Result<Vec<Vec<f64>>> {
+    let Some(first) = images.first() else {
+        return Err(NnError::Exec("no input images".into()));
+    };
+    let n = first.len();
+    if let Some(bad) = images.iter().find(|t| t.len() != n) {
+        return Err(NnError::Exec(format!(
+            "input sizes differ: {} vs {}",
+            n,
+            bad.len()
+        )));
+    }
+    Ok((0..n)
+        .map(|p| images.iter().map(|t| t.data()[p]).collect())
+        .collect())
+}
+
+/// Unpacks decrypted output slot vectors (`out[j][i]` = element `j` for image `i`) into one
+/// output vector per image, applying the multiplier.
+pub fn unpack_outputs(decoded: &[Vec<f64>], mult: f64, images: usize) -> Vec<Vec<f64>> {
+    (0..images)
+        .map(|i| {
+            decoded
+                .iter()
+                .map(|v| mult * v.get(i).copied().unwrap_or(0.0))
+                .collect()
+        })
+        .collect()
+}
+
+/// `sum_t w_t x_t + bias` with one rescale: products accumulated at scale `Δ q_l`.
+fn weighted_sum<B: Backend>(
+    b: &B,
+    xs: &[B::Ct],
+    terms: &[(usize, f64)],
+    bias: f64,
+) -> Result<B::Ct> {
+    let mut it = terms.iter().filter(|(_, w)| *w != 0.0);
+    let (i0, w0) = match it.next() {
+        Some(&t) => t,
+        None => (terms.first().map_or(0, |t| t.0), 0.0),
+    };
+    let x0 = xs
+        .get(i0)
+        .ok_or_else(|| NnError::Exec(format!("input index {i0} out of range")))?;
+    let cs = b.neutral_scale(x0)?;
+    let mut acc = x0.clone();
+    b.mul_const_scaled_assign(&mut acc, w0, cs)?;
+    for &(i, w) in it {
+        let x = xs
+            .get(i)
+            .ok_or_else(|| NnError::Exec(format!("input index {i} out of range")))?;
+        b.mul_const_add_assign(&mut acc, x, w, cs)?;
+    }
+    b.rescale_assign(&mut acc)?;
+    if bias != 0.0 {
+        b.add_const_assign(&mut acc, bias)?;
+    }
+    Ok(acc)
+}
+
+fn par_map<B: Backend>(
+    n: usize,
+    f: impl Fn(usize) -> Result<B::Ct> + Sync + Send,
+) -> Result<Vec<B::Ct>> {
+    (0..n).into_par_iter().map(f).collect()
+}
+
+fn sum_cts<B: Backend>(b: &B, xs: &[B::Ct], idx: &[usize]) -> Result<B::Ct> {
+    let (&first, rest) = idx
+        .split_first()
+        .ok_or_else(|| NnError::Exec("empty sum".into()))?;
+    let mut acc = xs
+        .get(first)
+        .cloned()
+        .ok_or_else(|| NnError::Exec("index out of range".into()))?;
+    for &i in rest {
+        let x = xs
+            .get(i)
+            .ok_or_else(|| NnError::Exec("index out of range".into()))?;
+        b.add_assign(&mut acc, x)?;
+    }
+    Ok(acc)
+}
+
+fn conv2d<B: Backend>(
+    b: &B,
+    c: &Conv2d,
+    x: &Packed<B::Ct>,
+    out_shape: &[usize],
+) -> Result<Vec<B::Ct>> {
+    let (ci, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
+    let ws = c.weight.shape();
+    let (co, kh, kw) = (ws[0], ws[2], ws[3]);
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let wd = c.weight.data();
+    let m = x.mult;
+    par_map::<B>(co * oh * ow, |idx| {
+        let o = idx / (oh * ow);
+        let (oy, ox) = ((idx / ow) % oh, idx % ow);
+        let mut terms = Vec::with_capacity(ci * kh * kw);
+        for i in 0..ci {
+            for ky in 0..kh {
+                let iy = (oy * c.stride[0] + ky) as isize - c.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (ox * c.stride[1] + kx) as isize - c.pads[1] as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    let wv = wd[((o * ci + i) * kh + ky) * kw + kx] * m;
+                    terms.push(((i * h + iy as usize) * w + ix as usize, wv));
+                }
+            }
+        }
+        let bias = c.bias.as_ref().map_or(0.0, |bb| bb[o]);
+        weighted_sum(b, &x.cts, &terms, bias)
+    })
+}
+
+fn linear<B: Backend>(b: &B, l: &Linear, x: &Packed<B::Ct>) -> Result<Vec<B::Ct>> {
+    let ws = l.weight.shape();
+    let (m_out, k) = (ws[0], ws[1]);
+    let wd = l.weight.data();
+    let m = x.mult;
+    par_map::<B>(m_out, |o| {
+        let terms: Vec<(usize, f64)> = (0..k).map(|j| (j, wd[o * k + j] * m)).collect();
+        weighted_sum(b, &x.cts, &terms, l.bias.as_ref().map_or(0.0, |bb| bb[o]))
+    })
+}
+
+fn avg_pool<B: Backend>(
+    b: &B,
+    p: &AvgPool,
+    x: &Packed<B::Ct>,
+    out_shape: &[usize],
+) -> Result<(Vec<B::Ct>, f64)> {
+    let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let [kh, kw] = p.kernel;
+    let full = (kh * kw) as f64;
+    let windows: Vec<Vec<usize>> = (0..c * oh * ow)
+        .map(|idx| {
+            let ch = idx / (oh * ow);
+            let (oy, ox) = ((idx / ow) % oh, idx % ow);
+            let mut v = Vec::new();
+            for ky in 0..kh {
+                let iy = (oy * p.stride[0] + ky) as isize - p.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (ox * p.stride[1] + kx) as isize - p.pads[1] as isize;
+                    if ix >= 0 && ix < w as isize {
+                        v.push((ch * h + iy as usize) * w + ix as usize);
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    if windows.iter().any(Vec::is_empty) {
+        return Err(NnError::Exec(
+            "average pooling window entirely in the padding".into(),
+        ));
+    }
+    let uneven = !p.count_include_pad && windows.iter().any(|v| v.len() as f64 != full);
+    let sums = par_map::<B>(windows.len(), |i| {
+        let s = sum_cts(b, &x.cts, &windows[i])?;
+        if uneven {
+            // divisor differs per window: multiply by full / count (one level, uniform)
+            b.mul_const(&s, full / windows[i].len() as f64)
+        } else {
+            Ok(s)
+        }
+    })?;
+    Ok((sums, x.mult / full))
+}
+
+fn reduce_sum<B: Backend>(
+    b: &B,
+    x: &Packed<B::Ct>,
+    axes: &[usize],
+    out_len: usize,
+) -> Result<Vec<B::Ct>> {
+    let shape = &x.shape;
+    let st = strides(shape);
+    let mut reduced: Vec<usize> = shape.clone();
+    for &a in axes {
+        if let Some(r) = reduced.get_mut(a) {
+            *r = 1;
+        }
+    }
+    let rst = strides(&reduced);
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); out_len];
+    for flat in 0..numel(shape) {
+        let mut o = 0;
+        for (d, (&s, &rs)) in st.iter().zip(&rst).enumerate() {
+            let coord = (flat / s) % shape[d];
+            if !axes.contains(&d) {
+                o += coord * rs;
+            }
+        }
+        if let Some(g) = groups.get_mut(o) {
+            g.push(flat);
+        }
+    }
+    par_map::<B>(out_len, |o| sum_cts(b, &x.cts, &groups[o]))
+}
+
+/// `x * mx + y * my` as one ciphertext and multiplier, aligning levels and scales (the
+/// operand at the higher level pays for the alignment, with the multiplier ratio folded in).
+fn add_aligned<B: Backend>(b: &B, x: &B::Ct, mx: f64, y: &B::Ct, my: f64) -> Result<(B::Ct, f64)> {
+    let (hi, mh, lo, ml) = if b.level(x) >= b.level(y) {
+        (x, mx, y, my)
+    } else {
+        (y, my, x, mx)
+    };
+    let (lh, ll) = (b.level(hi), b.level(lo));
+    let ratio = mh / ml;
+    let same = (ratio - 1.0).abs() < 1e-12;
+    if lh > ll {
+        let h = if same {
+            b.align_to(hi, ll, b.scale(lo))?
+        } else {
+            b.mul_const_to(hi, ratio, ll, b.scale(lo))?
+        };
+        let mut r = lo.clone();
+        b.add_assign(&mut r, &h)?;
+        return Ok((r, ml));
+    }
+    if same && b.scale(hi).matches(b.scale(lo)) {
+        let mut r = lo.clone();
+        b.add_assign(&mut r, hi)?;
+        return Ok((r, ml));
+    }
+    if ll == 0 {
+        return Err(NnError::Exec(
+            "out of levels aligning the operands of an addition".into(),
+        ));
+    }
+    let h = b.mul_const_to(hi, ratio, ll - 1, b.scale(lo))?;
+    let mut r = lo.clone();
+    b.drop_level_to_assign(&mut r, ll - 1)?;
+    b.add_assign(&mut r, &h)?;
+    Ok((r, ml))
+}
+
+/// Powers `x^k` needed for the nonzero coefficients of `f` (index = exponent).
+fn powers<B: Backend>(b: &B, x: &B::Ct, f: &[f64]) -> Result<Vec<Option<B::Ct>>> {
+    let d = f.len().saturating_sub(1);
+    let mut need = vec![false; d + 1];
+    for (k, &c) in f.iter().enumerate().skip(1) {
+        need[k] = c != 0.0;
+    }
+    let split = |k: usize| -> (usize, usize) {
+        if k.is_power_of_two() {
+            (k / 2, k / 2)
+        } else {
+            let hi = 1usize << (usize::BITS - 1 - k.leading_zeros());
+            (hi, k - hi)
+        }
+    };
+    for k in (2..=d).rev() {
+        if need[k] {
+            let (a, c) = split(k);
+            need[a] = true;
+            need[c] = true;
+        }
+    }
+    let mut p: Vec<Option<B::Ct>> = vec![None; d + 1];
+    if d >= 1 {
+        p[1] = Some(x.clone());
+    }
+    for k in 2..=d {
+        if !need[k] {
+            continue;
+        }
+        let (a, c) = split(k);
+        let v = match (&p[a], &p[c]) {
+            (Some(pa), Some(pc)) => {
+                if a == c {
+                    b.square(pa)?
+                } else {
+                    b.mul(pa, pc)?
+                }
+            }
+            _ => return Err(NnError::Exec(format!("power x^{k} missing its factors"))),
+        };
+        p[k] = Some(v);
+    }
+    Ok(p)
+}
+
+/// Evaluates `sum_k f_k x^k` with `f_d = 1` (leading coefficient already factored out):
+/// powers by repeated squaring and products, every lower term multiplied by its coefficient
+/// during its alignment to the top term's level and scale (no extra level).
+fn poly_eval<B: Backend>(b: &B, x: &B::Ct, f: &[f64]) -> Result<B::Ct> {
+    let p = powers(b, x, f)?;
+    let terms: Vec<(usize, f64, &B::Ct)> = f
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, c)| **c != 0.0)
+        .filter_map(|(k, &c)| p.get(k).and_then(Option::as_ref).map(|ct| (k, c, ct)))
+        .collect();
+    let unit = |c: f64| c == 1.0 || c == -1.0;
+    let top = terms
+        .last()
+        .ok_or_else(|| NnError::Exec("polynomial without terms".into()))?;
+    let mut level = terms
+        .iter()
+        .map(|(_, c, ct)| b.level(ct).saturating_sub(usize::from(!unit(*c))))
+        .min()
+        .unwrap_or(0);
+    let mut scale = if b.level(top.2) == level {
+        b.scale(top.2)
+    } else {
+        b.scale(x)
+    };
+    // terms already at the target level must be usable as they are
+    let ok = terms
+        .iter()
+        .all(|(_, c, ct)| b.level(ct) > level || (unit(*c) && b.scale(ct).matches(scale)));
+    if !ok {
+        level = level
+            .checked_sub(1)
+            .ok_or_else(|| NnError::Exec("out of levels in a polynomial".into()))?;
+        scale = b.scale(x);
+    }
+    let mut acc: Option<B::Ct> = None;
+    for (_, c, ct) in terms {
+        let t = if b.level(ct) == level {
+            let mut t = ct.clone();
+            if c < 0.0 {
+                b.neg_assign(&mut t)?;
+            }
+            t
+        } else {
+            b.mul_const_to(ct, c, level, scale)?
+        };
+        match acc.as_mut() {
+            None => acc = Some(t),
+            Some(a) => b.add_assign(a, &t)?,
+        }
+    }
+    let mut acc = acc.ok_or_else(|| NnError::Exec("polynomial without terms".into()))?;
+    if let Some(&c0) = f.first() {
+        if c0 != 0.0 {
+            b.add_const_assign(&mut acc, c0)?;
+        }
+    }
+    Ok(acc)
+}
+
+/// A polynomial `sum_k c_k t^k` applied to a packed value `t = m s`: coefficients in the
+/// stored domain are `c_k m^k`; the leading one is factored out into the output multiplier.
+fn polynomial<B: Backend>(b: &B, x: &Packed<B::Ct>, coeffs: &[f64]) -> Result<Packed<B::Ct>> {
+    let m = x.mult;
+    let e: Vec<f64> = coeffs
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| c * m.powi(k as i32))
+        .collect();
+    let d = e.iter().rposition(|&c| c != 0.0).unwrap_or(0);
+    if d == 0 {
+        let c0 = e.first().copied().unwrap_or(0.0);
+        let cts = par_map::<B>(x.cts.len(), |i| {
+            let mut z = b.mul_const(&x.cts[i], 0.0)?;
+            b.add_const_assign(&mut z, c0)?;
+            Ok(z)
+        })?;
+        return Ok(Packed {
+            shape: x.shape.clone(),
+            cts,
+            mult: 1.0,
+        });
+    }
+    let a = e[d];
+    let f: Vec<f64> = e[..=d].iter().map(|&c| c / a).collect();
+    let cts = par_map::<B>(x.cts.len(), |i| poly_eval(b, &x.cts[i], &f))?;
+    Ok(Packed {
+        shape: x.shape.clone(),
+        cts,
+        mult: a,
+    })
+}
+
+fn full_constant(shape: &[usize], t: &Tensor) -> Result<Vec<f64>> {
+    Ok(Tensor::zeros(shape.to_vec())
+        .broadcast_with(t, |_, c| c)?
+        .into_data())
+}
+
+impl<B: Backend> Layout<B> for BatchLayout {
+    fn name(&self) -> &'static str {
+        LAYOUT
+    }
+
+    fn eval_node(
+        &self,
+        b: &B,
+        graph: &Graph,
+        node: &Node,
+        inputs: &[&Packed<B::Ct>],
+    ) -> Result<Packed<B::Ct>> {
+        let out_shape = graph.shape(node.output).to_vec();
+        let x = *inputs
+            .first()
+            .ok_or_else(|| NnError::InvalidGraph(format!("node '{}' has no input", node.name)))?;
+        let same = |cts: Vec<B::Ct>, mult: f64| Packed {
+            shape: out_shape.clone(),
+            cts,
+            mult,
+        };
+        match &node.op {
+            Op::Conv2d(c) => {
+                if x.shape.len() != 4 {
+                    return Err(unsupported(node, "expects an NCHW input"));
+                }
+                Ok(same(conv2d(b, c, x, &out_shape)?, 1.0))
+            }
+            Op::Linear(l) => {
+                let rows: usize = x
+                    .shape
+                    .iter()
+                    .take(x.shape.len().saturating_sub(1))
+                    .product();
+                if rows != 1 {
+                    return Err(unsupported(
+                        node,
+                        "Linear needs a flattened [1, features] input",
+                    ));
+                }
+                Ok(same(linear(b, l, x)?, 1.0))
+            }
+            Op::BatchNorm(bn) => {
+                let (s, t) = bn.affine();
+                let c = x.shape.get(1).copied().unwrap_or(1).max(1);
+                let inner: usize = x.shape.iter().skip(2).product::<usize>().max(1);
+                let m = x.mult;
+                let cts = par_map::<B>(x.cts.len(), |i| {
+                    let ch = (i / inner) % c;
+                    let mut r = b.mul_const(&x.cts[i], s[ch] * m)?;
+                    b.add_const_assign(&mut r, t[ch])?;
+                    Ok(r)
+                })?;
+                Ok(same(cts, 1.0))
+            }
+            Op::Reshape { .. } | Op::Identity => Ok(same(x.cts.clone(), x.mult)),
+            Op::AvgPool(p) => {
+                if x.shape.len() != 4 {
+                    return Err(unsupported(node, "expects an NCHW input"));
+                }
+                let (cts, m) = avg_pool(b, p, x, &out_shape)?;
+                Ok(same(cts, m))
+            }
+            Op::GlobalAvgPool => {
+                let area: usize = x.shape.iter().skip(2).product::<usize>().max(1);
+                let cts = reduce_sum(b, x, &[2, 3], numel(&out_shape))?;
+                Ok(same(cts, x.mult / area as f64))
+            }
+            Op::ReduceSum { axes, .. } => {
+                let cts = reduce_sum(b, x, axes, numel(&out_shape))?;
+                Ok(same(cts, x.mult))
+            }
+            Op::Add => {
+                let y = *inputs
+                    .get(1)
+                    .ok_or_else(|| NnError::InvalidGraph("Add needs two inputs".into()))?;
+                if x.shape != y.shape {
+                    return Err(unsupported(
+                        node,
+                        "broadcasting Add between computed values",
+                    ));
+                }
+                let mut mult = x.mult;
+                let pairs: Vec<(B::Ct, f64)> = (0..x.cts.len())
+                    .into_par_iter()
+                    .map(|i| add_aligned(b, &x.cts[i], x.mult, &y.cts[i], y.mult))
+                    .collect::<Result<_>>()?;
+                if let Some((_, m)) = pairs.first() {
+                    mult = *m;
+                }
+                Ok(same(pairs.into_iter().map(|p| p.0).collect(), mult))
+            }
+            Op::Mul => {
+                let y = *inputs
+                    .get(1)
+                    .ok_or_else(|| NnError::InvalidGraph("Mul needs two inputs".into()))?;
+                if x.shape != y.shape {
+                    return Err(unsupported(
+                        node,
+                        "broadcasting Mul between computed values",
+                    ));
+                }
+                if node.inputs.first() == node.inputs.get(1) {
+                    let cts = par_map::<B>(x.cts.len(), |i| b.square(&x.cts[i]))?;
+                    Ok(same(cts, x.mult * x.mult))
+                } else {
+                    let cts = par_map::<B>(x.cts.len(), |i| b.mul(&x.cts[i], &y.cts[i]))?;
+                    Ok(same(cts, x.mult * y.mult))
+                }
+            }
+            Op::AddConst(t) => {
+                if x.mult == 0.0 {
+                    return Err(NnError::Exec(
+                        "cannot add a constant to a value with multiplier 0".into(),
+                    ));
+                }
+                let c = full_constant(&x.shape, t)?;
+                let m = x.mult;
+                let cts = par_map::<B>(x.cts.len(), |i| {
+                    let mut r = x.cts[i].clone();
+                    b.add_const_assign(&mut r, c[i] / m)?;
+                    Ok(r)
+                })?;
+                Ok(same(cts, m))
+            }
+            Op::MulConst(t) => match t.as_uniform() {
+                Some(c) if c != 0.0 => Ok(same(x.cts.clone(), x.mult * c)),
+                _ => {
+                    let c = full_constant(&x.shape, t)?;
+                    let cts = par_map::<B>(x.cts.len(), |i| b.mul_const(&x.cts[i], c[i]))?;
+                    Ok(same(cts, x.mult))
+                }
+            },
+            Op::Pow { exponent } => {
+                let mut coeffs = vec![0.0; *exponent as usize + 1];
+                if let Some(l) = coeffs.last_mut() {
+                    *l = 1.0;
+                }
+                let r = polynomial(b, x, &coeffs)?;
+                Ok(same(r.cts, r.mult))
+            }
+            Op::Polynomial { coeffs } => {
+                let r = polynomial(b, x, coeffs)?;
+                Ok(same(r.cts, r.mult))
+            }
+            Op::Activation(_) => {
+                check_supported(graph)?;
+                Err(unsupported(node, "non-polynomial activation"))
+            }
+        }
+    }
+}

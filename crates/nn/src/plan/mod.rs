@@ -1,0 +1,342 @@
+//! Planning: runs a model's layer code on the simulated backend to find its depth, the level
+//! and scale after every layer, op counts and the rotation steps it needs, and chooses (or
+//! checks) CKKS parameters for 128-bit security. It performs no HE operation.
+
+use std::sync::Arc;
+
+use henn_ckks::params::max_log_qp;
+use henn_ckks::{CkksParams, CkksParamsLiteral, Scale, SecretDistribution, SecurityPolicy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{NnError, Result};
+use crate::exec::simulated::{SimCt, Simulated};
+use crate::exec::slots::Slots;
+use crate::exec::{self, Backend, LayerStat};
+use crate::ir::Graph;
+use crate::pack::batch::{self, BatchLayout};
+use crate::pack::{Layout, LayoutKind, Packed};
+use crate::tensor::{Tensor, numel};
+
+/// Levels of the idealised chain used to measure depth.
+const PROBE_LEVELS: usize = 64;
+/// Bits of margin above the largest value at the base prime (noise, rounding).
+const Q0_MARGIN_BITS: u32 = 8;
+/// Largest scale the planner picks.
+const MAX_SCALE_BITS: u32 = 45;
+
+/// What the planner aims for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// Packing layout.
+    pub layout: LayoutKind,
+    /// Images per batch (batch layout: slots needed).
+    pub batch: usize,
+    /// Target precision in bits; the scale is at least this plus 8 bits.
+    pub target_precision_bits: u32,
+    /// Security level (128, 192 or 256).
+    pub security_bits: u32,
+    /// Largest absolute slot value in any layer (measure it with [`max_abs_slots`]).
+    pub max_abs: f64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            layout: LayoutKind::Batch,
+            batch: 1,
+            target_precision_bits: 16,
+            security_bits: 128,
+            max_abs: 1.0,
+        }
+    }
+}
+
+/// A serializable plan: what the client needs to make keys and what the server will do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// Model name.
+    pub model: String,
+    /// SHA-256 of the (simplified) graph.
+    pub fingerprint: String,
+    /// Packing layout.
+    pub layout: LayoutKind,
+    /// Images per batch.
+    pub batch: usize,
+    /// CKKS parameters.
+    pub params: CkksParamsLiteral,
+    /// Levels the model consumes.
+    pub depth: usize,
+    /// Rotation steps the plan needs (only those Galois keys are generated).
+    pub rotations: Vec<i64>,
+    /// Multiplier to apply to the decrypted output.
+    pub output_multiplier: f64,
+    /// Largest absolute slot value measured (sizes the base prime).
+    pub max_abs: f64,
+    /// Expected level, scale and op counts per layer (from the simulated backend).
+    pub layers: Vec<LayerStat>,
+}
+
+impl Plan {
+    /// The plan as JSON.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self)
+            .map_err(|e| NnError::Plan(format!("cannot serialize the plan: {e}")))
+    }
+    /// A plan from JSON.
+    pub fn from_json(s: &str) -> Result<Plan> {
+        serde_json::from_str(s).map_err(|e| NnError::Plan(format!("cannot parse the plan: {e}")))
+    }
+    /// Checks that a graph is the one the plan was made for.
+    pub fn check_graph(&self, graph: &Graph) -> Result<()> {
+        let f = fingerprint(graph);
+        if f != self.fingerprint {
+            return Err(NnError::Plan(format!(
+                "the plan was made for model fingerprint {}, this model is {f}",
+                self.fingerprint
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 (hex) of a graph's full description (ops, weights, shapes).
+pub fn fingerprint(graph: &Graph) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{:?}", graph.nodes()).as_bytes());
+    h.update(format!("{:?}", graph.values()).as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The layout object for a kind (batch only for now).
+pub fn layout_for<B: Backend>(kind: LayoutKind) -> Result<Box<dyn Layout<B>>> {
+    match kind {
+        LayoutKind::Batch => Ok(Box::new(BatchLayout)),
+        LayoutKind::Channel => Err(NnError::Plan(
+            "the channel-wise layout is not implemented yet; use --packing batch".into(),
+        )),
+    }
+}
+
+/// Checks that every node is supported by the layout.
+pub fn check_supported(graph: &Graph, kind: LayoutKind) -> Result<()> {
+    match kind {
+        LayoutKind::Batch => batch::check_supported(graph),
+        LayoutKind::Channel => layout_for::<Simulated>(kind).map(|_| ()),
+    }
+}
+
+fn probe_chain() -> Vec<u32> {
+    let mut q = vec![60];
+    q.extend(std::iter::repeat_n(40, PROBE_LEVELS));
+    q
+}
+
+/// Number of ciphertexts of the packed input for a layout.
+fn input_cts(graph: &Graph, kind: LayoutKind) -> usize {
+    match kind {
+        LayoutKind::Batch | LayoutKind::Channel => numel(graph.input_shape()),
+    }
+}
+
+/// Runs the layer code on a simulated backend and returns the per-layer stats and the
+/// simulated output.
+pub fn simulate(
+    graph: &Graph,
+    kind: LayoutKind,
+    sim: &Simulated,
+    scale: Scale,
+) -> Result<(Packed<SimCt>, Vec<LayerStat>)> {
+    check_supported(graph, kind)?;
+    let layout = layout_for::<Simulated>(kind)?;
+    let input = Packed {
+        shape: graph.input_shape().to_vec(),
+        cts: vec![sim.input(scale); input_cts(graph, kind)],
+        mult: 1.0,
+    };
+    exec::run(sim, layout.as_ref(), graph, input, |_, _| Ok(()))
+}
+
+/// Levels the model consumes under a layout (output level counted from the top).
+pub fn depth(graph: &Graph, kind: LayoutKind) -> Result<usize> {
+    let sim = Simulated::with_bits(&probe_chain(), 1);
+    let (out, _) = simulate(graph, kind, &sim, Scale::from_log2(40.0))?;
+    let lvl = out.cts.first().map_or(PROBE_LEVELS, |c| c.level);
+    Ok(PROBE_LEVELS - lvl)
+}
+
+/// The largest absolute slot value over all layers for `images` (batch layout, exact
+/// arithmetic), used to size the base prime.
+pub fn max_abs_slots(graph: &Graph, images: &[Tensor]) -> Result<f64> {
+    let slots = Slots::with_bits(&probe_chain(), images.len().max(1));
+    let layout = BatchLayout;
+    let vectors = batch::pack_inputs(images)?;
+    let scale = Scale::from_log2(40.0);
+    let cts = vectors
+        .iter()
+        .map(|v| slots.input(v, scale))
+        .collect::<Result<Vec<_>>>()?;
+    let mut max = vectors.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    let input = Packed {
+        shape: graph.input_shape().to_vec(),
+        cts,
+        mult: 1.0,
+    };
+    exec::run(&slots, &layout, graph, input, |_, p| {
+        for c in &p.cts {
+            for v in &c.v {
+                max = max.max(v.abs());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(max)
+}
+
+fn magnitude_bits(max_abs: f64) -> u32 {
+    let m = max_abs.max(1.0);
+    m.log2().ceil() as u32 + 1
+}
+
+/// Chooses CKKS parameters: the smallest N (with N/2 >= `min_slots`) whose security bound
+/// holds a base prime with room for values up to `max_abs`, `depth` scale-sized primes and a
+/// special prime as large as the largest data prime; the largest scale (up to 2^45) that fits.
+pub fn choose_params(
+    depth: usize,
+    target_precision_bits: u32,
+    min_slots: usize,
+    security_bits: u32,
+    max_abs: f64,
+) -> Result<CkksParamsLiteral> {
+    let s_min = target_precision_bits + 8;
+    let head = magnitude_bits(max_abs) + Q0_MARGIN_BITS;
+    let d = depth as u32;
+    for log_n in 12u32..=16 {
+        if (1usize << (log_n - 1)) < min_slots {
+            continue;
+        }
+        let Some(bound) = max_log_qp(log_n, security_bits) else {
+            return Err(NnError::Plan(format!(
+                "no security table entry for {security_bits}-bit security"
+            )));
+        };
+        let lo = s_min.max(log_n + 2);
+        for s in (lo..=MAX_SCALE_BITS).rev() {
+            let q0 = (s + head).max(log_n + 2);
+            if q0 > 60 {
+                continue;
+            }
+            let p = q0.max(s);
+            let total = q0 + d * s + p;
+            if total <= bound {
+                return Ok(CkksParamsLiteral {
+                    log_n,
+                    q_bits: std::iter::once(q0)
+                        .chain(std::iter::repeat_n(s, depth))
+                        .collect(),
+                    p_bits: vec![p],
+                    log_scale: s as f64,
+                    dnum: None,
+                    secret: SecretDistribution::Ternary,
+                    security: SecurityPolicy::Enforce {
+                        bits: security_bits,
+                    },
+                });
+            }
+        }
+    }
+    let q0 = (s_min + head).min(60);
+    let need = q0 + d * s_min + q0;
+    Err(NnError::Plan(format!(
+        "model needs depth D = {depth}, which needs log2(QP) = {q0} (base prime) + {depth} x {s_min} (scale for {target_precision_bits}-bit precision) + {q0} (special prime) = {need} bits > {} at N = 2^16 for {security_bits}-bit security (and N/2 >= {min_slots} slots); reduce the depth (lower-degree polynomial activations, fewer layers) or the target precision",
+        max_log_qp(16, security_bits).unwrap_or(0)
+    )))
+}
+
+/// Checks user-given parameters against a model's needs and explains what does not fit.
+pub fn check_params(
+    lit: &CkksParamsLiteral,
+    depth: usize,
+    min_slots: usize,
+    max_abs: f64,
+) -> Result<()> {
+    let levels = lit.q_bits.len().saturating_sub(1);
+    let mut problems = Vec::new();
+    if levels < depth {
+        problems.push(format!(
+            "the model needs depth {depth} but the parameters have {levels} levels ({} data primes); add {} primes of {} bits",
+            lit.q_bits.len(),
+            depth - levels,
+            lit.log_scale
+        ));
+    }
+    let slots = 1usize << lit.log_n.saturating_sub(1);
+    if slots < min_slots {
+        problems.push(format!(
+            "the batch needs {min_slots} slots but N = 2^{} has {slots}",
+            lit.log_n
+        ));
+    }
+    let head = magnitude_bits(max_abs);
+    if let Some(&q0) = lit.q_bits.first() {
+        if (q0 as f64) < lit.log_scale + head as f64 + 2.0 {
+            problems.push(format!(
+                "the base prime ({q0} bits) leaves no room for values up to {max_abs:.3e} at scale 2^{}: use at least {} bits",
+                lit.log_scale,
+                (lit.log_scale as u32) + head + Q0_MARGIN_BITS
+            ));
+        }
+    }
+    if let Err(e) = CkksParams::new(lit.clone()) {
+        problems.push(e.to_string());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(NnError::Plan(format!(
+            "the given parameters do not fit: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Makes a plan: checks support, measures the depth, chooses parameters (or checks the given
+/// ones), then simulates with the real primes for per-layer expectations.
+pub fn make_plan(
+    graph: &Graph,
+    opts: &PlanOptions,
+    given: Option<CkksParamsLiteral>,
+) -> Result<(Plan, Arc<CkksParams>)> {
+    check_supported(graph, opts.layout)?;
+    let depth = depth(graph, opts.layout)?;
+    let lit = match given {
+        Some(lit) => {
+            check_params(&lit, depth, opts.batch, opts.max_abs)?;
+            lit
+        }
+        None => choose_params(
+            depth,
+            opts.target_precision_bits,
+            opts.batch,
+            opts.security_bits,
+            opts.max_abs,
+        )?,
+    };
+    let params = CkksParams::new(lit.clone())
+        .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+    let sim = Simulated::for_params(&params);
+    let (out, layers) = simulate(graph, opts.layout, &sim, params.default_scale())?;
+    let plan = Plan {
+        model: graph.name().to_string(),
+        fingerprint: fingerprint(graph),
+        layout: opts.layout,
+        batch: opts.batch,
+        params: lit,
+        depth,
+        rotations: sim.rotations(),
+        output_multiplier: out.mult,
+        max_abs: opts.max_abs,
+        layers,
+    };
+    Ok((plan, params))
+}
