@@ -9,13 +9,17 @@
 //! correctness alone (intermediate lazy values may differ, results cannot).
 //!
 //! Arithmetic: Harvey lazy butterflies with 64-bit Shoup multiplication
-//! `r = a*w - hi(a*w')*q mod 2^64` in `[0, 2q)` for any `a < 2^64`, `w < q`,
-//! `w' = floor(w 2^64 / q)`. AVX-512 has no 64x64 -> 128-bit multiply, so the exact high
-//! word `hi(a*w')` is assembled from four 32x32 -> 64-bit `vpmuludq` partial products
-//! (carries propagated exactly, see [`mulhi`]); the two low products use AVX-512DQ's
-//! `vpmullq`.
-//! * Forward: values in `[0, 4q)` between stages (`4q < 2^63`), reduced at the end.
-//! * Inverse: values in `[0, 2q)` between stages; the last stage is fused with `n^{-1}`.
+//! `r = a*w - Q*q mod 2^64` for any `a < 2^64`, `w < q`, `w' = floor(w 2^64 / q)`, where
+//! `Q` estimates `hi(a*w') = floor(a*w' / 2^64)`. AVX-512 has no 64x64 -> 128-bit multiply:
+//! `Q` is assembled from three 32x32 -> 64-bit `vpmuludq` partial products, dropping the
+//! low x low one and the carries out of the middle column, so `hi - 2 <= Q <= hi` (see
+//! [`mulhi_approx`]); the two low products use AVX-512DQ's `vpmullq`. With the exact `hi`,
+//! `r < 2q` (Shoup, for any `a < 2^64`); with `Q`, `r < 4q`. The lazy bounds absorb that
+//! (all within 64 bits since `8q < 2^64` for `q < 2^61`):
+//! * Forward: values in `[0, 8q)` between stages; `x` is reduced to `[0, 4q)` before the
+//!   butterfly, `(x + t, x + 4q - t)` with `t < 4q`; fully reduced at the end.
+//! * Inverse: values in `[0, 4q)` between stages: `s = x + y` reduced to `[0, 4q)`,
+//!   `d = x + 4q - y < 8q` multiplied; the last stage is fused with `n^{-1}`.
 //!
 //! Structure (as in the IFMA kernel): stages with butterfly distance `t >= 16` run two or
 //! three per memory pass (8-lane loops, broadcast roots); the last four forward stages
@@ -31,11 +35,10 @@ mod imp {
     use crate::modulus::Modulus;
     use crate::ntt::bit_reverse;
     use core::arch::x86_64::{
-        __m512i, _mm512_add_epi64, _mm512_and_si512, _mm512_loadu_si512, _mm512_min_epu64,
-        _mm512_mul_epu32, _mm512_mullo_epi64, _mm512_permutex2var_epi64, _mm512_permutexvar_epi64,
-        _mm512_set_epi64, _mm512_set1_epi64, _mm512_setzero_si512, _mm512_shuffle_i64x2,
-        _mm512_srli_epi64, _mm512_storeu_si512, _mm512_sub_epi64, _mm512_unpackhi_epi64,
-        _mm512_unpacklo_epi64,
+        __m512i, _mm512_add_epi64, _mm512_loadu_si512, _mm512_min_epu64, _mm512_mul_epu32,
+        _mm512_mullo_epi64, _mm512_permutex2var_epi64, _mm512_permutexvar_epi64, _mm512_set_epi64,
+        _mm512_set1_epi64, _mm512_setzero_si512, _mm512_shuffle_i64x2, _mm512_srli_epi64,
+        _mm512_storeu_si512, _mm512_sub_epi64, _mm512_unpackhi_epi64, _mm512_unpacklo_epi64,
     };
     use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -159,7 +162,7 @@ mod imp {
     struct Consts {
         q: __m512i,
         q2: __m512i,
-        lo32: __m512i,
+        q4: __m512i,
     }
 
     #[inline]
@@ -168,7 +171,7 @@ mod imp {
         Consts {
             q: _mm512_set1_epi64(q as i64),
             q2: _mm512_set1_epi64((2 * q) as i64),
-            lo32: _mm512_set1_epi64(0xFFFF_FFFF),
+            q4: _mm512_set1_epi64((4 * q) as i64),
         }
     }
 
@@ -202,32 +205,58 @@ mod imp {
         root(_mm512_set1_epi64(a as i64), _mm512_set1_epi64(b as i64))
     }
 
-    /// Exact high 64 bits of `a * b` per lane (`bh = b >> 32`), from four 32x32 -> 64
-    /// products. With `a = a1 2^32 + a0`, `b = b1 2^32 + b0`:
-    /// `mid = a0 b1 + hi32(a0 b0) <= (2^32-1)^2 + 2^32 - 1 < 2^64`,
-    /// `mid2 = a1 b0 + lo32(mid) < 2^64`, `hi = a1 b1 + hi32(mid) + hi32(mid2)`.
+    /// Estimate `Q` of the high 64 bits `hi` of `a * b` per lane (`bh = b >> 32`), with
+    /// `hi - 2 <= Q <= hi`. With `a = a1 2^32 + a0`, `b = b1 2^32 + b0`:
+    /// `a b = a1 b1 2^64 + (a0 b1 + a1 b0) 2^32 + a0 b0`, and
+    /// `Q = a1 b1 + hi32(a0 b1) + hi32(a1 b0)` drops `(lo32(a0 b1) + lo32(a1 b0)) 2^32 + a0 b0
+    /// < 3 * 2^64`, i.e. at most 2 from the quotient by `2^64`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn mulhi(a: __m512i, b: __m512i, bh: __m512i, c: Consts) -> __m512i {
+    fn mulhi_approx(a: __m512i, b: __m512i, bh: __m512i) -> __m512i {
         let ah = _mm512_srli_epi64::<32>(a);
-        let p00 = _mm512_mul_epu32(a, b);
         let p01 = _mm512_mul_epu32(a, bh);
         let p10 = _mm512_mul_epu32(ah, b);
         let p11 = _mm512_mul_epu32(ah, bh);
-        let mid = _mm512_add_epi64(p01, _mm512_srli_epi64::<32>(p00));
-        let mid2 = _mm512_add_epi64(p10, _mm512_and_si512(mid, c.lo32));
         _mm512_add_epi64(
-            _mm512_add_epi64(p11, _mm512_srli_epi64::<32>(mid)),
-            _mm512_srli_epi64::<32>(mid2),
+            _mm512_add_epi64(p11, _mm512_srli_epi64::<32>(p01)),
+            _mm512_srli_epi64::<32>(p10),
         )
     }
 
-    /// `y * w mod q` in `[0, 2q)` for any `y < 2^64` (Shoup; exact quotient high word).
+    /// `y * w mod q` in `[0, 4q)` for any `y < 2^64` (Shoup with the quotient estimate of
+    /// [`mulhi_approx`]: `r = y w - Q q = y w - hi q + (hi - Q) q`, in `[0, 2q) + {0, q, 2q}`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     fn mul_shoup(y: __m512i, r: Root, c: Consts) -> __m512i {
-        let hi = mulhi(y, r.wp, r.wph, c);
+        let hi = mulhi_approx(y, r.wp, r.wph);
         _mm512_sub_epi64(_mm512_mullo_epi64(y, r.w), _mm512_mullo_epi64(hi, c.q))
+    }
+
+    /// Test hook: [`mul_shoup`] on 8 lanes (`None` without AVX-512F/DQ).
+    #[cfg(test)]
+    pub(super) fn mul_shoup_lanes(y: [u64; 8], w: u64, q: u64) -> Option<[u64; 8]> {
+        if !is_available() {
+            return None;
+        }
+        let wp = shoup64(w, q);
+        let mut out = [0u64; 8];
+        // SAFETY: avx512f + avx512dq were detected above; `y` and `out` hold 8 u64s.
+        unsafe { mul_shoup_lanes_kernel(&y, w, wp, q, &mut out) };
+        Some(out)
+    }
+
+    /// # Safety
+    /// avx512f + avx512dq available.
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn mul_shoup_lanes_kernel(y: &[u64; 8], w: u64, wp: u64, q: u64, out: &mut [u64; 8]) {
+        let c = consts(q);
+        let r = root(_mm512_set1_epi64(w as i64), _mm512_set1_epi64(wp as i64));
+        // SAFETY: both arrays hold 8 u64s (64 bytes).
+        unsafe {
+            let v = mul_shoup(_mm512_loadu_si512(y.as_ptr().cast()), r, c);
+            _mm512_storeu_si512(out.as_mut_ptr().cast(), v);
+        }
     }
 
     /// Maps `[0, 2m)` to `[0, m)` (unsigned min trick: `x - m` wraps when `x < m`).
@@ -237,24 +266,25 @@ mod imp {
         _mm512_min_epu64(x, _mm512_sub_epi64(x, m))
     }
 
-    /// Cooley-Tukey lazy butterfly: inputs in `[0, 4q)`, outputs in `[0, 4q)`.
+    /// Cooley-Tukey lazy butterfly: inputs in `[0, 8q)`, outputs in `[0, 8q)`
+    /// (`x` reduced to `[0, 4q)`, `t = y w` in `[0, 4q)`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     fn ct(x: __m512i, y: __m512i, r: Root, c: Consts) -> (__m512i, __m512i) {
-        let x = reduce_once(x, c.q2);
+        let x = reduce_once(x, c.q4);
         let t = mul_shoup(y, r, c);
         (
             _mm512_add_epi64(x, t),
-            _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), t),
+            _mm512_sub_epi64(_mm512_add_epi64(x, c.q4), t),
         )
     }
 
-    /// Gentleman-Sande lazy butterfly: inputs in `[0, 2q)`, outputs in `[0, 2q)`.
+    /// Gentleman-Sande lazy butterfly: inputs in `[0, 4q)`, outputs in `[0, 4q)`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq")]
     fn gs(x: __m512i, y: __m512i, r: Root, c: Consts) -> (__m512i, __m512i) {
-        let s = reduce_once(_mm512_add_epi64(x, y), c.q2);
-        let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), y);
+        let s = reduce_once(_mm512_add_epi64(x, y), c.q4);
+        let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q4), y);
         (s, mul_shoup(d, r, c))
     }
 
@@ -541,11 +571,11 @@ mod imp {
                 let y3 = _mm512_unpackhi_epi64(x[u], y[u]);
                 (x[u], y[u]) = ct(x3, y3, w, c);
             }
-            // Full reduction [0, 4q) -> [0, q), then back to standard lane order.
+            // Full reduction [0, 8q) -> [0, q), then back to standard lane order.
             for u in 0..U {
                 let bb = b + 2 * u;
-                let xr = reduce_once(reduce_once(x[u], c.q2), c.q);
-                let yr = reduce_once(reduce_once(y[u], c.q2), c.q);
+                let xr = reduce_once(reduce_once(reduce_once(x[u], c.q4), c.q2), c.q);
+                let yr = reduce_once(reduce_once(reduce_once(y[u], c.q4), c.q2), c.q);
                 let o0 = _mm512_permutex2var_epi64(xr, k.interleave_lo, yr);
                 let o1 = _mm512_permutex2var_epi64(xr, k.interleave_hi, yr);
                 _mm512_storeu_si512(p.add(8 * bb).cast(), o0);
@@ -786,7 +816,7 @@ mod imp {
         debug_assert_eq!((m, t), (1, n / 2));
 
         // Last stage (m = 1, t = n/2) fused with the multiplication by n^{-1}: inputs in
-        // [0, 2q), sum and difference in [0, 4q), Shoup products in [0, 2q), then [0, q).
+        // [0, 4q), sum and difference in [0, 8q), Shoup products in [0, 4q), then [0, q).
         let ni = root(
             _mm512_set1_epi64(tb.n_inv as i64),
             _mm512_set1_epi64(tb.n_inv_shoup as i64),
@@ -804,9 +834,9 @@ mod imp {
                 let x = _mm512_loadu_si512(px.cast());
                 let y = _mm512_loadu_si512(py.cast());
                 let s = _mm512_add_epi64(x, y);
-                let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q2), y);
-                let s = reduce_once(mul_shoup(s, ni, c), c.q);
-                let d = reduce_once(mul_shoup(d, nw, c), c.q);
+                let d = _mm512_sub_epi64(_mm512_add_epi64(x, c.q4), y);
+                let s = reduce_once(reduce_once(mul_shoup(s, ni, c), c.q2), c.q);
+                let d = reduce_once(reduce_once(mul_shoup(d, nw, c), c.q2), c.q);
                 _mm512_storeu_si512(px.cast(), s);
                 _mm512_storeu_si512(py.cast(), d);
             }
@@ -897,6 +927,43 @@ mod tests {
                 }
             }
             n *= 2;
+        }
+    }
+
+    #[test]
+    fn avx512_mul_shoup_bounds() {
+        // r = y w - Q q with the estimated quotient: r == y w mod q and r < 4q for every
+        // y < 2^64 (extremes and random), several prime sizes and extreme roots.
+        if !available() {
+            return;
+        }
+        let mut seed = 17;
+        for bits in [30u32, 50, 51, 55, 60, 61] {
+            let q = ntt_primes_near(bits, 16, 1, &[], true).expect("prime")[0];
+            for w in [0, 1, 2, q / 2, q - 2, q - 1, splitmix64(&mut seed) % q] {
+                for round in 0..2000 {
+                    let y: [u64; 8] = core::array::from_fn(|i| match (round, i) {
+                        (0, 0) => u64::MAX,
+                        (0, 1) => 8 * q - 1,
+                        (0, 2) => 4 * q - 1,
+                        (0, 3) => 0,
+                        (0, 4) => u64::MAX - q,
+                        (0, 5) => 1 << 63,
+                        (0, 6) => (1 << 32) - 1,
+                        _ => match splitmix64(&mut seed) % 3 {
+                            0 => splitmix64(&mut seed),
+                            1 => splitmix64(&mut seed) % (8 * q),
+                            _ => u64::MAX - splitmix64(&mut seed) % (1 << 40),
+                        },
+                    });
+                    let r = super::imp::mul_shoup_lanes(y, w, q).expect("AVX-512");
+                    for (yi, ri) in y.iter().zip(r) {
+                        let want = (u128::from(*yi) * u128::from(w) % u128::from(q)) as u64;
+                        assert!(ri < 4 * q, "q={q} w={w} y={yi} r={ri}");
+                        assert_eq!(ri % q, want, "q={q} w={w} y={yi}");
+                    }
+                }
+            }
         }
     }
 
