@@ -29,11 +29,19 @@ fn ntt(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("ntt/n={N}/q={bits}bit"));
         g.throughput(Throughput::Elements(N as u64));
         let mut a = random_limb(q, &mut rng);
-        g.bench_function(format!("forward_{backend}"), |b| b.iter(|| table.forward(black_box(&mut a))));
-        g.bench_function(format!("inverse_{backend}"), |b| b.iter(|| table.inverse(black_box(&mut a))));
+        g.bench_function(format!("forward_{backend}"), |b| {
+            b.iter(|| table.forward(black_box(&mut a)))
+        });
+        g.bench_function(format!("inverse_{backend}"), |b| {
+            b.iter(|| table.inverse(black_box(&mut a)))
+        });
         if bits == 35 {
-            g.bench_function("forward_portable", |b| b.iter(|| table.forward_portable(black_box(&mut a))));
-            g.bench_function("inverse_portable", |b| b.iter(|| table.inverse_portable(black_box(&mut a))));
+            g.bench_function("forward_portable", |b| {
+                b.iter(|| table.forward_portable(black_box(&mut a)))
+            });
+            g.bench_function("inverse_portable", |b| {
+                b.iter(|| table.inverse_portable(black_box(&mut a)))
+            });
         }
         g.finish();
     }
@@ -88,7 +96,10 @@ fn modmul(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2))
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
 }
 
 criterion_group! {

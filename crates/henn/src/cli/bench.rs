@@ -77,7 +77,7 @@ struct Row {
     #[serde(skip)]
     iters: usize,
     #[serde(skip)]
-    note: &'static str,
+    note: String,
 }
 
 /// How many times to run an operation, and with which clock.
@@ -110,7 +110,10 @@ fn thread_cpu_us() -> f64 {
     const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
     #[cfg(not(target_os = "linux"))]
     const CLOCK_THREAD_CPUTIME_ID: i32 = 16;
-    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -126,7 +129,10 @@ fn thread_cpu_us() -> f64 {
 
 /// Median wall time of `f` in microseconds, and the number of timed iterations. One
 /// untimed warm-up call precedes the measurements.
-fn median_us(plan: Plan, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, usize)> {
+fn median_us(
+    plan: Plan,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, usize)> {
     f()?;
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -152,13 +158,20 @@ fn median_us(plan: Plan, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::R
     }
     samples.sort_by(f64::total_cmp);
     let m = samples.len();
-    let median = if m % 2 == 1 { samples[m / 2] } else { (samples[m / 2 - 1] + samples[m / 2]) / 2.0 };
+    let median = if m % 2 == 1 {
+        samples[m / 2]
+    } else {
+        (samples[m / 2 - 1] + samples[m / 2]) / 2.0
+    };
     Ok((median, m))
 }
 
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     pb.enable_steady_tick(Duration::from_millis(120));
     pb.set_message(msg.to_string());
     pb
@@ -173,7 +186,8 @@ fn run_ckks(args: CkksArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        let lit = CkksParamsLiteral::preset(&args.preset).ok_or_else(|| anyhow!("unknown preset"))?;
+        let lit =
+            CkksParamsLiteral::preset(&args.preset).ok_or_else(|| anyhow!("unknown preset"))?;
         println!(
             "henn bench ckks: preset {} (N = 2^{}, q bits {:?}, p bits {:?}, scale 2^{}), {} thread(s), {} time",
             args.preset,
@@ -186,14 +200,18 @@ fn run_ckks(args: CkksArgs) -> anyhow::Result<()> {
         );
         println!("{:<16} {:>14} {:>6}  note", "op", "median (us)", "iters");
         for r in &rows {
-            println!("{:<16} {:>14.1} {:>6}  {}", r.op, r.median_us, r.iters, r.note);
+            println!(
+                "{:<16} {:>14.1} {:>6}  {}",
+                r.op, r.median_us, r.iters, r.note
+            );
         }
     }
     Ok(())
 }
 
 fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
-    let lit = CkksParamsLiteral::preset(&args.preset).ok_or_else(|| anyhow!("unknown preset {}", args.preset))?;
+    let lit = CkksParamsLiteral::preset(&args.preset)
+        .ok_or_else(|| anyhow!("unknown preset {}", args.preset))?;
     let params = CkksParams::new(lit)?;
     let level = params.max_level();
     let scale = params.default_scale();
@@ -213,7 +231,9 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
     let dec = Decryptor::new(&params);
     let ev = Evaluator::new(&params);
     let slots = params.slots();
-    let vals = |rng: &mut ChaCha20Rng| -> Vec<f64> { (0..slots).map(|_| rng.random_range(-1.0..=1.0)).collect() };
+    let vals = |rng: &mut ChaCha20Rng| -> Vec<f64> {
+        (0..slots).map(|_| rng.random_range(-1.0..=1.0)).collect()
+    };
     let v1 = vals(&mut rng);
     let v2 = vals(&mut rng);
     let pt1 = enc.encode(&v1, level, scale)?;
@@ -230,23 +250,36 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
     let cheap = |max: usize| Plan {
         kind: match args.iters {
             Some(k) => PlanKind::Exact(k),
-            None => PlanKind::Budget { max, budget: Duration::from_secs_f64(args.budget) },
+            None => PlanKind::Budget {
+                max,
+                budget: Duration::from_secs_f64(args.budget),
+            },
         },
         cpu_time: args.cpu_time,
     };
     let mut rows = Vec::new();
     let pb = ProgressBar::new(if args.breakdown { 19 } else { 13 });
     pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut record = |op: &str, note: &'static str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
-        pb.set_message(op.to_string());
-        let r = median_us(plan, f);
-        pb.inc(1);
-        r.map(|(median_us, iters)| {
-            rows.push(Row { op: op.into(), preset: args.preset.clone(), threads: args.threads, median_us, clock, iters, note });
-        })
-    };
+    let mut record =
+        |op: &str, note: &str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+            pb.set_message(op.to_string());
+            let r = median_us(plan, f);
+            pb.inc(1);
+            r.map(|(median_us, iters)| {
+                rows.push(Row {
+                    op: op.into(),
+                    preset: args.preset.clone(),
+                    threads: args.threads,
+                    median_us,
+                    clock,
+                    iters,
+                    note: note.to_string(),
+                });
+            })
+        };
 
     record("encode", "N/2 reals", cheap(50), &mut || {
         black_box(enc.encode(black_box(&v1), level, scale)?);
@@ -301,27 +334,35 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
         median_us: hoisted / steps.len() as f64,
         clock,
         iters: it,
-        note: "per rotation, batch of 9",
+        note: "per rotation, batch of 9".into(),
     });
-    let mut record = |op: &str, note: &'static str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
-        pb.set_message(op.to_string());
-        let r = median_us(plan, f);
-        pb.inc(1);
-        r.map(|(median_us, iters)| {
-            rows.push(Row { op: op.into(), preset: args.preset.clone(), threads: args.threads, median_us, clock, iters, note });
-        })
-    };
+    let mut record =
+        |op: &str, note: &str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+            pb.set_message(op.to_string());
+            let r = median_us(plan, f);
+            pb.inc(1);
+            r.map(|(median_us, iters)| {
+                rows.push(Row {
+                    op: op.into(),
+                    preset: args.preset.clone(),
+                    threads: args.threads,
+                    median_us,
+                    clock,
+                    iters,
+                    note: note.to_string(),
+                });
+            })
+        };
     for (op, idx) in [("ntt", 1usize), ("ntt_q0", 0)] {
         let table = params.ring().ntt_table(idx)?;
         let q = table.modulus().value();
         let mut buf: Vec<u64> = (0..params.n()).map(|_| rng.random_range(0..q)).collect();
-        let note: &'static str = match (idx, table.backend()) {
-            (0, henn_ring::NttBackend::Ifma) => "forward, base prime q_0 (IFMA)",
-            (0, _) => "forward, base prime q_0 (portable)",
-            (_, henn_ring::NttBackend::Ifma) => "forward, q_1 (IFMA)",
-            _ => "forward, q_1 (portable)",
-        };
-        record(op, note, cheap(500), &mut || {
+        let note = format!(
+            "forward, {} ({:?})",
+            if idx == 0 { "base prime q_0" } else { "q_1" },
+            table.backend()
+        );
+        record(op, &note, cheap(500), &mut || {
             table.forward(black_box(&mut buf));
             Ok(())
         })?;
@@ -333,7 +374,8 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-type Recorder<'a> = dyn FnMut(&str, &'static str, Plan, &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
+type Recorder<'a> =
+    dyn FnMut(&str, &str, Plan, &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
 
 /// Sub-steps of `mul_relin` at the top level, rebuilt from the public ring API with the
 /// same digit layout as henn-ckks (alpha consecutive data primes per digit) and random
@@ -352,7 +394,10 @@ fn breakdown(
     let q_idx = params.q_limbs(level);
     let p_idx = params.p_limbs();
     let qp: Vec<usize> = q_idx.iter().chain(&p_idx).copied().collect();
-    let digits: Vec<Vec<usize>> = q_idx.chunks(params.alpha()).map(<[usize]>::to_vec).collect();
+    let digits: Vec<Vec<usize>> = q_idx
+        .chunks(params.alpha())
+        .map(<[usize]>::to_vec)
+        .collect();
     let convs = digits
         .iter()
         .map(|d| {
@@ -384,27 +429,39 @@ fn breakdown(
         .zip(&convs)
         .map(|(d, conv)| conv.convert(&c2_coeff.select_limbs(d)?))
         .collect::<Result<Vec<_>, _>>()?;
-    record("ks.modup_ntt", "all digits: NTT of BConv output", plan, &mut || {
-        for e in &exts {
-            black_box(e.clone().ntt());
-        }
-        Ok(())
-    })?;
-    let dec: Vec<Poly<henn_ring::Ntt>> =
-        (0..digits.len()).map(|_| sample::uniform_ntt(ctx, &qp, rng)).collect::<Result<_, _>>()?;
-    let key_b: Vec<Poly<henn_ring::Ntt>> =
-        (0..digits.len()).map(|_| sample::uniform_ntt(ctx, &params.all_limbs(), rng)).collect::<Result<_, _>>()?;
+    record(
+        "ks.modup_ntt",
+        "all digits: NTT of BConv output",
+        plan,
+        &mut || {
+            for e in &exts {
+                black_box(e.clone().ntt());
+            }
+            Ok(())
+        },
+    )?;
+    let dec: Vec<Poly<henn_ring::Ntt>> = (0..digits.len())
+        .map(|_| sample::uniform_ntt(ctx, &qp, rng))
+        .collect::<Result<_, _>>()?;
+    let key_b: Vec<Poly<henn_ring::Ntt>> = (0..digits.len())
+        .map(|_| sample::uniform_ntt(ctx, &params.all_limbs(), rng))
+        .collect::<Result<_, _>>()?;
     let key_a = key_b.clone();
-    record("ks.inner", "inner product, 2 x dnum mul-adds", plan, &mut || {
-        let mut acc0 = Poly::<henn_ring::Ntt>::zero(ctx, &qp)?;
-        let mut acc1 = Poly::<henn_ring::Ntt>::zero(ctx, &qp)?;
-        for ((d, b), a) in dec.iter().zip(&key_b).zip(&key_a) {
-            acc0.mul_add_assign_subset(d, b)?;
-            acc1.mul_add_assign_subset(d, a)?;
-        }
-        black_box((acc0, acc1));
-        Ok(())
-    })?;
+    record(
+        "ks.inner",
+        "inner product, 2 x dnum mul-adds",
+        plan,
+        &mut || {
+            let mut acc0 = Poly::<henn_ring::Ntt>::zero(ctx, &qp)?;
+            let mut acc1 = Poly::<henn_ring::Ntt>::zero(ctx, &qp)?;
+            for ((d, b), a) in dec.iter().zip(&key_b).zip(&key_a) {
+                acc0.mul_add_assign_subset(d, b)?;
+                acc1.mul_add_assign_subset(d, a)?;
+            }
+            black_box((acc0, acc1));
+            Ok(())
+        },
+    )?;
     let acc = dec.first().ok_or_else(|| anyhow!("no digit"))?.clone();
     record("ks.moddown", "ModDown of both parts", plan, &mut || {
         black_box(mod_down.apply(acc.clone())?);
