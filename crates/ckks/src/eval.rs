@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{CkksError, Result};
-use crate::keys::{GaloisKeys, KeySwitchKey, RelinKey};
+use crate::keys::{GaloisKey, GaloisKeys, KeySwitchKey, RelinKey};
 use crate::keyswitch::{Decomposed, apply_key, decompose};
 use crate::params::CkksParams;
 use crate::types::{GaloisElement, Level, Scale};
@@ -344,7 +344,7 @@ impl Evaluator {
             got: 0,
         })?;
         let dec = decompose(&self.params, &c2, a.level)?;
-        let (u0, u1) = apply_key(&self.params, &dec, &rlk.0, None)?;
+        let (u0, u1) = apply_key(&self.params, &dec, &rlk.0)?;
         a.parts[0].add_assign(&u0)?;
         a.parts[1].add_assign(&u1)?;
         Ok(())
@@ -418,6 +418,29 @@ impl Evaluator {
 
     // ----- automorphisms -----
 
+    /// `sigma(a)` for the automorphism of `key`, from a decomposition of `a`'s `c_1` (which
+    /// may be shared by many automorphisms of the same ciphertext: hoisting). With the key in
+    /// hoisting form: `(sigma(c_0) + sigma(u_0), sigma(u_1))` where `(u_0, u_1)` switches
+    /// `c_1` with the `sigma^-1`-permuted key.
+    fn automorph_with(
+        &self,
+        a: &Ciphertext,
+        dec: &Decomposed,
+        key: &GaloisKey,
+    ) -> Result<Ciphertext> {
+        self.params.check_id(key.key.params_id)?;
+        let (u0, u1) = apply_key(&self.params, dec, &key.key)?;
+        let mut c0 = a.parts[0].automorphism(&key.perm)?;
+        c0.add_assign(&u0.automorphism(&key.perm)?)?;
+        let c1 = u1.automorphism(&key.perm)?;
+        Ok(Ciphertext {
+            parts: vec![c0, c1],
+            level: a.level,
+            scale: a.scale,
+            params_id: a.params_id,
+        })
+    }
+
     fn apply_galois_with(
         &self,
         a: &Ciphertext,
@@ -428,19 +451,8 @@ impl Evaluator {
         self.check_ct(a)?;
         Self::check_size(a, 2)?;
         let key = gk.get(g, steps)?;
-        self.params.check_id(key.key.params_id)?;
-        let c0 = a.parts[0].automorphism(&key.perm)?;
-        let c1 = a.parts[1].automorphism(&key.perm)?;
-        let dec = decompose(&self.params, &c1, a.level)?;
-        let (u0, u1) = apply_key(&self.params, &dec, &key.key, None)?;
-        let mut c0 = c0;
-        c0.add_assign(&u0)?;
-        Ok(Ciphertext {
-            parts: vec![c0, u1],
-            level: a.level,
-            scale: a.scale,
-            params_id: a.params_id,
-        })
+        let dec = decompose(&self.params, &a.parts[1], a.level)?;
+        self.automorph_with(a, &dec, key)
     }
 
     /// Applies the automorphism of Galois element `g`.
@@ -502,16 +514,7 @@ impl Evaluator {
             return Ok(a.clone());
         }
         let key = gk.get(g, Some(steps))?;
-        self.params.check_id(key.key.params_id)?;
-        let (u0, u1) = apply_key(&self.params, dec, &key.key, Some(&key.perm))?;
-        let mut c0 = a.parts[0].automorphism(&key.perm)?;
-        c0.add_assign(&u0)?;
-        Ok(Ciphertext {
-            parts: vec![c0, u1],
-            level: a.level,
-            scale: a.scale,
-            params_id: a.params_id,
-        })
+        self.automorph_with(a, dec, key)
     }
 
     /// Rotations of one ciphertext by each of `steps`, sharing one decomposition (hoisting).
@@ -565,6 +568,6 @@ impl Evaluator {
     ) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
         self.params.check_id(key.params_id)?;
         let dec = decompose(&self.params, d, level)?;
-        apply_key(&self.params, &dec, key, None)
+        apply_key(&self.params, &dec, key)
     }
 }

@@ -101,11 +101,57 @@ impl RelinKey {
     }
 }
 
-/// A Galois key with its automorphism permutation.
+/// A Galois key for the automorphism `sigma: X -> X^g`, kept in *hoisting form*: every
+/// polynomial of the key-switching key (from `sigma(s)` to `s`) is stored permuted by
+/// `sigma^-1`. Since `sigma` is a ring automorphism, `sum_j sigma(d_j) k_j =
+/// sigma(sum_j d_j sigma^-1(k_j))`: a rotation decomposes `c_1` itself (shareable between
+/// rotations), takes the inner product without permuting any digit, and permutes only the two
+/// results. Serialization converts to and from the canonical form.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GaloisKey {
     pub(crate) key: KeySwitchKey,
     pub(crate) perm: AutomorphismPermutation,
+    pub(crate) perm_inv: AutomorphismPermutation,
+}
+
+impl GaloisKey {
+    /// Builds the hoisting form from a canonical key-switching key for element `g`.
+    pub(crate) fn from_canonical(mut key: KeySwitchKey, n: usize, g: u64) -> Result<Self> {
+        let perm = AutomorphismPermutation::new(n, g)?;
+        let perm_inv = AutomorphismPermutation::new(n, inverse_mod_2n(g, n))?;
+        for p in key.b.iter_mut().chain(key.a.iter_mut()) {
+            *p = p.automorphism(&perm_inv)?;
+        }
+        Ok(Self {
+            key,
+            perm,
+            perm_inv,
+        })
+    }
+
+    /// The canonical key-switching key (for serialization).
+    pub(crate) fn canonical(&self) -> Result<KeySwitchKey> {
+        let mut key = self.key.clone();
+        for p in key.b.iter_mut().chain(key.a.iter_mut()) {
+            *p = p.automorphism(&self.perm)?;
+        }
+        Ok(key)
+    }
+
+    /// The Galois element.
+    pub fn element(&self) -> GaloisElement {
+        GaloisElement(self.perm.galois())
+    }
+}
+
+/// `g^-1 mod 2n` for odd `g` (2n a power of two), by Newton iteration.
+pub(crate) fn inverse_mod_2n(g: u64, n: usize) -> u64 {
+    let mask = (2 * n as u64) - 1;
+    let mut x = g; // correct to 3 bits for odd g
+    for _ in 0..6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(g.wrapping_mul(x)));
+    }
+    x & mask
 }
 
 /// Galois keys indexed by element.
@@ -302,7 +348,7 @@ impl KeyGenerator {
         let mut sg = sk.poly.automorphism(&perm)?;
         let key = self.key_switch_key(sk, &sg, rng);
         sg.zeroize();
-        Ok(GaloisKey { key: key?, perm })
+        GaloisKey::from_canonical(key?, self.params.n(), g.value())
     }
 
     /// Galois keys for left rotations by each of `steps` (negative: right), plus complex

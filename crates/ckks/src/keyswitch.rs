@@ -2,7 +2,7 @@
 //! to `Q_l ∪ P`, inner product with the key, ModDown by `P`. Decomposition can be shared by
 //! many rotations (hoisting): automorphisms commute with it, being permutations of NTT slots.
 
-use henn_ring::{AutomorphismPermutation, Ntt, Poly, simd};
+use henn_ring::{Ntt, Poly, simd};
 use rayon::prelude::*;
 
 use crate::error::{CkksError, Result};
@@ -55,18 +55,16 @@ pub(crate) fn decompose(params: &CkksParams, d: &Poly<Ntt>, level: Level) -> Res
     Ok(Decomposed { level, digits })
 }
 
-/// Inner product of a decomposition with a key (optionally after an automorphism of the
-/// digits), followed by ModDown: returns `(u_0, u_1)` over `q_0..q_level` with
-/// `u_0 + u_1 s ≈ d' s_from` where `d'` is `d` or its automorphism.
+/// Inner product of a decomposition with a key, followed by ModDown: returns `(u_0, u_1)`
+/// over `q_0..q_level` with `u_0 + u_1 s ≈ d s_from`.
 ///
-/// Works limb by limb (in parallel): the digit limbs (permuted into a reused buffer for
-/// hoisted rotations) are multiplied with both key halves and summed with one modular
-/// reduction per coefficient ([`simd::dot_product_2`]).
+/// Works limb by limb (in parallel): the digit limbs are multiplied with both key halves and
+/// summed with one modular reduction per coefficient ([`simd::dot_product_2`]). Rotations
+/// use Galois keys in hoisting form, so no digit is ever permuted here.
 pub(crate) fn apply_key(
     params: &CkksParams,
     dec: &Decomposed,
     key: &KeySwitchKey,
-    perm: Option<&AutomorphismPermutation>,
 ) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
     let t = params.level_tables(dec.level)?;
     if dec.digits.len() > key.b.len() {
@@ -85,50 +83,29 @@ pub(crate) fn apply_key(
         .zip(acc1.data_mut().par_chunks_mut(n))
         .zip(t.qp_limbs.par_iter())
         .enumerate()
-        .try_for_each_init(
-            || {
-                vec![
-                    0u64;
-                    if perm.is_some() {
-                        n * dec.digits.len()
-                    } else {
-                        0
-                    }
-                ]
-            },
-            |buf, (k, ((a0, a1), &ci))| -> Result<()> {
-                let m = ring.modulus(ci)?;
-                let mut xs: Vec<&[u64]> = Vec::with_capacity(dec.digits.len());
-                match perm {
-                    Some(p) => {
-                        for (dj, chunk) in dec.digits.iter().zip(buf.chunks_mut(n)) {
-                            p.apply_to_limb(dj.limb(k)?, chunk)?;
-                        }
-                        xs.extend(buf.chunks(n));
-                    }
-                    None => {
-                        for dj in &dec.digits {
-                            xs.push(dj.limb(k)?);
-                        }
-                    }
-                }
-                // Keys are over all primes in context order: limb index == context index.
-                let bs = key
-                    .b
-                    .iter()
-                    .take(xs.len())
-                    .map(|p| p.limb(ci))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let as_ = key
-                    .a
-                    .iter()
-                    .take(xs.len())
-                    .map(|p| p.limb(ci))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                simd::dot_product_2(a0, a1, &xs, &bs, &as_, m);
-                Ok(())
-            },
-        )?;
+        .try_for_each(|(k, ((a0, a1), &ci))| -> Result<()> {
+            let m = ring.modulus(ci)?;
+            let xs = dec
+                .digits
+                .iter()
+                .map(|dj| dj.limb(k))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            // Keys are over all primes in context order: limb index == context index.
+            let bs = key
+                .b
+                .iter()
+                .take(xs.len())
+                .map(|p| p.limb(ci))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let as_ = key
+                .a
+                .iter()
+                .take(xs.len())
+                .map(|p| p.limb(ci))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            simd::dot_product_2(a0, a1, &xs, &bs, &as_, m);
+            Ok(())
+        })?;
     let (r0, r1) = rayon::join(|| t.mod_down.apply(acc0), || t.mod_down.apply(acc1));
     Ok((r0?, r1?))
 }

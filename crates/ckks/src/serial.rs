@@ -44,7 +44,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use henn_ring::{AutomorphismPermutation, Ntt, Poly};
+use henn_ring::{Ntt, Poly};
 use sha2::{Digest, Sha256};
 
 use crate::ciphertext::{Ciphertext, Plaintext, SeededCiphertext, expand_uniform_one};
@@ -836,7 +836,13 @@ impl WireFormat for GaloisKeys {
         put_u32(&mut out, self.keys.len() as u32);
         for (g, k) in &self.keys {
             put_u64(&mut out, g.value());
-            write_ksk(&mut out, &k.key);
+            // Keys are held in hoisting form; the wire carries the canonical form. Permuting
+            // back cannot fail for a key built by this crate (lengths match by construction);
+            // fall back to the stored form rather than panic.
+            match k.canonical() {
+                Ok(c) => write_ksk(&mut out, &c),
+                Err(_) => write_ksk(&mut out, &k.key),
+            }
         }
         finish_frame(out)
     }
@@ -876,9 +882,8 @@ impl WireFormat for GaloisKeys {
                 ));
             }
             prev = Some(g);
-            let perm = AutomorphismPermutation::new(n, g)?;
             let key = read_ksk(params, &mut r)?;
-            keys.insert(GaloisElement(g), GaloisKey { key, perm });
+            keys.insert(GaloisElement(g), GaloisKey::from_canonical(key, n, g)?);
         }
         r.finish()?;
         Ok(GaloisKeys { keys })
