@@ -231,9 +231,17 @@ impl Evaluator {
     /// `a *= pt`.
     pub fn mul_plain_assign(&self, a: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
         self.check_ct(a)?;
-        let p = self.pt_at_level(pt, a.level)?;
+        self.params.check_id(pt.params_id)?;
+        if pt.level < a.level {
+            return Err(CkksError::LevelMismatch {
+                lhs: a.level,
+                rhs: pt.level,
+            });
+        }
+        // The plaintext's primes start with the ciphertext's: multiply by that prefix in
+        // place, without copying the plaintext.
         for part in &mut a.parts {
-            part.mul_assign(&p)?;
+            part.mul_assign_prefix(&pt.poly)?;
         }
         a.scale = a.scale.mul(pt.scale);
         Ok(())

@@ -395,6 +395,23 @@ impl Poly<Ntt> {
         self.par_zip_limbs(other, |m, a, b| simd::mul_assign(a, b, m))
     }
 
+    /// `self *= other` where `other`'s primes start with `self`'s (e.g. a plaintext at a
+    /// higher level than the ciphertext): the extra limbs of `other` are ignored, no copy.
+    pub fn mul_assign_prefix(&mut self, other: &Self) -> Result<()> {
+        let k = self.limbs.len();
+        if !Arc::ptr_eq(&self.ctx, &other.ctx) || other.limbs.get(..k) != Some(&self.limbs[..]) {
+            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: other.limbs.clone() });
+        }
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        self.data
+            .par_chunks_mut(n)
+            .zip(other.data[..k * n].par_chunks(n))
+            .zip(self.limbs.par_iter())
+            .for_each(|((a, b), &i)| simd::mul_assign(a, b, ctx.modulus_unchecked(i)));
+        Ok(())
+    }
+
     /// `self * other` as a new polynomial.
     pub fn mul(&self, other: &Self) -> Result<Self> {
         let mut r = self.clone();
@@ -506,14 +523,17 @@ impl Poly<Ntt> {
             |tmp, (a, &i)| {
                 let m = ctx.modulus_unchecked(i);
                 let half_i = m.reduce(half);
-                for (t, &x) in tmp.iter_mut().zip(last) {
-                    *t = m.sub(m.reduce(x), half_i);
+                if last_m.value() <= 2 * m.value() {
+                    simd::reduce_once_sub(tmp, last, half_i, m);
+                } else {
+                    for (t, &x) in tmp.iter_mut().zip(last) {
+                        *t = m.sub(m.reduce(x), half_i);
+                    }
                 }
                 ctx.table_unchecked(i).forward(tmp);
                 // q_last^{-1} mod q_i exists: distinct primes.
                 let inv = m.shoup(m.inv(last_m.value()).unwrap_or(0));
-                simd::sub_assign(a, tmp, m);
-                simd::mul_shoup_assign(a, inv, m);
+                simd::sub_mul_shoup_assign(a, tmp, inv, m);
             },
         );
         Ok(())

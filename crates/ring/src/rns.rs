@@ -171,8 +171,7 @@ impl ModDown {
             .zip(self.q.par_iter().zip(self.p_inv.par_iter()))
             .for_each(|((a, c), (&i, &w))| {
                 let m = ctx.modulus_unchecked(i);
-                simd::sub_assign(a, c, m);
-                simd::mul_shoup_assign(a, w, m);
+                simd::sub_mul_shoup_assign(a, c, w, m);
             });
         Ok(x)
     }

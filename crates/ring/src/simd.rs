@@ -110,6 +110,34 @@ pub fn sub_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
     }
 }
 
+/// `a[i] = (a[i] - b[i]) * w mod q` in one pass (inputs reduced).
+pub fn sub_mul_shoup_assign(a: &mut [u64], b: &[u64], w: ShoupConst, m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        // SAFETY: the required CPU features were detected just above.
+        unsafe { x86::sub_mul_shoup_assign(a, b, w, m) };
+        return;
+    }
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = m.mul_shoup(m.sub(*x, y), w);
+    }
+}
+
+/// `dst[i] = (src[i] mod q) - c mod q` for `src[i] < 2q` and `c < q`.
+pub fn reduce_once_sub(dst: &mut [u64], src: &[u64], c: u64, m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_ok() {
+        // SAFETY: AVX-512F was detected just above.
+        unsafe { x86::reduce_once_sub(dst, src, c, m.value()) };
+        return;
+    }
+    let q = m.value();
+    for (d, &x) in dst.iter_mut().zip(src) {
+        let x = if x >= q { x - q } else { x };
+        *d = if x >= c { x - c } else { x + q - c };
+    }
+}
+
 /// Two dot products over the same inputs, reduced once per coefficient:
 /// `out0[k] = sum_j x_j[k] * b_j[k] mod q` and `out1[k] = sum_j x_j[k] * a_j[k] mod q`
 /// (the inner product of a key-switching decomposition with both halves of a key).
@@ -311,6 +339,58 @@ mod x86 {
             }
             out0[k] = m.reduce_u128(s0);
             out1[k] = m.reduce_u128(s1);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn sub_mul_shoup_assign(a: &mut [u64], b: &[u64], w: ShoupConst, m: &Modulus) {
+        let q = m.value();
+        let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
+        let vq = _mm512_set1_epi64(q as i64);
+        let vw = _mm512_set1_epi64(w.value as i64);
+        let vw52 = _mm512_set1_epi64(w52 as i64);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let zero = _mm512_setzero_si512();
+        let len = a.len().min(b.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len.
+            unsafe {
+                let pa = a.as_mut_ptr().add(i * 8);
+                // x - y + q in [0, 2q) < 2^52: Shoup accepts it directly.
+                let x = _mm512_add_epi64(
+                    _mm512_sub_epi64(_mm512_loadu_si512(pa.cast()), _mm512_loadu_si512(b.as_ptr().add(i * 8).cast())),
+                    vq,
+                );
+                let hi = _mm512_madd52hi_epu64(zero, x, vw52);
+                let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, x, vw), _mm512_madd52lo_epu64(zero, hi, vq));
+                let r = _mm512_and_si512(r, mask);
+                _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(r, _mm512_sub_epi64(r, vq)));
+            }
+        }
+        for (x, &y) in a[chunks * 8..len].iter_mut().zip(&b[chunks * 8..len]) {
+            *x = m.mul_shoup(m.sub(*x, y), w);
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn reduce_once_sub(dst: &mut [u64], src: &[u64], c: u64, q: u64) {
+        let vq = _mm512_set1_epi64(q as i64);
+        let vqc = _mm512_set1_epi64((q - c) as i64);
+        let len = dst.len().min(src.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len.
+            unsafe {
+                let x = _mm512_loadu_si512(src.as_ptr().add(i * 8).cast());
+                let x = _mm512_min_epu64(x, _mm512_sub_epi64(x, vq));
+                let d = _mm512_add_epi64(x, vqc);
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i * 8).cast(), _mm512_min_epu64(d, _mm512_sub_epi64(d, vq)));
+            }
+        }
+        for (d, &x) in dst[chunks * 8..len].iter_mut().zip(&src[chunks * 8..len]) {
+            let x = if x >= q { x - q } else { x };
+            *d = if x >= c { x - c } else { x + q - c };
         }
     }
 

@@ -344,3 +344,28 @@ fn dot_product_2_equals_portable_and_naive() {
         }
     }
 }
+
+#[test]
+fn fused_kernels_equal_scalar() {
+    use henn_ring::simd;
+    let mut r = rng(11);
+    for bits in [35u32, 49, 60] {
+        let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        let a: Vec<u64> = (0..77).map(|_| r.random_range(0..q)).collect();
+        let b: Vec<u64> = (0..77).map(|_| r.random_range(0..q)).collect();
+        let w = m.shoup(r.random_range(0..q));
+        let mut x = a.clone();
+        simd::sub_mul_shoup_assign(&mut x, &b, w, &m);
+        for k in 0..77 {
+            assert_eq!(x[k], m.mul(m.sub(a[k], b[k]), w.value));
+        }
+        let src: Vec<u64> = (0..77).map(|_| r.random_range(0..2 * q)).collect();
+        let c = r.random_range(0..q);
+        let mut d = vec![0; 77];
+        simd::reduce_once_sub(&mut d, &src, c, &m);
+        for k in 0..77 {
+            assert_eq!(d[k], m.sub(src[k] % q, c));
+        }
+    }
+}
