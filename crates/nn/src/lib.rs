@@ -37,6 +37,7 @@ pub mod onnx;
 pub mod pack;
 pub mod plan;
 pub mod reference;
+pub mod report;
 pub mod rewrite;
 pub mod tensor;
 

@@ -4,6 +4,10 @@
 //! insecure parameters agrees with the reference; error cases.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// HE objects are large and short-lived: the binary's allocator, for realistic test times.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use henn_ckks::Scale;
 use henn_nn::exec::slots;
 use henn_nn::ir::{AvgPool, Conv2d, Linear};
@@ -334,4 +338,222 @@ fn slots_backend_equals_reference_on_generated_graphs() {
             );
         }
     }
+}
+
+fn insecure(log_n: u32, levels: usize) -> henn_ckks::CkksParamsLiteral {
+    henn_ckks::CkksParamsLiteral {
+        log_n,
+        q_bits: std::iter::once(55)
+            .chain(std::iter::repeat_n(40, levels))
+            .collect(),
+        p_bits: vec![55],
+        log_scale: 40.0,
+        dnum: None,
+        secret: henn_ckks::SecretDistribution::Ternary,
+        security: henn_ckks::SecurityPolicy::InsecureAllowed {
+            reason: "henn-nn batch packing test".into(),
+        },
+    }
+}
+
+#[test]
+fn encrypted_matches_reference_and_simulation_on_generated_graphs() {
+    use henn_nn::pack::LayoutKind;
+    use henn_nn::plan::{PlanOptions, make_plan};
+    for (ci, cfg) in configs().iter().enumerate() {
+        let g = henn_nn::rewrite::simplify(&generated(cfg, 100 + ci as u64)).unwrap();
+        let imgs = images(&g, 4, ci as u64);
+        let opts = PlanOptions {
+            layout: LayoutKind::Batch,
+            batch: imgs.len(),
+            ..PlanOptions::default()
+        };
+        let (plan, params) = make_plan(&g, &opts, Some(insecure(12, plan_depth(&g)))).unwrap();
+        assert!(
+            plan.rotations.is_empty(),
+            "batch packing needs no rotations"
+        );
+        let r = henn_nn::exec::pipeline::run_batch(&g, &plan, &params, &imgs, true).unwrap();
+        // the simulated backend predicted every level and scale of the encrypted run
+        assert_eq!(plan.layers.len(), r.layers.len());
+        for (p, e) in plan.layers.iter().zip(&r.layers) {
+            assert_eq!(p.level, e.level, "cfg {ci} layer {}", p.name);
+            assert!(
+                (p.log2_scale - e.log2_scale).abs() < 1e-9,
+                "cfg {ci} layer {}",
+                p.name
+            );
+            assert_eq!(p.counts, e.counts, "cfg {ci} layer {}", p.name);
+        }
+        let errs = r.layer_errors.unwrap();
+        for (i, x) in imgs.iter().enumerate() {
+            let want = reference::run(&g, x).unwrap();
+            for (a, b) in r.outputs[i].iter().zip(want.data()) {
+                assert!(
+                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "cfg {ci} image {i}: {a} vs {b} (layer errors {errs:?})"
+                );
+            }
+        }
+        eprintln!(
+            "cfg {ci}: depth {}, max layer error {:.2e}",
+            plan.depth,
+            errs.iter().fold(0.0f64, |m, &e| m.max(e))
+        );
+    }
+}
+
+fn plan_depth(g: &Graph) -> usize {
+    henn_nn::plan::depth(g, henn_nn::pack::LayoutKind::Batch).unwrap()
+}
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn mnist100() -> henn_nn::data::LabeledImages {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    henn_nn::data::read_idx(
+        &data.join("mnist-t10k-first100-images-idx3-ubyte"),
+        &data.join("mnist-t10k-first100-labels-idx1-ubyte"),
+    )
+    .unwrap()
+}
+
+/// Encrypted batch inference of a shipped model with automatically chosen (secure)
+/// parameters: top-1 equals the plaintext top-1 on all 100 committed MNIST test images.
+fn shipped_model_agrees(name: &str) {
+    use henn_nn::pack::LayoutKind;
+    use henn_nn::plan::{PlanOptions, make_plan, max_abs_slots};
+    let g = henn_nn::onnx::import_file(repo().join(format!("models/{name}.onnx"))).unwrap();
+    let g = henn_nn::rewrite::simplify(&g).unwrap();
+    let set = mnist100();
+    let imgs: Vec<Tensor> = (0..set.len()).map(|i| set.image(i).unwrap()).collect();
+    let max_abs = max_abs_slots(&g, &imgs[..16]).unwrap();
+    let opts = PlanOptions {
+        layout: LayoutKind::Batch,
+        batch: imgs.len(),
+        max_abs,
+        ..PlanOptions::default()
+    };
+    let (plan, params) = make_plan(&g, &opts, None).unwrap();
+    let t = std::time::Instant::now();
+    let r = henn_nn::exec::pipeline::run_batch(&g, &plan, &params, &imgs, false).unwrap();
+    let mut agree = 0;
+    let mut max_err = 0.0f64;
+    for (i, x) in imgs.iter().enumerate() {
+        let want = reference::run(&g, x).unwrap();
+        let got = Tensor::new(want.shape().to_vec(), r.outputs[i].clone()).unwrap();
+        max_err = max_err.max(got.max_abs_diff(&want).unwrap());
+        if got.argmax() == want.argmax() {
+            agree += 1;
+        }
+    }
+    eprintln!(
+        "{name}: depth {}, max_abs {max_abs:.3e}, params N=2^{} q {:?} p {:?} scale 2^{}, eval {:.2} s (total {:.2} s), max logit error {max_err:.2e}, agreement {agree}/100",
+        plan.depth,
+        plan.params.log_n,
+        plan.params.q_bits,
+        plan.params.p_bits,
+        plan.params.log_scale,
+        r.timings.eval_s,
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        agree,
+        imgs.len(),
+        "{name}: encrypted top-1 differs from plaintext top-1"
+    );
+}
+
+#[test]
+fn shipped_cnn3_square_encrypted_top1_equals_plaintext() {
+    shipped_model_agrees("mnist_cnn3_square");
+}
+
+#[test]
+fn too_deep_for_any_secure_parameters_is_a_clear_error() {
+    let e = henn_nn::plan::choose_params(80, 16, 1, 128, 10.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("depth D = 80") && e.contains("1772"), "{e}");
+    // and a deep generated model through make_plan
+    let mut g = Graph::new("deep", "x", vec![1, 4]);
+    let mut x = g.input();
+    for i in 0..80 {
+        x = g
+            .add_node(format!("sq{i}"), Op::Mul, vec![x, x], format!("v{i}"))
+            .unwrap();
+    }
+    g.set_output(x).unwrap();
+    let e = henn_nn::plan::make_plan(&g, &henn_nn::plan::PlanOptions::default(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("depth D = 80"), "{e}");
+}
+
+#[test]
+fn user_params_that_do_not_fit_are_explained() {
+    let g = generated(&configs()[1], 101);
+    let d = plan_depth(&g);
+    let e = henn_nn::plan::check_params(&insecure(12, d - 2), d, 1, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("needs depth {d}")), "{e}");
+    let e = henn_nn::plan::check_params(&insecure(12, d), d, 5000, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("5000 slots"), "{e}");
+    let mut lit = insecure(12, d);
+    lit.security = henn_ckks::SecurityPolicy::Enforce { bits: 128 };
+    let e = henn_nn::plan::check_params(&lit, d, 1, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.to_lowercase().contains("secur"), "{e}");
+}
+
+#[test]
+fn unsupported_op_for_layout_is_a_named_error() {
+    let mut g = Graph::new("relu", "x", vec![1, 4]);
+    let y = g
+        .add_node(
+            "act",
+            Op::Activation(henn_nn::ir::Activation::Relu),
+            vec![g.input()],
+            "y",
+        )
+        .unwrap();
+    g.set_output(y).unwrap();
+    let e = henn_nn::plan::make_plan(&g, &henn_nn::plan::PlanOptions::default(), None).unwrap_err();
+    assert!(
+        matches!(e, henn_nn::NnError::UnsupportedForLayout { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ReLU"), "{e}");
+    let opts = henn_nn::plan::PlanOptions {
+        layout: henn_nn::pack::LayoutKind::Channel,
+        ..Default::default()
+    };
+    let g2 = generated(&configs()[0], 1);
+    let e = henn_nn::plan::make_plan(&g2, &opts, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not implemented"), "{e}");
+}
+
+#[test]
+fn missing_rotation_key_is_a_clear_error() {
+    use henn_ckks::{CkksParams, GaloisKeys, KeyGenerator};
+    let params = CkksParams::new(insecure(12, 1)).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut crng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+    let _ = rng.random::<u8>();
+    let kg = KeyGenerator::new(&params);
+    let sk = kg.secret_key(&mut crng).unwrap();
+    let rlk = kg.relin_key(&sk, &mut crng).unwrap();
+    let gk: GaloisKeys = kg.galois_keys(&sk, &[1], false, &mut crng).unwrap();
+    let be = henn_nn::exec::encrypted::Encrypted::new(&params, rlk, gk);
+    assert!(be.check_rotations(&[1]).is_ok());
+    let e = be.check_rotations(&[1, 4]).unwrap_err().to_string();
+    assert!(e.contains("[4]") && e.contains("Galois"), "{e}");
 }

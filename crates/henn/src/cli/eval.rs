@@ -32,6 +32,9 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Packing layout for encrypted evaluation: batch or channel (default batch).
+    #[arg(long)]
+    pub packing: Option<henn_nn::pack::LayoutKind>,
 }
 
 /// Result of a plaintext evaluation.
@@ -77,9 +80,7 @@ fn recorded_accuracy(model: &Path, dataset: DatasetKind) -> Option<f64> {
 /// Runs `henn eval`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.plain {
-        bail!(
-            "encrypted evaluation is not available yet; pass --plain for the plaintext reference"
-        );
+        return super::eval_encrypted::run(&args);
     }
     let graph = onnx::import_file(&args.model)
         .with_context(|| format!("importing {}", args.model.display()))?;

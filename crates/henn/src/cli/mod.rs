@@ -4,11 +4,19 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod eval;
+mod eval_encrypted;
+mod he;
 mod inspect;
 mod predict;
+mod profile;
+mod run;
 
 #[derive(Debug, Parser)]
-#[command(name = "henn", version, about = "Private neural-network inference over CKKS")]
+#[command(
+    name = "henn",
+    version,
+    about = "Private neural-network inference over CKKS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,6 +31,10 @@ pub enum Command {
     Eval(eval::Args),
     /// Show the imported model layer by layer.
     Inspect(inspect::Args),
+    /// Encrypted inference of the embedded MNIST samples with the embedded default model.
+    Run(run::Args),
+    /// Per-layer profile (time, op counts, level, scale, error) of one encrypted batch.
+    Profile(profile::Args),
     /// Micro-benchmarks (`henn bench ckks`: CKKS core operations).
     Bench(bench::Args),
 }
@@ -33,5 +45,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Profile(a) => profile::run(a),
     }
 }

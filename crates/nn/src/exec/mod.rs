@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod encrypted;
+pub mod pipeline;
 pub mod simulated;
 pub mod slots;
 
@@ -363,10 +364,11 @@ pub fn run<B: Backend>(
         for &i in &node.inputs {
             if let Some(r) = remaining.get_mut(i) {
                 *r = r.saturating_sub(1);
-                if *r == 0 && i != graph.output() {
-                    if let Some(v) = vals.get_mut(i) {
-                        *v = None;
-                    }
+                if *r == 0
+                    && i != graph.output()
+                    && let Some(v) = vals.get_mut(i)
+                {
+                    *v = None;
                 }
             }
         }

@@ -87,10 +87,10 @@ impl Simulated {
     fn record(&self, k: i64) {
         let s = self.slots as i64;
         let k = if s > 0 { k.rem_euclid(s) } else { k };
-        if k != 0 {
-            if let Ok(mut r) = self.rotations.lock() {
-                r.insert(k);
-            }
+        if k != 0
+            && let Ok(mut r) = self.rotations.lock()
+        {
+            r.insert(k);
         }
     }
 }

@@ -68,10 +68,10 @@ pub fn check_supported(graph: &Graph) -> Result<()> {
                     ));
                 }
             }
-            Op::Conv2d(_) | Op::AvgPool(_) | Op::GlobalAvgPool => {
-                if graph.shape(node.inputs[0]).len() != 4 {
-                    return Err(unsupported(node, "expects an NCHW input"));
-                }
+            Op::Conv2d(_) | Op::AvgPool(_) | Op::GlobalAvgPool
+                if graph.shape(node.inputs[0]).len() != 4 =>
+            {
+                return Err(unsupported(node, "expects an NCHW input"));
             }
             _ => {}
         }
@@ -295,7 +295,13 @@ fn reduce_sum<B: Backend>(
 
 /// `x * mx + y * my` as one ciphertext and multiplier, aligning levels and scales (the
 /// operand at the higher level pays for the alignment, with the multiplier ratio folded in).
-fn add_aligned<B: Backend>(b: &B, x: &B::Ct, mx: f64, y: &B::Ct, my: f64) -> Result<(B::Ct, f64)> {
+pub(super) fn add_aligned<B: Backend>(
+    b: &B,
+    x: &B::Ct,
+    mx: f64,
+    y: &B::Ct,
+    my: f64,
+) -> Result<(B::Ct, f64)> {
     let (hi, mh, lo, ml) = if b.level(x) >= b.level(y) {
         (x, mx, y, my)
     } else {
@@ -430,17 +436,21 @@ fn poly_eval<B: Backend>(b: &B, x: &B::Ct, f: &[f64]) -> Result<B::Ct> {
         }
     }
     let mut acc = acc.ok_or_else(|| NnError::Exec("polynomial without terms".into()))?;
-    if let Some(&c0) = f.first() {
-        if c0 != 0.0 {
-            b.add_const_assign(&mut acc, c0)?;
-        }
+    if let Some(&c0) = f.first()
+        && c0 != 0.0
+    {
+        b.add_const_assign(&mut acc, c0)?;
     }
     Ok(acc)
 }
 
 /// A polynomial `sum_k c_k t^k` applied to a packed value `t = m s`: coefficients in the
 /// stored domain are `c_k m^k`; the leading one is factored out into the output multiplier.
-fn polynomial<B: Backend>(b: &B, x: &Packed<B::Ct>, coeffs: &[f64]) -> Result<Packed<B::Ct>> {
+pub(super) fn polynomial<B: Backend>(
+    b: &B,
+    x: &Packed<B::Ct>,
+    coeffs: &[f64],
+) -> Result<Packed<B::Ct>> {
     let m = x.mult;
     let e: Vec<f64> = coeffs
         .iter()

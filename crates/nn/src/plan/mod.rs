@@ -278,8 +278,10 @@ pub fn check_params(
         ));
     }
     let head = magnitude_bits(max_abs);
-    if let Some(&q0) = lit.q_bits.first() {
-        if (q0 as f64) < lit.log_scale + head as f64 + 2.0 {
+    if let Some(&q0) = lit.q_bits.first()
+        && (q0 as f64) < lit.log_scale + head as f64 + 2.0
+    {
+        {
             problems.push(format!(
                 "the base prime ({q0} bits) leaves no room for values up to {max_abs:.3e} at scale 2^{}: use at least {} bits",
                 lit.log_scale,

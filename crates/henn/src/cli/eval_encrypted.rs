@@ -1,0 +1,142 @@
+//! `henn eval` without `--plain`: encrypted inference over a data set's test split, compared
+//! with the plaintext reference (accuracy, agreement of top-1, latency, throughput).
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use henn_nn::data;
+use henn_nn::exec::pipeline;
+use henn_nn::pack::LayoutKind;
+use henn_nn::{Tensor, onnx, reference, rewrite};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use super::eval::Args;
+use super::he;
+
+fn top1(v: &[f64]) -> Option<usize> {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+}
+
+/// Runs the encrypted evaluation.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let packing = args.packing.unwrap_or(LayoutKind::Batch);
+    if packing == LayoutKind::Channel {
+        bail!(
+            "--packing channel is not implemented yet; use --packing batch (or --plain for the plaintext reference)"
+        );
+    }
+    let graph = onnx::import_file(&args.model)
+        .with_context(|| format!("importing {}", args.model.display()))?;
+    let graph = rewrite::simplify(&graph)?;
+    let shape = args.dataset.image_shape();
+    if !reference::input_shape_matches(graph.input_shape(), &shape) {
+        bail!(
+            "model input {:?} does not fit {} images {:?}",
+            graph.input_shape(),
+            args.dataset,
+            shape
+        );
+    }
+    let mut set = data::load_test_split(args.dataset, &args.data_dir)?;
+    if let Some(n) = args.limit {
+        set = set.truncated(n);
+    }
+    let n = set.len();
+    if n == 0 {
+        bail!("no test images");
+    }
+    let images: Vec<Tensor> = (0..n)
+        .map(|i| set.image(i).context("image index out of range"))
+        .collect::<anyhow::Result<_>>()?;
+    let pool = he::pool(args.threads)?;
+    let threads = pool.current_num_threads();
+    let plain: Vec<Option<usize>> = pool.install(|| {
+        images
+            .par_iter()
+            .map(|x| reference::run(&graph, x).map(|o| o.argmax()))
+            .collect::<Result<_, _>>()
+    })?;
+    let calib = &images[..n.min(16)];
+    let (plan, params) = pool.install(|| he::plan_max_batch(&graph, packing, n, calib))?;
+    let batch = plan.batch.max(1);
+    let batches = n.div_ceil(batch);
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(batches as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("encrypted inference ({batch} images per batch)"));
+    let mut enc: Vec<Option<usize>> = Vec::with_capacity(n);
+    let mut eval_s = 0.0;
+    let mut client_s = 0.0;
+    let start = Instant::now();
+    for chunk in images.chunks(batch) {
+        let r = pool.install(|| pipeline::run_batch(&graph, &plan, &params, chunk, false))?;
+        eval_s += r.timings.eval_s;
+        client_s += r.timings.keygen_s + r.timings.encrypt_s + r.timings.decrypt_s;
+        enc.extend(r.outputs.iter().map(|o| top1(o)));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let wall = start.elapsed().as_secs_f64();
+    let labels = set.labels();
+    let frac = |k: usize| k as f64 / n as f64;
+    let plain_correct = plain
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == Some(**l as usize))
+        .count();
+    let enc_correct = enc
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == Some(**l as usize))
+        .count();
+    let agree = enc.iter().zip(&plain).filter(|(a, b)| a == b).count();
+    let latency_batch = eval_s / batches as f64;
+    let throughput = n as f64 / eval_s * 3600.0;
+    let full_throughput = params.slots() as f64 / latency_batch * 3600.0;
+    if args.json {
+        let doc = serde_json::json!({
+            "model": args.model.display().to_string(), "dataset": args.dataset.name(), "packing": packing.name(),
+            "n": n, "plain_accuracy": frac(plain_correct), "encrypted_accuracy": frac(enc_correct), "agreement": frac(agree),
+            "latency_s_per_image": eval_s / n as f64, "latency_s_per_batch": latency_batch, "batch_size": batch, "batches": batches,
+            "throughput_images_per_hour": throughput, "throughput_full_batch_images_per_hour": full_throughput,
+            "client_s": client_s, "wall_s": wall, "threads": threads, "params": plan.params, "depth": plan.depth,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} test ({n} images), encrypted with {packing} packing, {threads} threads",
+        args.model.display(),
+        args.dataset
+    );
+    println!(
+        "parameters: {} ({} slots)",
+        he::params_line(&plan),
+        params.slots()
+    );
+    println!(
+        "plain accuracy      {:.4} ({plain_correct}/{n})",
+        frac(plain_correct)
+    );
+    println!(
+        "encrypted accuracy  {:.4} ({enc_correct}/{n})",
+        frac(enc_correct)
+    );
+    println!("agreement (top-1)   {:.4} ({agree}/{n})", frac(agree));
+    println!(
+        "latency {latency_batch:.2} s per batch of up to {batch} images ({batches} batches); throughput {throughput:.0} images/hour ({full_throughput:.0} images/hour with full {}-image batches)",
+        params.slots()
+    );
+    println!("client side (keys, encryption, decryption): {client_s:.2} s; wall {wall:.2} s");
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Shared helpers for the encrypted subcommands (`run`, `eval`, `profile`): embedded sample
+//! images and default model, planning, and the per-layer table.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use henn_ckks::CkksParams;
+use henn_nn::pack::LayoutKind;
+use henn_nn::plan::{Plan, PlanOptions, make_plan, max_abs_slots};
+use henn_nn::report::LayerRow;
+use henn_nn::{Graph, Tensor, rewrite};
+
+/// The default model, embedded so `henn run` works from any directory.
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../../models/mnist_cnn3_square.onnx");
+/// Name of the default model.
+pub const DEFAULT_MODEL_NAME: &str = "mnist_cnn3_square";
+
+/// The first 16 MNIST test images (binary PGM) with their labels.
+pub const SAMPLES: [(&[u8], u8); 16] = [
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0000_label7.pgm"),
+        7,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0001_label2.pgm"),
+        2,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0002_label1.pgm"),
+        1,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0003_label0.pgm"),
+        0,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0004_label4.pgm"),
+        4,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0005_label1.pgm"),
+        1,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0006_label4.pgm"),
+        4,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0007_label9.pgm"),
+        9,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0008_label5.pgm"),
+        5,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0009_label9.pgm"),
+        9,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0010_label0.pgm"),
+        0,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0011_label6.pgm"),
+        6,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0012_label9.pgm"),
+        9,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0013_label0.pgm"),
+        0,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0014_label1.pgm"),
+        1,
+    ),
+    (
+        include_bytes!("../../../../models/samples/mnist_test_0015_label5.pgm"),
+        5,
+    ),
+];
+
+/// Parses a binary PGM (P5, maxval 255) into pixels / 255 with shape `[1, 1, h, w]`.
+pub fn parse_pgm(bytes: &[u8]) -> anyhow::Result<Tensor> {
+    let mut fields = Vec::new();
+    let mut i = 0;
+    while fields.len() < 4 && i < bytes.len() {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'#' {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        fields.push(std::str::from_utf8(&bytes[start..i])?.to_string());
+    }
+    i += 1; // the single whitespace after maxval
+    if fields.first().map(String::as_str) != Some("P5") || fields.len() < 4 {
+        bail!("not a binary PGM (P5) image");
+    }
+    let w: usize = fields[1].parse()?;
+    let h: usize = fields[2].parse()?;
+    let data = bytes.get(i..i + w * h).context("PGM image truncated")?;
+    Ok(Tensor::new(
+        vec![1, 1, h, w],
+        data.iter().map(|&b| f64::from(b) / 255.0).collect(),
+    )?)
+}
+
+/// The embedded sample images and labels.
+pub fn samples() -> anyhow::Result<(Vec<Tensor>, Vec<u8>)> {
+    let mut imgs = Vec::new();
+    let mut labels = Vec::new();
+    for (b, l) in SAMPLES {
+        imgs.push(parse_pgm(b)?);
+        labels.push(l);
+    }
+    Ok((imgs, labels))
+}
+
+/// Imports and simplifies a model from bytes.
+pub fn load_model_bytes(bytes: &[u8], name: &str) -> anyhow::Result<Graph> {
+    let g = henn_nn::onnx::import_bytes(bytes).with_context(|| format!("importing {name}"))?;
+    Ok(rewrite::simplify(&g)?)
+}
+
+/// Plans `graph` for `batch` images, measuring value magnitudes on `calib`.
+pub fn plan(
+    graph: &Graph,
+    layout: LayoutKind,
+    batch: usize,
+    calib: &[Tensor],
+) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
+    let max_abs = max_abs_slots(graph, calib).context("measuring value magnitudes")?;
+    let opts = PlanOptions {
+        layout,
+        batch,
+        max_abs,
+        ..PlanOptions::default()
+    };
+    Ok(make_plan(graph, &opts, None)?)
+}
+
+/// Plans with the largest batch the smallest fitting N allows (capped at `want` images).
+pub fn plan_max_batch(
+    graph: &Graph,
+    layout: LayoutKind,
+    want: usize,
+    calib: &[Tensor],
+) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
+    let (p1, params1) = plan(graph, layout, 1, calib)?;
+    let batch = want.min(params1.slots()).max(1);
+    if batch == 1 {
+        return Ok((p1, params1));
+    }
+    plan(graph, layout, batch, calib)
+}
+
+/// One-line description of the parameters.
+pub fn params_line(p: &Plan) -> String {
+    format!(
+        "N = 2^{}, q = {:?} bits, p = {:?} bits, scale 2^{}, depth {}, {} rotation keys",
+        p.params.log_n,
+        p.params.q_bits,
+        p.params.p_bits,
+        p.params.log_scale,
+        p.depth,
+        p.rotations.len()
+    )
+}
+
+/// Renders the per-layer table.
+pub fn print_layer_table(rows: &[LayerRow]) {
+    println!(
+        "{:<28} {:<13} {:>9} {:>6} {:>8} {:>7} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>8} {:>5} {:>7} {:>9}",
+        "layer",
+        "op",
+        "time s",
+        "share",
+        "mul_cst",
+        "mul_pt",
+        "mul",
+        "square",
+        "relin",
+        "rescale",
+        "rot",
+        "rot_h",
+        "add",
+        "level",
+        "log2 Δ",
+        "max err"
+    );
+    for r in rows {
+        let c = &r.counts;
+        let err = r
+            .max_abs_error
+            .map_or_else(|| "-".to_string(), |e| format!("{e:.2e}"));
+        let name: String = r.name.chars().take(28).collect();
+        println!(
+            "{:<28} {:<13} {:>9.3} {:>5.1}% {:>8} {:>7} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>8} {:>5} {:>7.2} {:>9}",
+            name,
+            r.op,
+            r.time_s,
+            100.0 * r.share,
+            c.mul_const,
+            c.mul_plain,
+            c.mul,
+            c.square,
+            c.relin,
+            c.rescale,
+            c.rotate,
+            c.rotate_hoisted,
+            c.add,
+            r.level,
+            r.log2_scale,
+            err
+        );
+    }
+}
+
+/// Builds a rayon pool with `threads` workers (0 or none: all cores).
+pub fn pool(threads: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()?)
+}

@@ -1,0 +1,92 @@
+//! `henn profile`: the per-layer table (time and share, op counts, level and scale, error
+//! against the plaintext reference) for one encrypted batch.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use henn_nn::exec::pipeline;
+use henn_nn::pack::LayoutKind;
+use henn_nn::{Tensor, onnx, reference, report, rewrite};
+
+use super::he;
+
+/// Arguments of `henn profile`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Packing layout: batch (channel: not implemented yet).
+    #[arg(long, default_value = "batch")]
+    pub packing: LayoutKind,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Inputs for profiling: the embedded MNIST samples when they fit, else fixed pseudo-random
+/// images in [0, 1].
+fn inputs(shape: &[usize]) -> anyhow::Result<Vec<Tensor>> {
+    let (s, _) = he::samples()?;
+    if s.first()
+        .is_some_and(|x| reference::input_shape_matches(shape, x.shape()))
+    {
+        return Ok(s);
+    }
+    let n: usize = shape.iter().product();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..16)
+        .map(|_| {
+            let v = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 11) as f64 / (1u64 << 53) as f64
+                })
+                .collect();
+            Ok(Tensor::new(shape.to_vec(), v)?)
+        })
+        .collect()
+}
+
+/// Runs `henn profile`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let graph = onnx::import_file(&args.model)
+        .with_context(|| format!("importing {}", args.model.display()))?;
+    let graph = rewrite::simplify(&graph)?;
+    let images = inputs(graph.input_shape())?;
+    let pool = he::pool(args.threads)?;
+    let threads = pool.current_num_threads();
+    let (plan, _params, r) = pool.install(|| -> anyhow::Result<_> {
+        let (plan, params) = he::plan(&graph, args.packing, images.len(), &images)?;
+        let r = pipeline::run_batch(&graph, &plan, &params, &images, true)?;
+        Ok((plan, params, r))
+    })?;
+    let rows = report::rows(&r.layers, r.layer_errors.as_deref());
+    if args.json {
+        let doc = serde_json::json!({
+            "model": args.model.display().to_string(), "packing": args.packing.name(), "threads": threads,
+            "images": images.len(), "params": plan.params, "depth": plan.depth, "rotations": plan.rotations,
+            "timings": r.timings, "layers": rows, "total": report::total_counts(&r.layers),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{} with {} packing, one batch ({} images), {threads} threads",
+        args.model.display(),
+        args.packing,
+        images.len()
+    );
+    println!("parameters: {}", he::params_line(&plan));
+    he::print_layer_table(&rows);
+    let t = &r.timings;
+    println!(
+        "total: encrypted inference {:.3} s; keys {:.2} s, encrypt {:.2} s, decrypt {:.3} s",
+        t.eval_s, t.keygen_s, t.encrypt_s, t.decrypt_s
+    );
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! End-to-end encrypted inference of one batch: keys, encryption, the executor on the
+//! encrypted backend, decryption, and optionally the per-layer error against the reference.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use henn_ckks::CkksParams;
+use serde::{Deserialize, Serialize};
+
+use super::client::Client;
+use super::encrypted::Encrypted;
+use super::{LayerStat, run};
+use crate::error::{NnError, Result};
+use crate::ir::Graph;
+use crate::plan::{Plan, layout_for};
+use crate::reference;
+use crate::tensor::Tensor;
+
+/// Timings of the phases of one batch, in seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Key generation (secret, relinearization, Galois).
+    pub keygen_s: f64,
+    /// Encryption of the batch.
+    pub encrypt_s: f64,
+    /// Encrypted inference (server side).
+    pub eval_s: f64,
+    /// Decryption and decoding.
+    pub decrypt_s: f64,
+}
+
+/// Result of one encrypted batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Output vector (logits) per image.
+    pub outputs: Vec<Vec<f64>>,
+    /// Per-layer stats of the encrypted run.
+    pub layers: Vec<LayerStat>,
+    /// Per-layer max |decrypted - reference| over the batch (when requested).
+    pub layer_errors: Option<Vec<f64>>,
+    /// Phase timings.
+    pub timings: Timings,
+}
+
+/// Runs `graph` encrypted on `images` under `plan`. With `compare`, every layer's output is
+/// decrypted (client side, outside the timed server work) and compared with the reference.
+pub fn run_batch(
+    graph: &Graph,
+    plan: &Plan,
+    params: &Arc<CkksParams>,
+    images: &[Tensor],
+    compare: bool,
+) -> Result<BatchResult> {
+    plan.check_graph(graph)?;
+    if images.len() > plan.batch.max(1) && images.len() > params.slots() {
+        return Err(NnError::Exec(format!(
+            "{} images exceed the {} slots",
+            images.len(),
+            params.slots()
+        )));
+    }
+    let mut t = Timings::default();
+    let start = Instant::now();
+    let client = Client::new(params)?;
+    let (rlk, gk) = client.evaluation_keys(plan)?;
+    t.keygen_s = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let input = client.encrypt(plan, graph.input_shape(), images)?;
+    t.encrypt_s = start.elapsed().as_secs_f64();
+
+    let backend = Encrypted::new(params, rlk, gk);
+    backend.check_rotations(&plan.rotations)?;
+    let layout = layout_for::<Encrypted>(plan.layout)?;
+    let refs: Option<Vec<Vec<Tensor>>> = if compare {
+        Some(
+            images
+                .iter()
+                .map(|x| reference::run_all(graph, x))
+                .collect::<Result<_>>()?,
+        )
+    } else {
+        None
+    };
+    let mut errors = Vec::new();
+    let mut observe_s = 0.0;
+    let start = Instant::now();
+    let (out, layers) = run(&backend, layout.as_ref(), graph, input, |ni, packed| {
+        let Some(refs) = refs.as_ref() else {
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        let node = graph
+            .nodes()
+            .get(ni)
+            .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+        let dec = client.decrypt_batch(packed, images.len())?;
+        let mut e = 0.0f64;
+        for (i, d) in dec.iter().enumerate() {
+            if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
+                for (a, b) in d.iter().zip(r.data()) {
+                    e = e.max((a - b).abs());
+                }
+            }
+        }
+        errors.push(e);
+        observe_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    })?;
+    t.eval_s = start.elapsed().as_secs_f64() - observe_s;
+
+    let start = Instant::now();
+    let outputs = client.decrypt_batch(&out, images.len())?;
+    t.decrypt_s = start.elapsed().as_secs_f64();
+    Ok(BatchResult {
+        outputs,
+        layers,
+        layer_errors: compare.then_some(errors),
+        timings: t,
+    })
+}
