@@ -19,7 +19,7 @@ use crate::pack::{Layout, LayoutKind, Packed};
 use crate::tensor::{Tensor, numel};
 
 /// Levels of the idealised chain used to measure depth.
-const PROBE_LEVELS: usize = 64;
+const PROBE_LEVELS: usize = 256;
 /// Bits of margin above the largest value at the base prime (noise, rounding).
 const Q0_MARGIN_BITS: u32 = 8;
 /// Largest scale the planner picks.
