@@ -38,6 +38,13 @@ tenths of a point below the published figures:
   instability was observed with default PyTorch init and grad-norm clipping 1.0.
 - `mnist_lola`, `mnist_tenseal`: 25 epochs each.
 
+- `cifar_cnn4_swish4`: **only 1 epoch** (one epoch took ~20 min on the shared CPU), 53.5 % on
+  the JPEG-derived CIFAR-10 test batch, far below the 79-81 % reference. It is a placeholder for
+  import / shape / encrypted-pipeline tests of the CIFAR network, not an accuracy benchmark.
+  Train and test data are the JPEG-derived CIFAR-10 batches from `../shared/datasets/cifar10/jpeg`
+  (JPEG q75 re-encodings, not byte-identical to CIFAR-10; see that directory's README), so even a
+  fully trained model's accuracy is not directly comparable with published figures.
+
 More epochs would likely close the gap; the scripts take `--epochs`.
 
 Training times are wall-clock on a shared 2-core CPU machine (other jobs were running), so
@@ -51,6 +58,8 @@ they are only indicative.
   `onnx_ops` (node counts by op type), `notes`, `command`, ...
 - `fixtures/<name>.logits100.json`: float64 logits of the first 100 test images
   (`{"model","dataset","split":"test","first":100,"logits":[[10 floats] x 100],"labels":[100 ints]}`).
+- The CIFAR fixture uses `"dataset":"cifar10-jpeg"` (first 100 records of `test_batch.bin` from
+  the JPEG-derived set, inputs `[1,3,32,32]`).
 - `samples/`: the first 16 MNIST test images as binary PGM (`mnist_test_0000_label7.pgm`, ...)
   and `samples/labels.json`.
 
