@@ -3,8 +3,11 @@
 //!
 //! * [`batch`]: batch-axis packing (slot `i` holds image `i`; one ciphertext per tensor
 //!   element; weights are scalar constants; no rotations).
+//! * [`channel`]: channel-wise packing (one ciphertext per channel, `H x W` row-major, gapped
+//!   after strides; convolutions by hoisted rotations and plaintext weight masks).
 
 pub mod batch;
+pub mod channel;
 
 use crate::error::Result;
 use crate::exec::Backend;
