@@ -7,6 +7,7 @@ mod eval;
 mod eval_encrypted;
 mod he;
 mod inspect;
+mod plan;
 mod predict;
 mod profile;
 mod run;
@@ -33,6 +34,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Encrypted inference of the embedded MNIST samples with the embedded default model.
     Run(run::Args),
+    /// The execution plan (depth, CKKS parameters, keys, per-layer levels) of a model.
+    Plan(plan::Args),
     /// Per-layer profile (time, op counts, level, scale, error) of one encrypted batch.
     Profile(profile::Args),
     /// Micro-benchmarks (`henn bench ckks`: CKKS core operations).
@@ -47,5 +50,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Run(a) => run::run(a),
         Command::Profile(a) => profile::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }

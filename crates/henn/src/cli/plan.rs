@@ -1,0 +1,69 @@
+//! `henn plan`: the execution plan of a model under a packing layout (depth, CKKS parameters
+//! chosen for 128-bit security, rotation keys, per-layer levels and scales), as JSON for the
+//! client, who needs it to make keys.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use henn_nn::pack::LayoutKind;
+use henn_nn::{onnx, report, rewrite};
+
+use super::he;
+
+/// Arguments of `henn plan`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Packing layout: batch (channel: not implemented yet).
+    #[arg(long, default_value = "batch")]
+    pub packing: LayoutKind,
+    /// Images per batch (default: as many as the smallest fitting N holds).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Print the full plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `henn plan`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let graph = onnx::import_file(&args.model)
+        .with_context(|| format!("importing {}", args.model.display()))?;
+    let graph = rewrite::simplify(&graph)?;
+    let (calib, _) = he::samples()?;
+    let calib = if calib
+        .first()
+        .is_some_and(|x| henn_nn::reference::input_shape_matches(graph.input_shape(), x.shape()))
+    {
+        calib
+    } else {
+        vec![henn_nn::Tensor::new(
+            graph.input_shape().to_vec(),
+            vec![1.0; graph.input_shape().iter().product()],
+        )?]
+    };
+    let (plan, params) = match args.batch {
+        Some(b) => he::plan(&graph, args.packing, b, &calib)?,
+        None => he::plan_max_batch(&graph, args.packing, usize::MAX, &calib)?,
+    };
+    if args.json {
+        println!("{}", plan.to_json()?);
+        return Ok(());
+    }
+    println!(
+        "{} with {} packing: {}",
+        args.model.display(),
+        args.packing,
+        he::params_line(&plan)
+    );
+    println!(
+        "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}",
+        plan.batch,
+        params.slots(),
+        params.log_qp(),
+        plan.max_abs
+    );
+    he::print_layer_table(&report::rows(&plan.layers, None));
+    Ok(())
+}
