@@ -399,3 +399,65 @@ fn shipped_models_slots_backend_equals_reference() {
         }
     }
 }
+
+#[test]
+fn encrypted_channel_inference_agrees_with_reference() {
+    use henn_nn::exec::client::Client;
+    use henn_nn::exec::encrypted::Encrypted;
+    use henn_nn::pack::LayoutKind;
+    use henn_nn::plan::{PlanOptions, make_plan};
+    let g = henn_nn::rewrite::simplify(&generated(&configs()[0], 200)).unwrap();
+    let depth = henn_nn::plan::depth(&g, LayoutKind::Channel).unwrap();
+    let lit = henn_ckks::CkksParamsLiteral {
+        log_n: 12,
+        q_bits: std::iter::once(55)
+            .chain(std::iter::repeat_n(40, depth))
+            .collect(),
+        p_bits: vec![55],
+        log_scale: 40.0,
+        dnum: None,
+        secret: henn_ckks::SecretDistribution::Ternary,
+        security: henn_ckks::SecurityPolicy::InsecureAllowed {
+            reason: "henn-nn channel packing test".into(),
+        },
+    };
+    let opts = PlanOptions {
+        layout: LayoutKind::Channel,
+        batch: 1,
+        ..PlanOptions::default()
+    };
+    let (plan, params) = make_plan(&g, &opts, Some(lit)).unwrap();
+    assert!(!plan.rotations.is_empty());
+    let client = Client::new(&params).unwrap();
+    let (rlk, gk) = client.evaluation_keys(&plan).unwrap();
+    let be = Encrypted::new(&params, rlk, gk);
+    let x = image(&g, 7);
+    let input = client
+        .encrypt(&plan, g.input_shape(), std::slice::from_ref(&x))
+        .unwrap();
+    let (out, layers) = henn_nn::exec::run(&be, &ChannelLayout, &g, input, |_, _| Ok(())).unwrap();
+    for (p, e) in plan.layers.iter().zip(&layers) {
+        assert_eq!(p.level, e.level, "layer {}", p.name);
+        assert!(
+            (p.log2_scale - e.log2_scale).abs() < 1e-9,
+            "layer {}",
+            p.name
+        );
+    }
+    let dec = client.decrypt_slots(&out.cts).unwrap();
+    let got = channel::unpack_outputs(&g, params.slots(), &dec, out.mult).unwrap();
+    let want = reference::run(&g, &x).unwrap();
+    close(&got, want.data(), 1e-4, "encrypted");
+    let top = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    assert_eq!(top(&got), top(want.data()));
+    eprintln!(
+        "encrypted channel: depth {depth}, {} rotation keys, output {got:?}",
+        plan.rotations.len()
+    );
+}

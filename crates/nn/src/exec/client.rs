@@ -59,19 +59,14 @@ impl Client {
         Ok((rlk, gk))
     }
 
-    /// Encrypts a batch of images in the plan's layout (batch: slot i = image i).
+    /// Encrypts a batch of images in the plan's layout (batch: slot i = image i; channel: one
+    /// image, one ciphertext per channel).
     pub fn encrypt(
         &self,
         plan: &Plan,
         shape: &[usize],
         images: &[Tensor],
     ) -> Result<Packed<Ciphertext>> {
-        if plan.layout != LayoutKind::Batch {
-            return Err(NnError::Plan(format!(
-                "the {} layout is not implemented yet",
-                plan.layout
-            )));
-        }
         if images.len() > self.params.slots() {
             return Err(NnError::Exec(format!(
                 "{} images exceed the {} slots of N = {}",
@@ -80,7 +75,15 @@ impl Client {
                 self.params.n()
             )));
         }
-        let vectors = batch::pack_inputs(images)?;
+        let vectors = match (plan.layout, images) {
+            (LayoutKind::Batch, _) => batch::pack_inputs(images)?,
+            (LayoutKind::Channel, [one]) => crate::pack::channel::pack_inputs(one)?,
+            (LayoutKind::Channel, _) => {
+                return Err(NnError::Exec(
+                    "the channel layout encrypts one image at a time".into(),
+                ));
+            }
+        };
         let enc = Encryptor::new(&self.params);
         let level = self.params.max_level();
         let scale = self.params.default_scale();

@@ -15,6 +15,7 @@ use crate::exec::slots::Slots;
 use crate::exec::{self, Backend, LayerStat};
 use crate::ir::Graph;
 use crate::pack::batch::{self, BatchLayout};
+use crate::pack::channel::{self, ChannelLayout};
 use crate::pack::{Layout, LayoutKind, Packed};
 use crate::tensor::{Tensor, numel};
 
@@ -108,13 +109,11 @@ pub fn fingerprint(graph: &Graph) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The layout object for a kind (batch only for now).
+/// The layout object for a kind.
 pub fn layout_for<B: Backend>(kind: LayoutKind) -> Result<Box<dyn Layout<B>>> {
     match kind {
         LayoutKind::Batch => Ok(Box::new(BatchLayout)),
-        LayoutKind::Channel => Err(NnError::Plan(
-            "the channel-wise layout is not implemented yet; use --packing batch".into(),
-        )),
+        LayoutKind::Channel => Ok(Box::new(ChannelLayout)),
     }
 }
 
@@ -122,7 +121,7 @@ pub fn layout_for<B: Backend>(kind: LayoutKind) -> Result<Box<dyn Layout<B>>> {
 pub fn check_supported(graph: &Graph, kind: LayoutKind) -> Result<()> {
     match kind {
         LayoutKind::Batch => batch::check_supported(graph),
-        LayoutKind::Channel => layout_for::<Simulated>(kind).map(|_| ()),
+        LayoutKind::Channel => channel::check_supported(graph),
     }
 }
 
@@ -135,7 +134,19 @@ fn probe_chain() -> Vec<u32> {
 /// Number of ciphertexts of the packed input for a layout.
 fn input_cts(graph: &Graph, kind: LayoutKind) -> usize {
     match kind {
-        LayoutKind::Batch | LayoutKind::Channel => numel(graph.input_shape()),
+        LayoutKind::Batch => numel(graph.input_shape()),
+        LayoutKind::Channel => match graph.input_shape() {
+            [_, c, _, _] => *c,
+            _ => 1,
+        },
+    }
+}
+
+/// Slots a layout needs: the batch size (batch), the largest image grid (channel).
+fn min_slots(graph: &Graph, kind: LayoutKind, batch: usize) -> Result<usize> {
+    match kind {
+        LayoutKind::Batch => Ok(batch),
+        LayoutKind::Channel => channel::required_slots(graph),
     }
 }
 
@@ -159,7 +170,8 @@ pub fn simulate(
 
 /// Levels the model consumes under a layout (output level counted from the top).
 pub fn depth(graph: &Graph, kind: LayoutKind) -> Result<usize> {
-    let sim = Simulated::with_bits(&probe_chain(), 1);
+    let slots = min_slots(graph, kind, 1)?.next_power_of_two();
+    let sim = Simulated::with_bits(&probe_chain(), slots);
     let (out, _) = simulate(graph, kind, &sim, Scale::from_log2(40.0))?;
     let lvl = out.cts.first().map_or(PROBE_LEVELS, |c| c.level);
     Ok(PROBE_LEVELS - lvl)
@@ -311,15 +323,16 @@ pub fn make_plan(
 ) -> Result<(Plan, Arc<CkksParams>)> {
     check_supported(graph, opts.layout)?;
     let depth = depth(graph, opts.layout)?;
+    let slots_needed = min_slots(graph, opts.layout, opts.batch)?;
     let lit = match given {
         Some(lit) => {
-            check_params(&lit, depth, opts.batch, opts.max_abs)?;
+            check_params(&lit, depth, slots_needed, opts.max_abs)?;
             lit
         }
         None => choose_params(
             depth,
             opts.target_precision_bits,
-            opts.batch,
+            slots_needed,
             opts.security_bits,
             opts.max_abs,
         )?,
