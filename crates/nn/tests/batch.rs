@@ -557,3 +557,8 @@ fn missing_rotation_key_is_a_clear_error() {
     let e = be.check_rotations(&[1, 4]).unwrap_err().to_string();
     assert!(e.contains("[4]") && e.contains("Galois"), "{e}");
 }
+
+#[test]
+fn shipped_tenseal_encrypted_top1_equals_plaintext() {
+    shipped_model_agrees("mnist_tenseal");
+}
