@@ -267,6 +267,34 @@ impl Evaluator {
         Ok(())
     }
 
+    /// `acc += x * c` for a real constant encoded as `round(c * const_scale)`, with no
+    /// temporary ciphertext: the building block of linear layers (`sum_i w_i x_i`, then one
+    /// rescale). `acc` must be at `x`'s level and at scale `x.scale * const_scale`.
+    pub fn mul_const_add_assign(
+        &self,
+        acc: &mut Ciphertext,
+        x: &Ciphertext,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        self.check_ct(acc)?;
+        self.check_ct(x)?;
+        check_same_level(acc.level, x.level)?;
+        check_same_scale(acc.scale, x.scale.mul(const_scale))?;
+        let r = self.int_residues(c * const_scale.value(), x.level)?;
+        for (i, px) in x.parts.iter().enumerate() {
+            match acc.parts.get_mut(i) {
+                Some(pa) => pa.mul_scalar_add_assign(px, &r)?,
+                None => {
+                    let mut p = px.clone();
+                    p.mul_scalar_assign(&r)?;
+                    acc.parts.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `a * k` for an integer `k`; the scale is unchanged and no level is consumed.
     pub fn mul_int_assign(&self, a: &mut Ciphertext, k: i64) -> Result<()> {
         self.check_ct(a)?;

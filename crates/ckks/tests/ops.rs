@@ -425,3 +425,34 @@ fn encode_constant_fills_every_slot() {
         .unwrap();
     assert_eq!(pt.poly(), general.poly());
 }
+
+#[test]
+fn mul_const_add_accumulates_a_linear_combination() {
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let mut rng = TestContext::rng(90);
+    let s = c.params.slots();
+    let xs: Vec<Vec<f64>> = (0..4).map(|i| uniform_values(s, 1.0, 91 + i)).collect();
+    let ws = [0.5, -1.25, 0.003, 2.0];
+    let cts: Vec<_> = xs.iter().map(|x| c.encrypt(x, &mut rng)).collect();
+    let ks = c.eval.rescale_neutral_scale(&cts[0]).unwrap();
+    let mut acc = c.eval.mul_const(&cts[0], ws[0], ks).unwrap();
+    for (ct, &w) in cts.iter().zip(&ws).skip(1) {
+        c.eval.mul_const_add_assign(&mut acc, ct, w, ks).unwrap();
+    }
+    c.eval.rescale_assign(&mut acc).unwrap();
+    let want: Vec<f64> = (0..s)
+        .map(|k| xs.iter().zip(&ws).map(|(x, w)| w * x[k]).sum())
+        .collect();
+    assert_precision(
+        "mul_const_add linear combination",
+        &c.decrypt(&acc),
+        &want,
+        19.0,
+    );
+    // Wrong accumulator scale is an error.
+    let mut bad = cts[1].clone();
+    assert!(matches!(
+        c.eval.mul_const_add_assign(&mut bad, &cts[0], 1.0, ks),
+        Err(CkksError::ScaleMismatch { .. })
+    ));
+}

@@ -269,6 +269,27 @@ impl<R: Repr> Poly<R> {
         Ok(())
     }
 
+    /// `self += other * s` where `s` is the integer with residues `scalars` (one per limb):
+    /// a scalar multiply-accumulate without a temporary polynomial.
+    pub fn mul_scalar_add_assign(&mut self, other: &Self, scalars: &[u64]) -> Result<()> {
+        self.check_same_basis(other)?;
+        if scalars.len() != self.limbs.len() {
+            return Err(RingError::LengthMismatch { expected: self.limbs.len(), got: scalars.len() });
+        }
+        let ctx = &self.ctx;
+        let n = ctx.n();
+        self.data
+            .par_chunks_mut(n)
+            .zip(other.data.par_chunks(n))
+            .zip(self.limbs.par_iter().zip(scalars.par_iter()))
+            .with_min_len(if self.limbs.len() >= PAR_MIN_LIMBS { 1 } else { usize::MAX })
+            .for_each(|((a, b), (&i, &sc))| {
+                let m = ctx.modulus_unchecked(i);
+                simd::mul_shoup_add_assign(a, b, m.shoup(sc), m);
+            });
+        Ok(())
+    }
+
     /// Drops limbs from the end until `keep` remain.
     pub fn truncate_limbs(&mut self, keep: usize) -> Result<()> {
         if keep > self.limbs.len() {

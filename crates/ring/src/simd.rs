@@ -110,6 +110,20 @@ pub fn sub_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
     }
 }
 
+/// `acc[i] = acc[i] + x[i] * w mod q` for a constant `w` (inputs reduced): the
+/// multiply-accumulate of a linear combination with scalar weights, without a temporary.
+pub fn mul_shoup_add_assign(acc: &mut [u64], x: &[u64], w: ShoupConst, m: &Modulus) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        // SAFETY: the required CPU features were detected just above.
+        unsafe { x86::mul_shoup_add_assign(acc, x, w, m) };
+        return;
+    }
+    for (d, &v) in acc.iter_mut().zip(x) {
+        *d = m.add(*d, m.mul_shoup(v, w));
+    }
+}
+
 /// `a[i] = (a[i] - b[i]) * w mod q` in one pass (inputs reduced).
 pub fn sub_mul_shoup_assign(a: &mut [u64], b: &[u64], w: ShoupConst, m: &Modulus) {
     #[cfg(target_arch = "x86_64")]
@@ -339,6 +353,35 @@ mod x86 {
             }
             out0[k] = m.reduce_u128(s0);
             out1[k] = m.reduce_u128(s1);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn mul_shoup_add_assign(acc: &mut [u64], x: &[u64], w: ShoupConst, m: &Modulus) {
+        let q = m.value();
+        let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
+        let vq = _mm512_set1_epi64(q as i64);
+        let vw = _mm512_set1_epi64(w.value as i64);
+        let vw52 = _mm512_set1_epi64(w52 as i64);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let zero = _mm512_setzero_si512();
+        let len = acc.len().min(x.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len.
+            unsafe {
+                let pd = acc.as_mut_ptr().add(i * 8);
+                let xv = _mm512_loadu_si512(x.as_ptr().add(i * 8).cast());
+                let hi = _mm512_madd52hi_epu64(zero, xv, vw52);
+                let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, xv, vw), _mm512_madd52lo_epu64(zero, hi, vq));
+                let r = _mm512_and_si512(r, mask);
+                let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, vq));
+                let s = _mm512_add_epi64(_mm512_loadu_si512(pd.cast()), r);
+                _mm512_storeu_si512(pd.cast(), _mm512_min_epu64(s, _mm512_sub_epi64(s, vq)));
+            }
+        }
+        for (d, &v) in acc[chunks * 8..len].iter_mut().zip(&x[chunks * 8..len]) {
+            *d = m.add(*d, m.mul_shoup(v, w));
         }
     }
 

@@ -115,6 +115,19 @@ impl Backend for Encrypted {
             .mul_const_assign(a, c, const_scale)
             .map_err(ckks_err)
     }
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut Ciphertext,
+        x: &Ciphertext,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        OpCounts::bump(&self.counts.mul_const, 1);
+        OpCounts::bump(&self.counts.add, 1);
+        self.eval
+            .mul_const_add_assign(acc, x, c, const_scale)
+            .map_err(ckks_err)
+    }
     fn mul_plain_scaled_assign(
         &self,
         a: &mut Ciphertext,
