@@ -35,12 +35,20 @@ impl RingContext {
                 return Err(RingError::DuplicatePrime { q });
             }
             if !is_ntt_friendly(q, n) {
-                return Err(RingError::NotNttFriendly { q, two_n: 2 * n as u64 });
+                return Err(RingError::NotNttFriendly {
+                    q,
+                    two_n: 2 * n as u64,
+                });
             }
             moduli.push(Modulus::new(q)?);
             tables.push(NttTable::with_backend(n, q, force)?);
         }
-        Ok(Arc::new(Self { n, log_n: n.trailing_zeros(), moduli, tables }))
+        Ok(Arc::new(Self {
+            n,
+            log_n: n.trailing_zeros(),
+            moduli,
+            tables,
+        }))
     }
 
     /// Ring degree N.
@@ -69,22 +77,33 @@ impl RingContext {
 
     /// Modulus at index `i`.
     pub fn modulus(&self, i: usize) -> Result<&Modulus> {
-        self.moduli.get(i).ok_or(RingError::LimbOutOfRange { index: i, len: self.moduli.len() })
+        self.moduli.get(i).ok_or(RingError::LimbOutOfRange {
+            index: i,
+            len: self.moduli.len(),
+        })
     }
 
     /// NTT table of prime `i`.
     pub fn ntt_table(&self, i: usize) -> Result<&NttTable> {
-        self.tables.get(i).ok_or(RingError::LimbOutOfRange { index: i, len: self.moduli.len() })
+        self.tables.get(i).ok_or(RingError::LimbOutOfRange {
+            index: i,
+            len: self.moduli.len(),
+        })
     }
 
     /// Checks that all indices are in range and distinct.
     pub fn check_limbs(&self, limbs: &[usize]) -> Result<()> {
         for (k, &i) in limbs.iter().enumerate() {
             if i >= self.moduli.len() {
-                return Err(RingError::LimbOutOfRange { index: i, len: self.moduli.len() });
+                return Err(RingError::LimbOutOfRange {
+                    index: i,
+                    len: self.moduli.len(),
+                });
             }
             if limbs[..k].contains(&i) {
-                return Err(RingError::DuplicatePrime { q: self.moduli[i].value() });
+                return Err(RingError::DuplicatePrime {
+                    q: self.moduli[i].value(),
+                });
             }
         }
         Ok(())
@@ -92,13 +111,19 @@ impl RingContext {
 
     #[inline]
     pub(crate) fn modulus_unchecked(&self, i: usize) -> &Modulus {
-        #[allow(clippy::indexing_slicing, reason = "limb indices are validated at poly creation")]
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "limb indices are validated at poly creation"
+        )]
         &self.moduli[i]
     }
 
     #[inline]
     pub(crate) fn table_unchecked(&self, i: usize) -> &NttTable {
-        #[allow(clippy::indexing_slicing, reason = "limb indices are validated at poly creation")]
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "limb indices are validated at poly creation"
+        )]
         &self.tables[i]
     }
 }

@@ -19,7 +19,9 @@ pub enum RingError {
         n: usize,
     },
     /// A modulus is not an NTT-friendly prime for the ring degree.
-    #[error("modulus {q} is not a prime congruent to 1 mod 2N = {two_n}; choose one with henn_ring::primes")]
+    #[error(
+        "modulus {q} is not a prime congruent to 1 mod 2N = {two_n}; choose one with henn_ring::primes"
+    )]
     NotNttFriendly {
         /// The modulus.
         q: u64,

@@ -35,7 +35,11 @@ impl Modulus {
         let ratio = u128::MAX / u128::from(q);
         // u128::MAX / q == floor((2^128 - 1) / q) == floor(2^128 / q) unless q | 2^128,
         // which only happens for powers of two; fix that case.
-        let ratio = if q.is_power_of_two() { ratio + 1 } else { ratio };
+        let ratio = if q.is_power_of_two() {
+            ratio + 1
+        } else {
+            ratio
+        };
         Ok(Self {
             value: q,
             ratio_lo: ratio as u64,
@@ -101,7 +105,11 @@ impl Modulus {
     /// Centered representative of `x in [0, q)` in `(-q/2, q/2]`.
     #[inline]
     pub fn center(&self, x: u64) -> i64 {
-        if x > self.value / 2 { x as i64 - self.value as i64 } else { x as i64 }
+        if x > self.value / 2 {
+            x as i64 - self.value as i64
+        } else {
+            x as i64
+        }
     }
 
     /// `a + b mod q` for `a, b < q`.
@@ -133,14 +141,18 @@ impl Modulus {
     #[inline]
     pub fn shoup(&self, w: u64) -> ShoupConst {
         let value = self.reduce(w);
-        ShoupConst { value, quotient: ((u128::from(value) << 64) / u128::from(self.value)) as u64 }
+        ShoupConst {
+            value,
+            quotient: ((u128::from(value) << 64) / u128::from(self.value)) as u64,
+        }
     }
 
     /// `a * w mod q` in `[0, 2q)` for any `a < 2^64` (Harvey's lazy Shoup multiplication).
     #[inline(always)]
     pub fn mul_shoup_lazy(&self, a: u64, w: ShoupConst) -> u64 {
         let hi = ((u128::from(a) * u128::from(w.quotient)) >> 64) as u64;
-        a.wrapping_mul(w.value).wrapping_sub(hi.wrapping_mul(self.value))
+        a.wrapping_mul(w.value)
+            .wrapping_sub(hi.wrapping_mul(self.value))
     }
 
     /// `a * w mod q` in `[0, q)` for any `a < 2^64`.
@@ -175,7 +187,10 @@ impl Modulus {
             (t0, t1) = (t1, t0 - quot * t1);
         }
         if r0 != 1 {
-            return Err(RingError::NotInvertible { value: a, q: self.value });
+            return Err(RingError::NotInvertible {
+                value: a,
+                q: self.value,
+            });
         }
         Ok(self.reduce_i128(t0))
     }

@@ -53,7 +53,12 @@ pub struct Poly<R: Repr> {
 
 impl<R: Repr> Clone for Poly<R> {
     fn clone(&self) -> Self {
-        Self { ctx: self.ctx.clone(), limbs: self.limbs.clone(), data: self.data.clone(), _repr: PhantomData }
+        Self {
+            ctx: self.ctx.clone(),
+            limbs: self.limbs.clone(),
+            data: self.data.clone(),
+            _repr: PhantomData,
+        }
     }
 }
 
@@ -98,7 +103,10 @@ impl<R: Repr> Poly<R> {
         ctx.check_limbs(limbs)?;
         let n = ctx.n();
         if data.len() != n * limbs.len() {
-            return Err(RingError::LengthMismatch { expected: n * limbs.len(), got: data.len() });
+            return Err(RingError::LengthMismatch {
+                expected: n * limbs.len(),
+                got: data.len(),
+            });
         }
         for (chunk, &i) in data.chunks(n).zip(limbs) {
             let q = ctx.modulus_unchecked(i).value();
@@ -106,7 +114,12 @@ impl<R: Repr> Poly<R> {
                 return Err(RingError::ModulusOutOfRange { q: bad });
             }
         }
-        Ok(Self { ctx: ctx.clone(), limbs: limbs.to_vec(), data, _repr: PhantomData })
+        Ok(Self {
+            ctx: ctx.clone(),
+            limbs: limbs.to_vec(),
+            data,
+            _repr: PhantomData,
+        })
     }
 
     /// The ring context.
@@ -150,26 +163,37 @@ impl<R: Repr> Poly<R> {
         let n = self.n();
         self.data
             .get(k * n..(k + 1) * n)
-            .ok_or(RingError::LimbOutOfRange { index: k, len: self.limbs.len() })
+            .ok_or(RingError::LimbOutOfRange {
+                index: k,
+                len: self.limbs.len(),
+            })
     }
 
     /// Mutable residues of limb `k`.
     pub fn limb_mut(&mut self, k: usize) -> Result<&mut [u64]> {
         let n = self.n();
         let len = self.limbs.len();
-        self.data.get_mut(k * n..(k + 1) * n).ok_or(RingError::LimbOutOfRange { index: k, len })
+        self.data
+            .get_mut(k * n..(k + 1) * n)
+            .ok_or(RingError::LimbOutOfRange { index: k, len })
     }
 
     /// Iterator over `(modulus, residues)` per limb.
     pub fn iter_limbs(&self) -> impl Iterator<Item = (&Modulus, &[u64])> {
         let ctx = &self.ctx;
-        self.limbs.iter().map(|&i| ctx.modulus_unchecked(i)).zip(self.data.chunks(ctx.n()))
+        self.limbs
+            .iter()
+            .map(|&i| ctx.modulus_unchecked(i))
+            .zip(self.data.chunks(ctx.n()))
     }
 
     /// Checks that `other` has the same context and primes.
     pub fn check_same_basis<S: Repr>(&self, other: &Poly<S>) -> Result<()> {
         if !Arc::ptr_eq(&self.ctx, &other.ctx) || self.limbs != other.limbs {
-            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: other.limbs.clone() });
+            return Err(RingError::BasisMismatch {
+                lhs: self.limbs.clone(),
+                rhs: other.limbs.clone(),
+            });
         }
         Ok(())
     }
@@ -205,7 +229,11 @@ impl<R: Repr> Poly<R> {
             .par_chunks_mut(n)
             .zip(other.data.par_chunks(n))
             .zip(self.limbs.par_iter())
-            .with_min_len(if self.limbs.len() >= PAR_MIN_LIMBS { 1 } else { usize::MAX })
+            .with_min_len(if self.limbs.len() >= PAR_MIN_LIMBS {
+                1
+            } else {
+                usize::MAX
+            })
             .for_each(|((a, b), &i)| f(ctx.modulus_unchecked(i), a, b));
         Ok(())
     }
@@ -257,15 +285,24 @@ impl<R: Repr> Poly<R> {
     /// residues are `scalars`.
     pub fn mul_scalar_assign(&mut self, scalars: &[u64]) -> Result<()> {
         if scalars.len() != self.limbs.len() {
-            return Err(RingError::LengthMismatch { expected: self.limbs.len(), got: scalars.len() });
+            return Err(RingError::LengthMismatch {
+                expected: self.limbs.len(),
+                got: scalars.len(),
+            });
         }
         let ctx = &self.ctx;
         let n = ctx.n();
-        let consts: Vec<ShoupConst> =
-            self.limbs.iter().zip(scalars).map(|(&i, &s)| ctx.modulus_unchecked(i).shoup(s)).collect();
-        self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).zip(consts.par_iter()).for_each(
-            |((a, &i), &w)| simd::mul_shoup_assign(a, w, ctx.modulus_unchecked(i)),
-        );
+        let consts: Vec<ShoupConst> = self
+            .limbs
+            .iter()
+            .zip(scalars)
+            .map(|(&i, &s)| ctx.modulus_unchecked(i).shoup(s))
+            .collect();
+        self.data
+            .par_chunks_mut(n)
+            .zip(self.limbs.par_iter())
+            .zip(consts.par_iter())
+            .for_each(|((a, &i), &w)| simd::mul_shoup_assign(a, w, ctx.modulus_unchecked(i)));
         Ok(())
     }
 
@@ -274,7 +311,10 @@ impl<R: Repr> Poly<R> {
     pub fn mul_scalar_add_assign(&mut self, other: &Self, scalars: &[u64]) -> Result<()> {
         self.check_same_basis(other)?;
         if scalars.len() != self.limbs.len() {
-            return Err(RingError::LengthMismatch { expected: self.limbs.len(), got: scalars.len() });
+            return Err(RingError::LengthMismatch {
+                expected: self.limbs.len(),
+                got: scalars.len(),
+            });
         }
         let ctx = &self.ctx;
         let n = ctx.n();
@@ -282,7 +322,11 @@ impl<R: Repr> Poly<R> {
             .par_chunks_mut(n)
             .zip(other.data.par_chunks(n))
             .zip(self.limbs.par_iter().zip(scalars.par_iter()))
-            .with_min_len(if self.limbs.len() >= PAR_MIN_LIMBS { 1 } else { usize::MAX })
+            .with_min_len(if self.limbs.len() >= PAR_MIN_LIMBS {
+                1
+            } else {
+                usize::MAX
+            })
             .for_each(|((a, b), (&i, &sc))| {
                 let m = ctx.modulus_unchecked(i);
                 simd::mul_shoup_add_assign(a, b, m.shoup(sc), m);
@@ -293,7 +337,10 @@ impl<R: Repr> Poly<R> {
     /// Drops limbs from the end until `keep` remain.
     pub fn truncate_limbs(&mut self, keep: usize) -> Result<()> {
         if keep > self.limbs.len() {
-            return Err(RingError::NotEnoughLimbs { need: keep, have: self.limbs.len() });
+            return Err(RingError::NotEnoughLimbs {
+                need: keep,
+                have: self.limbs.len(),
+            });
         }
         self.limbs.truncate(keep);
         self.data.truncate(keep * self.ctx.n());
@@ -305,20 +352,29 @@ impl<R: Repr> Poly<R> {
         let n = self.n();
         let mut data = Vec::with_capacity(n * limbs.len());
         for &i in limbs {
-            let pos = self
-                .limbs
-                .iter()
-                .position(|&j| j == i)
-                .ok_or_else(|| RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: limbs.to_vec() })?;
+            let pos = self.limbs.iter().position(|&j| j == i).ok_or_else(|| {
+                RingError::BasisMismatch {
+                    lhs: self.limbs.clone(),
+                    rhs: limbs.to_vec(),
+                }
+            })?;
             data.extend_from_slice(self.limb(pos)?);
         }
-        Ok(Self { ctx: self.ctx.clone(), limbs: limbs.to_vec(), data, _repr: PhantomData })
+        Ok(Self {
+            ctx: self.ctx.clone(),
+            limbs: limbs.to_vec(),
+            data,
+            _repr: PhantomData,
+        })
     }
 
     /// Appends the limbs of `other` (which must not share primes with `self`).
     pub fn concat_limbs(mut self, other: &Self) -> Result<Self> {
         if !Arc::ptr_eq(&self.ctx, &other.ctx) {
-            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: other.limbs.clone() });
+            return Err(RingError::BasisMismatch {
+                lhs: self.limbs.clone(),
+                rhs: other.limbs.clone(),
+            });
         }
         self.limbs.extend_from_slice(&other.limbs);
         self.ctx.check_limbs(&self.limbs)?;
@@ -328,7 +384,12 @@ impl<R: Repr> Poly<R> {
 
     /// Reinterprets the representation. Only for crate-internal transforms.
     fn cast<S: Repr>(self) -> Poly<S> {
-        Poly { ctx: self.ctx, limbs: self.limbs, data: self.data, _repr: PhantomData }
+        Poly {
+            ctx: self.ctx,
+            limbs: self.limbs,
+            data: self.data,
+            _repr: PhantomData,
+        }
     }
 }
 
@@ -337,7 +398,10 @@ impl Poly<Coeff> {
     pub fn from_signed(ctx: &Arc<RingContext>, limbs: &[usize], coeffs: &[i64]) -> Result<Self> {
         let mut p = Self::zero(ctx, limbs)?;
         if coeffs.len() != ctx.n() {
-            return Err(RingError::LengthMismatch { expected: ctx.n(), got: coeffs.len() });
+            return Err(RingError::LengthMismatch {
+                expected: ctx.n(),
+                got: coeffs.len(),
+            });
         }
         p.par_for_each_limb(|m, a| {
             for (x, &c) in a.iter_mut().zip(coeffs) {
@@ -348,10 +412,17 @@ impl Poly<Coeff> {
     }
 
     /// Builds a coefficient-form polynomial from signed 128-bit coefficients (length `n`).
-    pub fn from_signed_i128(ctx: &Arc<RingContext>, limbs: &[usize], coeffs: &[i128]) -> Result<Self> {
+    pub fn from_signed_i128(
+        ctx: &Arc<RingContext>,
+        limbs: &[usize],
+        coeffs: &[i128],
+    ) -> Result<Self> {
         let mut p = Self::zero(ctx, limbs)?;
         if coeffs.len() != ctx.n() {
-            return Err(RingError::LengthMismatch { expected: ctx.n(), got: coeffs.len() });
+            return Err(RingError::LengthMismatch {
+                expected: ctx.n(),
+                got: coeffs.len(),
+            });
         }
         p.par_for_each_limb(|m, a| {
             for (x, &c) in a.iter_mut().zip(coeffs) {
@@ -377,24 +448,33 @@ impl Poly<Coeff> {
         let n = self.n();
         let two_n = 2 * n as u64;
         if galois.is_multiple_of(2) {
-            return Err(RingError::InvalidGaloisElement { element: galois, two_n });
+            return Err(RingError::InvalidGaloisElement {
+                element: galois,
+                two_n,
+            });
         }
         let g = galois % two_n;
         let mut out = Self::zero(&self.ctx, &self.limbs)?;
         let mask = two_n - 1;
         let ctx = &self.ctx;
-        out.data.par_chunks_mut(n).zip(self.data.par_chunks(n)).zip(self.limbs.par_iter()).for_each(
-            |((dst, src), &i)| {
+        out.data
+            .par_chunks_mut(n)
+            .zip(self.data.par_chunks(n))
+            .zip(self.limbs.par_iter())
+            .for_each(|((dst, src), &i)| {
                 let m = ctx.modulus_unchecked(i);
                 let mut idx = 0u64;
                 #[allow(clippy::indexing_slicing, reason = "target index reduced below n")]
                 for &x in src {
                     let j = (idx & mask) as usize;
-                    if j < n { dst[j] = x } else { dst[j - n] = m.neg(x) }
+                    if j < n {
+                        dst[j] = x
+                    } else {
+                        dst[j - n] = m.neg(x)
+                    }
                     idx += g;
                 }
-            },
-        );
+            });
         Ok(out)
     }
 }
@@ -421,7 +501,10 @@ impl Poly<Ntt> {
     pub fn mul_assign_prefix(&mut self, other: &Self) -> Result<()> {
         let k = self.limbs.len();
         if !Arc::ptr_eq(&self.ctx, &other.ctx) || other.limbs.get(..k) != Some(&self.limbs[..]) {
-            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: other.limbs.clone() });
+            return Err(RingError::BasisMismatch {
+                lhs: self.limbs.clone(),
+                rhs: other.limbs.clone(),
+            });
         }
         let ctx = &self.ctx;
         let n = ctx.n();
@@ -461,16 +544,22 @@ impl Poly<Ntt> {
     pub fn mul_add_assign_subset(&mut self, a: &Self, b: &Self) -> Result<()> {
         self.check_same_basis(a)?;
         if !Arc::ptr_eq(&self.ctx, &b.ctx) {
-            return Err(RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: b.limbs.clone() });
+            return Err(RingError::BasisMismatch {
+                lhs: self.limbs.clone(),
+                rhs: b.limbs.clone(),
+            });
         }
         let n = self.n();
         let mut b_limbs = Vec::with_capacity(self.limbs.len());
         for &i in &self.limbs {
-            let pos = b
-                .limbs
-                .iter()
-                .position(|&j| j == i)
-                .ok_or_else(|| RingError::BasisMismatch { lhs: self.limbs.clone(), rhs: b.limbs.clone() })?;
+            let pos =
+                b.limbs
+                    .iter()
+                    .position(|&j| j == i)
+                    .ok_or_else(|| RingError::BasisMismatch {
+                        lhs: self.limbs.clone(),
+                        rhs: b.limbs.clone(),
+                    })?;
             b_limbs.push(b.limb(pos)?);
         }
         let ctx = &self.ctx;
@@ -487,19 +576,24 @@ impl Poly<Ntt> {
     /// i.e. adds a constant polynomial.
     pub fn add_scalar_assign(&mut self, scalars: &[u64]) -> Result<()> {
         if scalars.len() != self.limbs.len() {
-            return Err(RingError::LengthMismatch { expected: self.limbs.len(), got: scalars.len() });
+            return Err(RingError::LengthMismatch {
+                expected: self.limbs.len(),
+                got: scalars.len(),
+            });
         }
         let ctx = &self.ctx;
         let n = ctx.n();
-        self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).zip(scalars.par_iter()).for_each(
-            |((a, &i), &s)| {
+        self.data
+            .par_chunks_mut(n)
+            .zip(self.limbs.par_iter())
+            .zip(scalars.par_iter())
+            .for_each(|((a, &i), &s)| {
                 let m = ctx.modulus_unchecked(i);
                 let s = m.reduce(s);
                 for x in a.iter_mut() {
                     *x = m.add(*x, s);
                 }
-            },
-        );
+            });
         Ok(())
     }
 
@@ -507,15 +601,24 @@ impl Poly<Ntt> {
     pub fn automorphism(&self, perm: &AutomorphismPermutation) -> Result<Self> {
         let n = self.n();
         if perm.map.len() != n {
-            return Err(RingError::LengthMismatch { expected: n, got: perm.map.len() });
+            return Err(RingError::LengthMismatch {
+                expected: n,
+                got: perm.map.len(),
+            });
         }
         let mut out = Self::zero(&self.ctx, &self.limbs)?;
-        out.data.par_chunks_mut(n).zip(self.data.par_chunks(n)).for_each(|(dst, src)| {
-            #[allow(clippy::indexing_slicing, reason = "permutation entries are < n by construction")]
-            for (d, &j) in dst.iter_mut().zip(&perm.map) {
-                *d = src[j as usize];
-            }
-        });
+        out.data
+            .par_chunks_mut(n)
+            .zip(self.data.par_chunks(n))
+            .for_each(|(dst, src)| {
+                #[allow(
+                    clippy::indexing_slicing,
+                    reason = "permutation entries are < n by construction"
+                )]
+                for (d, &j) in dst.iter_mut().zip(&perm.map) {
+                    *d = src[j as usize];
+                }
+            });
         Ok(out)
     }
 
@@ -539,24 +642,27 @@ impl Poly<Ntt> {
             *x = last_m.add(*x, half);
         }
         let last = &last;
-        self.data.par_chunks_mut(n).zip(self.limbs.par_iter()).for_each_init(
-            || vec![0u64; n],
-            |tmp, (a, &i)| {
-                let m = ctx.modulus_unchecked(i);
-                let half_i = m.reduce(half);
-                if last_m.value() <= 2 * m.value() {
-                    simd::reduce_once_sub(tmp, last, half_i, m);
-                } else {
-                    for (t, &x) in tmp.iter_mut().zip(last) {
-                        *t = m.sub(m.reduce(x), half_i);
+        self.data
+            .par_chunks_mut(n)
+            .zip(self.limbs.par_iter())
+            .for_each_init(
+                || vec![0u64; n],
+                |tmp, (a, &i)| {
+                    let m = ctx.modulus_unchecked(i);
+                    let half_i = m.reduce(half);
+                    if last_m.value() <= 2 * m.value() {
+                        simd::reduce_once_sub(tmp, last, half_i, m);
+                    } else {
+                        for (t, &x) in tmp.iter_mut().zip(last) {
+                            *t = m.sub(m.reduce(x), half_i);
+                        }
                     }
-                }
-                ctx.table_unchecked(i).forward(tmp);
-                // q_last^{-1} mod q_i exists: distinct primes.
-                let inv = m.shoup(m.inv(last_m.value()).unwrap_or(0));
-                simd::sub_mul_shoup_assign(a, tmp, inv, m);
-            },
-        );
+                    ctx.table_unchecked(i).forward(tmp);
+                    // q_last^{-1} mod q_i exists: distinct primes.
+                    let inv = m.shoup(m.inv(last_m.value()).unwrap_or(0));
+                    simd::sub_mul_shoup_assign(a, tmp, inv, m);
+                },
+            );
         Ok(())
     }
 }
@@ -576,7 +682,10 @@ impl AutomorphismPermutation {
             return Err(RingError::InvalidDegree { n });
         }
         if galois.is_multiple_of(2) {
-            return Err(RingError::InvalidGaloisElement { element: galois, two_n });
+            return Err(RingError::InvalidGaloisElement {
+                element: galois,
+                two_n,
+            });
         }
         let g = galois % two_n;
         let log_n = n.trailing_zeros();
@@ -598,9 +707,15 @@ impl AutomorphismPermutation {
     /// Applies the permutation to one NTT-form limb: `dst[i] = src[map[i]]`.
     pub fn apply_to_limb(&self, src: &[u64], dst: &mut [u64]) -> Result<()> {
         if src.len() != self.map.len() || dst.len() != self.map.len() {
-            return Err(RingError::LengthMismatch { expected: self.map.len(), got: src.len().min(dst.len()) });
+            return Err(RingError::LengthMismatch {
+                expected: self.map.len(),
+                got: src.len().min(dst.len()),
+            });
         }
-        #[allow(clippy::indexing_slicing, reason = "permutation entries are < n = src.len()")]
+        #[allow(
+            clippy::indexing_slicing,
+            reason = "permutation entries are < n = src.len()"
+        )]
         for (d, &j) in dst.iter_mut().zip(&self.map) {
             *d = src[j as usize];
         }

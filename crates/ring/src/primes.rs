@@ -68,7 +68,11 @@ pub fn ntt_primes_near(
     below_only: bool,
 ) -> Result<Vec<u64>> {
     let two_n = 2 * n as u64;
-    let not_enough = RingError::NotEnoughPrimes { bits: log2_target, count, two_n };
+    let not_enough = RingError::NotEnoughPrimes {
+        bits: log2_target,
+        count,
+        two_n,
+    };
     if !(2..=MAX_MODULUS_BITS).contains(&log2_target) || (1u64 << log2_target) <= two_n {
         return Err(not_enough);
     }
@@ -76,7 +80,11 @@ pub fn ntt_primes_near(
     let max = 1u64 << MAX_MODULUS_BITS;
     // Candidates k*2n+1: `down` walks below the target, `up` above it.
     let mut down = Some((target - 1) / two_n * two_n + 1);
-    let mut up = if below_only { None } else { Some(target / two_n * two_n + two_n + 1) };
+    let mut up = if below_only {
+        None
+    } else {
+        Some(target / two_n * two_n + two_n + 1)
+    };
     let mut found = Vec::with_capacity(count);
     let lower_limit = target >> 1;
     while found.len() < count {
@@ -93,7 +101,9 @@ pub fn ntt_primes_near(
             d
         } else {
             let u = up.unwrap_or(0);
-            up = u.checked_add(two_n).filter(|&x| x < max && x < target.saturating_mul(2));
+            up = u
+                .checked_add(two_n)
+                .filter(|&x| x < max && x < target.saturating_mul(2));
             u
         };
         if is_prime(candidate) && !exclude.contains(&candidate) && !found.contains(&candidate) {

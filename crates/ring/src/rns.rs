@@ -54,8 +54,17 @@ impl BasisConverter {
                 qhat_mod_p.push(prod);
             }
         }
-        let inputs_below_2_52 = from.iter().all(|&i| ctx.modulus_unchecked(i).value() < 1 << 52);
-        Ok(Self { ctx: ctx.clone(), from: from.to_vec(), to: to.to_vec(), qhat_inv, qhat_mod_p, inputs_below_2_52 })
+        let inputs_below_2_52 = from
+            .iter()
+            .all(|&i| ctx.modulus_unchecked(i).value() < 1 << 52);
+        Ok(Self {
+            ctx: ctx.clone(),
+            from: from.to_vec(),
+            to: to.to_vec(),
+            qhat_inv,
+            qhat_mod_p,
+            inputs_below_2_52,
+        })
     }
 
     /// Source primes.
@@ -71,7 +80,10 @@ impl BasisConverter {
     /// Converts `input` (over `from`, coefficient form) to a new polynomial over `to`.
     pub fn convert(&self, input: &Poly<Coeff>) -> Result<Poly<Coeff>> {
         if input.limbs() != self.from.as_slice() || !Arc::ptr_eq(input.context(), &self.ctx) {
-            return Err(RingError::BasisMismatch { lhs: input.limbs().to_vec(), rhs: self.from.clone() });
+            return Err(RingError::BasisMismatch {
+                lhs: input.limbs().to_vec(),
+                rhs: self.from.clone(),
+            });
         }
         let n = self.ctx.n();
         let l_in = self.from.len();
@@ -107,8 +119,17 @@ impl BasisConverter {
 }
 
 #[inline]
-#[allow(clippy::indexing_slicing, reason = "t has consts.len() limbs of n values")]
-fn convert_limb(dst: &mut [u64], t: &[u64], consts: &[u64], n: usize, reduce: impl Fn(u128) -> u64) {
+#[allow(
+    clippy::indexing_slicing,
+    reason = "t has consts.len() limbs of n values"
+)]
+fn convert_limb(
+    dst: &mut [u64],
+    t: &[u64],
+    consts: &[u64],
+    n: usize,
+    reduce: impl Fn(u128) -> u64,
+) {
     // Process in blocks so the accumulators stay in cache while streaming the input limbs.
     const BLOCK: usize = 256;
     let mut acc = [0u128; BLOCK];
@@ -151,14 +172,22 @@ impl ModDown {
             }
             p_inv.push(qi.shoup(qi.inv(prod)?));
         }
-        Ok(Self { q: q.to_vec(), p: p.to_vec(), conv, p_inv })
+        Ok(Self {
+            q: q.to_vec(),
+            p: p.to_vec(),
+            conv,
+            p_inv,
+        })
     }
 
     /// Applies ModDown; `x` must be over exactly `q ++ p` in that order.
     pub fn apply(&self, mut x: Poly<Ntt>) -> Result<Poly<Ntt>> {
         let expected: Vec<usize> = self.q.iter().chain(&self.p).copied().collect();
         if x.limbs() != expected.as_slice() {
-            return Err(RingError::BasisMismatch { lhs: x.limbs().to_vec(), rhs: expected });
+            return Err(RingError::BasisMismatch {
+                lhs: x.limbs().to_vec(),
+                rhs: expected,
+            });
         }
         let xp = x.select_limbs(&self.p)?.intt();
         x.truncate_limbs(self.q.len())?;
@@ -189,19 +218,34 @@ mod ifma_convert {
     /// (`madd52lo/hi`), then `(hi * 2^52 + lo) mod p` via two 52-bit Shoup products.
     /// Requires `t < 2^52`, `consts < p < 2^50`, fewer than 2^11 terms.
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn convert_limb(dst: &mut [u64], t: &[u64], consts: &[u64], n: usize, p: &Modulus) {
+    pub(super) unsafe fn convert_limb(
+        dst: &mut [u64],
+        t: &[u64],
+        consts: &[u64],
+        n: usize,
+        p: &Modulus,
+    ) {
         let q = p.value();
         let r52 = ((1u128 << 52) % u128::from(q)) as u64;
         let shoup52 = |w: u64| ((u128::from(w) << 52) / u128::from(q)) as u64;
-        let (w_r, w_r52) = (_mm512_set1_epi64(r52 as i64), _mm512_set1_epi64(shoup52(r52) as i64));
+        let (w_r, w_r52) = (
+            _mm512_set1_epi64(r52 as i64),
+            _mm512_set1_epi64(shoup52(r52) as i64),
+        );
         let (w_1, w_152) = (_mm512_set1_epi64(1), _mm512_set1_epi64(shoup52(1) as i64));
         let vq = _mm512_set1_epi64(q as i64);
         let mask = _mm512_set1_epi64(MASK52 as i64);
         let zero = _mm512_setzero_si512();
-        let cs: Vec<__m512i> = consts.iter().map(|&c| _mm512_set1_epi64(c as i64)).collect();
+        let cs: Vec<__m512i> = consts
+            .iter()
+            .map(|&c| _mm512_set1_epi64(c as i64))
+            .collect();
         let shoup = |x: __m512i, w: __m512i, w52: __m512i| {
             let hi = _mm512_madd52hi_epu64(zero, x, w52);
-            let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, x, w), _mm512_madd52lo_epu64(zero, hi, vq));
+            let r = _mm512_sub_epi64(
+                _mm512_madd52lo_epu64(zero, x, w),
+                _mm512_madd52lo_epu64(zero, hi, vq),
+            );
             _mm512_and_si512(r, mask)
         };
         let chunks = n / 8;

@@ -37,10 +37,13 @@ pub fn uniform_ntt<R: RngCore + CryptoRng + ?Sized>(
     let n = ctx.n();
     for (k, &i) in limbs.iter().enumerate() {
         let q = ctx.modulus(i)?.value();
-        let limb = p.data_mut().get_mut(k * n..(k + 1) * n).ok_or(RingError::LengthMismatch {
-            expected: n * limbs.len(),
-            got: k * n,
-        })?;
+        let limb = p
+            .data_mut()
+            .get_mut(k * n..(k + 1) * n)
+            .ok_or(RingError::LengthMismatch {
+                expected: n * limbs.len(),
+                got: k * n,
+            })?;
         for x in limb.iter_mut() {
             *x = uniform_below(q, rng);
         }
@@ -69,9 +72,16 @@ pub fn ternary<R: RngCore + CryptoRng + ?Sized>(n: usize, rng: &mut R) -> Vec<i6
 
 /// Sparse ternary coefficients: exactly `h` non-zero entries, each ±1 uniformly, at
 /// uniformly random distinct positions.
-pub fn sparse_ternary<R: RngCore + CryptoRng + ?Sized>(n: usize, h: usize, rng: &mut R) -> Result<Vec<i64>> {
+pub fn sparse_ternary<R: RngCore + CryptoRng + ?Sized>(
+    n: usize,
+    h: usize,
+    rng: &mut R,
+) -> Result<Vec<i64>> {
     if h > n {
-        return Err(RingError::LengthMismatch { expected: n, got: h });
+        return Err(RingError::LengthMismatch {
+            expected: n,
+            got: h,
+        });
     }
     let mut idx: Vec<usize> = (0..n).collect();
     let mut out = vec![0i64; n];

@@ -156,7 +156,14 @@ pub fn reduce_once_sub(dst: &mut [u64], src: &[u64], c: u64, m: &Modulus) {
 /// `out0[k] = sum_j x_j[k] * b_j[k] mod q` and `out1[k] = sum_j x_j[k] * a_j[k] mod q`
 /// (the inner product of a key-switching decomposition with both halves of a key).
 /// All inputs reduced; at most 63 terms.
-pub fn dot_product_2(out0: &mut [u64], out1: &mut [u64], x: &[&[u64]], b: &[&[u64]], a: &[&[u64]], m: &Modulus) {
+pub fn dot_product_2(
+    out0: &mut [u64],
+    out1: &mut [u64],
+    x: &[&[u64]],
+    b: &[&[u64]],
+    a: &[&[u64]],
+    m: &Modulus,
+) {
     let terms = x.len().min(b.len()).min(a.len()).min(63);
     #[cfg(target_arch = "x86_64")]
     // IFMA lanes: hi accumulates < terms * 2^48 and must stay below 2^52 for the final
@@ -213,11 +220,20 @@ mod x86 {
         fn mul(&self, a: __m512i, b: __m512i) -> __m512i {
             let lo = _mm512_madd52lo_epu64(self.zero, a, b);
             let hi = _mm512_madd52hi_epu64(self.zero, a, b);
-            let c1 = _mm512_or_si512(_mm512_srl_epi64(lo, self.sh_c1_lo), _mm512_sll_epi64(hi, self.sh_c1_hi));
+            let c1 = _mm512_or_si512(
+                _mm512_srl_epi64(lo, self.sh_c1_lo),
+                _mm512_sll_epi64(hi, self.sh_c1_hi),
+            );
             let dlo = _mm512_madd52lo_epu64(self.zero, c1, self.mu);
             let dhi = _mm512_madd52hi_epu64(self.zero, c1, self.mu);
-            let e = _mm512_or_si512(_mm512_srl_epi64(dlo, self.sh_e_lo), _mm512_sll_epi64(dhi, self.sh_e_hi));
-            let r = _mm512_and_si512(_mm512_sub_epi64(lo, _mm512_madd52lo_epu64(self.zero, e, self.q)), self.mask);
+            let e = _mm512_or_si512(
+                _mm512_srl_epi64(dlo, self.sh_e_lo),
+                _mm512_sll_epi64(dhi, self.sh_e_hi),
+            );
+            let r = _mm512_and_si512(
+                _mm512_sub_epi64(lo, _mm512_madd52lo_epu64(self.zero, e, self.q)),
+                self.mask,
+            );
             let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, self.q));
             _mm512_min_epu64(r, _mm512_sub_epi64(r, self.q))
         }
@@ -259,7 +275,11 @@ mod x86 {
                 _mm512_storeu_si512(pd.cast(), s);
             }
         }
-        for ((d, &x), &y) in acc[chunks * 8..len].iter_mut().zip(&a[chunks * 8..len]).zip(&b[chunks * 8..len]) {
+        for ((d, &x), &y) in acc[chunks * 8..len]
+            .iter_mut()
+            .zip(&a[chunks * 8..len])
+            .zip(&b[chunks * 8..len])
+        {
             *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
         }
     }
@@ -280,7 +300,10 @@ mod x86 {
                 let pa = a.as_mut_ptr().add(i * 8);
                 let x = _mm512_loadu_si512(pa.cast());
                 let hi = _mm512_madd52hi_epu64(zero, x, vw52);
-                let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, x, vw), _mm512_madd52lo_epu64(zero, hi, vq));
+                let r = _mm512_sub_epi64(
+                    _mm512_madd52lo_epu64(zero, x, vw),
+                    _mm512_madd52lo_epu64(zero, hi, vq),
+                );
                 let r = _mm512_and_si512(r, mask);
                 _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(r, _mm512_sub_epi64(r, vq)));
             }
@@ -300,13 +323,20 @@ mod x86 {
         m: &Modulus,
     ) {
         let q = m.value();
-        let len = out0
-            .len()
-            .min(out1.len())
-            .min(x.iter().chain(b).chain(a).map(|s| s.len()).min().unwrap_or(0));
+        let len = out0.len().min(out1.len()).min(
+            x.iter()
+                .chain(b)
+                .chain(a)
+                .map(|s| s.len())
+                .min()
+                .unwrap_or(0),
+        );
         let r52 = ((1u128 << 52) % u128::from(q)) as u64;
         let shoup52 = |w: u64| ((u128::from(w) << 52) / u128::from(q)) as u64;
-        let (w_r, w_r52) = (_mm512_set1_epi64(r52 as i64), _mm512_set1_epi64(shoup52(r52) as i64));
+        let (w_r, w_r52) = (
+            _mm512_set1_epi64(r52 as i64),
+            _mm512_set1_epi64(shoup52(r52) as i64),
+        );
         let (w_1, w_152) = (_mm512_set1_epi64(1), _mm512_set1_epi64(shoup52(1) as i64));
         let vq = _mm512_set1_epi64(q as i64);
         let v2q = _mm512_set1_epi64((2 * q) as i64);
@@ -317,9 +347,15 @@ mod x86 {
             let hi = _mm512_add_epi64(hi, _mm512_srli_epi64::<52>(lo));
             let lo = _mm512_and_si512(lo, mask);
             let s1 = _mm512_madd52hi_epu64(zero, hi, w_r52);
-            let r1 = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, hi, w_r), _mm512_madd52lo_epu64(zero, s1, vq));
+            let r1 = _mm512_sub_epi64(
+                _mm512_madd52lo_epu64(zero, hi, w_r),
+                _mm512_madd52lo_epu64(zero, s1, vq),
+            );
             let s2 = _mm512_madd52hi_epu64(zero, lo, w_152);
-            let r2 = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, lo, w_1), _mm512_madd52lo_epu64(zero, s2, vq));
+            let r2 = _mm512_sub_epi64(
+                _mm512_madd52lo_epu64(zero, lo, w_1),
+                _mm512_madd52lo_epu64(zero, s2, vq),
+            );
             let r = _mm512_add_epi64(_mm512_and_si512(r1, mask), _mm512_and_si512(r2, mask));
             let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, v2q));
             _mm512_min_epu64(r, _mm512_sub_epi64(r, vq))
@@ -357,7 +393,12 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn mul_shoup_add_assign(acc: &mut [u64], x: &[u64], w: ShoupConst, m: &Modulus) {
+    pub(super) unsafe fn mul_shoup_add_assign(
+        acc: &mut [u64],
+        x: &[u64],
+        w: ShoupConst,
+        m: &Modulus,
+    ) {
         let q = m.value();
         let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
         let vq = _mm512_set1_epi64(q as i64);
@@ -373,7 +414,10 @@ mod x86 {
                 let pd = acc.as_mut_ptr().add(i * 8);
                 let xv = _mm512_loadu_si512(x.as_ptr().add(i * 8).cast());
                 let hi = _mm512_madd52hi_epu64(zero, xv, vw52);
-                let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, xv, vw), _mm512_madd52lo_epu64(zero, hi, vq));
+                let r = _mm512_sub_epi64(
+                    _mm512_madd52lo_epu64(zero, xv, vw),
+                    _mm512_madd52lo_epu64(zero, hi, vq),
+                );
                 let r = _mm512_and_si512(r, mask);
                 let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, vq));
                 let s = _mm512_add_epi64(_mm512_loadu_si512(pd.cast()), r);
@@ -386,7 +430,12 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512ifma")]
-    pub(super) unsafe fn sub_mul_shoup_assign(a: &mut [u64], b: &[u64], w: ShoupConst, m: &Modulus) {
+    pub(super) unsafe fn sub_mul_shoup_assign(
+        a: &mut [u64],
+        b: &[u64],
+        w: ShoupConst,
+        m: &Modulus,
+    ) {
         let q = m.value();
         let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
         let vq = _mm512_set1_epi64(q as i64);
@@ -402,11 +451,17 @@ mod x86 {
                 let pa = a.as_mut_ptr().add(i * 8);
                 // x - y + q in [0, 2q) < 2^52: Shoup accepts it directly.
                 let x = _mm512_add_epi64(
-                    _mm512_sub_epi64(_mm512_loadu_si512(pa.cast()), _mm512_loadu_si512(b.as_ptr().add(i * 8).cast())),
+                    _mm512_sub_epi64(
+                        _mm512_loadu_si512(pa.cast()),
+                        _mm512_loadu_si512(b.as_ptr().add(i * 8).cast()),
+                    ),
                     vq,
                 );
                 let hi = _mm512_madd52hi_epu64(zero, x, vw52);
-                let r = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, x, vw), _mm512_madd52lo_epu64(zero, hi, vq));
+                let r = _mm512_sub_epi64(
+                    _mm512_madd52lo_epu64(zero, x, vw),
+                    _mm512_madd52lo_epu64(zero, hi, vq),
+                );
                 let r = _mm512_and_si512(r, mask);
                 _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(r, _mm512_sub_epi64(r, vq)));
             }
@@ -428,7 +483,10 @@ mod x86 {
                 let x = _mm512_loadu_si512(src.as_ptr().add(i * 8).cast());
                 let x = _mm512_min_epu64(x, _mm512_sub_epi64(x, vq));
                 let d = _mm512_add_epi64(x, vqc);
-                _mm512_storeu_si512(dst.as_mut_ptr().add(i * 8).cast(), _mm512_min_epu64(d, _mm512_sub_epi64(d, vq)));
+                _mm512_storeu_si512(
+                    dst.as_mut_ptr().add(i * 8).cast(),
+                    _mm512_min_epu64(d, _mm512_sub_epi64(d, vq)),
+                );
             }
         }
         for (d, &x) in dst[chunks * 8..len].iter_mut().zip(&src[chunks * 8..len]) {
@@ -446,7 +504,10 @@ mod x86 {
             // SAFETY: i*8+8 <= len.
             unsafe {
                 let pa = a.as_mut_ptr().add(i * 8);
-                let s = _mm512_add_epi64(_mm512_loadu_si512(pa.cast()), _mm512_loadu_si512(b.as_ptr().add(i * 8).cast()));
+                let s = _mm512_add_epi64(
+                    _mm512_loadu_si512(pa.cast()),
+                    _mm512_loadu_si512(b.as_ptr().add(i * 8).cast()),
+                );
                 _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(s, _mm512_sub_epi64(s, vq)));
             }
         }
@@ -466,7 +527,10 @@ mod x86 {
             unsafe {
                 let pa = a.as_mut_ptr().add(i * 8);
                 let d = _mm512_add_epi64(
-                    _mm512_sub_epi64(_mm512_loadu_si512(pa.cast()), _mm512_loadu_si512(b.as_ptr().add(i * 8).cast())),
+                    _mm512_sub_epi64(
+                        _mm512_loadu_si512(pa.cast()),
+                        _mm512_loadu_si512(b.as_ptr().add(i * 8).cast()),
+                    ),
                     vq,
                 );
                 _mm512_storeu_si512(pa.cast(), _mm512_min_epu64(d, _mm512_sub_epi64(d, vq)));
@@ -496,7 +560,14 @@ pub mod portable {
     }
     /// Scalar two-output dot product with one reduction per coefficient (u128 sums; at most
     /// 63 terms of 61-bit values fit).
-    pub fn dot_product_2(out0: &mut [u64], out1: &mut [u64], x: &[&[u64]], b: &[&[u64]], a: &[&[u64]], m: &Modulus) {
+    pub fn dot_product_2(
+        out0: &mut [u64],
+        out1: &mut [u64],
+        x: &[&[u64]],
+        b: &[&[u64]],
+        a: &[&[u64]],
+        m: &Modulus,
+    ) {
         for (k, (o0, o1)) in out0.iter_mut().zip(out1.iter_mut()).enumerate() {
             let (mut s0, mut s1) = (0u128, 0u128);
             for ((xj, bj), aj) in x.iter().zip(b).zip(a) {

@@ -1,13 +1,25 @@
 //! Correctness tests of henn-ring against naive references.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failure should abort the test")]
-#![allow(clippy::needless_range_loop, clippy::type_complexity, reason = "naive reference loops read clearest with indices")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure should abort the test"
+)]
+#![allow(
+    clippy::needless_range_loop,
+    clippy::type_complexity,
+    reason = "naive reference loops read clearest with indices"
+)]
 
 use std::sync::Arc;
 
 use henn_ring::ntt::bit_reverse;
 use henn_ring::primes::{is_ntt_friendly, is_prime, ntt_primes_near};
 use henn_ring::sample;
-use henn_ring::{AutomorphismPermutation, BasisConverter, Coeff, ModDown, Modulus, Ntt, NttBackend, NttTable, Poly, RingContext};
+use henn_ring::{
+    AutomorphismPermutation, BasisConverter, Coeff, ModDown, Modulus, Ntt, NttBackend, NttTable,
+    Poly, RingContext,
+};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -37,7 +49,13 @@ fn negacyclic_schoolbook(a: &[u64], b: &[u64], q: u64) -> Vec<u64> {
 
 #[test]
 fn primes_are_ntt_friendly_and_near_target() {
-    for (bits, n) in [(35u32, 1usize << 14), (40, 1 << 13), (60, 1 << 14), (50, 1 << 16), (61, 1 << 15)] {
+    for (bits, n) in [
+        (35u32, 1usize << 14),
+        (40, 1 << 13),
+        (60, 1 << 14),
+        (50, 1 << 16),
+        (61, 1 << 15),
+    ] {
         let ps = ntt_primes_near(bits, n, 5, &[], false).unwrap();
         assert_eq!(ps.len(), 5);
         for &p in &ps {
@@ -58,7 +76,14 @@ fn primes_are_ntt_friendly_and_near_target() {
 #[test]
 fn ntt_matches_schoolbook_negacyclic_product() {
     let mut r = rng(1);
-    for &(n, bits) in &[(16usize, 30u32), (64, 35), (256, 50), (256, 60), (1024, 45), (1024, 61)] {
+    for &(n, bits) in &[
+        (16usize, 30u32),
+        (64, 35),
+        (256, 50),
+        (256, 60),
+        (1024, 45),
+        (1024, 61),
+    ] {
         for backend in [NttBackend::Portable, NttBackend::Ifma] {
             let q = ntt_primes_near(bits, n, 1, &[], true).unwrap()[0];
             let t = NttTable::with_backend(n, q, Some(backend)).unwrap();
@@ -71,7 +96,12 @@ fn ntt_matches_schoolbook_negacyclic_product() {
             let m = Modulus::new(q).unwrap();
             let mut c: Vec<u64> = fa.iter().zip(&fb).map(|(&x, &y)| m.mul(x, y)).collect();
             t.inverse(&mut c);
-            assert_eq!(c, expected, "n={n} q={q} backend {backend:?} ({:?} used)", t.backend());
+            assert_eq!(
+                c,
+                expected,
+                "n={n} q={q} backend {backend:?} ({:?} used)",
+                t.backend()
+            );
             // Evaluation convention: A[i] = a(psi^(2 brv(i) + 1)).
             let psi = t.psi();
             for i in [0usize, 1, n / 2, n - 1] {
@@ -147,8 +177,12 @@ fn rescale_divides_and_rounds() {
     let limbs = [0, 1, 2];
     let q_last = c.modulus(2).unwrap().value() as i128;
     let mut r = rng(4);
-    let coeffs: Vec<i128> = (0..n).map(|_| r.random_range(-(1i128 << 80)..(1i128 << 80))).collect();
-    let mut p = Poly::<Coeff>::from_signed_i128(&c, &limbs, &coeffs).unwrap().ntt();
+    let coeffs: Vec<i128> = (0..n)
+        .map(|_| r.random_range(-(1i128 << 80)..(1i128 << 80)))
+        .collect();
+    let mut p = Poly::<Coeff>::from_signed_i128(&c, &limbs, &coeffs)
+        .unwrap()
+        .ntt();
     p.divide_round_by_last_assign().unwrap();
     let p = p.intt();
     assert_eq!(p.limbs(), &[0, 1]);
@@ -168,7 +202,10 @@ fn basis_conversion_is_exact_up_to_multiple_of_q() {
     let c = ctx(n, &[40, 41, 42, 50, 55]);
     let from = [0, 1, 2];
     let to = [3, 4];
-    let qprod: i128 = from.iter().map(|&i| c.modulus(i).unwrap().value() as i128).product();
+    let qprod: i128 = from
+        .iter()
+        .map(|&i| c.modulus(i).unwrap().value() as i128)
+        .product();
     let mut r = rng(5);
     let coeffs: Vec<i128> = (0..n).map(|_| r.random_range(0..qprod)).collect();
     let x = Poly::<Coeff>::from_signed_i128(&c, &from, &coeffs).unwrap();
@@ -220,8 +257,14 @@ fn poly_ops_check_basis_and_thread_count_independence() {
     let b = sample::uniform_ntt(&c, &[0, 1, 2, 3], &mut r).unwrap();
     let c3 = sample::uniform_ntt(&c, &[0, 1, 2], &mut r).unwrap();
     assert!(a.mul(&c3).is_err());
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     let f = |a: &Poly<Ntt>, b: &Poly<Ntt>| {
         let mut x = a.mul(b).unwrap();
         x.add_assign(a).unwrap();
@@ -309,10 +352,18 @@ fn simd_kernels_equal_portable() {
             assert_eq!(x, y, "mul_shoup q={q}");
             let mut x = a.clone();
             simd::add_assign(&mut x, &b, &m);
-            assert!(x.iter().zip(a.iter().zip(&b)).all(|(&s, (&u, &v))| s == m.add(u, v)));
+            assert!(
+                x.iter()
+                    .zip(a.iter().zip(&b))
+                    .all(|(&s, (&u, &v))| s == m.add(u, v))
+            );
             let mut x = a.clone();
             simd::sub_assign(&mut x, &b, &m);
-            assert!(x.iter().zip(a.iter().zip(&b)).all(|(&s, (&u, &v))| s == m.sub(u, v)));
+            assert!(
+                x.iter()
+                    .zip(a.iter().zip(&b))
+                    .all(|(&s, (&u, &v))| s == m.sub(u, v))
+            );
         }
     }
 }
@@ -326,12 +377,27 @@ fn dot_product_2_equals_portable_and_naive() {
         let m = Modulus::new(q).unwrap();
         for (terms, len) in [(1usize, 16usize), (5, 1000), (11, 37), (63, 64)] {
             let make = |r: &mut ChaCha20Rng| -> Vec<Vec<u64>> {
-                (0..terms).map(|_| (0..len).map(|_| if r.random_bool(0.1) { q - 1 } else { r.random_range(0..q) }).collect()).collect()
+                (0..terms)
+                    .map(|_| {
+                        (0..len)
+                            .map(|_| {
+                                if r.random_bool(0.1) {
+                                    q - 1
+                                } else {
+                                    r.random_range(0..q)
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect()
             };
             let (x, b, a) = (make(&mut r), make(&mut r), make(&mut r));
             let (mut o0, mut o1) = (vec![0; len], vec![0; len]);
-            let (rx, rb, ra): (Vec<&[u64]>, Vec<&[u64]>, Vec<&[u64]>) =
-                (x.iter().map(|s| s.as_slice()).collect(), b.iter().map(|s| s.as_slice()).collect(), a.iter().map(|s| s.as_slice()).collect());
+            let (rx, rb, ra): (Vec<&[u64]>, Vec<&[u64]>, Vec<&[u64]>) = (
+                x.iter().map(|s| s.as_slice()).collect(),
+                b.iter().map(|s| s.as_slice()).collect(),
+                a.iter().map(|s| s.as_slice()).collect(),
+            );
             simd::dot_product_2(&mut o0, &mut o1, &rx, &rb, &ra, &m);
             let (mut p0, mut p1) = (vec![0; len], vec![0; len]);
             simd::portable::dot_product_2(&mut p0, &mut p1, &rx, &rb, &ra, &m);

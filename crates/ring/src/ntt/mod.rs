@@ -50,7 +50,11 @@ pub struct NttTable {
 /// Bit reversal of the low `bits` bits of `x`.
 #[inline]
 pub fn bit_reverse(x: usize, bits: u32) -> usize {
-    if bits == 0 { 0 } else { x.reverse_bits() >> (usize::BITS - bits) }
+    if bits == 0 {
+        0
+    } else {
+        x.reverse_bits() >> (usize::BITS - bits)
+    }
 }
 
 impl NttTable {
@@ -170,7 +174,10 @@ impl NttTable {
     }
 
     /// The portable forward kernel (exposed for testing against the IFMA one).
-    #[allow(clippy::indexing_slicing, reason = "indices bounded by n = a.len() by construction")]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by n = a.len() by construction"
+    )]
     pub fn forward_portable(&self, a: &mut [u64]) {
         let n = self.n;
         let a = &mut a[..n];
@@ -209,7 +216,10 @@ impl NttTable {
     }
 
     /// The portable inverse kernel (exposed for testing against the IFMA one).
-    #[allow(clippy::indexing_slicing, reason = "indices bounded by n = a.len() by construction")]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by n = a.len() by construction"
+    )]
     pub fn inverse_portable(&self, a: &mut [u64]) {
         let n = self.n;
         let a = &mut a[..n];
