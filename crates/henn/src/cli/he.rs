@@ -159,7 +159,8 @@ pub fn plan_max_batch(
 ) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
     let (p1, params1) = plan(graph, layout, 1, calib)?;
     let batch = want.min(params1.slots()).max(1);
-    if batch == 1 {
+    // Channel-wise packing holds one image per set of ciphertexts.
+    if batch == 1 || layout == LayoutKind::Channel {
         return Ok((p1, params1));
     }
     plan(graph, layout, batch, calib)

@@ -12,6 +12,7 @@ use super::encrypted::Encrypted;
 use super::{LayerStat, run};
 use crate::error::{NnError, Result};
 use crate::ir::Graph;
+use crate::pack::{LayoutKind, Packed, channel};
 use crate::plan::{Plan, layout_for};
 use crate::reference;
 use crate::tensor::Tensor;
@@ -82,6 +83,26 @@ pub fn run_batch(
     } else {
         None
     };
+    if compare && plan.layout == LayoutKind::Channel {
+        return Err(NnError::Exec(
+            "per-layer errors against the reference are only available with batch packing".into(),
+        ));
+    }
+    // Decrypts a packed value into one output vector per image.
+    let decode = |packed: &Packed<henn_ckks::Ciphertext>| -> Result<Vec<Vec<f64>>> {
+        match plan.layout {
+            LayoutKind::Batch => client.decrypt_batch(packed, images.len()),
+            LayoutKind::Channel => {
+                let slots = client.decrypt_slots(&packed.cts)?;
+                Ok(vec![channel::unpack_outputs(
+                    graph,
+                    params.slots(),
+                    &slots,
+                    packed.mult,
+                )?])
+            }
+        }
+    };
     let mut errors = Vec::new();
     let mut observe_s = 0.0;
     let start = Instant::now();
@@ -110,7 +131,7 @@ pub fn run_batch(
     t.eval_s = start.elapsed().as_secs_f64() - observe_s;
 
     let start = Instant::now();
-    let outputs = client.decrypt_batch(&out, images.len())?;
+    let outputs = decode(&out)?;
     t.decrypt_s = start.elapsed().as_secs_f64();
     Ok(BatchResult {
         outputs,
