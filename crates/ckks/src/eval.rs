@@ -247,6 +247,39 @@ impl Evaluator {
         Ok(())
     }
 
+    /// `acc += x * pt` with no temporary ciphertext (the plaintext-mask counterpart of
+    /// [`Evaluator::mul_const_add_assign`]). `acc` must be at `x`'s level and at scale
+    /// `x.scale * pt.scale`; `pt` may sit at a higher level (its leading primes are used).
+    pub fn mul_plain_add_assign(
+        &self,
+        acc: &mut Ciphertext,
+        x: &Ciphertext,
+        pt: &Plaintext,
+    ) -> Result<()> {
+        self.check_ct(acc)?;
+        self.check_ct(x)?;
+        self.params.check_id(pt.params_id)?;
+        check_same_level(acc.level, x.level)?;
+        if pt.level < x.level {
+            return Err(CkksError::LevelMismatch {
+                lhs: x.level,
+                rhs: pt.level,
+            });
+        }
+        check_same_scale(acc.scale, x.scale.mul(pt.scale))?;
+        for (i, px) in x.parts.iter().enumerate() {
+            match acc.parts.get_mut(i) {
+                Some(pa) => pa.mul_add_assign_subset(px, &pt.poly)?,
+                None => {
+                    let mut p = px.clone();
+                    p.mul_assign_prefix(&pt.poly)?;
+                    acc.parts.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `a * c` for a real constant, encoded as the integer `round(c * const_scale)`: one
     /// scalar multiplication per limb, no NTT. The result scale is `a.scale * const_scale`.
     /// With `const_scale` equal to the last prime, a following rescale restores the scale.

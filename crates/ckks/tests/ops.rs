@@ -456,3 +456,45 @@ fn mul_const_add_accumulates_a_linear_combination() {
         Err(CkksError::ScaleMismatch { .. })
     ));
 }
+
+#[test]
+fn mul_plain_add_accumulates_masked_products() {
+    // acc = sum_i x_i * m_i with plaintexts one level above the ciphertexts (prefix use),
+    // mixed with a scalar term at the same total scale, then one rescale.
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let mut rng = TestContext::rng(95);
+    let s = c.params.slots();
+    let xs: Vec<Vec<f64>> = (0..3).map(|i| uniform_values(s, 1.0, 96 + i)).collect();
+    let ms: Vec<Vec<f64>> = (0..3).map(|i| uniform_values(s, 1.0, 99 + i)).collect();
+    let mut cts: Vec<_> = xs.iter().map(|x| c.encrypt(x, &mut rng)).collect();
+    let top = cts[0].level();
+    for ct in &mut cts {
+        c.eval.drop_level_to_assign(ct, Level(top.0 - 1)).unwrap();
+    }
+    let ks = c.eval.rescale_neutral_scale(&cts[0]).unwrap();
+    let pts: Vec<_> = ms
+        .iter()
+        .map(|m| c.encoder.encode(m, top, ks).unwrap())
+        .collect();
+    let mut acc = c.eval.mul_const(&cts[2], 0.75, ks).unwrap();
+    for (ct, pt) in cts.iter().zip(&pts) {
+        c.eval.mul_plain_add_assign(&mut acc, ct, pt).unwrap();
+    }
+    c.eval.rescale_assign(&mut acc).unwrap();
+    let want: Vec<f64> = (0..s)
+        .map(|k| 0.75 * xs[2][k] + (0..3).map(|i| xs[i][k] * ms[i][k]).sum::<f64>())
+        .collect();
+    assert_precision("mul_plain_add masked sum", &c.decrypt(&acc), &want, 19.0);
+    // Wrong accumulator scale and a plaintext below the ciphertext are errors.
+    let mut bad = cts[1].clone();
+    assert!(matches!(
+        c.eval.mul_plain_add_assign(&mut bad, &cts[0], &pts[0]),
+        Err(CkksError::ScaleMismatch { .. })
+    ));
+    let low = c.encoder.encode(&ms[0], Level(0), ks).unwrap();
+    let mut acc2 = c.eval.mul_const(&cts[0], 1.0, ks).unwrap();
+    assert!(matches!(
+        c.eval.mul_plain_add_assign(&mut acc2, &cts[0], &low),
+        Err(CkksError::LevelMismatch { .. })
+    ));
+}

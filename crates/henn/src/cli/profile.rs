@@ -15,7 +15,7 @@ use super::he;
 pub struct Args {
     /// The ONNX model.
     pub model: PathBuf,
-    /// Packing layout: batch (channel: not implemented yet).
+    /// Packing layout: batch (one batch of the 16 samples) or channel (one image).
     #[arg(long, default_value = "batch")]
     pub packing: LayoutKind,
     /// Worker threads (default: all cores).
@@ -60,11 +60,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images = inputs(graph.input_shape())?;
     let pool = he::pool(args.threads)?;
     let threads = pool.current_num_threads();
+    // channel packing: one image (the others only calibrate the magnitudes)
+    let run_on = match args.packing {
+        LayoutKind::Batch => &images[..],
+        LayoutKind::Channel => &images[..1],
+    };
     let (plan, _params, r) = pool.install(|| -> anyhow::Result<_> {
-        let (plan, params) = he::plan(&graph, args.packing, images.len(), &images)?;
-        let r = pipeline::run_batch(&graph, &plan, &params, &images, true)?;
+        let (plan, params) = he::plan(&graph, args.packing, run_on.len(), &images)?;
+        let r = pipeline::run_batch(&graph, &plan, &params, run_on, true)?;
         Ok((plan, params, r))
     })?;
+    let images = run_on;
     let rows = report::rows(&r.layers, r.layer_errors.as_deref());
     if args.json {
         let doc = serde_json::json!({
@@ -76,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} with {} packing, one batch ({} images), {threads} threads",
+        "{} with {} packing, one run ({} images), {threads} threads",
         args.model.display(),
         args.packing,
         images.len()

@@ -1,10 +1,14 @@
 //! The encrypted backend: the CKKS evaluator with evaluation keys only (relinearization and
 //! the Galois keys the plan asks for). It never sees the secret key.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use henn_ckks::{
-    Ciphertext, CkksParams, Encoder, Evaluator, GaloisElement, GaloisKeys, Level, RelinKey, Scale,
+    Ciphertext, CkksParams, Encoder, Evaluator, GaloisElement, GaloisKeys, Level, Plaintext,
+    RelinKey, Scale,
 };
 
 use super::{Backend, OpCounts, ckks_err};
@@ -19,6 +23,45 @@ pub struct Encrypted {
     rlk: RelinKey,
     gk: GaloisKeys,
     counts: OpCounts,
+    cache: PtCache,
+}
+
+/// Default memory budget of the plaintext cache.
+pub const DEFAULT_PT_CACHE_BYTES: usize = 2 << 30;
+
+/// Encoded plaintexts by content (values, level, scale), up to a memory budget: layer code
+/// recomputes its masks per image (cheap slot vectors), the cache makes the expensive
+/// encoding (FFT + one NTT per prime) happen once per model.
+#[derive(Debug, Default)]
+struct PtCache {
+    map: Mutex<HashMap<u64, Vec<CachedPt>>>,
+    bytes: AtomicUsize,
+    budget: usize,
+}
+
+#[derive(Debug)]
+struct CachedPt {
+    values: Vec<f64>,
+    level: usize,
+    scale_bits: u64,
+    pt: Arc<Plaintext>,
+}
+
+fn content_hash(v: &[f64], level: usize, scale: Scale) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    level.hash(&mut h);
+    scale.value().to_bits().hash(&mut h);
+    // trailing zeros do not change the encoding
+    let end = v.iter().rposition(|&x| x != 0.0).map_or(0, |i| i + 1);
+    for x in &v[..end] {
+        x.to_bits().hash(&mut h);
+    }
+    h.finish()
+}
+
+fn same_values(a: &[f64], b: &[f64]) -> bool {
+    let n = a.len().max(b.len());
+    (0..n).all(|i| a.get(i).copied().unwrap_or(0.0) == b.get(i).copied().unwrap_or(0.0))
 }
 
 impl Encrypted {
@@ -31,7 +74,22 @@ impl Encrypted {
             rlk,
             gk,
             counts: OpCounts::default(),
+            cache: PtCache {
+                budget: DEFAULT_PT_CACHE_BYTES,
+                ..PtCache::default()
+            },
         }
+    }
+
+    /// Sets the memory budget of the plaintext cache (0 disables it).
+    pub fn with_pt_cache_budget(mut self, bytes: usize) -> Self {
+        self.cache.budget = bytes;
+        self
+    }
+
+    /// Bytes of plaintexts cached so far.
+    pub fn pt_cache_bytes(&self) -> usize {
+        self.cache.bytes.load(Ordering::Relaxed)
     }
 
     /// The parameters.
@@ -128,18 +186,55 @@ impl Backend for Encrypted {
             .mul_const_add_assign(acc, x, c, const_scale)
             .map_err(ckks_err)
     }
-    fn mul_plain_scaled_assign(
-        &self,
-        a: &mut Ciphertext,
-        v: &[f64],
-        pt_scale: Scale,
-    ) -> Result<()> {
+    type Pt = Plaintext;
+    fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<Plaintext> {
+        self.encoder
+            .encode(v, Level(level), scale)
+            .map_err(ckks_err)
+    }
+    fn mul_pt_assign(&self, a: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
         OpCounts::bump(&self.counts.mul_plain, 1);
-        let pt = self
-            .encoder
-            .encode(v, a.level(), pt_scale)
-            .map_err(ckks_err)?;
-        self.eval.mul_plain_assign(a, &pt).map_err(ckks_err)
+        self.eval.mul_plain_assign(a, pt).map_err(ckks_err)
+    }
+    fn mul_pt_add_assign(&self, acc: &mut Ciphertext, x: &Ciphertext, pt: &Plaintext) -> Result<()> {
+        OpCounts::bump(&self.counts.mul_plain, 1);
+        OpCounts::bump(&self.counts.add, 1);
+        self.eval.mul_plain_add_assign(acc, x, pt).map_err(ckks_err)
+    }
+    fn encode_cached(&self, v: &[f64], level: usize, scale: Scale) -> Result<Arc<Plaintext>> {
+        let c = &self.cache;
+        if c.budget == 0 {
+            return Ok(Arc::new(self.encode(v, level, scale)?));
+        }
+        let key = content_hash(v, level, scale);
+        let bits = scale.value().to_bits();
+        let find = |map: &HashMap<u64, Vec<CachedPt>>| {
+            map.get(&key).and_then(|b| {
+                b.iter()
+                    .find(|e| e.level == level && e.scale_bits == bits && same_values(&e.values, v))
+                    .map(|e| e.pt.clone())
+            })
+        };
+        if let Some(pt) = c.map.lock().ok().and_then(|m| find(&m)) {
+            return Ok(pt);
+        }
+        let pt = Arc::new(self.encode(v, level, scale)?);
+        let size = (level + 1) * self.params.n() * 8 + v.len() * 8;
+        if c.bytes.load(Ordering::Relaxed) + size <= c.budget
+            && let Ok(mut m) = c.map.lock()
+        {
+            if let Some(found) = find(&m) {
+                return Ok(found);
+            }
+            c.bytes.fetch_add(size, Ordering::Relaxed);
+            m.entry(key).or_default().push(CachedPt {
+                values: v.to_vec(),
+                level,
+                scale_bits: bits,
+                pt: pt.clone(),
+            });
+        }
+        Ok(pt)
     }
     fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         OpCounts::bump(&self.counts.mul, 1);

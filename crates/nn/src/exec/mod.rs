@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod simulated;
 pub mod slots;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -175,8 +176,30 @@ pub trait Backend: Sync {
         self.mul_const_scaled_assign(&mut t, c, const_scale)?;
         self.add_assign(acc, &t)
     }
+    /// A plaintext (slot vector encoded at a level and scale) or its stand-in.
+    type Pt: Send + Sync;
+    /// Encodes slot values `v` (zero-padded to the slot count) at `level` and `scale`.
+    fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<Self::Pt>;
+    /// `a *= pt` slot-wise; no rescale (scales multiply). `pt` may sit at a higher level.
+    fn mul_pt_assign(&self, a: &mut Self::Ct, pt: &Self::Pt) -> Result<()>;
+    /// `acc += x * pt` (`acc` at `x`'s level and scale `x.scale * pt.scale`); no rescale.
+    /// Counts one plaintext product and one addition.
+    fn mul_pt_add_assign(&self, acc: &mut Self::Ct, x: &Self::Ct, pt: &Self::Pt) -> Result<()> {
+        let mut t = x.clone();
+        self.mul_pt_assign(&mut t, pt)?;
+        self.add_assign(acc, &t)
+    }
+    /// [`Backend::encode`], reusing an earlier encoding of the same values at the same level
+    /// and scale where the backend keeps a cache (the encrypted one does, so that weight masks
+    /// are encoded once per model rather than once per image).
+    fn encode_cached(&self, v: &[f64], level: usize, scale: Scale) -> Result<Arc<Self::Pt>> {
+        Ok(Arc::new(self.encode(v, level, scale)?))
+    }
     /// `a *= v` slot-wise with `v` encoded at `pt_scale`; no rescale.
-    fn mul_plain_scaled_assign(&self, a: &mut Self::Ct, v: &[f64], pt_scale: Scale) -> Result<()>;
+    fn mul_plain_scaled_assign(&self, a: &mut Self::Ct, v: &[f64], pt_scale: Scale) -> Result<()> {
+        let pt = self.encode(v, self.level(a), pt_scale)?;
+        self.mul_pt_assign(a, &pt)
+    }
     /// `a * b` with relinearization, no rescale (same level).
     fn mul_relin(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
     /// `a^2` with relinearization, no rescale.

@@ -43,8 +43,140 @@ pub struct BatchResult {
     pub timings: Timings,
 }
 
-/// Runs `graph` encrypted on `images` under `plan`. With `compare`, every layer's output is
-/// decrypted (client side, outside the timed server work) and compared with the reference.
+/// Keys made once, then any number of batches (batch packing) or images (channel packing):
+/// the client (secret key) and the server backend (evaluation keys, plaintext cache) of one
+/// plan. Reusing a session across images keeps key generation and the encoding of weight
+/// masks out of the per-image cost.
+#[derive(Debug)]
+pub struct Session<'a> {
+    graph: &'a Graph,
+    plan: &'a Plan,
+    params: Arc<CkksParams>,
+    client: Client,
+    backend: Encrypted,
+    /// Seconds spent generating keys.
+    pub keygen_s: f64,
+}
+
+impl<'a> Session<'a> {
+    /// Generates the keys for `plan` (exactly its rotations) and sets up the backend.
+    pub fn new(graph: &'a Graph, plan: &'a Plan, params: &Arc<CkksParams>) -> Result<Self> {
+        plan.check_graph(graph)?;
+        let start = Instant::now();
+        let client = Client::new(params)?;
+        let (rlk, gk) = client.evaluation_keys(plan)?;
+        let keygen_s = start.elapsed().as_secs_f64();
+        let backend = Encrypted::new(params, rlk, gk);
+        backend.check_rotations(&plan.rotations)?;
+        Ok(Self {
+            graph,
+            plan,
+            params: params.clone(),
+            client,
+            backend,
+            keygen_s,
+        })
+    }
+
+    /// The server backend (e.g. for its plaintext-cache size).
+    pub fn backend(&self) -> &Encrypted {
+        &self.backend
+    }
+
+    /// Decrypts value `value` (a node output, or the graph output) into one vector per image.
+    fn decode(
+        &self,
+        packed: &Packed<henn_ckks::Ciphertext>,
+        value: usize,
+        images: usize,
+    ) -> Result<Vec<Vec<f64>>> {
+        match self.plan.layout {
+            LayoutKind::Batch => self.client.decrypt_batch(packed, images),
+            LayoutKind::Channel => {
+                let slots = self.client.decrypt_slots(&packed.cts)?;
+                Ok(vec![channel::unpack_value(
+                    self.graph,
+                    value,
+                    self.params.slots(),
+                    &slots,
+                    packed.mult,
+                )?])
+            }
+        }
+    }
+
+    /// Runs the graph encrypted on `images` (at most the slot count with batch packing,
+    /// exactly one with channel packing). With `compare`, every layer's output is decrypted
+    /// (client side, outside the timed server work) and compared with the reference.
+    pub fn run(&self, images: &[Tensor], compare: bool) -> Result<BatchResult> {
+        let (graph, plan, params) = (self.graph, self.plan, &self.params);
+        if images.len() > plan.batch.max(1) && images.len() > params.slots() {
+            return Err(NnError::Exec(format!(
+                "{} images exceed the {} slots",
+                images.len(),
+                params.slots()
+            )));
+        }
+        let mut t = Timings {
+            keygen_s: self.keygen_s,
+            ..Timings::default()
+        };
+        let start = Instant::now();
+        let input = self.client.encrypt(plan, graph.input_shape(), images)?;
+        t.encrypt_s = start.elapsed().as_secs_f64();
+
+        let layout = layout_for::<Encrypted>(plan.layout)?;
+        let refs: Option<Vec<Vec<Tensor>>> = if compare {
+            Some(
+                images
+                    .iter()
+                    .map(|x| reference::run_all(graph, x))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            None
+        };
+        let mut errors = Vec::new();
+        let mut observe_s = 0.0;
+        let start = Instant::now();
+        let (out, layers) = run(&self.backend, layout.as_ref(), graph, input, |ni, packed| {
+            let Some(refs) = refs.as_ref() else {
+                return Ok(());
+            };
+            let t0 = Instant::now();
+            let node = graph
+                .nodes()
+                .get(ni)
+                .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+            let dec = self.decode(packed, node.output, images.len())?;
+            let mut e = 0.0f64;
+            for (i, d) in dec.iter().enumerate() {
+                if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
+                    for (a, b) in d.iter().zip(r.data()) {
+                        e = e.max((a - b).abs());
+                    }
+                }
+            }
+            errors.push(e);
+            observe_s += t0.elapsed().as_secs_f64();
+            Ok(())
+        })?;
+        t.eval_s = start.elapsed().as_secs_f64() - observe_s;
+
+        let start = Instant::now();
+        let outputs = self.decode(&out, graph.output(), images.len())?;
+        t.decrypt_s = start.elapsed().as_secs_f64();
+        Ok(BatchResult {
+            outputs,
+            layers,
+            layer_errors: compare.then_some(errors),
+            timings: t,
+        })
+    }
+}
+
+/// Runs `graph` encrypted on `images` under `plan` with fresh keys (a one-shot
+/// [`Session`]).
 pub fn run_batch(
     graph: &Graph,
     plan: &Plan,
@@ -52,91 +184,5 @@ pub fn run_batch(
     images: &[Tensor],
     compare: bool,
 ) -> Result<BatchResult> {
-    plan.check_graph(graph)?;
-    if images.len() > plan.batch.max(1) && images.len() > params.slots() {
-        return Err(NnError::Exec(format!(
-            "{} images exceed the {} slots",
-            images.len(),
-            params.slots()
-        )));
-    }
-    let mut t = Timings::default();
-    let start = Instant::now();
-    let client = Client::new(params)?;
-    let (rlk, gk) = client.evaluation_keys(plan)?;
-    t.keygen_s = start.elapsed().as_secs_f64();
-
-    let start = Instant::now();
-    let input = client.encrypt(plan, graph.input_shape(), images)?;
-    t.encrypt_s = start.elapsed().as_secs_f64();
-
-    let backend = Encrypted::new(params, rlk, gk);
-    backend.check_rotations(&plan.rotations)?;
-    let layout = layout_for::<Encrypted>(plan.layout)?;
-    let refs: Option<Vec<Vec<Tensor>>> = if compare {
-        Some(
-            images
-                .iter()
-                .map(|x| reference::run_all(graph, x))
-                .collect::<Result<_>>()?,
-        )
-    } else {
-        None
-    };
-    if compare && plan.layout == LayoutKind::Channel {
-        return Err(NnError::Exec(
-            "per-layer errors against the reference are only available with batch packing".into(),
-        ));
-    }
-    // Decrypts a packed value into one output vector per image.
-    let decode = |packed: &Packed<henn_ckks::Ciphertext>| -> Result<Vec<Vec<f64>>> {
-        match plan.layout {
-            LayoutKind::Batch => client.decrypt_batch(packed, images.len()),
-            LayoutKind::Channel => {
-                let slots = client.decrypt_slots(&packed.cts)?;
-                Ok(vec![channel::unpack_outputs(
-                    graph,
-                    params.slots(),
-                    &slots,
-                    packed.mult,
-                )?])
-            }
-        }
-    };
-    let mut errors = Vec::new();
-    let mut observe_s = 0.0;
-    let start = Instant::now();
-    let (out, layers) = run(&backend, layout.as_ref(), graph, input, |ni, packed| {
-        let Some(refs) = refs.as_ref() else {
-            return Ok(());
-        };
-        let t0 = Instant::now();
-        let node = graph
-            .nodes()
-            .get(ni)
-            .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
-        let dec = client.decrypt_batch(packed, images.len())?;
-        let mut e = 0.0f64;
-        for (i, d) in dec.iter().enumerate() {
-            if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
-                for (a, b) in d.iter().zip(r.data()) {
-                    e = e.max((a - b).abs());
-                }
-            }
-        }
-        errors.push(e);
-        observe_s += t0.elapsed().as_secs_f64();
-        Ok(())
-    })?;
-    t.eval_s = start.elapsed().as_secs_f64() - observe_s;
-
-    let start = Instant::now();
-    let outputs = decode(&out)?;
-    t.decrypt_s = start.elapsed().as_secs_f64();
-    Ok(BatchResult {
-        outputs,
-        layers,
-        layer_errors: compare.then_some(errors),
-        timings: t,
-    })
+    Session::new(graph, plan, params)?.run(images, compare)
 }

@@ -44,6 +44,15 @@ pub(crate) fn check_add(a: (usize, Scale), b: (usize, Scale)) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn check_pt_level(ct: usize, pt: usize) -> Result<()> {
+    if pt < ct {
+        return Err(NnError::Exec(format!(
+            "plaintext at level {pt} below the ciphertext's level {ct}"
+        )));
+    }
+    Ok(())
+}
+
 impl Simulated {
     /// A simulated backend whose data primes are `primes` (`q_0` first) with `slots` slots.
     pub fn new(primes: Vec<f64>, slots: usize) -> Self {
@@ -152,7 +161,8 @@ impl Backend for Simulated {
         OpCounts::bump(&self.counts.add, 1);
         Ok(())
     }
-    fn mul_plain_scaled_assign(&self, a: &mut SimCt, v: &[f64], pt_scale: Scale) -> Result<()> {
+    type Pt = SimCt;
+    fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SimCt> {
         if v.len() > self.slots {
             return Err(NnError::Exec(format!(
                 "plaintext of {} values exceeds {} slots",
@@ -160,9 +170,20 @@ impl Backend for Simulated {
                 self.slots
             )));
         }
+        Ok(SimCt { level, scale })
+    }
+    fn mul_pt_assign(&self, a: &mut SimCt, pt: &SimCt) -> Result<()> {
+        check_pt_level(a.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
-        a.scale = scale_of(a.scale.value() * pt_scale.value())?;
+        a.scale = scale_of(a.scale.value() * pt.scale.value())?;
         Ok(())
+    }
+    fn mul_pt_add_assign(&self, acc: &mut SimCt, x: &SimCt, pt: &SimCt) -> Result<()> {
+        check_pt_level(x.level, pt.level)?;
+        OpCounts::bump(&self.counts.mul_plain, 1);
+        OpCounts::bump(&self.counts.add, 1);
+        let s = scale_of(x.scale.value() * pt.scale.value())?;
+        check_add((acc.level, acc.scale), (x.level, s))
     }
     fn mul_relin(&self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
         if a.level != b.level {

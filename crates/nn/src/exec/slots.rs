@@ -3,7 +3,7 @@
 
 use henn_ckks::Scale;
 
-use super::simulated::check_add;
+use super::simulated::{check_add, check_pt_level};
 use super::{Backend, OpCounts, scale_of};
 use crate::error::{NnError, Result};
 
@@ -24,6 +24,11 @@ pub struct Slots {
     primes: Vec<f64>,
     slots: usize,
     counts: OpCounts,
+}
+
+/// The constant a CKKS constant product really applies: `round(c * scale) / scale`.
+fn quantize(c: f64, scale: Scale) -> f64 {
+    (c * scale.value()).round() / scale.value()
 }
 
 impl Slots {
@@ -112,6 +117,7 @@ impl Backend for Slots {
     }
     fn mul_const_scaled_assign(&self, a: &mut SlotCt, c: f64, const_scale: Scale) -> Result<()> {
         OpCounts::bump(&self.counts.mul_const, 1);
+        let c = quantize(c, const_scale);
         a.v.iter_mut().for_each(|x| *x *= c);
         a.scale = scale_of(a.scale.value() * const_scale.value())?;
         Ok(())
@@ -127,10 +133,12 @@ impl Backend for Slots {
         let s = scale_of(x.scale.value() * const_scale.value())?;
         check_add((acc.level, acc.scale), (x.level, s))?;
         OpCounts::bump(&self.counts.add, 1);
+        let c = quantize(c, const_scale);
         acc.v.iter_mut().zip(&x.v).for_each(|(a, b)| *a += c * b);
         Ok(())
     }
-    fn mul_plain_scaled_assign(&self, a: &mut SlotCt, v: &[f64], pt_scale: Scale) -> Result<()> {
+    type Pt = SlotCt;
+    fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SlotCt> {
         if v.len() > self.slots {
             return Err(NnError::Exec(format!(
                 "plaintext of {} values exceeds {} slots",
@@ -138,11 +146,28 @@ impl Backend for Slots {
                 self.slots
             )));
         }
+        let mut v = v.to_vec();
+        v.resize(self.slots, 0.0);
+        Ok(SlotCt { v, level, scale })
+    }
+    fn mul_pt_assign(&self, a: &mut SlotCt, pt: &SlotCt) -> Result<()> {
+        check_pt_level(a.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
-        for (i, x) in a.v.iter_mut().enumerate() {
-            *x *= v.get(i).copied().unwrap_or(0.0);
+        for (x, p) in a.v.iter_mut().zip(&pt.v) {
+            *x *= p;
         }
-        a.scale = scale_of(a.scale.value() * pt_scale.value())?;
+        a.scale = scale_of(a.scale.value() * pt.scale.value())?;
+        Ok(())
+    }
+    fn mul_pt_add_assign(&self, acc: &mut SlotCt, x: &SlotCt, pt: &SlotCt) -> Result<()> {
+        check_pt_level(x.level, pt.level)?;
+        OpCounts::bump(&self.counts.mul_plain, 1);
+        OpCounts::bump(&self.counts.add, 1);
+        let s = scale_of(x.scale.value() * pt.scale.value())?;
+        check_add((acc.level, acc.scale), (x.level, s))?;
+        for ((a, v), p) in acc.v.iter_mut().zip(&x.v).zip(&pt.v) {
+            *a += v * p;
+        }
         Ok(())
     }
     fn mul_relin(&self, a: &SlotCt, b: &SlotCt) -> Result<SlotCt> {

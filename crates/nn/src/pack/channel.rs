@@ -22,6 +22,9 @@
 //! * Element-wise ops (polynomials, squares, residual additions) are the batch layout's
 //!   per-ciphertext code.
 
+use std::sync::Arc;
+
+use henn_ckks::Scale;
 use rayon::prelude::*;
 
 use super::batch::{add_aligned, polynomial};
@@ -333,13 +336,25 @@ pub fn unpack_outputs(
     decoded: &[Vec<f64>],
     mult: f64,
 ) -> Result<Vec<f64>> {
+    unpack_value(graph, graph.output(), slots, decoded, mult)
+}
+
+/// Unpacks the decrypted slot vectors of value `value` of `graph` (any node's output) into
+/// its flat elements, applying the multiplier.
+pub fn unpack_value(
+    graph: &Graph,
+    value: usize,
+    slots: usize,
+    decoded: &[Vec<f64>],
+    mult: f64,
+) -> Result<Vec<f64>> {
     let gs = grids(graph, Some(slots))?;
     let g = gs
-        .get(graph.output())
+        .get(value)
         .copied()
         .flatten()
-        .ok_or_else(|| exec_err("the graph output has no layout"))?;
-    (0..numel(graph.output_shape()))
+        .ok_or_else(|| exec_err(format!("value {value} has no layout")))?;
+    (0..numel(graph.shape(value)))
         .map(|f| {
             let (c, s) = g.locate(f);
             decoded
@@ -348,7 +363,7 @@ pub fn unpack_outputs(
                 .map(|v| v * mult)
                 .ok_or_else(|| {
                     exec_err(format!(
-                        "output element {f} (ciphertext {c}, slot {s}) missing"
+                        "element {f} of value {value} (ciphertext {c}, slot {s}) missing"
                     ))
                 })
         })
@@ -444,6 +459,23 @@ fn zero_like<B: Backend>(b: &B, x: &B::Ct) -> Result<B::Ct> {
     b.mul_const(x, 0.0)
 }
 
+/// Splits the rescale-neutral constant scale `q` of a masked border tap into a scale for the
+/// (normalised) scalar weights and one for the 0/1 mask plaintext, balancing the weight
+/// rounding error `1 / (2 wc)` against the mask encoding error `~ sqrt(N / 12) / ms`.
+fn split_scale(q: f64, slots: usize) -> Result<(Scale, Scale)> {
+    let n = (2 * slots.max(1)) as f64;
+    let k = ((q.log2() - (2.0 * (n / 12.0).sqrt()).log2()) / 2.0)
+        .round()
+        .max(1.0);
+    let wc = k.exp2();
+    Ok((scale_of(wc)?, scale_of(q / wc)?))
+}
+
+/// Convolution. Taps inside the image at every output pixel are scalar products
+/// (`mul_const_add`, no plaintext); a tap that falls into the padding somewhere sums its
+/// scalar-weighted rotations over the inputs first and multiplies that sum once by the tap's
+/// 0/1 mask (one cached plaintext per tap), the constant scale `q` split between weights and
+/// mask (see [`split_scale`]). Everything accumulates at scale `x.scale * q`; one rescale.
 fn conv2d<B: Backend>(
     b: &B,
     c: &Conv2d,
@@ -459,33 +491,69 @@ fn conv2d<B: Backend>(
             x.cts.len()
         )));
     }
+    let x0 = x
+        .cts
+        .first()
+        .ok_or_else(|| exec_err("convolution without input ciphertexts"))?;
     let tp = taps(gi, go, [kh, kw], c.stride, c.pads);
     let steps: Vec<i64> = tp.iter().map(|t| t.step).collect();
     let rots: Vec<Vec<B::Ct>> = par_map(ci, |i| rotations(b, &x.cts[i], &steps))?;
     let wd = c.weight.data();
     let m = x.mult;
+    let weight = |o: usize, i: usize, t: &Tap| wd[((o * ci + i) * kh + t.ky) * kw + t.kx] * m;
+    let level = b.level(x0);
+    let cs = b.neutral_scale(x0)?;
+    let (wc, ms) = split_scale(b.prime(level)?, b.slots())?;
+    let wmax = wd.iter().fold(0.0f64, |a, &w| a.max((w * m).abs()));
     let span = go.span();
+    let masks: Vec<Option<Arc<B::Pt>>> = tp
+        .iter()
+        .map(|t| {
+            if t.cover.iter().all(|c| c.1) || wmax == 0.0 {
+                return Ok(None);
+            }
+            let mut v = vec![0.0; span];
+            for &(s, inside) in &t.cover {
+                if inside {
+                    v[s] = wmax;
+                }
+            }
+            b.encode_cached(&v, level, ms).map(Some)
+        })
+        .collect::<Result<_>>()?;
     par_map(co, |o| {
-        let x0 = &x.cts[0];
-        let cs = b.neutral_scale(x0)?;
         let mut acc: Option<B::Ct> = None;
-        for (i, ri) in rots.iter().enumerate() {
-            for (t, r) in tp.iter().zip(ri) {
-                let wv = wd[((o * ci + i) * kh + t.ky) * kw + t.kx] * m;
+        for (ti, t) in tp.iter().enumerate() {
+            let mask = masks.get(ti).and_then(Option::as_ref);
+            let (ks, norm) = match mask {
+                None => (cs, 1.0),
+                Some(_) => (wc, wmax),
+            };
+            let mut part: Option<B::Ct> = None;
+            for (i, ri) in rots.iter().enumerate() {
+                let wv = weight(o, i, t) / norm;
                 if wv == 0.0 {
                     continue;
                 }
-                let mut mask = vec![0.0; span];
-                for &(s, inside) in &t.cover {
-                    if inside {
-                        mask[s] = wv;
+                let r = &ri[ti];
+                let target = if mask.is_some() { &mut part } else { &mut acc };
+                match target.as_mut() {
+                    None => {
+                        let mut p = r.clone();
+                        b.mul_const_scaled_assign(&mut p, wv, ks)?;
+                        *target = Some(p);
                     }
+                    Some(a) => b.mul_const_add_assign(a, r, wv, ks)?,
                 }
-                let mut p = r.clone();
-                b.mul_plain_scaled_assign(&mut p, &mask, cs)?;
+            }
+            if let (Some(pt), Some(p)) = (mask, part) {
                 match acc.as_mut() {
-                    None => acc = Some(p),
-                    Some(a) => b.add_assign(a, &p)?,
+                    None => {
+                        let mut p = p;
+                        b.mul_pt_assign(&mut p, pt)?;
+                        acc = Some(p);
+                    }
+                    Some(a) => b.mul_pt_add_assign(a, &p, pt)?,
                 }
             }
         }
@@ -547,22 +615,34 @@ fn avg_pool<B: Backend>(
     let steps: Vec<i64> = tp.iter().map(|t| t.step).collect();
     let span = go.span();
     let m = x.mult;
-    let cts = par_map(x.cts.len(), |i| {
-        let rots = rotations(b, &x.cts[i], &steps)?;
-        let cs = b.neutral_scale(&x.cts[i])?;
-        let mut acc: Option<B::Ct> = None;
-        for (t, r) in tp.iter().zip(&rots) {
+    let x0 = x
+        .cts
+        .first()
+        .ok_or_else(|| exec_err("pooling without input ciphertexts"))?;
+    let (level, cs) = (b.level(x0), b.neutral_scale(x0)?);
+    let masks: Vec<Arc<B::Pt>> = tp
+        .iter()
+        .map(|t| {
             let mut mask = vec![0.0; span];
             for (k, &(s, inside)) in t.cover.iter().enumerate() {
                 if inside {
                     mask[s] = m / div[k];
                 }
             }
-            let mut q = r.clone();
-            b.mul_plain_scaled_assign(&mut q, &mask, cs)?;
+            b.encode_cached(&mask, level, cs)
+        })
+        .collect::<Result<_>>()?;
+    let cts = par_map(x.cts.len(), |i| {
+        let rots = rotations(b, &x.cts[i], &steps)?;
+        let mut acc: Option<B::Ct> = None;
+        for (pt, r) in masks.iter().zip(&rots) {
             match acc.as_mut() {
-                None => acc = Some(q),
-                Some(a) => b.add_assign(a, &q)?,
+                None => {
+                    let mut q = r.clone();
+                    b.mul_pt_assign(&mut q, pt)?;
+                    acc = Some(q);
+                }
+                Some(a) => b.mul_pt_add_assign(a, r, pt)?,
             }
         }
         let mut a = acc.ok_or_else(|| exec_err("empty pooling window"))?;
@@ -633,6 +713,7 @@ fn linear<B: Backend>(
     par_map(go.c, |g| {
         let x0 = &x.cts[0];
         let cs = b.neutral_scale(x0)?;
+        let level = b.level(x0);
         let outs: Vec<usize> = (0..bl)
             .map(|blk| g * bl + blk)
             .filter(|&j| j < m_out)
@@ -653,11 +734,14 @@ fn linear<B: Backend>(
                 if !any {
                     continue;
                 }
-                let mut p = rc[blk].clone();
-                b.mul_plain_scaled_assign(&mut p, &mask, cs)?;
+                let pt = b.encode_cached(&mask, level, cs)?;
                 match acc.as_mut() {
-                    None => acc = Some(p),
-                    Some(a) => b.add_assign(a, &p)?,
+                    None => {
+                        let mut p = rc[blk].clone();
+                        b.mul_pt_assign(&mut p, &pt)?;
+                        acc = Some(p);
+                    }
+                    Some(a) => b.mul_pt_add_assign(a, &rc[blk], &pt)?,
                 }
             }
         }
