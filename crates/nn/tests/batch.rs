@@ -496,17 +496,31 @@ fn too_deep_for_any_secure_parameters_is_a_clear_error() {
 fn user_params_that_do_not_fit_are_explained() {
     let g = generated(&configs()[1], 101);
     let d = plan_depth(&g);
-    let e = henn_nn::plan::check_params(&insecure(12, d - 2), d, 1, 1.0)
-        .unwrap_err()
-        .to_string();
+    let e = henn_nn::plan::check_params(
+        &g,
+        henn_nn::pack::LayoutKind::Batch,
+        &insecure(12, d - 2),
+        d,
+        1,
+        1.0,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains(&format!("needs depth {d}")), "{e}");
-    let e = henn_nn::plan::check_params(&insecure(12, d), d, 5000, 1.0)
-        .unwrap_err()
-        .to_string();
+    let e = henn_nn::plan::check_params(
+        &g,
+        henn_nn::pack::LayoutKind::Batch,
+        &insecure(12, d),
+        d,
+        5000,
+        1.0,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("5000 slots"), "{e}");
     let mut lit = insecure(12, d);
     lit.security = henn_ckks::SecurityPolicy::Enforce { bits: 128 };
-    let e = henn_nn::plan::check_params(&lit, d, 1, 1.0)
+    let e = henn_nn::plan::check_params(&g, henn_nn::pack::LayoutKind::Batch, &lit, d, 1, 1.0)
         .unwrap_err()
         .to_string();
     assert!(e.to_lowercase().contains("secur"), "{e}");
@@ -562,4 +576,55 @@ fn missing_rotation_key_is_a_clear_error() {
 #[test]
 fn shipped_tenseal_encrypted_top1_equals_plaintext() {
     shipped_model_agrees("mnist_tenseal");
+}
+
+/// A chain one prime short of the depth works when the last op is linear and the base prime
+/// has room (the reference ResNet's `[60, 35 x 8]` situation): the final linear layer runs at
+/// level 0 at a reduced constant scale without a rescale. Encrypted output == reference.
+#[test]
+fn last_linear_layer_at_level_zero_saves_a_prime() {
+    use henn_nn::pack::LayoutKind;
+    use henn_nn::plan::{PlanOptions, make_plan};
+    let g = generated(&configs()[1], 101);
+    assert!(matches!(
+        g.nodes().last().map(|n| &n.op),
+        Some(Op::Linear(_))
+    ));
+    let d = plan_depth(&g);
+    let lit = |levels: usize, q0: u32| henn_ckks::CkksParamsLiteral {
+        log_n: 12,
+        q_bits: std::iter::once(q0)
+            .chain(std::iter::repeat_n(35, levels))
+            .collect(),
+        p_bits: vec![60],
+        log_scale: 35.0,
+        dnum: None,
+        secret: henn_ckks::SecretDistribution::Ternary,
+        security: henn_ckks::SecurityPolicy::InsecureAllowed {
+            reason: "henn-nn level-0 test".into(),
+        },
+    };
+    let imgs = images(&g, 4, 40);
+    let opts = PlanOptions {
+        layout: LayoutKind::Batch,
+        batch: imgs.len(),
+        max_abs: henn_nn::plan::max_abs_slots(&g, &imgs).unwrap(),
+        ..PlanOptions::default()
+    };
+    // two primes short, or a base prime without room: explained
+    assert!(make_plan(&g, &opts, Some(lit(d - 2, 60))).is_err());
+    assert!(make_plan(&g, &opts, Some(lit(d - 1, 45))).is_err());
+    let (plan, params) = make_plan(&g, &opts, Some(lit(d - 1, 60))).unwrap();
+    let last = plan.layers.last().unwrap();
+    assert_eq!(last.level, 0);
+    assert!(last.log2_scale > 35.0 + 9.0, "{}", last.log2_scale);
+    let r = henn_nn::exec::pipeline::run_batch(&g, &plan, &params, &imgs, false).unwrap();
+    for (i, x) in imgs.iter().enumerate() {
+        let want = reference::run(&g, x).unwrap();
+        let got = Tensor::new(want.shape().to_vec(), r.outputs[i].clone()).unwrap();
+        let err = got.max_abs_diff(&want).unwrap();
+        // scale 2^35 data, weights of the last layer at >= 2^10: about 10 bits fewer than a
+        // rescaled layer; bound 2^-8 absolute on outputs of magnitude <= 4
+        assert!(err < 2f64.powi(-8), "image {i}: error {err:.3e}");
+    }
 }

@@ -27,6 +27,8 @@ pub struct Args {
 pub enum What {
     /// CKKS core operations (encode, encrypt, add, multiply, relinearize, rescale, rotate, NTT).
     Ckks(CkksArgs),
+    /// Bar chart (SVG) of per-image inference latencies from a JSON list of measurements.
+    Plot(super::plot::PlotArgs),
 }
 
 /// Arguments of `henn bench ckks`.
@@ -62,6 +64,7 @@ pub struct CkksArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Ckks(a) => run_ckks(a),
+        What::Plot(a) => super::plot::run(a),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Args {
     /// Packing layout for encrypted evaluation: batch or channel (default batch).
     #[arg(long)]
     pub packing: Option<henn_nn::pack::LayoutKind>,
+    /// User-given CKKS parameters.
+    #[command(flatten)]
+    pub params: super::he::ParamArgs,
 }
 
 /// Result of a plaintext evaluation.

@@ -56,7 +56,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()
     })?;
     let calib = &images[..n.min(16)];
-    let (plan, params) = pool.install(|| he::plan_max_batch(&graph, packing, n, calib))?;
+    let (plan, params) =
+        pool.install(|| he::plan_max_batch(&graph, packing, n, calib, args.params.literal()?))?;
     let batch = plan.batch.max(1);
     let batches = n.div_ceil(batch);
     let bar = if args.json {

@@ -133,12 +133,78 @@ pub fn load_model_bytes(bytes: &[u8], name: &str) -> anyhow::Result<Graph> {
     Ok(rewrite::simplify(&g)?)
 }
 
+/// User-given CKKS parameters (all four flags together), instead of the planner's choice.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ParamArgs {
+    /// log2 of the ring degree N (with --q-bits, --p-bits, --log-scale).
+    #[arg(long, requires_all = ["q_bits", "p_bits", "log_scale"])]
+    pub log_n: Option<u32>,
+    /// Data primes in bits, q0 first: e.g. 60,35x8 (x repeats).
+    #[arg(long, requires = "log_n")]
+    pub q_bits: Option<String>,
+    /// Special primes in bits, e.g. 60.
+    #[arg(long, requires = "log_n")]
+    pub p_bits: Option<String>,
+    /// log2 of the scale, e.g. 35.
+    #[arg(long, requires = "log_n")]
+    pub log_scale: Option<f64>,
+}
+
+fn parse_bits(s: &str) -> anyhow::Result<Vec<u32>> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (b, n) = match part.split_once(['x', 'X']) {
+            Some((b, n)) => (b, n.parse::<usize>().context("repeat count after x")?),
+            None => (part, 1),
+        };
+        let b: u32 = b
+            .parse()
+            .with_context(|| format!("prime size '{b}' is not a number of bits"))?;
+        v.extend(std::iter::repeat_n(b, n));
+    }
+    if v.is_empty() {
+        bail!("empty list of prime sizes");
+    }
+    Ok(v)
+}
+
+impl ParamArgs {
+    /// The literal, when given (checked for 128-bit security by the planner).
+    pub fn literal(&self) -> anyhow::Result<Option<henn_ckks::CkksParamsLiteral>> {
+        let (Some(log_n), Some(q), Some(p), Some(scale)) =
+            (self.log_n, &self.q_bits, &self.p_bits, self.log_scale)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(henn_ckks::CkksParamsLiteral {
+            log_n,
+            q_bits: parse_bits(q)?,
+            p_bits: parse_bits(p)?,
+            log_scale: scale,
+            dnum: None,
+            secret: henn_ckks::SecretDistribution::Ternary,
+            security: henn_ckks::SecurityPolicy::Enforce { bits: 128 },
+        }))
+    }
+}
+
 /// Plans `graph` for `batch` images, measuring value magnitudes on `calib`.
 pub fn plan(
     graph: &Graph,
     layout: LayoutKind,
     batch: usize,
     calib: &[Tensor],
+) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
+    plan_with(graph, layout, batch, calib, None)
+}
+
+/// [`plan`] with user-given parameters (checked, with an explanation when they do not fit).
+pub fn plan_with(
+    graph: &Graph,
+    layout: LayoutKind,
+    batch: usize,
+    calib: &[Tensor],
+    given: Option<henn_ckks::CkksParamsLiteral>,
 ) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
     let max_abs = max_abs_slots(graph, calib).context("measuring value magnitudes")?;
     let opts = PlanOptions {
@@ -147,23 +213,25 @@ pub fn plan(
         max_abs,
         ..PlanOptions::default()
     };
-    Ok(make_plan(graph, &opts, None)?)
+    Ok(make_plan(graph, &opts, given)?)
 }
 
-/// Plans with the largest batch the smallest fitting N allows (capped at `want` images).
+/// Plans with the largest batch the smallest fitting N allows (capped at `want` images), or
+/// with the given parameters (as many images as their slots hold).
 pub fn plan_max_batch(
     graph: &Graph,
     layout: LayoutKind,
     want: usize,
     calib: &[Tensor],
+    given: Option<henn_ckks::CkksParamsLiteral>,
 ) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
-    let (p1, params1) = plan(graph, layout, 1, calib)?;
+    let (p1, params1) = plan_with(graph, layout, 1, calib, given.clone())?;
     let batch = want.min(params1.slots()).max(1);
     // Channel-wise packing holds one image per set of ciphertexts.
     if batch == 1 || layout == LayoutKind::Channel {
         return Ok((p1, params1));
     }
-    plan(graph, layout, batch, calib)
+    plan_with(graph, layout, batch, calib, given)
 }
 
 /// One-line description of the parameters.

@@ -8,6 +8,7 @@ mod eval_encrypted;
 mod he;
 mod inspect;
 mod plan;
+mod plot;
 mod predict;
 mod profile;
 mod run;

@@ -15,7 +15,7 @@ use super::he;
 pub struct Args {
     /// The ONNX model.
     pub model: PathBuf,
-    /// Packing layout: batch (channel: not implemented yet).
+    /// Packing layout: batch or channel.
     #[arg(long, default_value = "batch")]
     pub packing: LayoutKind,
     /// Images per batch (default: as many as the smallest fitting N holds).
@@ -24,6 +24,9 @@ pub struct Args {
     /// Print the full plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// User-given CKKS parameters.
+    #[command(flatten)]
+    pub params: super::he::ParamArgs,
 }
 
 /// Runs `henn plan`.
@@ -44,8 +47,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?]
     };
     let (plan, params) = match args.batch {
-        Some(b) => he::plan(&graph, args.packing, b, &calib)?,
-        None => he::plan_max_batch(&graph, args.packing, usize::MAX, &calib)?,
+        Some(b) => he::plan_with(&graph, args.packing, b, &calib, args.params.literal()?)?,
+        None => he::plan_max_batch(
+            &graph,
+            args.packing,
+            usize::MAX,
+            &calib,
+            args.params.literal()?,
+        )?,
     };
     if args.json {
         println!("{}", plan.to_json()?);

@@ -24,6 +24,9 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// User-given CKKS parameters.
+    #[command(flatten)]
+    pub params: super::he::ParamArgs,
 }
 
 /// Inputs for profiling: the embedded MNIST samples when they fit, else fixed pseudo-random
@@ -66,7 +69,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         LayoutKind::Channel => &images[..1],
     };
     let (plan, _params, r) = pool.install(|| -> anyhow::Result<_> {
-        let (plan, params) = he::plan(&graph, args.packing, run_on.len(), &images)?;
+        let (plan, params) = he::plan_with(
+            &graph,
+            args.packing,
+            run_on.len(),
+            &images,
+            args.params.literal()?,
+        )?;
         let r = pipeline::run_batch(&graph, &plan, &params, run_on, true)?;
         Ok((plan, params, r))
     })?;

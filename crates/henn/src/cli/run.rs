@@ -124,10 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let what = match packing {
         LayoutKind::Batch => "one batch".to_string(),
-        LayoutKind::Channel => format!(
-            "{:.3} s per image",
-            t.eval_s / images.len().max(1) as f64
-        ),
+        LayoutKind::Channel => format!("{:.3} s per image", t.eval_s / images.len().max(1) as f64),
     };
     println!(
         "timings ({threads} threads): keys {:.2} s, encrypt {:.2} s, encrypted inference {:.2} s ({what}), decrypt {:.3} s",

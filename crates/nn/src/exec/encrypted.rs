@@ -196,7 +196,12 @@ impl Backend for Encrypted {
         OpCounts::bump(&self.counts.mul_plain, 1);
         self.eval.mul_plain_assign(a, pt).map_err(ckks_err)
     }
-    fn mul_pt_add_assign(&self, acc: &mut Ciphertext, x: &Ciphertext, pt: &Plaintext) -> Result<()> {
+    fn mul_pt_add_assign(
+        &self,
+        acc: &mut Ciphertext,
+        x: &Ciphertext,
+        pt: &Plaintext,
+    ) -> Result<()> {
         OpCounts::bump(&self.counts.mul_plain, 1);
         OpCounts::bump(&self.counts.add, 1);
         self.eval.mul_plain_add_assign(acc, x, pt).map_err(ckks_err)

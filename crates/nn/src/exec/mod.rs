@@ -129,6 +129,11 @@ pub(crate) fn scale_of(v: f64) -> Result<Scale> {
         .ok_or_else(|| NnError::Exec(format!("invalid scale {v} (must be finite and >= 1)")))
 }
 
+/// Bits reserved for output magnitudes by a level-0 linear layer (`|value| < 2^10`).
+pub const LEVEL0_VALUE_BITS: f64 = 10.0;
+/// Smallest constant scale (bits) a level-0 linear layer accepts for its weights.
+pub const LEVEL0_MIN_CONST_BITS: f64 = 10.0;
+
 /// Homomorphic arithmetic as the layer code sees it. Every method checks levels and scales
 /// like the CKKS evaluator does, and counts what it does in [`Backend::counts`].
 ///
@@ -235,6 +240,24 @@ pub trait Backend: Sync {
         let mut r = a.clone();
         self.mul_const_scaled_assign(&mut r, c, s)?;
         Ok(r)
+    }
+
+    /// Constant scale for a linear layer on a ciphertext at level 0, where no prime is left
+    /// to rescale by: the largest power of two that keeps values up to
+    /// `2^LEVEL0_VALUE_BITS` below `q_0 / 2` at the product's scale (the layer then skips its
+    /// rescale). `None` when that leaves less than `2^LEVEL0_MIN_CONST_BITS` for the
+    /// constants. This lets a model whose last op is linear use one prime fewer (the
+    /// reference ResNet's `[60, 35 x 8]` chain holds its 9 multiplicative layers this way).
+    fn level0_const_scale(&self, a: &Self::Ct) -> Result<Option<Scale>> {
+        if self.level(a) != 0 {
+            return Ok(None);
+        }
+        let room = self.prime(0)?.log2() - 1.0 - self.scale(a).log2() - LEVEL0_VALUE_BITS;
+        let bits = room.floor();
+        if bits < LEVEL0_MIN_CONST_BITS {
+            return Ok(None);
+        }
+        Ok(Some(scale_of(bits.exp2())?))
     }
 
     /// `a * c`, rescaled: one level consumed, scale unchanged.

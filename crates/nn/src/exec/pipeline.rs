@@ -139,28 +139,34 @@ impl<'a> Session<'a> {
         let mut errors = Vec::new();
         let mut observe_s = 0.0;
         let start = Instant::now();
-        let (out, layers) = run(&self.backend, layout.as_ref(), graph, input, |ni, packed| {
-            let Some(refs) = refs.as_ref() else {
-                return Ok(());
-            };
-            let t0 = Instant::now();
-            let node = graph
-                .nodes()
-                .get(ni)
-                .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
-            let dec = self.decode(packed, node.output, images.len())?;
-            let mut e = 0.0f64;
-            for (i, d) in dec.iter().enumerate() {
-                if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
-                    for (a, b) in d.iter().zip(r.data()) {
-                        e = e.max((a - b).abs());
+        let (out, layers) = run(
+            &self.backend,
+            layout.as_ref(),
+            graph,
+            input,
+            |ni, packed| {
+                let Some(refs) = refs.as_ref() else {
+                    return Ok(());
+                };
+                let t0 = Instant::now();
+                let node = graph
+                    .nodes()
+                    .get(ni)
+                    .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+                let dec = self.decode(packed, node.output, images.len())?;
+                let mut e = 0.0f64;
+                for (i, d) in dec.iter().enumerate() {
+                    if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
+                        for (a, b) in d.iter().zip(r.data()) {
+                            e = e.max((a - b).abs());
+                        }
                     }
                 }
-            }
-            errors.push(e);
-            observe_s += t0.elapsed().as_secs_f64();
-            Ok(())
-        })?;
+                errors.push(e);
+                observe_s += t0.elapsed().as_secs_f64();
+                Ok(())
+            },
+        )?;
         t.eval_s = start.elapsed().as_secs_f64() - observe_s;
 
         let start = Instant::now();

@@ -126,7 +126,13 @@ fn weighted_sum<B: Backend>(
     let x0 = xs
         .get(i0)
         .ok_or_else(|| NnError::Exec(format!("input index {i0} out of range")))?;
-    let cs = b.neutral_scale(x0)?;
+    // at level 0 (no prime left) a linear layer multiplies at a reduced constant scale and
+    // skips the rescale, when the base prime has room for it
+    let level0 = b.level0_const_scale(x0)?;
+    let cs = match level0 {
+        Some(s) => s,
+        None => b.neutral_scale(x0)?,
+    };
     let mut acc = x0.clone();
     b.mul_const_scaled_assign(&mut acc, w0, cs)?;
     for &(i, w) in it {
@@ -135,7 +141,9 @@ fn weighted_sum<B: Backend>(
             .ok_or_else(|| NnError::Exec(format!("input index {i} out of range")))?;
         b.mul_const_add_assign(&mut acc, x, w, cs)?;
     }
-    b.rescale_assign(&mut acc)?;
+    if level0.is_none() {
+        b.rescale_assign(&mut acc)?;
+    }
     if bias != 0.0 {
         b.add_const_assign(&mut acc, bias)?;
     }
@@ -178,9 +186,12 @@ fn conv2d<B: Backend>(
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let wd = c.weight.data();
     let m = x.mult;
-    par_map::<B>(co * oh * ow, |idx| {
-        let o = idx / (oh * ow);
-        let (oy, ox) = ((idx / ow) % oh, idx % ow);
+    // Computed pixel-major (all output channels of a pixel together) so that the inputs in
+    // use form a sliding band of rows: cache- and swap-friendly for large tensors. Returned
+    // in NCHW order.
+    let px_major = par_map::<B>(co * oh * ow, |idx| {
+        let o = idx % co;
+        let (oy, ox) = (idx / co / ow, (idx / co) % ow);
         let mut terms = Vec::with_capacity(ci * kh * kw);
         for i in 0..ci {
             for ky in 0..kh {
@@ -200,7 +211,17 @@ fn conv2d<B: Backend>(
         }
         let bias = c.bias.as_ref().map_or(0.0, |bb| bb[o]);
         weighted_sum(b, &x.cts, &terms, bias)
-    })
+    })?;
+    let mut slots: Vec<Option<B::Ct>> = px_major.into_iter().map(Some).collect();
+    (0..co * oh * ow)
+        .map(|k| {
+            let (o, p) = (k / (oh * ow), k % (oh * ow));
+            slots
+                .get_mut(p * co + o)
+                .and_then(Option::take)
+                .ok_or_else(|| NnError::Exec("convolution output missing".into()))
+        })
+        .collect()
 }
 
 fn linear<B: Backend>(b: &B, l: &Linear, x: &Packed<B::Ct>) -> Result<Vec<B::Ct>> {

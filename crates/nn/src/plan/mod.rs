@@ -267,6 +267,8 @@ pub fn choose_params(
 
 /// Checks user-given parameters against a model's needs and explains what does not fit.
 pub fn check_params(
+    graph: &Graph,
+    layout: LayoutKind,
     lit: &CkksParamsLiteral,
     depth: usize,
     min_slots: usize,
@@ -274,7 +276,9 @@ pub fn check_params(
 ) -> Result<()> {
     let levels = lit.q_bits.len().saturating_sub(1);
     let mut problems = Vec::new();
-    if levels < depth {
+    // one level short is fine when the last linear layer can run at level 0 without a
+    // rescale (see `Backend::level0_const_scale`): the simulation with the given chain says
+    if levels < depth && !fits_chain(graph, layout, lit, max_abs) {
         problems.push(format!(
             "the model needs depth {depth} but the parameters have {levels} levels ({} data primes); add {} primes of {} bits",
             lit.q_bits.len(),
@@ -314,6 +318,23 @@ pub fn check_params(
     }
 }
 
+/// Whether `graph` runs to the end on the chain of `lit` (simulated, idealised primes) with
+/// its output, up to `max_abs`, below half the base prime.
+fn fits_chain(graph: &Graph, layout: LayoutKind, lit: &CkksParamsLiteral, max_abs: f64) -> bool {
+    let Ok(slots) = min_slots(graph, layout, 1) else {
+        return false;
+    };
+    let sim = Simulated::with_bits(&lit.q_bits, slots.next_power_of_two());
+    let scale = Scale::from_log2(lit.log_scale);
+    match simulate(graph, layout, &sim, scale) {
+        Ok((out, _)) => out.cts.first().is_some_and(|c| {
+            let q0 = lit.q_bits.first().copied().unwrap_or(0) as f64;
+            c.scale.log2() + magnitude_bits(max_abs) as f64 + 1.0 < q0
+        }),
+        Err(_) => false,
+    }
+}
+
 /// Makes a plan: checks support, measures the depth, chooses parameters (or checks the given
 /// ones), then simulates with the real primes for per-layer expectations.
 pub fn make_plan(
@@ -326,7 +347,7 @@ pub fn make_plan(
     let slots_needed = min_slots(graph, opts.layout, opts.batch)?;
     let lit = match given {
         Some(lit) => {
-            check_params(&lit, depth, slots_needed, opts.max_abs)?;
+            check_params(graph, opts.layout, &lit, depth, slots_needed, opts.max_abs)?;
             lit
         }
         None => choose_params(
