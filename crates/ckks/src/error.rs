@@ -106,6 +106,9 @@ pub enum CkksError {
         log_scale: f64,
     },
     /// A non-finite input value.
+    /// An argument of an evaluator call is inconsistent (e.g. weight count vs inputs).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     #[error("input contains a non-finite value ({0}); only finite numbers can be encoded")]
     NonFinite(f64),
     /// A rotation step not representable for the slot count.

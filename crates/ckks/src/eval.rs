@@ -247,6 +247,74 @@ impl Evaluator {
         Ok(())
     }
 
+    /// `out[o] = sum_k w[o * K + k] * xs[k]` for real constants encoded as
+    /// `round(w * const_scale)`, no rescale: many linear combinations of the same inputs at
+    /// once (a convolution's output channels, a fully connected layer), computed by the
+    /// cache-tiled [`Poly::scalar_matrix_mul`] instead of `n_out` passes over the inputs.
+    /// All inputs must share level and scale; results are at scale `x.scale * const_scale`.
+    pub fn mul_const_matrix(
+        &self,
+        xs: &[&Ciphertext],
+        w: &[f64],
+        n_out: usize,
+        const_scale: Scale,
+    ) -> Result<Vec<Ciphertext>> {
+        let x0 = *xs.first().ok_or(CkksError::InvalidArgument(
+            "mul_const_matrix without inputs".into(),
+        ))?;
+        for x in xs {
+            self.check_ct(x)?;
+            check_same_level(x0.level, x.level)?;
+            check_same_scale(x0.scale, x.scale)?;
+            if x.parts.len() != x0.parts.len() {
+                return Err(CkksError::WrongSize {
+                    got: x.parts.len(),
+                    expected: x0.parts.len(),
+                });
+            }
+        }
+        let k = xs.len();
+        if w.len() != n_out * k {
+            return Err(CkksError::InvalidArgument(format!(
+                "{} weights for {n_out} x {k} products",
+                w.len()
+            )));
+        }
+        let ring = self.params.ring();
+        let limbs = self.params.q_limbs(x0.level);
+        let moduli = limbs
+            .iter()
+            .map(|&i| ring.modulus(i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut shoup = Vec::with_capacity(w.len() * limbs.len());
+        for &c in w {
+            let r = self.int_residues(c * const_scale.value(), x0.level)?;
+            for (m, v) in moduli.iter().zip(r) {
+                shoup.push(m.shoup(v));
+            }
+        }
+        let mut parts: Vec<Vec<Poly<Ntt>>> = Vec::with_capacity(x0.parts.len());
+        for p in 0..x0.parts.len() {
+            let polys: Vec<&Poly<Ntt>> = xs.iter().map(|x| &x.parts[p]).collect();
+            parts.push(Poly::scalar_matrix_mul(&polys, &shoup, n_out)?);
+        }
+        let scale = x0.scale.mul(const_scale);
+        let mut outs: Vec<Ciphertext> = (0..n_out)
+            .map(|_| Ciphertext {
+                parts: Vec::with_capacity(parts.len()),
+                level: x0.level,
+                scale,
+                params_id: x0.params_id,
+            })
+            .collect();
+        for part in parts {
+            for (o, poly) in part.into_iter().enumerate() {
+                outs[o].parts.push(poly);
+            }
+        }
+        Ok(outs)
+    }
+
     /// `acc += x * pt` with no temporary ciphertext (the plaintext-mask counterpart of
     /// [`Evaluator::mul_const_add_assign`]). `acc` must be at `x`'s level and at scale
     /// `x.scale * pt.scale`; `pt` may sit at a higher level (its leading primes are used).

@@ -498,3 +498,38 @@ fn mul_plain_add_accumulates_masked_products() {
         Err(CkksError::LevelMismatch { .. })
     ));
 }
+
+#[test]
+fn mul_const_matrix_equals_linear_combinations() {
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let mut rng = TestContext::rng(120);
+    let s = c.params.slots();
+    let k: usize = 5;
+    let xs: Vec<Vec<f64>> = (0..k as u64)
+        .map(|i| uniform_values(s, 1.0, 121 + i))
+        .collect();
+    let cts: Vec<_> = xs.iter().map(|x| c.encrypt(x, &mut rng)).collect();
+    let refs: Vec<_> = cts.iter().collect();
+    let w = [0.5, -1.25, 0.0, 2.0, 0.125, -0.3, 0.7, 0.0, 0.0, 1.0];
+    let ks = c.eval.rescale_neutral_scale(&cts[0]).unwrap();
+    let outs = c.eval.mul_const_matrix(&refs, &w, 2, ks).unwrap();
+    for (o, mut out) in outs.into_iter().enumerate() {
+        // bit-identical to the mul_const_add loop
+        let mut acc = c.eval.mul_const(&cts[0], w[o * k], ks).unwrap();
+        for kk in 1..k {
+            c.eval
+                .mul_const_add_assign(&mut acc, &cts[kk], w[o * k + kk], ks)
+                .unwrap();
+        }
+        assert_eq!(out.parts(), acc.parts(), "output {o}");
+        c.eval.rescale_assign(&mut out).unwrap();
+        let want: Vec<f64> = (0..s)
+            .map(|j| (0..k).map(|kk| w[o * k + kk] * xs[kk][j]).sum())
+            .collect();
+        assert_precision("mul_const_matrix", &c.decrypt(&out), &want, 19.0);
+    }
+    assert!(matches!(
+        c.eval.mul_const_matrix(&refs, &w[1..], 2, ks),
+        Err(CkksError::InvalidArgument(_))
+    ));
+}

@@ -85,6 +85,72 @@ impl<R: Repr> Zeroize for Poly<R> {
     }
 }
 
+/// Coefficients per block of [`Poly::scalar_matrix_mul`] (4 KiB of `u64` per slice).
+const SMM_BLOCK: usize = 512;
+/// Inputs per tile of [`Poly::scalar_matrix_mul`]: a tile of input blocks (256 KiB) and the
+/// output blocks stay in L2 while every output consumes the tile.
+const SMM_TILE: usize = 64;
+
+impl<R: Repr> Poly<R> {
+    /// A matrix of scalars times a vector of polynomials: `out[o] = sum_k w[o][k] * xs[k]`
+    /// with `w` given per limb as Shoup constants at `w[(o * K + k) * L + j]` (`K` inputs,
+    /// `L` limbs). A zero constant is skipped. Tiled over coefficient blocks and inputs so
+    /// that each input block is read from memory once and reused from cache by all outputs
+    /// (a loop of `mul_scalar_add_assign` streams every input once per output). Parallel
+    /// over (limb, block) tasks. All inputs share one basis.
+    pub fn scalar_matrix_mul(xs: &[&Self], w: &[ShoupConst], n_out: usize) -> Result<Vec<Self>> {
+        let first = xs.first().ok_or(RingError::LengthMismatch {
+            expected: 1,
+            got: 0,
+        })?;
+        for x in xs {
+            first.check_same_basis(x)?;
+        }
+        let (k, l, n) = (xs.len(), first.limbs.len(), first.n());
+        if w.len() != n_out * k * l {
+            return Err(RingError::LengthMismatch {
+                expected: n_out * k * l,
+                got: w.len(),
+            });
+        }
+        let mut outs: Vec<Self> = (0..n_out)
+            .map(|_| Self::zero(&first.ctx, &first.limbs))
+            .collect::<Result<_>>()?;
+        let nb = n.div_ceil(SMM_BLOCK);
+        let mut tasks: Vec<Vec<&mut [u64]>> =
+            (0..l * nb).map(|_| Vec::with_capacity(n_out)).collect();
+        for out in &mut outs {
+            for (j, limb) in out.data.chunks_mut(n).enumerate() {
+                for (b, blk) in limb.chunks_mut(SMM_BLOCK).enumerate() {
+                    if let Some(t) = tasks.get_mut(j * nb + b) {
+                        t.push(blk);
+                    }
+                }
+            }
+        }
+        let ctx = &first.ctx;
+        let limbs = &first.limbs;
+        tasks.into_par_iter().enumerate().for_each(|(t, mut accs)| {
+            let (j, b) = (t / nb, t % nb);
+            let m = ctx.modulus_unchecked(limbs[j]);
+            let lo = j * n + b * SMM_BLOCK;
+            let hi = (lo + SMM_BLOCK).min((j + 1) * n);
+            for k0 in (0..k).step_by(SMM_TILE) {
+                let k1 = (k0 + SMM_TILE).min(k);
+                for (o, acc) in accs.iter_mut().enumerate() {
+                    for (kk, x) in xs.iter().enumerate().take(k1).skip(k0) {
+                        let wc = w[(o * k + kk) * l + j];
+                        if wc.value != 0 {
+                            simd::mul_shoup_add_assign(acc, &x.data[lo..hi], wc, m);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(outs)
+    }
+}
+
 impl<R: Repr> Poly<R> {
     /// The zero polynomial over the given primes of `ctx`.
     pub fn zero(ctx: &Arc<RingContext>, limbs: &[usize]) -> Result<Self> {

@@ -435,3 +435,50 @@ fn fused_kernels_equal_scalar() {
         }
     }
 }
+
+#[test]
+fn scalar_matrix_mul_equals_scalar_mul_add_loops() {
+    // n not a multiple of the block, more inputs than a tile, zero weights, 50- and 60-bit
+    // primes (IFMA and portable paths): bit-identical to per-output mul_scalar_add loops.
+    for (n, bits) in [(2048usize, vec![50u32, 40, 36]), (256, vec![60, 45])] {
+        let c = ctx(n, &bits);
+        let limbs: Vec<usize> = (0..bits.len()).collect();
+        let mut r = rng(31);
+        let k = 70;
+        let n_out = 3;
+        let xs: Vec<Poly<Ntt>> = (0..k)
+            .map(|_| sample::uniform_ntt(&c, &limbs, &mut r).unwrap())
+            .collect();
+        let moduli: Vec<Modulus> = c.moduli().to_vec();
+        let wres: Vec<u64> = (0..n_out * k * limbs.len())
+            .map(|i| {
+                if i % 7 == 3 {
+                    0
+                } else {
+                    r.random_range(0..moduli[i % limbs.len()].value())
+                }
+            })
+            .collect();
+        let shoup: Vec<_> = wres
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| moduli[i % limbs.len()].shoup(w))
+            .collect();
+        let refs: Vec<&Poly<Ntt>> = xs.iter().collect();
+        let got = Poly::scalar_matrix_mul(&refs, &shoup, n_out).unwrap();
+        for (o, g) in got.iter().enumerate() {
+            let mut want = Poly::<Ntt>::zero(&c, &limbs).unwrap();
+            for (kk, x) in xs.iter().enumerate() {
+                let s: Vec<u64> = (0..limbs.len())
+                    .map(|j| wres[(o * k + kk) * limbs.len() + j])
+                    .collect();
+                want.mul_scalar_add_assign(x, &s).unwrap();
+            }
+            assert_eq!(g, &want, "n {n} output {o}");
+        }
+        // wrong weight count and mixed bases are errors
+        assert!(Poly::scalar_matrix_mul(&refs, &shoup[1..], n_out).is_err());
+        let other = sample::uniform_ntt(&c, &limbs[..1], &mut r).unwrap();
+        assert!(Poly::scalar_matrix_mul(&[&xs[0], &other], &shoup[..2 * limbs.len()], 1).is_err());
+    }
+}

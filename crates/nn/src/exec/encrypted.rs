@@ -186,6 +186,25 @@ impl Backend for Encrypted {
             .mul_const_add_assign(acc, x, c, const_scale)
             .map_err(ckks_err)
     }
+    fn mul_const_matrix(
+        &self,
+        xs: &[&Ciphertext],
+        w: &[f64],
+        n_out: usize,
+        const_scale: Scale,
+    ) -> Result<Vec<Ciphertext>> {
+        // counted like the default implementation: per output, one product per non-zero
+        // weight and one addition per product after the first
+        let k = xs.len().max(1);
+        for row in w.chunks(k) {
+            let nnz = row.iter().filter(|&&c| c != 0.0).count() as u64;
+            OpCounts::bump(&self.counts.mul_const, nnz.max(1));
+            OpCounts::bump(&self.counts.add, nnz.saturating_sub(1));
+        }
+        self.eval
+            .mul_const_matrix(xs, w, n_out, const_scale)
+            .map_err(ckks_err)
+    }
     type Pt = Plaintext;
     fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<Plaintext> {
         self.encoder

@@ -200,6 +200,56 @@ pub trait Backend: Sync {
     fn encode_cached(&self, v: &[f64], level: usize, scale: Scale) -> Result<Arc<Self::Pt>> {
         Ok(Arc::new(self.encode(v, level, scale)?))
     }
+    /// `out[o] = sum_k w[o * K + k] * xs[k]` with the constants at `const_scale`, no
+    /// rescale: the linear combinations of a layer's outputs over shared inputs. Zero weights
+    /// are skipped; an output whose weights are all zero is `xs[0] * 0`. Counts one constant
+    /// product and one addition per non-zero weight. The encrypted backend computes all
+    /// outputs in one cache-tiled pass over the inputs.
+    fn mul_const_matrix(
+        &self,
+        xs: &[&Self::Ct],
+        w: &[f64],
+        n_out: usize,
+        const_scale: Scale,
+    ) -> Result<Vec<Self::Ct>> {
+        let k = xs.len();
+        let x0 = *xs
+            .first()
+            .ok_or_else(|| NnError::Exec("linear combination without inputs".into()))?;
+        if w.len() != n_out * k {
+            return Err(NnError::Exec(format!(
+                "{} weights for {n_out} x {k} products",
+                w.len()
+            )));
+        }
+        (0..n_out)
+            .map(|o| {
+                let mut acc: Option<Self::Ct> = None;
+                for (kk, x) in xs.iter().enumerate() {
+                    let c = w[o * k + kk];
+                    if c == 0.0 {
+                        continue;
+                    }
+                    match acc.as_mut() {
+                        None => {
+                            let mut t = (*x).clone();
+                            self.mul_const_scaled_assign(&mut t, c, const_scale)?;
+                            acc = Some(t);
+                        }
+                        Some(a) => self.mul_const_add_assign(a, x, c, const_scale)?,
+                    }
+                }
+                match acc {
+                    Some(a) => Ok(a),
+                    None => {
+                        let mut t = x0.clone();
+                        self.mul_const_scaled_assign(&mut t, 0.0, const_scale)?;
+                        Ok(t)
+                    }
+                }
+            })
+            .collect()
+    }
     /// `a *= v` slot-wise with `v` encoded at `pt_scale`; no rescale.
     fn mul_plain_scaled_assign(&self, a: &mut Self::Ct, v: &[f64], pt_scale: Scale) -> Result<()> {
         let pt = self.encode(v, self.level(a), pt_scale)?;

@@ -14,6 +14,7 @@ use crate::error::{NnError, Result};
 use crate::exec::Backend;
 use crate::ir::{Activation, AvgPool, Conv2d, Graph, Linear, Node, Op};
 use crate::tensor::{Tensor, numel, strides};
+use henn_ckks::Scale;
 
 /// The batch-axis layout.
 #[derive(Debug, Clone, Copy, Default)]
@@ -111,45 +112,6 @@ pub fn unpack_outputs(decoded: &[Vec<f64>], mult: f64, images: usize) -> Vec<Vec
         .collect()
 }
 
-/// `sum_t w_t x_t + bias` with one rescale: products accumulated at scale `Δ q_l`.
-fn weighted_sum<B: Backend>(
-    b: &B,
-    xs: &[B::Ct],
-    terms: &[(usize, f64)],
-    bias: f64,
-) -> Result<B::Ct> {
-    let mut it = terms.iter().filter(|(_, w)| *w != 0.0);
-    let (i0, w0) = match it.next() {
-        Some(&t) => t,
-        None => (terms.first().map_or(0, |t| t.0), 0.0),
-    };
-    let x0 = xs
-        .get(i0)
-        .ok_or_else(|| NnError::Exec(format!("input index {i0} out of range")))?;
-    // at level 0 (no prime left) a linear layer multiplies at a reduced constant scale and
-    // skips the rescale, when the base prime has room for it
-    let level0 = b.level0_const_scale(x0)?;
-    let cs = match level0 {
-        Some(s) => s,
-        None => b.neutral_scale(x0)?,
-    };
-    let mut acc = x0.clone();
-    b.mul_const_scaled_assign(&mut acc, w0, cs)?;
-    for &(i, w) in it {
-        let x = xs
-            .get(i)
-            .ok_or_else(|| NnError::Exec(format!("input index {i} out of range")))?;
-        b.mul_const_add_assign(&mut acc, x, w, cs)?;
-    }
-    if level0.is_none() {
-        b.rescale_assign(&mut acc)?;
-    }
-    if bias != 0.0 {
-        b.add_const_assign(&mut acc, bias)?;
-    }
-    Ok(acc)
-}
-
 fn par_map<B: Backend>(
     n: usize,
     f: impl Fn(usize) -> Result<B::Ct> + Sync + Send,
@@ -174,6 +136,50 @@ fn sum_cts<B: Backend>(b: &B, xs: &[B::Ct], idx: &[usize]) -> Result<B::Ct> {
     Ok(acc)
 }
 
+/// The constant scale of a linear layer on `x0` and whether it rescales: rescale-neutral
+/// (the prime at the level), or at level 0 a reduced scale without rescale when the base prime
+/// has room (see `Backend::level0_const_scale`).
+fn linear_scale<B: Backend>(b: &B, x0: &B::Ct) -> Result<(Scale, bool)> {
+    Ok(match b.level0_const_scale(x0)? {
+        Some(s) => (s, false),
+        None => (b.neutral_scale(x0)?, true),
+    })
+}
+
+/// `out[o] = sum_k w[o K + k] x[idx[k]] + bias[o]` for every `o`, one rescale each.
+fn linear_outputs<B: Backend>(
+    b: &B,
+    xs: &[B::Ct],
+    idx: &[usize],
+    w: &[f64],
+    bias: &[f64],
+) -> Result<Vec<B::Ct>> {
+    let inputs: Vec<&B::Ct> = idx
+        .iter()
+        .map(|&i| {
+            xs.get(i)
+                .ok_or_else(|| NnError::Exec(format!("input index {i} out of range")))
+        })
+        .collect::<Result<_>>()?;
+    let x0 = *inputs
+        .first()
+        .ok_or_else(|| NnError::Exec("linear layer without inputs".into()))?;
+    let (cs, rescale) = linear_scale(b, x0)?;
+    let mut outs = b.mul_const_matrix(&inputs, w, bias.len(), cs)?;
+    outs.par_iter_mut()
+        .zip(bias)
+        .try_for_each(|(acc, &bv)| -> Result<()> {
+            if rescale {
+                b.rescale_assign(acc)?;
+            }
+            if bv != 0.0 {
+                b.add_const_assign(acc, bv)?;
+            }
+            Ok(())
+        })?;
+    Ok(outs)
+}
+
 fn conv2d<B: Backend>(
     b: &B,
     c: &Conv2d,
@@ -186,53 +192,65 @@ fn conv2d<B: Backend>(
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let wd = c.weight.data();
     let m = x.mult;
-    // Computed pixel-major (all output channels of a pixel together) so that the inputs in
-    // use form a sliding band of rows: cache- and swap-friendly for large tensors. Returned
-    // in NCHW order.
-    let px_major = par_map::<B>(co * oh * ow, |idx| {
-        let o = idx % co;
-        let (oy, ox) = (idx / co / ow, (idx / co) % ow);
-        let mut terms = Vec::with_capacity(ci * kh * kw);
-        for i in 0..ci {
-            for ky in 0..kh {
-                let iy = (oy * c.stride[0] + ky) as isize - c.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix = (ox * c.stride[1] + kx) as isize - c.pads[1] as isize;
-                    if ix < 0 || ix >= w as isize {
+    let bias: Vec<f64> = (0..co)
+        .map(|o| c.bias.as_ref().map_or(0.0, |bb| bb[o]))
+        .collect();
+    // Per output pixel, all output channels at once (they share the input window): computed
+    // pixel-major so that the inputs in use form a sliding band of rows (cache- and
+    // swap-friendly for large tensors). Returned in NCHW order.
+    let per_pixel: Vec<Vec<B::Ct>> = (0..oh * ow)
+        .into_par_iter()
+        .map(|p| {
+            let (oy, ox) = (p / ow, p % ow);
+            let mut idx = Vec::with_capacity(ci * kh * kw);
+            let mut taps = Vec::with_capacity(ci * kh * kw);
+            for i in 0..ci {
+                for ky in 0..kh {
+                    let iy = (oy * c.stride[0] + ky) as isize - c.pads[0] as isize;
+                    if iy < 0 || iy >= h as isize {
                         continue;
                     }
-                    let wv = wd[((o * ci + i) * kh + ky) * kw + kx] * m;
-                    terms.push(((i * h + iy as usize) * w + ix as usize, wv));
+                    for kx in 0..kw {
+                        let ix = (ox * c.stride[1] + kx) as isize - c.pads[1] as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        idx.push((i * h + iy as usize) * w + ix as usize);
+                        taps.push((i, ky, kx));
+                    }
                 }
             }
-        }
-        let bias = c.bias.as_ref().map_or(0.0, |bb| bb[o]);
-        weighted_sum(b, &x.cts, &terms, bias)
-    })?;
-    let mut slots: Vec<Option<B::Ct>> = px_major.into_iter().map(Some).collect();
-    (0..co * oh * ow)
-        .map(|k| {
-            let (o, p) = (k / (oh * ow), k % (oh * ow));
-            slots
-                .get_mut(p * co + o)
-                .and_then(Option::take)
-                .ok_or_else(|| NnError::Exec("convolution output missing".into()))
+            let wm: Vec<f64> = (0..co)
+                .flat_map(|o| taps.iter().map(move |&t| (o, t)))
+                .map(|(o, (i, ky, kx))| wd[((o * ci + i) * kh + ky) * kw + kx] * m)
+                .collect();
+            linear_outputs(b, &x.cts, &idx, &wm, &bias)
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let mut grid: Vec<std::vec::IntoIter<B::Ct>> =
+        per_pixel.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(co * oh * ow);
+    for _o in 0..co {
+        for px in grid.iter_mut() {
+            out.push(
+                px.next()
+                    .ok_or_else(|| NnError::Exec("convolution output missing".into()))?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn linear<B: Backend>(b: &B, l: &Linear, x: &Packed<B::Ct>) -> Result<Vec<B::Ct>> {
     let ws = l.weight.shape();
     let (m_out, k) = (ws[0], ws[1]);
-    let wd = l.weight.data();
     let m = x.mult;
-    par_map::<B>(m_out, |o| {
-        let terms: Vec<(usize, f64)> = (0..k).map(|j| (j, wd[o * k + j] * m)).collect();
-        weighted_sum(b, &x.cts, &terms, l.bias.as_ref().map_or(0.0, |bb| bb[o]))
-    })
+    let w: Vec<f64> = l.weight.data().iter().map(|v| v * m).collect();
+    let bias: Vec<f64> = (0..m_out)
+        .map(|o| l.bias.as_ref().map_or(0.0, |bb| bb[o]))
+        .collect();
+    let idx: Vec<usize> = (0..k).collect();
+    linear_outputs(b, &x.cts, &idx, &w, &bias)
 }
 
 fn avg_pool<B: Backend>(

@@ -521,60 +521,76 @@ fn conv2d<B: Backend>(
             b.encode_cached(&v, level, ms).map(Some)
         })
         .collect::<Result<_>>()?;
-    par_map(co, |o| {
-        let mut acc: Option<B::Ct> = None;
-        for (ti, t) in tp.iter().enumerate() {
-            let mask = masks.get(ti).and_then(Option::as_ref);
-            let (ks, norm) = match mask {
-                None => (cs, 1.0),
-                Some(_) => (wc, wmax),
-            };
-            let mut part: Option<B::Ct> = None;
-            for (i, ri) in rots.iter().enumerate() {
-                let wv = weight(o, i, t) / norm;
-                if wv == 0.0 {
-                    continue;
-                }
-                let r = &ri[ti];
-                let target = if mask.is_some() { &mut part } else { &mut acc };
-                match target.as_mut() {
-                    None => {
-                        let mut p = r.clone();
-                        b.mul_const_scaled_assign(&mut p, wv, ks)?;
-                        *target = Some(p);
-                    }
-                    Some(a) => b.mul_const_add_assign(a, r, wv, ks)?,
-                }
-            }
-            if let (Some(pt), Some(p)) = (mask, part) {
-                match acc.as_mut() {
+    // taps inside the image: one matrix of scalar products over every (tap, input) rotation
+    let full: Vec<usize> = (0..tp.len()).filter(|&t| masks[t].is_none()).collect();
+    let mut accs: Vec<Option<B::Ct>> = if full.is_empty() {
+        vec![None; co]
+    } else {
+        let xs: Vec<&B::Ct> = full
+            .iter()
+            .flat_map(|&t| rots.iter().map(move |ri| &ri[t]))
+            .collect();
+        let w: Vec<f64> = (0..co)
+            .flat_map(|o| {
+                full.iter()
+                    .flat_map(move |&t| (0..ci).map(move |i| (o, i, t)))
+            })
+            .map(|(o, i, t)| weight(o, i, &tp[t]))
+            .collect();
+        b.mul_const_matrix(&xs, &w, co, cs)?
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
+    // taps touching the padding: scalar-weighted sums over the inputs, then the tap's mask
+    for (t, mask) in masks.iter().enumerate() {
+        let Some(pt) = mask else { continue };
+        let xs: Vec<&B::Ct> = rots.iter().map(|ri| &ri[t]).collect();
+        let w: Vec<f64> = (0..co)
+            .flat_map(|o| (0..ci).map(move |i| (o, i)))
+            .map(|(o, i)| weight(o, i, &tp[t]) / wmax)
+            .collect();
+        let parts = b.mul_const_matrix(&xs, &w, co, wc)?;
+        accs = accs
+            .into_par_iter()
+            .zip(parts)
+            .map(|(acc, p)| -> Result<Option<B::Ct>> {
+                Ok(Some(match acc {
                     None => {
                         let mut p = p;
                         b.mul_pt_assign(&mut p, pt)?;
-                        acc = Some(p);
+                        p
                     }
-                    Some(a) => b.mul_pt_add_assign(a, &p, pt)?,
+                    Some(mut a) => {
+                        b.mul_pt_add_assign(&mut a, &p, pt)?;
+                        a
+                    }
+                }))
+            })
+            .collect::<Result<_>>()?;
+    }
+    let accs: Vec<(usize, Option<B::Ct>)> = accs.into_iter().enumerate().collect();
+    accs.into_par_iter()
+        .map(|(o, acc)| {
+            let mut out = match acc {
+                Some(mut a) => {
+                    b.rescale_assign(&mut a)?;
+                    a
                 }
+                None => zero_like(b, x0)?,
+            };
+            let bias = c
+                .bias
+                .as_ref()
+                .and_then(|v| v.get(o))
+                .copied()
+                .unwrap_or(0.0);
+            if bias != 0.0 {
+                b.add_const_assign(&mut out, bias)?;
             }
-        }
-        let mut out = match acc {
-            Some(mut a) => {
-                b.rescale_assign(&mut a)?;
-                a
-            }
-            None => zero_like(b, x0)?,
-        };
-        let bias = c
-            .bias
-            .as_ref()
-            .and_then(|v| v.get(o))
-            .copied()
-            .unwrap_or(0.0);
-        if bias != 0.0 {
-            b.add_const_assign(&mut out, bias)?;
-        }
-        Ok(out)
-    })
+            Ok(out)
+        })
+        .collect()
 }
 
 /// Average pooling: rotate-and-add without padding (no level, multiplier `1/k^2`); with
