@@ -466,4 +466,17 @@ fn encrypted_channel_inference_agrees_with_reference() {
         "encrypted channel: depth {depth}, {} rotation keys, output {got:?}",
         plan.rotations.len()
     );
+    // one session (keys once) for several images: per-layer errors against the reference
+    // are small, and the second image reuses the cached mask plaintexts
+    let session = henn_nn::exec::pipeline::Session::new(&g, &plan, &params).unwrap();
+    for seed in [8, 9] {
+        let x = image(&g, seed);
+        let r = session.run(std::slice::from_ref(&x), true).unwrap();
+        let errs = r.layer_errors.unwrap();
+        assert_eq!(errs.len(), g.nodes().len());
+        assert!(errs.iter().all(|&e| e < 1e-4), "image {seed}: {errs:?}");
+        let want = reference::run(&g, &x).unwrap();
+        close(&r.outputs[0], want.data(), 1e-4, "session");
+    }
+    assert!(session.backend().pt_cache_bytes() > 0);
 }
