@@ -628,3 +628,26 @@ fn last_linear_layer_at_level_zero_saves_a_prime() {
         assert!(err < 2f64.powi(-8), "image {i}: error {err:.3e}");
     }
 }
+
+#[test]
+fn plan_reports_peak_ciphertext_memory() {
+    use henn_nn::pack::LayoutKind;
+    use henn_nn::plan::{PlanOptions, make_plan};
+    // x [1, 4] -> square -> square: the peak is a node's input and output together
+    let mut g = Graph::new("sq2", "x", vec![1, 4]);
+    let x = g.input();
+    let a = g.add_node("sq0", Op::Mul, vec![x, x], "a").unwrap();
+    let y = g.add_node("sq1", Op::Mul, vec![a, a], "y").unwrap();
+    g.set_output(y).unwrap();
+    let opts = PlanOptions {
+        layout: LayoutKind::Batch,
+        batch: 8,
+        ..PlanOptions::default()
+    };
+    let (plan, params) = make_plan(&g, &opts, Some(insecure(12, 2))).unwrap();
+    let n = params.n() as u64;
+    let ct = |level: u64| 4 * 2 * n * (level + 1) * 8;
+    assert_eq!(plan.peak_bytes, ct(2) + ct(1));
+    let back = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
+    assert_eq!(back.peak_bytes, plan.peak_bytes);
+}

@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let calib = &images[..n.min(16)];
     let (plan, params) =
         pool.install(|| he::plan_max_batch(&graph, packing, n, calib, args.params.literal()?))?;
+    let memory = he::memory_line(&plan);
     let batch = plan.batch.max(1);
     let batches = n.div_ceil(batch);
     let bar = if args.json {
@@ -110,7 +111,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "n": n, "plain_accuracy": frac(plain_correct), "encrypted_accuracy": frac(enc_correct), "agreement": frac(agree),
             "latency_s_per_image": eval_s / n as f64, "latency_s_per_batch": latency_batch, "batch_size": batch, "batches": batches,
             "throughput_images_per_hour": throughput, "throughput_full_batch_images_per_hour": full_throughput,
-            "client_s": client_s, "wall_s": wall, "threads": threads, "params": plan.params, "depth": plan.depth,
+            "client_s": client_s, "wall_s": wall, "threads": threads, "params": plan.params, "depth": plan.depth, "peak_ciphertext_bytes": plan.peak_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -121,7 +122,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.dataset
     );
     println!(
-        "parameters: {} ({} slots)",
+        "parameters: {} ({} slots), {memory}",
         he::params_line(&plan),
         params.slots()
     );

@@ -188,6 +188,29 @@ impl ParamArgs {
     }
 }
 
+/// Physical memory in bytes (Linux `/proc/meminfo`), if known.
+fn mem_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The plan's estimated peak ciphertext memory, in GiB, and a warning on stderr when it
+/// exceeds this machine's memory (the run would swap or be killed).
+pub fn memory_line(plan: &Plan) -> String {
+    let gib = plan.peak_bytes as f64 / f64::from(1u32 << 30);
+    if let Some(total) = mem_total()
+        && plan.peak_bytes > total
+    {
+        eprintln!(
+            "warning: this plan keeps about {gib:.1} GiB of ciphertexts alive at its peak, more than the {:.1} GiB of memory here; expect heavy swapping or an out-of-memory kill (channel packing needs far less)",
+            total as f64 / f64::from(1u32 << 30)
+        );
+    }
+    format!("peak ciphertext memory ~{gib:.2} GiB")
+}
+
 /// Plans `graph` for `batch` images, measuring value magnitudes on `calib`.
 pub fn plan(
     graph: &Graph,

@@ -67,11 +67,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         he::params_line(&plan)
     );
     println!(
-        "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}",
+        "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}, {}",
         plan.batch,
         params.slots(),
         params.log_qp(),
-        plan.max_abs
+        plan.max_abs,
+        he::memory_line(&plan)
     );
     he::print_layer_table(&report::rows(&plan.layers, None));
     Ok(())

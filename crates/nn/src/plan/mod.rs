@@ -76,6 +76,10 @@ pub struct Plan {
     pub max_abs: f64,
     /// Expected level, scale and op counts per layer (from the simulated backend).
     pub layers: Vec<LayerStat>,
+    /// Estimated peak bytes of the ciphertexts alive at once on the server (see
+    /// [`peak_ciphertext_bytes`]).
+    #[serde(default)]
+    pub peak_bytes: u64,
 }
 
 impl Plan {
@@ -166,6 +170,44 @@ pub fn simulate(
         mult: 1.0,
     };
     exec::run(sim, layout.as_ref(), graph, input, |_, _| Ok(()))
+}
+
+/// Peak bytes of the ciphertexts alive at once when `graph` runs as `layers` (node order) on
+/// ring degree `n` from `input_cts` fresh ciphertexts at `top_level`: every value holds
+/// `cts x 2 x n x (level + 1)` words until its last use; a node's inputs and output are alive
+/// together. Temporaries inside a layer (rotations, accumulators) come on top.
+pub fn peak_ciphertext_bytes(
+    graph: &Graph,
+    layers: &[LayerStat],
+    n: usize,
+    top_level: usize,
+    input_cts: usize,
+) -> u64 {
+    let ct = |count: usize, level: usize| (count * 2 * n * (level + 1) * 8) as u64;
+    let mut size = vec![0u64; graph.values().len()];
+    if let Some(s) = size.get_mut(graph.input()) {
+        *s = ct(input_cts, top_level);
+    }
+    let mut remaining = graph.use_counts();
+    let mut live: u64 = size.iter().sum();
+    let mut peak = live;
+    for (node, l) in graph.nodes().iter().zip(layers) {
+        let out = ct(l.ciphertexts, l.level);
+        if let Some(s) = size.get_mut(node.output) {
+            *s = out;
+        }
+        live += out;
+        peak = peak.max(live);
+        for &i in &node.inputs {
+            if let Some(r) = remaining.get_mut(i) {
+                *r = r.saturating_sub(1);
+                if *r == 0 {
+                    live -= size.get(i).copied().unwrap_or(0);
+                }
+            }
+        }
+    }
+    peak
 }
 
 /// Levels the model consumes under a layout (output level counted from the top).
@@ -372,6 +414,13 @@ pub fn make_plan(
         rotations: sim.rotations(),
         output_multiplier: out.mult,
         max_abs: opts.max_abs,
+        peak_bytes: peak_ciphertext_bytes(
+            graph,
+            &layers,
+            params.n(),
+            params.max_level().0,
+            input_cts(graph, opts.layout),
+        ),
         layers,
     };
     Ok((plan, params))
