@@ -523,7 +523,7 @@ fn conv2d<B: Backend>(
         .collect::<Result<_>>()?;
     // taps inside the image: one matrix of scalar products over every (tap, input) rotation
     let full: Vec<usize> = (0..tp.len()).filter(|&t| masks[t].is_none()).collect();
-    let mut accs: Vec<Option<B::Ct>> = if full.is_empty() {
+    let accs: Vec<Option<B::Ct>> = if full.is_empty() {
         vec![None; co]
     } else {
         let xs: Vec<&B::Ct> = full
@@ -542,36 +542,39 @@ fn conv2d<B: Backend>(
             .map(Some)
             .collect()
     };
-    // taps touching the padding: scalar-weighted sums over the inputs, then the tap's mask
-    for (t, mask) in masks.iter().enumerate() {
-        let Some(pt) = mask else { continue };
-        let xs: Vec<&B::Ct> = rots.iter().map(|ri| &ri[t]).collect();
-        let w: Vec<f64> = (0..co)
-            .flat_map(|o| (0..ci).map(move |i| (o, i)))
-            .map(|(o, i)| weight(o, i, &tp[t]) / wmax)
-            .collect();
-        let parts = b.mul_const_matrix(&xs, &w, co, wc)?;
-        accs = accs
-            .into_par_iter()
-            .zip(parts)
-            .map(|(acc, p)| -> Result<Option<B::Ct>> {
-                Ok(Some(match acc {
-                    None => {
-                        let mut p = p;
-                        b.mul_pt_assign(&mut p, pt)?;
-                        p
-                    }
-                    Some(mut a) => {
-                        b.mul_pt_add_assign(&mut a, &p, pt)?;
-                        a
-                    }
-                }))
-            })
-            .collect::<Result<_>>()?;
-    }
+    // taps touching the padding, per output (the partial sum stays in cache): scalar-weighted
+    // sums over the inputs, then the tap's mask
     let accs: Vec<(usize, Option<B::Ct>)> = accs.into_iter().enumerate().collect();
     accs.into_par_iter()
-        .map(|(o, acc)| {
+        .map(|(o, mut acc)| {
+            for (t, mask) in masks.iter().enumerate() {
+                let Some(pt) = mask else { continue };
+                let mut part: Option<B::Ct> = None;
+                for (i, ri) in rots.iter().enumerate() {
+                    let wv = weight(o, i, &tp[t]) / wmax;
+                    if wv == 0.0 {
+                        continue;
+                    }
+                    match part.as_mut() {
+                        None => {
+                            let mut p = ri[t].clone();
+                            b.mul_const_scaled_assign(&mut p, wv, wc)?;
+                            part = Some(p);
+                        }
+                        Some(p) => b.mul_const_add_assign(p, &ri[t], wv, wc)?,
+                    }
+                }
+                if let Some(p) = part {
+                    match acc.as_mut() {
+                        None => {
+                            let mut p = p;
+                            b.mul_pt_assign(&mut p, pt)?;
+                            acc = Some(p);
+                        }
+                        Some(a) => b.mul_pt_add_assign(a, &p, pt)?,
+                    }
+                }
+            }
             let mut out = match acc {
                 Some(mut a) => {
                     b.rescale_assign(&mut a)?;
