@@ -200,6 +200,36 @@ pub trait Backend: Sync {
     fn encode_cached(&self, v: &[f64], level: usize, scale: Scale) -> Result<Arc<Self::Pt>> {
         Ok(Arc::new(self.encode(v, level, scale)?))
     }
+    /// `acc += x * c` at `const_scale`, starting the sum (`x * c`) when `acc` is empty.
+    fn accumulate_const(
+        &self,
+        acc: &mut Option<Self::Ct>,
+        x: &Self::Ct,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        match acc.as_mut() {
+            None => {
+                let mut t = x.clone();
+                self.mul_const_scaled_assign(&mut t, c, const_scale)?;
+                *acc = Some(t);
+                Ok(())
+            }
+            Some(a) => self.mul_const_add_assign(a, x, c, const_scale),
+        }
+    }
+    /// `acc += x * pt`, starting the sum (`x * pt`) when `acc` is empty.
+    fn accumulate_pt(&self, acc: &mut Option<Self::Ct>, x: &Self::Ct, pt: &Self::Pt) -> Result<()> {
+        match acc.as_mut() {
+            None => {
+                let mut t = x.clone();
+                self.mul_pt_assign(&mut t, pt)?;
+                *acc = Some(t);
+                Ok(())
+            }
+            Some(a) => self.mul_pt_add_assign(a, x, pt),
+        }
+    }
     /// `out[o] = sum_k w[o * K + k] * xs[k]` with the constants at `const_scale`, no
     /// rescale: the linear combinations of a layer's outputs over shared inputs. Zero weights
     /// are skipped; an output whose weights are all zero is `xs[0] * 0`. Counts one constant
@@ -227,16 +257,8 @@ pub trait Backend: Sync {
                 let mut acc: Option<Self::Ct> = None;
                 for (kk, x) in xs.iter().enumerate() {
                     let c = w[o * k + kk];
-                    if c == 0.0 {
-                        continue;
-                    }
-                    match acc.as_mut() {
-                        None => {
-                            let mut t = (*x).clone();
-                            self.mul_const_scaled_assign(&mut t, c, const_scale)?;
-                            acc = Some(t);
-                        }
-                        Some(a) => self.mul_const_add_assign(a, x, c, const_scale)?,
+                    if c != 0.0 {
+                        self.accumulate_const(&mut acc, x, c, const_scale)?;
                     }
                 }
                 match acc {

@@ -552,27 +552,12 @@ fn conv2d<B: Backend>(
                 let mut part: Option<B::Ct> = None;
                 for (i, ri) in rots.iter().enumerate() {
                     let wv = weight(o, i, &tp[t]) / wmax;
-                    if wv == 0.0 {
-                        continue;
-                    }
-                    match part.as_mut() {
-                        None => {
-                            let mut p = ri[t].clone();
-                            b.mul_const_scaled_assign(&mut p, wv, wc)?;
-                            part = Some(p);
-                        }
-                        Some(p) => b.mul_const_add_assign(p, &ri[t], wv, wc)?,
+                    if wv != 0.0 {
+                        b.accumulate_const(&mut part, &ri[t], wv, wc)?;
                     }
                 }
                 if let Some(p) = part {
-                    match acc.as_mut() {
-                        None => {
-                            let mut p = p;
-                            b.mul_pt_assign(&mut p, pt)?;
-                            acc = Some(p);
-                        }
-                        Some(a) => b.mul_pt_add_assign(a, &p, pt)?,
-                    }
+                    b.accumulate_pt(&mut acc, &p, pt)?;
                 }
             }
             let mut out = match acc {
@@ -655,14 +640,7 @@ fn avg_pool<B: Backend>(
         let rots = rotations(b, &x.cts[i], &steps)?;
         let mut acc: Option<B::Ct> = None;
         for (pt, r) in masks.iter().zip(&rots) {
-            match acc.as_mut() {
-                None => {
-                    let mut q = r.clone();
-                    b.mul_pt_assign(&mut q, pt)?;
-                    acc = Some(q);
-                }
-                Some(a) => b.mul_pt_add_assign(a, r, pt)?,
-            }
+            b.accumulate_pt(&mut acc, r, pt)?;
         }
         let mut a = acc.ok_or_else(|| exec_err("empty pooling window"))?;
         b.rescale_assign(&mut a)?;
@@ -754,14 +732,7 @@ fn linear<B: Backend>(
                     continue;
                 }
                 let pt = b.encode_cached(&mask, level, cs)?;
-                match acc.as_mut() {
-                    None => {
-                        let mut p = rc[blk].clone();
-                        b.mul_pt_assign(&mut p, &pt)?;
-                        acc = Some(p);
-                    }
-                    Some(a) => b.mul_pt_add_assign(a, &rc[blk], &pt)?,
-                }
+                b.accumulate_pt(&mut acc, &rc[blk], &pt)?;
             }
         }
         let packed_bias = outs.len() > 1 && outs.iter().any(|&j| bias_of(j) != 0.0);
