@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{NnError, Result};
 use crate::ir::Graph;
-use crate::pack::{Layout, Packed};
+use crate::pack::{CtSource, Layout, Packed, View};
 
 /// Atomic operation counters (layer code runs under rayon).
 #[derive(Debug, Default)]
@@ -88,6 +88,23 @@ impl Counts {
             rotate: self.rotate.saturating_sub(earlier.rotate),
             rotate_hoisted: self.rotate_hoisted.saturating_sub(earlier.rotate_hoisted),
             add: self.add.saturating_sub(earlier.add),
+        }
+    }
+}
+
+impl Counts {
+    /// `self + other`, field by field.
+    pub fn plus(&self, o: &Counts) -> Counts {
+        Counts {
+            mul_plain: self.mul_plain + o.mul_plain,
+            mul_const: self.mul_const + o.mul_const,
+            mul: self.mul + o.mul,
+            square: self.square + o.square,
+            relin: self.relin + o.relin,
+            rescale: self.rescale + o.rescale,
+            rotate: self.rotate + o.rotate,
+            rotate_hoisted: self.rotate_hoisted + o.rotate_hoisted,
+            add: self.add + o.add,
         }
     }
 }
@@ -292,6 +309,11 @@ pub trait Backend: Sync {
 
     // ----- provided -----
 
+    /// Bytes of `a`'s polynomials: two of `N = 2 x slots` words per prime at its level.
+    fn ct_bytes(&self, a: &Self::Ct) -> u64 {
+        (2 * 2 * self.slots() * (self.level(a) + 1) * 8) as u64
+    }
+
     /// `a + b`.
     fn add(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct> {
         let mut r = a.clone();
@@ -429,76 +451,552 @@ pub struct LayerStat {
     pub ciphertexts: usize,
 }
 
-/// Runs every node of `graph` on `backend` with `layout`, starting from the packed input.
-/// `observe` sees each layer's output (node index, value) right after it is computed, e.g.
-/// to decrypt and compare with the reference when the secret key is at hand.
+/// Runs every node of `graph` on `backend` with `layout`, starting from the packed input
+/// (see [`run_measured`]); returns the output and the per-layer stats.
 pub fn run<B: Backend>(
     backend: &B,
     layout: &dyn Layout<B>,
     graph: &Graph,
     input: Packed<B::Ct>,
-    mut observe: impl FnMut(usize, &Packed<B::Ct>) -> Result<()>,
+    observe: impl FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
 ) -> Result<(Packed<B::Ct>, Vec<LayerStat>)> {
-    let mut vals: Vec<Option<Packed<B::Ct>>> = vec![None; graph.values().len()];
-    let uses = graph.use_counts();
-    let mut remaining = uses.clone();
-    if let Some(slot) = vals.get_mut(graph.input()) {
-        *slot = Some(input);
+    let r = run_measured(backend, layout, graph, input, observe)?;
+    Ok((r.output, r.layers))
+}
+
+/// A layer output as an observer sees it: the whole value, or a row of it when the layer
+/// is streamed.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a, C> {
+    /// IR shape of the whole value.
+    pub shape: &'a [usize],
+    /// Ciphertexts of this part.
+    pub cts: &'a [C],
+    /// Flat indices of `cts` in the value, in the layout's order (`cts[i]` is element
+    /// `flats[i]`).
+    pub flats: &'a [usize],
+    /// Multiplier still to apply to the slot values.
+    pub mult: f64,
+}
+
+/// Output of [`run_measured`].
+#[derive(Debug)]
+pub struct RunOutput<C> {
+    /// The graph output.
+    pub output: Packed<C>,
+    /// Per-layer stats, in node order.
+    pub layers: Vec<LayerStat>,
+    /// Peak bytes of the ciphertexts alive at once (a node's inputs and outputs together;
+    /// temporaries inside a layer come on top).
+    pub peak_bytes: u64,
+}
+
+/// Executor settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// Ciphertexts per streamed step: a streamed node computes `max(1, row_chunk_cts / row)`
+    /// output rows at a time, `row` being the ciphertexts of one of its rows (enough
+    /// parallel work per step, little memory per band). `usize::MAX` computes whole layers.
+    pub row_chunk_cts: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self { row_chunk_cts: 512 }
     }
-    let mut stats = Vec::with_capacity(graph.nodes().len());
-    for (ni, node) in graph.nodes().iter().enumerate() {
-        let before = backend.counts().snapshot();
+}
+
+/// Runs every node of `graph` on `backend` with `layout`, starting from the packed input.
+/// `observe` sees each layer's output (node index, value, or each row of it for a streamed
+/// layer) right after it is computed, e.g. to decrypt and compare with the reference when
+/// the secret key is at hand.
+///
+/// Nodes the layout computes row by row ([`Layout::input_rows`]) are streamed: they are
+/// pulled in chunks of output rows by their consumers, each pull computing just the input
+/// rows it needs, and a row of a value is freed once no consumer will read it again. Only
+/// bands of rows of the large early feature maps are then alive at once (batch packing of
+/// a 28 x 28 ResNet holds a few rows per layer instead of whole maps of 12,544 ciphertexts).
+/// A streamed value read by a node computed whole (or the graph output) is completed at its
+/// producer's turn in node order. Every ciphertext goes through the same operations in
+/// either case, so the results do not depend on the schedule.
+pub fn run_measured<B: Backend>(
+    backend: &B,
+    layout: &dyn Layout<B>,
+    graph: &Graph,
+    input: Packed<B::Ct>,
+    observe: impl FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
+) -> Result<RunOutput<B::Ct>> {
+    run_with(
+        backend,
+        layout,
+        graph,
+        input,
+        ExecOptions::default(),
+        observe,
+    )
+}
+
+/// [`run_measured`] with explicit [`ExecOptions`].
+pub fn run_with<B: Backend>(
+    backend: &B,
+    layout: &dyn Layout<B>,
+    graph: &Graph,
+    input: Packed<B::Ct>,
+    opts: ExecOptions,
+    mut observe: impl FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
+) -> Result<RunOutput<B::Ct>> {
+    let mut s = Scheduler::new(backend, layout, graph, input, &mut observe)?;
+    s.row_chunk_cts = opts.row_chunk_cts.max(1);
+    for n in 0..graph.nodes().len() {
+        s.turn(n)?;
+    }
+    s.finish()
+}
+
+enum Held<C> {
+    None,
+    Full(Packed<C>),
+    Band {
+        shape: Vec<usize>,
+        mult: f64,
+        /// Index of the first held row.
+        start: usize,
+        rows: std::collections::VecDeque<Vec<C>>,
+    },
+}
+
+/// Ciphertext access to a held value.
+enum Src<'a, C> {
+    Full(&'a Packed<C>),
+    Band {
+        chw: [usize; 3],
+        start: usize,
+        rows: &'a std::collections::VecDeque<Vec<C>>,
+    },
+}
+
+impl<C: Sync> CtSource<C> for Src<'_, C> {
+    fn at(&self, flat: usize) -> Result<&C> {
+        match self {
+            Src::Full(p) => p.cts.at(flat),
+            Src::Band { chw, start, rows } => {
+                let [c, h, w] = *chw;
+                let (x, y, ch) = (flat % w, (flat / w) % h, (flat / (w * h)) % c);
+                y.checked_sub(*start)
+                    .and_then(|i| rows.get(i))
+                    .and_then(|r| r.get(ch * w + x))
+                    .ok_or_else(|| {
+                        NnError::Exec(format!(
+                            "row {y} is not held (rows {start}..{} are): streaming schedule error",
+                            start + rows.len()
+                        ))
+                    })
+            }
+        }
+    }
+}
+
+fn chw(shape: &[usize]) -> [usize; 3] {
+    let n = shape.len();
+    if n >= 3 {
+        [shape[n - 3], shape[n - 2], shape[n - 1]]
+    } else {
+        [1, 1, shape.iter().product()]
+    }
+}
+
+struct Scheduler<'r, 'o, B: Backend> {
+    b: &'r B,
+    layout: &'r dyn Layout<B>,
+    graph: &'r Graph,
+    observe: &'o mut dyn FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
+    vals: Vec<Held<B::Ct>>,
+    /// Per node: computed row by row.
+    streamed: Vec<bool>,
+    /// Per value: all rows kept (read by a whole node, or the graph output).
+    keep: Vec<bool>,
+    /// Per value: (consumer node, input position).
+    consumers: Vec<Vec<(usize, usize)>>,
+    /// Per value: producing node.
+    producer: Vec<Option<usize>>,
+    /// Per node: output rows computed (streamed nodes).
+    cursor: Vec<usize>,
+    /// Per node: finished.
+    done: Vec<bool>,
+    stats: Vec<Option<LayerStat>>,
+    live: u64,
+    peak: u64,
+    row_chunk_cts: usize,
+}
+
+impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
+    fn new(
+        b: &'r B,
+        layout: &'r dyn Layout<B>,
+        graph: &'r Graph,
+        input: Packed<B::Ct>,
+        observe: &'o mut dyn FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
+    ) -> Result<Self> {
+        let nv = graph.values().len();
+        let nodes = graph.nodes();
+        let streamed: Vec<bool> = nodes
+            .iter()
+            .map(|n| {
+                graph.shape(n.output).len() == 4
+                    && (0..n.inputs.len()).all(|k| layout.input_rows(graph, n, k, 0).is_some())
+            })
+            .collect();
+        let mut consumers = vec![Vec::new(); nv];
+        let mut producer = vec![None; nv];
+        for (ni, n) in nodes.iter().enumerate() {
+            for (k, &v) in n.inputs.iter().enumerate() {
+                if let Some(c) = consumers.get_mut(v) {
+                    c.push((ni, k));
+                }
+            }
+            if let Some(p) = producer.get_mut(n.output) {
+                *p = Some(ni);
+            }
+        }
+        let keep: Vec<bool> = (0..nv)
+            .map(|v| {
+                v == graph.output()
+                    || consumers[v].is_empty()
+                    || consumers[v].iter().any(|&(c, _)| !streamed[c])
+            })
+            .collect();
+        let mut vals: Vec<Held<B::Ct>> = (0..nv).map(|_| Held::None).collect();
+        let live: u64 = input.cts.iter().map(|c| b.ct_bytes(c)).sum();
+        let slot = vals
+            .get_mut(graph.input())
+            .ok_or_else(|| NnError::InvalidGraph("graph input out of range".into()))?;
+        *slot = Held::Full(input);
+        Ok(Self {
+            b,
+            layout,
+            graph,
+            observe,
+            vals,
+            streamed,
+            keep,
+            consumers,
+            producer,
+            cursor: vec![0; nodes.len()],
+            done: vec![false; nodes.len()],
+            stats: vec![None; nodes.len()],
+            live,
+            peak: live,
+            row_chunk_cts: ExecOptions::default().row_chunk_cts,
+        })
+    }
+
+    fn rows_of(&self, n: usize) -> usize {
+        let node = &self.graph.nodes()[n];
+        self.graph.shape(node.output).get(2).copied().unwrap_or(1)
+    }
+
+    fn src(&self, v: usize) -> Result<(Src<'_, B::Ct>, &[usize], f64)> {
+        match self.vals.get(v) {
+            Some(Held::Full(p)) => Ok((Src::Full(p), &p.shape, p.mult)),
+            Some(Held::Band {
+                shape,
+                mult,
+                start,
+                rows,
+            }) => Ok((
+                Src::Band {
+                    chw: chw(shape),
+                    start: *start,
+                    rows,
+                },
+                shape,
+                *mult,
+            )),
+            _ => Err(NnError::InvalidGraph(format!(
+                "value {v} used before it is computed"
+            ))),
+        }
+    }
+
+    fn record(
+        &mut self,
+        n: usize,
+        time_s: f64,
+        counts: Counts,
+        first: Option<&B::Ct>,
+        mult: f64,
+        cts: usize,
+    ) {
+        let node = &self.graph.nodes()[n];
+        let (level, log2_scale) =
+            first.map_or((0, 0.0), |c| (self.b.level(c), self.b.scale(c).log2()));
+        let st = self.stats[n].get_or_insert_with(|| LayerStat {
+            name: node.name.clone(),
+            op: node.op.kind().to_string(),
+            time_s: 0.0,
+            counts: Counts::default(),
+            level,
+            log2_scale,
+            multiplier: mult,
+            ciphertexts: 0,
+        });
+        st.time_s += time_s;
+        st.counts = st.counts.plus(&counts);
+        st.level = level;
+        st.log2_scale = log2_scale;
+        st.multiplier = mult;
+        st.ciphertexts += cts;
+    }
+
+    fn bump_live(&mut self, bytes: u64) {
+        self.live += bytes;
+        self.peak = self.peak.max(self.live);
+    }
+
+    /// Computes rows of streamed node `n` until `upto` rows (or all) are there.
+    fn ensure(&mut self, n: usize, upto: usize) -> Result<()> {
+        let graph = self.graph;
+        let node = &graph.nodes()[n];
+        let h = self.rows_of(n);
+        let [c, _, w] = chw(graph.shape(node.output));
+        let chunk = (self.row_chunk_cts / (c * w).max(1)).max(1);
+        while self.cursor[n] < upto.min(h) {
+            let r0 = self.cursor[n];
+            let r1 = (r0 + chunk).min(h);
+            for (k, &v) in node.inputs.iter().enumerate() {
+                if let Some(m) = self.producer.get(v).copied().flatten()
+                    && self.streamed[m]
+                {
+                    let hi = (r0..r1)
+                        .filter_map(|r| self.layout.input_rows(graph, node, k, r))
+                        .map(|(_, hi)| hi)
+                        .max()
+                        .unwrap_or(0);
+                    self.ensure(m, hi + 1)?;
+                }
+            }
+            let before = self.b.counts().snapshot();
+            let start = Instant::now();
+            let (rows, mult) = {
+                let srcs = node
+                    .inputs
+                    .iter()
+                    .map(|&v| self.src(v))
+                    .collect::<Result<Vec<_>>>()?;
+                let views: Vec<View<'_, B::Ct>> = srcs
+                    .iter()
+                    .map(|(src, shape, mult)| View {
+                        shape,
+                        mult: *mult,
+                        src: src as &dyn CtSource<B::Ct>,
+                    })
+                    .collect();
+                self.layout
+                    .eval_rows(self.b, graph, node, &views, r0..r1)
+                    .map_err(|e| with_node(e, &node.name))?
+            };
+            let time_s = start.elapsed().as_secs_f64();
+            let counts = self.b.counts().snapshot().since(&before);
+            if rows.len() != r1 - r0 {
+                return Err(NnError::Exec(format!(
+                    "node '{}': {} rows computed for {}",
+                    node.name,
+                    rows.len(),
+                    r1 - r0
+                )));
+            }
+            let total: usize = rows.iter().map(Vec::len).sum();
+            self.record(
+                n,
+                time_s,
+                counts,
+                rows.first().and_then(|r| r.first()),
+                mult,
+                total,
+            );
+            let shape = graph.shape(node.output);
+            for (i, row) in rows.iter().enumerate() {
+                let flats = crate::pack::row_flats(shape, r0 + i..r0 + i + 1);
+                (self.observe)(
+                    n,
+                    Observed {
+                        shape,
+                        cts: row,
+                        flats: &flats,
+                        mult,
+                    },
+                )?;
+            }
+            let bytes: u64 = rows.iter().flatten().map(|c| self.b.ct_bytes(c)).sum();
+            self.bump_live(bytes);
+            match self.vals.get_mut(node.output) {
+                Some(Held::Band { rows: held, .. }) => held.extend(rows),
+                Some(slot) => {
+                    *slot = Held::Band {
+                        shape: shape.to_vec(),
+                        mult,
+                        start: r0,
+                        rows: rows.into(),
+                    }
+                }
+                None => return Err(NnError::InvalidGraph("node output out of range".into())),
+            }
+            self.cursor[n] = r1;
+            if r1 == h {
+                self.done[n] = true;
+            }
+            for &v in &node.inputs {
+                self.release(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees what no consumer of `v` will read again.
+    fn release(&mut self, v: usize) {
+        if v == self.graph.output() {
+            return;
+        }
+        let graph = self.graph;
+        // lowest row a consumer still needs (usize::MAX: none)
+        let mut need = usize::MAX;
+        for &(c, k) in &self.consumers[v] {
+            if self.done[c] {
+                continue;
+            }
+            let r = if self.streamed[c] {
+                self.layout
+                    .input_rows(graph, &graph.nodes()[c], k, self.cursor[c])
+                    .map_or(0, |(lo, _)| lo)
+            } else {
+                0
+            };
+            need = need.min(r);
+        }
+        let b = self.b;
+        let keep = self.keep[v];
+        let Some(held) = self.vals.get_mut(v) else {
+            return;
+        };
+        let mut freed = 0u64;
+        match held {
+            Held::Full(p) if need == usize::MAX => {
+                freed = p.cts.iter().map(|c| b.ct_bytes(c)).sum();
+                *held = Held::None;
+            }
+            Held::Band { start, rows, .. } if !keep => {
+                while *start < need
+                    && let Some(r) = rows.pop_front()
+                {
+                    freed += r.iter().map(|c| b.ct_bytes(c)).sum::<u64>();
+                    *start += 1;
+                }
+            }
+            _ => {}
+        }
+        self.live -= freed.min(self.live);
+    }
+
+    /// Node `n`'s turn in node order.
+    fn turn(&mut self, n: usize) -> Result<()> {
+        let graph = self.graph;
+        let node = &graph.nodes()[n];
+        if self.streamed[n] {
+            if self.keep[node.output] {
+                self.ensure(n, usize::MAX)?;
+                // completed: whole value in the layout's (NCHW) order
+                if let Some(slot) = self.vals.get_mut(node.output)
+                    && let Held::Band {
+                        shape, mult, rows, ..
+                    } = std::mem::replace(slot, Held::None)
+                {
+                    let [c, _, w] = chw(&shape);
+                    let mut its: Vec<_> = rows.into_iter().map(Vec::into_iter).collect();
+                    let mut cts = Vec::with_capacity(numel_of(&shape));
+                    for _ in 0..c {
+                        for it in its.iter_mut() {
+                            cts.extend(it.by_ref().take(w));
+                        }
+                    }
+                    *slot = Held::Full(Packed { shape, cts, mult });
+                }
+            }
+            return Ok(());
+        }
+        let before = self.b.counts().snapshot();
         let start = Instant::now();
         let out = {
             let mut ins = Vec::with_capacity(node.inputs.len());
             for &i in &node.inputs {
-                let v = vals.get(i).and_then(Option::as_ref).ok_or_else(|| {
-                    NnError::InvalidGraph(format!("value {i} used before it is computed"))
-                })?;
-                ins.push(v);
+                match self.vals.get(i) {
+                    Some(Held::Full(p)) => ins.push(p),
+                    _ => {
+                        return Err(NnError::InvalidGraph(format!(
+                            "value {i} used before it is computed"
+                        )));
+                    }
+                }
             }
-            layout
-                .eval_node(backend, graph, node, &ins)
+            self.layout
+                .eval_node(self.b, graph, node, &ins)
                 .map_err(|e| with_node(e, &node.name))?
         };
         let time_s = start.elapsed().as_secs_f64();
-        let counts = backend.counts().snapshot().since(&before);
-        let (level, log2_scale) = out
-            .cts
-            .first()
-            .map_or((0, 0.0), |c| (backend.level(c), backend.scale(c).log2()));
-        stats.push(LayerStat {
-            name: node.name.clone(),
-            op: node.op.kind().to_string(),
-            time_s,
-            counts,
-            level,
-            log2_scale,
-            multiplier: out.mult,
-            ciphertexts: out.cts.len(),
-        });
-        observe(ni, &out)?;
-        // free inputs no longer needed
-        for &i in &node.inputs {
-            if let Some(r) = remaining.get_mut(i) {
-                *r = r.saturating_sub(1);
-                if *r == 0
-                    && i != graph.output()
-                    && let Some(v) = vals.get_mut(i)
-                {
-                    *v = None;
-                }
-            }
+        let counts = self.b.counts().snapshot().since(&before);
+        self.record(n, time_s, counts, out.cts.first(), out.mult, out.cts.len());
+        let flats: Vec<usize> = (0..out.cts.len()).collect();
+        (self.observe)(
+            n,
+            Observed {
+                shape: &out.shape,
+                cts: &out.cts,
+                flats: &flats,
+                mult: out.mult,
+            },
+        )?;
+        let bytes = out.cts.iter().map(|c| self.b.ct_bytes(c)).sum();
+        self.bump_live(bytes);
+        if let Some(slot) = self.vals.get_mut(node.output) {
+            *slot = Held::Full(out);
         }
-        if let Some(slot) = vals.get_mut(node.output) {
-            *slot = Some(out);
+        self.done[n] = true;
+        for &v in &node.inputs {
+            self.release(v);
         }
+        Ok(())
     }
-    let out = vals
-        .get_mut(graph.output())
-        .and_then(Option::take)
-        .ok_or_else(|| NnError::InvalidGraph("graph output was not computed".into()))?;
-    Ok((out, stats))
+
+    fn finish(mut self) -> Result<RunOutput<B::Ct>> {
+        let out = match self
+            .vals
+            .get_mut(self.graph.output())
+            .map(|h| std::mem::replace(h, Held::None))
+        {
+            Some(Held::Full(p)) => p,
+            _ => {
+                return Err(NnError::InvalidGraph(
+                    "graph output was not computed".into(),
+                ));
+            }
+        };
+        let layers = self
+            .stats
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.ok_or_else(|| NnError::InvalidGraph(format!("node {i} was not computed")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(RunOutput {
+            output: out,
+            layers,
+            peak_bytes: self.peak,
+        })
+    }
+}
+
+fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().product()
 }
 
 fn with_node(e: NnError, node: &str) -> NnError {

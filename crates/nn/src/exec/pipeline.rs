@@ -12,7 +12,7 @@ use super::encrypted::Encrypted;
 use super::{LayerStat, run};
 use crate::error::{NnError, Result};
 use crate::ir::Graph;
-use crate::pack::{LayoutKind, Packed, channel};
+use crate::pack::{LayoutKind, batch, channel};
 use crate::plan::{Plan, layout_for};
 use crate::reference;
 use crate::tensor::Tensor;
@@ -83,25 +83,26 @@ impl<'a> Session<'a> {
         &self.backend
     }
 
-    /// Decrypts value `value` (a node output, or the graph output) into one vector per image.
+    /// Decrypts ciphertexts `cts` (with multiplier `mult`) of value `value` (a node output,
+    /// or the graph output) into one vector per image: per image, the elements of `cts` in
+    /// order (batch packing) or the whole value (channel packing, `cts` must be all of it).
     fn decode(
         &self,
-        packed: &Packed<henn_ckks::Ciphertext>,
+        cts: &[henn_ckks::Ciphertext],
+        mult: f64,
         value: usize,
         images: usize,
     ) -> Result<Vec<Vec<f64>>> {
+        let slots = self.client.decrypt_slots(cts)?;
         match self.plan.layout {
-            LayoutKind::Batch => self.client.decrypt_batch(packed, images),
-            LayoutKind::Channel => {
-                let slots = self.client.decrypt_slots(&packed.cts)?;
-                Ok(vec![channel::unpack_value(
-                    self.graph,
-                    value,
-                    self.params.slots(),
-                    &slots,
-                    packed.mult,
-                )?])
-            }
+            LayoutKind::Batch => Ok(batch::unpack_outputs(&slots, mult, images)),
+            LayoutKind::Channel => Ok(vec![channel::unpack_value(
+                self.graph,
+                value,
+                self.params.slots(),
+                &slots,
+                mult,
+            )?]),
         }
     }
 
@@ -136,41 +137,50 @@ impl<'a> Session<'a> {
         } else {
             None
         };
-        let mut errors = Vec::new();
+        let mut errors = vec![0.0f64; graph.nodes().len()];
         let mut observe_s = 0.0;
         let start = Instant::now();
-        let (out, layers) = run(
-            &self.backend,
-            layout.as_ref(),
-            graph,
-            input,
-            |ni, packed| {
-                let Some(refs) = refs.as_ref() else {
-                    return Ok(());
-                };
-                let t0 = Instant::now();
-                let node = graph
-                    .nodes()
-                    .get(ni)
-                    .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
-                let dec = self.decode(packed, node.output, images.len())?;
-                let mut e = 0.0f64;
-                for (i, d) in dec.iter().enumerate() {
-                    if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
-                        for (a, b) in d.iter().zip(r.data()) {
-                            e = e.max((a - b).abs());
+        let (out, layers) = run(&self.backend, layout.as_ref(), graph, input, |ni, part| {
+            let Some(refs) = refs.as_ref() else {
+                return Ok(());
+            };
+            let t0 = Instant::now();
+            let node = graph
+                .nodes()
+                .get(ni)
+                .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+            let dec = self.decode(part.cts, part.mult, node.output, images.len())?;
+            let mut e = 0.0f64;
+            for (i, d) in dec.iter().enumerate() {
+                if let Some(r) = refs.get(i).and_then(|r| r.get(node.output)) {
+                    let want = r.data();
+                    match plan.layout {
+                        // d[j] is element part.flats[j]
+                        LayoutKind::Batch => {
+                            for (a, &f) in d.iter().zip(part.flats) {
+                                if let Some(b) = want.get(f) {
+                                    e = e.max((a - b).abs());
+                                }
+                            }
+                        }
+                        LayoutKind::Channel => {
+                            for (a, b) in d.iter().zip(want) {
+                                e = e.max((a - b).abs());
+                            }
                         }
                     }
                 }
-                errors.push(e);
-                observe_s += t0.elapsed().as_secs_f64();
-                Ok(())
-            },
-        )?;
+            }
+            if let Some(slot) = errors.get_mut(ni) {
+                *slot = slot.max(e);
+            }
+            observe_s += t0.elapsed().as_secs_f64();
+            Ok(())
+        })?;
         t.eval_s = start.elapsed().as_secs_f64() - observe_s;
 
         let start = Instant::now();
-        let outputs = self.decode(&out, graph.output(), images.len())?;
+        let outputs = self.decode(&out.cts, out.mult, graph.output(), images.len())?;
         t.decrypt_s = start.elapsed().as_secs_f64();
         Ok(BatchResult {
             outputs,

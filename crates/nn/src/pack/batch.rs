@@ -9,7 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::{Layout, Packed};
+use std::ops::Range;
+
+use super::{CtSource, Layout, Packed, View, row_flats};
 use crate::error::{NnError, Result};
 use crate::exec::Backend;
 use crate::ir::{Activation, AvgPool, Conv2d, Graph, Linear, Node, Op};
@@ -119,19 +121,13 @@ fn par_map<B: Backend>(
     (0..n).into_par_iter().map(f).collect()
 }
 
-fn sum_cts<B: Backend>(b: &B, xs: &[B::Ct], idx: &[usize]) -> Result<B::Ct> {
+fn sum_cts<B: Backend>(b: &B, xs: &dyn CtSource<B::Ct>, idx: &[usize]) -> Result<B::Ct> {
     let (&first, rest) = idx
         .split_first()
         .ok_or_else(|| NnError::Exec("empty sum".into()))?;
-    let mut acc = xs
-        .get(first)
-        .cloned()
-        .ok_or_else(|| NnError::Exec("index out of range".into()))?;
+    let mut acc = xs.at(first)?.clone();
     for &i in rest {
-        let x = xs
-            .get(i)
-            .ok_or_else(|| NnError::Exec("index out of range".into()))?;
-        b.add_assign(&mut acc, x)?;
+        b.add_assign(&mut acc, xs.at(i)?)?;
     }
     Ok(acc)
 }
@@ -146,26 +142,18 @@ fn linear_scale<B: Backend>(b: &B, x0: &B::Ct) -> Result<(Scale, bool)> {
     })
 }
 
-/// `out[o] = sum_k w[o K + k] x[idx[k]] + bias[o]` for every `o`, one rescale each.
+/// `out[o] = sum_k w[o K + k] inputs[k] + bias[o]` for every `o`, one rescale each.
 fn linear_outputs<B: Backend>(
     b: &B,
-    xs: &[B::Ct],
-    idx: &[usize],
+    inputs: &[&B::Ct],
     w: &[f64],
     bias: &[f64],
 ) -> Result<Vec<B::Ct>> {
-    let inputs: Vec<&B::Ct> = idx
-        .iter()
-        .map(|&i| {
-            xs.get(i)
-                .ok_or_else(|| NnError::Exec(format!("input index {i} out of range")))
-        })
-        .collect::<Result<_>>()?;
     let x0 = *inputs
         .first()
         .ok_or_else(|| NnError::Exec("linear layer without inputs".into()))?;
     let (cs, rescale) = linear_scale(b, x0)?;
-    let mut outs = b.mul_const_matrix(&inputs, w, bias.len(), cs)?;
+    let mut outs = b.mul_const_matrix(inputs, w, bias.len(), cs)?;
     outs.par_iter_mut()
         .zip(bias)
         .try_for_each(|(acc, &bv)| -> Result<()> {
@@ -180,29 +168,29 @@ fn linear_outputs<B: Backend>(
     Ok(outs)
 }
 
-fn conv2d<B: Backend>(
+/// Convolution outputs at output pixels `pixels` (flat `oy * OW + ox`): per pixel, all
+/// output channels at once (they share the input window, one pass of the matrix kernel).
+fn conv_pixels<B: Backend>(
     b: &B,
     c: &Conv2d,
-    x: &Packed<B::Ct>,
+    x: View<'_, B::Ct>,
     out_shape: &[usize],
-) -> Result<Vec<B::Ct>> {
+    pixels: Range<usize>,
+) -> Result<Vec<Vec<B::Ct>>> {
     let (ci, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
     let ws = c.weight.shape();
     let (co, kh, kw) = (ws[0], ws[2], ws[3]);
-    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let ow = out_shape[3];
     let wd = c.weight.data();
     let m = x.mult;
     let bias: Vec<f64> = (0..co)
         .map(|o| c.bias.as_ref().map_or(0.0, |bb| bb[o]))
         .collect();
-    // Per output pixel, all output channels at once (they share the input window): computed
-    // pixel-major so that the inputs in use form a sliding band of rows (cache- and
-    // swap-friendly for large tensors). Returned in NCHW order.
-    let per_pixel: Vec<Vec<B::Ct>> = (0..oh * ow)
+    pixels
         .into_par_iter()
         .map(|p| {
             let (oy, ox) = (p / ow, p % ow);
-            let mut idx = Vec::with_capacity(ci * kh * kw);
+            let mut inputs = Vec::with_capacity(ci * kh * kw);
             let mut taps = Vec::with_capacity(ci * kh * kw);
             for i in 0..ci {
                 for ky in 0..kh {
@@ -215,7 +203,7 @@ fn conv2d<B: Backend>(
                         if ix < 0 || ix >= w as isize {
                             continue;
                         }
-                        idx.push((i * h + iy as usize) * w + ix as usize);
+                        inputs.push(x.src.at((i * h + iy as usize) * w + ix as usize)?);
                         taps.push((i, ky, kx));
                     }
                 }
@@ -224,12 +212,16 @@ fn conv2d<B: Backend>(
                 .flat_map(|o| taps.iter().map(move |&t| (o, t)))
                 .map(|(o, (i, ky, kx))| wd[((o * ci + i) * kh + ky) * kw + kx] * m)
                 .collect();
-            linear_outputs(b, &x.cts, &idx, &wm, &bias)
+            linear_outputs(b, &inputs, &wm, &bias)
         })
-        .collect::<Result<_>>()?;
-    let mut grid: Vec<std::vec::IntoIter<B::Ct>> =
-        per_pixel.into_iter().map(Vec::into_iter).collect();
-    let mut out = Vec::with_capacity(co * oh * ow);
+        .collect()
+}
+
+/// Per-pixel output vectors (`co` channels each) in channel-major order: NCHW for whole
+/// feature maps, `(c, x)` for one row.
+fn channel_major<C>(per_pixel: Vec<Vec<C>>, co: usize) -> Result<Vec<C>> {
+    let mut grid: Vec<std::vec::IntoIter<C>> = per_pixel.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::with_capacity(co * grid.len());
     for _o in 0..co {
         for px in grid.iter_mut() {
             out.push(
@@ -241,6 +233,19 @@ fn conv2d<B: Backend>(
     Ok(out)
 }
 
+/// Splits a flat vector in rows of `row_len` elements.
+fn split_rows<C>(v: Vec<C>, row_len: usize) -> Vec<Vec<C>> {
+    let mut rows = Vec::with_capacity(v.len() / row_len.max(1));
+    let mut it = v.into_iter();
+    loop {
+        let r: Vec<C> = it.by_ref().take(row_len.max(1)).collect();
+        if r.is_empty() {
+            return rows;
+        }
+        rows.push(r);
+    }
+}
+
 fn linear<B: Backend>(b: &B, l: &Linear, x: &Packed<B::Ct>) -> Result<Vec<B::Ct>> {
     let ws = l.weight.shape();
     let (m_out, k) = (ws[0], ws[1]);
@@ -249,51 +254,53 @@ fn linear<B: Backend>(b: &B, l: &Linear, x: &Packed<B::Ct>) -> Result<Vec<B::Ct>
     let bias: Vec<f64> = (0..m_out)
         .map(|o| l.bias.as_ref().map_or(0.0, |bb| bb[o]))
         .collect();
-    let idx: Vec<usize> = (0..k).collect();
-    linear_outputs(b, &x.cts, &idx, &w, &bias)
+    let inputs: Vec<&B::Ct> = (0..k).map(|i| x.cts.at(i)).collect::<Result<_>>()?;
+    linear_outputs(b, &inputs, &w, &bias)
 }
 
+/// Average pooling outputs at flat output indices `outs`, and the output multiplier.
 fn avg_pool<B: Backend>(
     b: &B,
     p: &AvgPool,
-    x: &Packed<B::Ct>,
+    x: View<'_, B::Ct>,
     out_shape: &[usize],
+    outs: &[usize],
 ) -> Result<(Vec<B::Ct>, f64)> {
-    let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3]);
+    let (h, w) = (x.shape[2], x.shape[3]);
     let (oh, ow) = (out_shape[2], out_shape[3]);
     let [kh, kw] = p.kernel;
     let full = (kh * kw) as f64;
-    let windows: Vec<Vec<usize>> = (0..c * oh * ow)
-        .map(|idx| {
-            let ch = idx / (oh * ow);
-            let (oy, ox) = ((idx / ow) % oh, idx % ow);
-            let mut v = Vec::new();
-            for ky in 0..kh {
-                let iy = (oy * p.stride[0] + ky) as isize - p.pads[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix = (ox * p.stride[1] + kx) as isize - p.pads[1] as isize;
-                    if ix >= 0 && ix < w as isize {
-                        v.push((ch * h + iy as usize) * w + ix as usize);
-                    }
+    let window = |idx: usize| -> Vec<usize> {
+        let ch = idx / (oh * ow);
+        let (oy, ox) = ((idx / ow) % oh, idx % ow);
+        let mut v = Vec::new();
+        for ky in 0..kh {
+            let iy = (oy * p.stride[0] + ky) as isize - p.pads[0] as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..kw {
+                let ix = (ox * p.stride[1] + kx) as isize - p.pads[1] as isize;
+                if ix >= 0 && ix < w as isize {
+                    v.push((ch * h + iy as usize) * w + ix as usize);
                 }
             }
-            v
-        })
-        .collect();
-    if windows.iter().any(Vec::is_empty) {
-        return Err(NnError::Exec(
-            "average pooling window entirely in the padding".into(),
-        ));
-    }
-    let uneven = !p.count_include_pad && windows.iter().any(|v| v.len() as f64 != full);
-    let sums = par_map::<B>(windows.len(), |i| {
-        let s = sum_cts(b, &x.cts, &windows[i])?;
+        }
+        v
+    };
+    // whether any window of the layer (not only of these rows) is cut by the padding
+    let uneven = !p.count_include_pad && (0..oh * ow).any(|px| window(px).len() as f64 != full);
+    let sums = par_map::<B>(outs.len(), |i| {
+        let win = window(outs[i]);
+        if win.is_empty() {
+            return Err(NnError::Exec(
+                "average pooling window entirely in the padding".into(),
+            ));
+        }
+        let s = sum_cts(b, x.src, &win)?;
         if uneven {
             // divisor differs per window: multiply by full / count (one level, uniform)
-            b.mul_const(&s, full / windows[i].len() as f64)
+            b.mul_const(&s, full / win.len() as f64)
         } else {
             Ok(s)
         }
@@ -490,6 +497,22 @@ pub(super) fn polynomial<B: Backend>(
     x: &Packed<B::Ct>,
     coeffs: &[f64],
 ) -> Result<Packed<B::Ct>> {
+    let flats: Vec<usize> = (0..x.cts.len()).collect();
+    let (cts, mult) = polynomial_at(b, View::of(x), &flats, coeffs)?;
+    Ok(Packed {
+        shape: x.shape.clone(),
+        cts,
+        mult,
+    })
+}
+
+/// [`polynomial`] at the elements `flats` of a value; returns the outputs and multiplier.
+fn polynomial_at<B: Backend>(
+    b: &B,
+    x: View<'_, B::Ct>,
+    flats: &[usize],
+    coeffs: &[f64],
+) -> Result<(Vec<B::Ct>, f64)> {
     let m = x.mult;
     let e: Vec<f64> = coeffs
         .iter()
@@ -499,25 +522,156 @@ pub(super) fn polynomial<B: Backend>(
     let d = e.iter().rposition(|&c| c != 0.0).unwrap_or(0);
     if d == 0 {
         let c0 = e.first().copied().unwrap_or(0.0);
-        let cts = par_map::<B>(x.cts.len(), |i| {
-            let mut z = b.mul_const(&x.cts[i], 0.0)?;
+        let cts = par_map::<B>(flats.len(), |i| {
+            let mut z = b.mul_const(x.src.at(flats[i])?, 0.0)?;
             b.add_const_assign(&mut z, c0)?;
             Ok(z)
         })?;
-        return Ok(Packed {
-            shape: x.shape.clone(),
-            cts,
-            mult: 1.0,
-        });
+        return Ok((cts, 1.0));
     }
     let a = e[d];
     let f: Vec<f64> = e[..=d].iter().map(|&c| c / a).collect();
-    let cts = par_map::<B>(x.cts.len(), |i| poly_eval(b, &x.cts[i], &f))?;
-    Ok(Packed {
-        shape: x.shape.clone(),
-        cts,
-        mult: a,
-    })
+    let cts = par_map::<B>(flats.len(), |i| poly_eval(b, x.src.at(flats[i])?, &f))?;
+    Ok((cts, a))
+}
+
+/// Element-wise ops at the elements `flats` (output element `i` reads element `i` of every
+/// input): the outputs and their multiplier; `None` for ops that are not element-wise.
+fn elementwise<B: Backend>(
+    b: &B,
+    node: &Node,
+    inputs: &[View<'_, B::Ct>],
+    flats: &[usize],
+) -> Result<Option<(Vec<B::Ct>, f64)>> {
+    let x = *inputs
+        .first()
+        .ok_or_else(|| NnError::InvalidGraph(format!("node '{}' has no input", node.name)))?;
+    let second = |what: &str| -> Result<View<'_, B::Ct>> {
+        let y = *inputs
+            .get(1)
+            .ok_or_else(|| NnError::InvalidGraph(format!("{what} needs two inputs")))?;
+        if x.shape != y.shape {
+            return Err(unsupported(
+                node,
+                format!("broadcasting {what} between computed values"),
+            ));
+        }
+        Ok(y)
+    };
+    let at = |i: usize| x.src.at(flats[i]);
+    Ok(Some(match &node.op {
+        Op::BatchNorm(bn) => {
+            let (s, t) = bn.affine();
+            let c = x.shape.get(1).copied().unwrap_or(1).max(1);
+            let inner: usize = x.shape.iter().skip(2).product::<usize>().max(1);
+            let m = x.mult;
+            let cts = par_map::<B>(flats.len(), |i| {
+                let ch = (flats[i] / inner) % c;
+                let mut r = b.mul_const(at(i)?, s[ch] * m)?;
+                b.add_const_assign(&mut r, t[ch])?;
+                Ok(r)
+            })?;
+            (cts, 1.0)
+        }
+        Op::Identity => (
+            flats
+                .iter()
+                .map(|&f| x.src.at(f).cloned())
+                .collect::<Result<_>>()?,
+            x.mult,
+        ),
+        Op::Add => {
+            let y = second("Add")?;
+            let pairs: Vec<(B::Ct, f64)> = (0..flats.len())
+                .into_par_iter()
+                .map(|i| add_aligned(b, at(i)?, x.mult, y.src.at(flats[i])?, y.mult))
+                .collect::<Result<_>>()?;
+            let mult = pairs.first().map_or(x.mult, |p| p.1);
+            (pairs.into_iter().map(|p| p.0).collect(), mult)
+        }
+        Op::Mul => {
+            let y = second("Mul")?;
+            if node.inputs.first() == node.inputs.get(1) {
+                (
+                    par_map::<B>(flats.len(), |i| b.square(at(i)?))?,
+                    x.mult * x.mult,
+                )
+            } else {
+                let cts = par_map::<B>(flats.len(), |i| b.mul(at(i)?, y.src.at(flats[i])?))?;
+                (cts, x.mult * y.mult)
+            }
+        }
+        Op::AddConst(t) => {
+            if x.mult == 0.0 {
+                return Err(NnError::Exec(
+                    "cannot add a constant to a value with multiplier 0".into(),
+                ));
+            }
+            let c = full_constant(x.shape, t)?;
+            let m = x.mult;
+            let cts = par_map::<B>(flats.len(), |i| {
+                let mut r = at(i)?.clone();
+                b.add_const_assign(&mut r, c[flats[i]] / m)?;
+                Ok(r)
+            })?;
+            (cts, m)
+        }
+        Op::MulConst(t) => match t.as_uniform() {
+            Some(c) if c != 0.0 => (
+                flats
+                    .iter()
+                    .map(|&f| x.src.at(f).cloned())
+                    .collect::<Result<_>>()?,
+                x.mult * c,
+            ),
+            _ => {
+                let c = full_constant(x.shape, t)?;
+                let cts = par_map::<B>(flats.len(), |i| b.mul_const(at(i)?, c[flats[i]]))?;
+                (cts, x.mult)
+            }
+        },
+        Op::Pow { exponent } => {
+            let mut coeffs = vec![0.0; *exponent as usize + 1];
+            if let Some(l) = coeffs.last_mut() {
+                *l = 1.0;
+            }
+            polynomial_at(b, x, flats, &coeffs)?
+        }
+        Op::Polynomial { coeffs } => polynomial_at(b, x, flats, coeffs)?,
+        _ => return Ok(None),
+    }))
+}
+
+/// Whether the batch layout computes `node` row by row: an NCHW output, and a convolution,
+/// an average pooling or an element-wise op between values of the output's shape.
+fn row_wise(graph: &Graph, node: &Node) -> bool {
+    let out = graph.shape(node.output);
+    if out.len() != 4 || out[0] != 1 {
+        return false;
+    }
+    let same_shape = || node.inputs.iter().all(|&v| graph.shape(v) == out);
+    match &node.op {
+        Op::Conv2d(_) | Op::AvgPool(_) => graph.shape(node.inputs[0]).len() == 4,
+        Op::BatchNorm(_)
+        | Op::Identity
+        | Op::Add
+        | Op::Mul
+        | Op::AddConst(_)
+        | Op::MulConst(_)
+        | Op::Pow { .. }
+        | Op::Polynomial { .. } => same_shape(),
+        _ => false,
+    }
+}
+
+/// Input rows `[lo, hi]` that output row `r` of a windowed op reads (`stride`, top `pad`,
+/// kernel height `k`, input height `h`).
+fn window_rows(r: usize, stride: usize, pad: usize, k: usize, h: usize) -> (usize, usize) {
+    let top = (r * stride) as isize - pad as isize;
+    let bottom = top + k as isize - 1;
+    let hi = bottom.clamp(0, h as isize - 1) as usize;
+    let lo = top.clamp(0, hi as isize) as usize;
+    (lo, hi)
 }
 
 fn full_constant(shape: &[usize], t: &Tensor) -> Result<Vec<f64>> {
@@ -547,12 +701,16 @@ impl<B: Backend> Layout<B> for BatchLayout {
             cts,
             mult,
         };
+        let views: Vec<View<'_, B::Ct>> = inputs.iter().map(|p| View::of(p)).collect();
+        let all: Vec<usize> = (0..numel(&out_shape)).collect();
         match &node.op {
             Op::Conv2d(c) => {
                 if x.shape.len() != 4 {
                     return Err(unsupported(node, "expects an NCHW input"));
                 }
-                Ok(same(conv2d(b, c, x, &out_shape)?, 1.0))
+                let pixels =
+                    conv_pixels(b, c, views[0], &out_shape, 0..out_shape[2] * out_shape[3])?;
+                Ok(same(channel_major(pixels, out_shape[1])?, 1.0))
             }
             Op::Linear(l) => {
                 let rows: usize = x
@@ -568,25 +726,12 @@ impl<B: Backend> Layout<B> for BatchLayout {
                 }
                 Ok(same(linear(b, l, x)?, 1.0))
             }
-            Op::BatchNorm(bn) => {
-                let (s, t) = bn.affine();
-                let c = x.shape.get(1).copied().unwrap_or(1).max(1);
-                let inner: usize = x.shape.iter().skip(2).product::<usize>().max(1);
-                let m = x.mult;
-                let cts = par_map::<B>(x.cts.len(), |i| {
-                    let ch = (i / inner) % c;
-                    let mut r = b.mul_const(&x.cts[i], s[ch] * m)?;
-                    b.add_const_assign(&mut r, t[ch])?;
-                    Ok(r)
-                })?;
-                Ok(same(cts, 1.0))
-            }
-            Op::Reshape { .. } | Op::Identity => Ok(same(x.cts.clone(), x.mult)),
+            Op::Reshape { .. } => Ok(same(x.cts.clone(), x.mult)),
             Op::AvgPool(p) => {
                 if x.shape.len() != 4 {
                     return Err(unsupported(node, "expects an NCHW input"));
                 }
-                let (cts, m) = avg_pool(b, p, x, &out_shape)?;
+                let (cts, m) = avg_pool(b, p, views[0], &out_shape, &all)?;
                 Ok(same(cts, m))
             }
             Op::GlobalAvgPool => {
@@ -598,83 +743,75 @@ impl<B: Backend> Layout<B> for BatchLayout {
                 let cts = reduce_sum(b, x, axes, numel(&out_shape))?;
                 Ok(same(cts, x.mult))
             }
-            Op::Add => {
-                let y = *inputs
-                    .get(1)
-                    .ok_or_else(|| NnError::InvalidGraph("Add needs two inputs".into()))?;
-                if x.shape != y.shape {
-                    return Err(unsupported(
-                        node,
-                        "broadcasting Add between computed values",
-                    ));
-                }
-                let mut mult = x.mult;
-                let pairs: Vec<(B::Ct, f64)> = (0..x.cts.len())
-                    .into_par_iter()
-                    .map(|i| add_aligned(b, &x.cts[i], x.mult, &y.cts[i], y.mult))
-                    .collect::<Result<_>>()?;
-                if let Some((_, m)) = pairs.first() {
-                    mult = *m;
-                }
-                Ok(same(pairs.into_iter().map(|p| p.0).collect(), mult))
-            }
-            Op::Mul => {
-                let y = *inputs
-                    .get(1)
-                    .ok_or_else(|| NnError::InvalidGraph("Mul needs two inputs".into()))?;
-                if x.shape != y.shape {
-                    return Err(unsupported(
-                        node,
-                        "broadcasting Mul between computed values",
-                    ));
-                }
-                if node.inputs.first() == node.inputs.get(1) {
-                    let cts = par_map::<B>(x.cts.len(), |i| b.square(&x.cts[i]))?;
-                    Ok(same(cts, x.mult * x.mult))
-                } else {
-                    let cts = par_map::<B>(x.cts.len(), |i| b.mul(&x.cts[i], &y.cts[i]))?;
-                    Ok(same(cts, x.mult * y.mult))
-                }
-            }
-            Op::AddConst(t) => {
-                if x.mult == 0.0 {
-                    return Err(NnError::Exec(
-                        "cannot add a constant to a value with multiplier 0".into(),
-                    ));
-                }
-                let c = full_constant(&x.shape, t)?;
-                let m = x.mult;
-                let cts = par_map::<B>(x.cts.len(), |i| {
-                    let mut r = x.cts[i].clone();
-                    b.add_const_assign(&mut r, c[i] / m)?;
-                    Ok(r)
-                })?;
-                Ok(same(cts, m))
-            }
-            Op::MulConst(t) => match t.as_uniform() {
-                Some(c) if c != 0.0 => Ok(same(x.cts.clone(), x.mult * c)),
-                _ => {
-                    let c = full_constant(&x.shape, t)?;
-                    let cts = par_map::<B>(x.cts.len(), |i| b.mul_const(&x.cts[i], c[i]))?;
-                    Ok(same(cts, x.mult))
-                }
-            },
-            Op::Pow { exponent } => {
-                let mut coeffs = vec![0.0; *exponent as usize + 1];
-                if let Some(l) = coeffs.last_mut() {
-                    *l = 1.0;
-                }
-                let r = polynomial(b, x, &coeffs)?;
-                Ok(same(r.cts, r.mult))
-            }
-            Op::Polynomial { coeffs } => {
-                let r = polynomial(b, x, coeffs)?;
-                Ok(same(r.cts, r.mult))
-            }
             Op::Activation(_) => {
                 check_supported(graph)?;
                 Err(unsupported(node, "non-polynomial activation"))
             }
+            _ => match elementwise(b, node, &views, &all)? {
+                Some((cts, mult)) => Ok(same(cts, mult)),
+                None => Err(unsupported(node, "op not supported by the batch layout")),
+            },
         }
+    }
+
+    fn input_rows(
+        &self,
+        graph: &Graph,
+        node: &Node,
+        input: usize,
+        row: usize,
+    ) -> Option<(usize, usize)> {
+        if !row_wise(graph, node) {
+            return None;
+        }
+        let h = *graph.shape(*node.inputs.get(input)?).get(2)?;
+        match &node.op {
+            Op::Conv2d(c) => Some(window_rows(
+                row,
+                c.stride[0],
+                c.pads[0],
+                c.weight.shape()[2],
+                h,
+            )),
+            Op::AvgPool(p) => Some(window_rows(row, p.stride[0], p.pads[0], p.kernel[0], h)),
+            _ => Some((row, row)),
+        }
+    }
+
+    fn eval_rows(
+        &self,
+        b: &B,
+        graph: &Graph,
+        node: &Node,
+        inputs: &[View<'_, B::Ct>],
+        rows: Range<usize>,
+    ) -> Result<(Vec<Vec<B::Ct>>, f64)> {
+        if !row_wise(graph, node) {
+            return Err(NnError::Exec(format!(
+                "node '{}' is not computed row by row",
+                node.name
+            )));
+        }
+        let out_shape = graph.shape(node.output);
+        let (co, ow) = (out_shape[1], out_shape[3]);
+        let x = *inputs
+            .first()
+            .ok_or_else(|| NnError::InvalidGraph(format!("node '{}' has no input", node.name)))?;
+        if let Op::Conv2d(c) = &node.op {
+            let pixels = conv_pixels(b, c, x, out_shape, rows.start * ow..rows.end * ow)?;
+            let rows = split_rows(pixels, ow)
+                .into_iter()
+                .map(|r| channel_major(r, co))
+                .collect::<Result<_>>()?;
+            return Ok((rows, 1.0));
+        }
+        let flats = row_flats(out_shape, rows);
+        let (cts, mult) = match &node.op {
+            Op::AvgPool(p) => avg_pool(b, p, x, out_shape, &flats)?,
+            _ => elementwise(b, node, inputs, &flats)?.ok_or_else(|| {
+                NnError::Exec(format!("node '{}' is not element-wise", node.name))
+            })?,
+        };
+        Ok((split_rows(cts, co * ow), mult))
     }
 }

@@ -77,7 +77,7 @@ pub struct Plan {
     /// Expected level, scale and op counts per layer (from the simulated backend).
     pub layers: Vec<LayerStat>,
     /// Estimated peak bytes of the ciphertexts alive at once on the server (see
-    /// [`peak_ciphertext_bytes`]).
+    /// [`simulate_measured`]).
     #[serde(default)]
     pub peak_bytes: u64,
 }
@@ -162,6 +162,20 @@ pub fn simulate(
     sim: &Simulated,
     scale: Scale,
 ) -> Result<(Packed<SimCt>, Vec<LayerStat>)> {
+    let r = simulate_measured(graph, kind, sim, scale)?;
+    Ok((r.output, r.layers))
+}
+
+/// [`simulate`] with the executor's peak ciphertext memory: the same schedule (row
+/// streaming included) on ciphertexts of the simulated levels, `2 x N x (level + 1)` words
+/// each; a node's inputs and outputs are alive together, temporaries inside a layer
+/// (rotations, accumulators) come on top.
+pub fn simulate_measured(
+    graph: &Graph,
+    kind: LayoutKind,
+    sim: &Simulated,
+    scale: Scale,
+) -> Result<exec::RunOutput<SimCt>> {
     check_supported(graph, kind)?;
     let layout = layout_for::<Simulated>(kind)?;
     let input = Packed {
@@ -169,45 +183,7 @@ pub fn simulate(
         cts: vec![sim.input(scale); input_cts(graph, kind)],
         mult: 1.0,
     };
-    exec::run(sim, layout.as_ref(), graph, input, |_, _| Ok(()))
-}
-
-/// Peak bytes of the ciphertexts alive at once when `graph` runs as `layers` (node order) on
-/// ring degree `n` from `input_cts` fresh ciphertexts at `top_level`: every value holds
-/// `cts x 2 x n x (level + 1)` words until its last use; a node's inputs and output are alive
-/// together. Temporaries inside a layer (rotations, accumulators) come on top.
-pub fn peak_ciphertext_bytes(
-    graph: &Graph,
-    layers: &[LayerStat],
-    n: usize,
-    top_level: usize,
-    input_cts: usize,
-) -> u64 {
-    let ct = |count: usize, level: usize| (count * 2 * n * (level + 1) * 8) as u64;
-    let mut size = vec![0u64; graph.values().len()];
-    if let Some(s) = size.get_mut(graph.input()) {
-        *s = ct(input_cts, top_level);
-    }
-    let mut remaining = graph.use_counts();
-    let mut live: u64 = size.iter().sum();
-    let mut peak = live;
-    for (node, l) in graph.nodes().iter().zip(layers) {
-        let out = ct(l.ciphertexts, l.level);
-        if let Some(s) = size.get_mut(node.output) {
-            *s = out;
-        }
-        live += out;
-        peak = peak.max(live);
-        for &i in &node.inputs {
-            if let Some(r) = remaining.get_mut(i) {
-                *r = r.saturating_sub(1);
-                if *r == 0 {
-                    live -= size.get(i).copied().unwrap_or(0);
-                }
-            }
-        }
-    }
-    peak
+    exec::run_measured(sim, layout.as_ref(), graph, input, |_, _| Ok(()))
 }
 
 /// Levels the model consumes under a layout (output level counted from the top).
@@ -237,7 +213,7 @@ pub fn max_abs_slots(graph: &Graph, images: &[Tensor]) -> Result<f64> {
         mult: 1.0,
     };
     exec::run(&slots, &layout, graph, input, |_, p| {
-        for c in &p.cts {
+        for c in p.cts {
             for v in &c.v {
                 max = max.max(v.abs());
             }
@@ -403,7 +379,8 @@ pub fn make_plan(
     let params = CkksParams::new(lit.clone())
         .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
     let sim = Simulated::for_params(&params);
-    let (out, layers) = simulate(graph, opts.layout, &sim, params.default_scale())?;
+    let run = simulate_measured(graph, opts.layout, &sim, params.default_scale())?;
+    let (out, layers) = (run.output, run.layers);
     let plan = Plan {
         model: graph.name().to_string(),
         fingerprint: fingerprint(graph),
@@ -414,13 +391,7 @@ pub fn make_plan(
         rotations: sim.rotations(),
         output_multiplier: out.mult,
         max_abs: opts.max_abs,
-        peak_bytes: peak_ciphertext_bytes(
-            graph,
-            &layers,
-            params.n(),
-            params.max_level().0,
-            input_cts(graph, opts.layout),
-        ),
+        peak_bytes: run.peak_bytes,
         layers,
     };
     Ok((plan, params))
