@@ -651,3 +651,124 @@ fn plan_reports_peak_ciphertext_memory() {
     let back = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
     assert_eq!(back.peak_bytes, plan.peak_bytes);
 }
+
+/// Runs `g` on the slots backend with `row_chunk_cts` (1: one row per step, the most
+/// streaming; `usize::MAX`: whole layers), recording which elements the observer saw.
+fn run_chunked(
+    g: &Graph,
+    imgs: &[Tensor],
+    row_chunk_cts: usize,
+) -> (henn_nn::exec::RunOutput<slots::SlotCt>, Vec<Vec<usize>>) {
+    use henn_nn::exec::{ExecOptions, run_with};
+    use henn_nn::pack::{Packed, batch};
+    let be = slots::Slots::new(chain(20), imgs.len());
+    let cts = batch::pack_inputs(imgs)
+        .unwrap()
+        .iter()
+        .map(|v| be.input(v, Scale::from_log2(40.0)))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let input = Packed {
+        shape: g.input_shape().to_vec(),
+        cts,
+        mult: 1.0,
+    };
+    let mut seen = vec![Vec::new(); g.nodes().len()];
+    let out = run_with(
+        &be,
+        &batch::BatchLayout,
+        g,
+        input,
+        ExecOptions { row_chunk_cts },
+        |ni, part| {
+            assert_eq!(part.cts.len(), part.flats.len());
+            seen[ni].extend_from_slice(part.flats);
+            Ok(())
+        },
+    )
+    .unwrap();
+    (out, seen)
+}
+
+#[test]
+fn row_streaming_equals_whole_layers_and_holds_less() {
+    // the generated graphs plus a larger residual one (28 x 28, stride-2 block, pooling)
+    let mut cfgs = configs();
+    cfgs.push(Cfg {
+        hw: 28,
+        cin: 1,
+        c1: 4,
+        k1: 3,
+        s1: 1,
+        p1: 1,
+        act: Act::Square,
+        pool: Some((2, 2)),
+        residual: true,
+        global: true,
+    });
+    let last = cfgs.len() - 1;
+    for (ci, cfg) in cfgs.iter().enumerate() {
+        let g = henn_nn::rewrite::simplify(&generated(cfg, 300 + ci as u64)).unwrap();
+        let imgs = images(&g, 3, ci as u64);
+        let (whole, seen_w) = run_chunked(&g, &imgs, usize::MAX);
+        for chunk in [1, 7] {
+            let (streamed, seen_s) = run_chunked(&g, &imgs, chunk);
+            // same ciphertexts through the same operations: identical values and stats
+            assert_eq!(streamed.output.cts.len(), whole.output.cts.len());
+            for (a, b) in streamed.output.cts.iter().zip(&whole.output.cts) {
+                assert_eq!(a.v, b.v, "cfg {ci} chunk {chunk}");
+            }
+            assert_eq!(streamed.output.mult, whole.output.mult);
+            // per layer: the same work, except rows that no consumer reads (a pooling
+            // window that never reaches the last rows) which streaming does not compute
+            for (s, w) in streamed.layers.iter().zip(&whole.layers) {
+                assert_eq!(s.level, w.level, "cfg {ci} layer {}", s.name);
+                assert_eq!(s.multiplier, w.multiplier, "cfg {ci} layer {}", s.name);
+                if s.ciphertexts == w.ciphertexts {
+                    assert_eq!(s.counts, w.counts, "cfg {ci} layer {}", s.name);
+                } else {
+                    assert!(s.ciphertexts < w.ciphertexts, "cfg {ci} layer {}", s.name);
+                    assert!(s.counts.add < w.counts.add, "cfg {ci} layer {}", s.name);
+                }
+            }
+            // the observer saw each computed element once, all of them where all are computed
+            for (ni, (s, w)) in seen_s.iter().zip(&seen_w).enumerate() {
+                let mut s = s.clone();
+                s.sort_unstable();
+                let n = s.len();
+                s.dedup();
+                assert_eq!(s.len(), n, "cfg {ci} node {ni}: an element seen twice");
+                assert!(s.iter().all(|&f| f < w.len()), "cfg {ci} node {ni}");
+                if streamed.layers[ni].ciphertexts == whole.layers[ni].ciphertexts {
+                    assert_eq!(n, w.len(), "cfg {ci} node {ni}");
+                }
+            }
+            assert!(
+                streamed.peak_bytes <= whole.peak_bytes,
+                "cfg {ci}: streamed peak {} > whole {}",
+                streamed.peak_bytes,
+                whole.peak_bytes
+            );
+            if ci == last {
+                assert!(
+                    2 * streamed.peak_bytes < whole.peak_bytes,
+                    "row streaming should at least halve the peak of a 28 x 28 network: {} vs {}",
+                    streamed.peak_bytes,
+                    whole.peak_bytes
+                );
+            }
+        }
+        let got = slots::run_batch(&g, &imgs, chain(20), Scale::from_log2(40.0))
+            .unwrap()
+            .0;
+        for (i, x) in imgs.iter().enumerate() {
+            let r = reference::run(&g, x).unwrap();
+            for (a, b) in got[i].iter().zip(r.data()) {
+                assert!(
+                    (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+                    "cfg {ci}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
