@@ -286,3 +286,71 @@ fn identities_and_noop_reshapes_are_removed() {
     assert_eq!(kinds(&f), ["Linear"]);
     same(&g, &f);
 }
+
+#[test]
+fn polynomial_inputs_are_normalized_to_a_unit_leading_coefficient() {
+    // conv -> swish-rg7-deg4 (leading coefficient -0.001328) -> linear; and a shared conv
+    // output, which must stay as it is
+    let swish4 = vec![0.1773, 0.5, 0.128, 0.0, -0.001328];
+    for shared in [false, true] {
+        let mut g = Graph::new("g", "x", vec![1, 2, 6, 6]);
+        let c = g
+            .add_node(
+                "conv",
+                Op::Conv2d(Conv2d {
+                    weight: t(&[3, 2, 3, 3], 7),
+                    bias: Some(vals(3, 8)),
+                    stride: [1, 1],
+                    pads: [1, 1, 1, 1],
+                }),
+                vec![0],
+                "c",
+            )
+            .unwrap();
+        let a = g
+            .add_node(
+                "act",
+                Op::Polynomial {
+                    coeffs: swish4.clone(),
+                },
+                vec![c],
+                "a",
+            )
+            .unwrap();
+        let a = if shared {
+            g.add_node("res", Op::Add, vec![a, c], "r").unwrap()
+        } else {
+            a
+        };
+        let f = g
+            .add_node(
+                "flat",
+                Op::Reshape {
+                    shape: vec![1, 108],
+                },
+                vec![a],
+                "f",
+            )
+            .unwrap();
+        let y = g.add_node("fc", linear(4, 108, 9), vec![f], "y").unwrap();
+        g.set_output(y).unwrap();
+        let n = rewrite::normalize_polynomial_inputs(&g).unwrap();
+        same(&g, &n);
+        let lead = n
+            .nodes()
+            .iter()
+            .find_map(|x| match &x.op {
+                Op::Polynomial { coeffs } => coeffs.last().copied(),
+                _ => None,
+            })
+            .unwrap();
+        if shared {
+            assert_eq!(lead, -0.001328, "a conv output with two uses is left alone");
+        } else {
+            assert!((lead + 1.0).abs() < 1e-12, "leading coefficient {lead}");
+            // idempotent
+            let again = rewrite::normalize_polynomial_inputs(&n).unwrap();
+            assert_eq!(format!("{:?}", again.nodes()), format!("{:?}", n.nodes()));
+        }
+    }
+}

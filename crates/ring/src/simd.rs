@@ -33,6 +33,19 @@ fn ifma_ok(m: &Modulus) -> bool {
     }
 }
 
+/// AVX-512F and DQ (64-bit lane products), for the kernels of moduli too large for IFMA.
+#[inline]
+fn avx512dq_ok() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[inline]
 fn avx512_ok() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -117,6 +130,12 @@ pub fn mul_shoup_add_assign(acc: &mut [u64], x: &[u64], w: ShoupConst, m: &Modul
     if ifma_ok(m) {
         // SAFETY: the required CPU features were detected just above.
         unsafe { x86::mul_shoup_add_assign(acc, x, w, m) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512dq_ok() {
+        // SAFETY: AVX-512F and DQ were detected just above.
+        unsafe { x86::mul_shoup_add_assign_64(acc, x, w, m) };
         return;
     }
     for (d, &v) in acc.iter_mut().zip(x) {
@@ -419,6 +438,55 @@ mod x86 {
                     _mm512_madd52lo_epu64(zero, hi, vq),
                 );
                 let r = _mm512_and_si512(r, mask);
+                let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, vq));
+                let s = _mm512_add_epi64(_mm512_loadu_si512(pd.cast()), r);
+                _mm512_storeu_si512(pd.cast(), _mm512_min_epu64(s, _mm512_sub_epi64(s, vq)));
+            }
+        }
+        for (d, &v) in acc[chunks * 8..len].iter_mut().zip(&x[chunks * 8..len]) {
+            *d = m.add(*d, m.mul_shoup(v, w));
+        }
+    }
+
+    /// `acc = acc + x * w mod q` for any modulus (`q < 2^61`): Shoup's product with the
+    /// high half of `x * floor(w 2^64 / q)` from four 32 x 32-bit lane products, the low
+    /// halves from 64-bit lane products (AVX-512DQ).
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn mul_shoup_add_assign_64(
+        acc: &mut [u64],
+        x: &[u64],
+        w: ShoupConst,
+        m: &Modulus,
+    ) {
+        let q = m.value();
+        let vq = _mm512_set1_epi64(q as i64);
+        let vw = _mm512_set1_epi64(w.value as i64);
+        let wq_lo = _mm512_set1_epi64(w.quotient as i64);
+        let wq_hi = _mm512_set1_epi64((w.quotient >> 32) as i64);
+        let lo32 = _mm512_set1_epi64(0xffff_ffff);
+        let len = acc.len().min(x.len());
+        let chunks = len / 8;
+        for i in 0..chunks {
+            // SAFETY: i*8+8 <= len.
+            unsafe {
+                let pd = acc.as_mut_ptr().add(i * 8);
+                let xv = _mm512_loadu_si512(x.as_ptr().add(i * 8).cast());
+                let x_hi = _mm512_srli_epi64::<32>(xv);
+                // floor(x * wq / 2^64) from the four 32-bit partial products
+                let ll = _mm512_mul_epu32(xv, wq_lo);
+                let lh = _mm512_mul_epu32(xv, wq_hi);
+                let hl = _mm512_mul_epu32(x_hi, wq_lo);
+                let hh = _mm512_mul_epu32(x_hi, wq_hi);
+                let mid = _mm512_add_epi64(
+                    _mm512_add_epi64(_mm512_srli_epi64::<32>(ll), _mm512_and_si512(lh, lo32)),
+                    _mm512_and_si512(hl, lo32),
+                );
+                let hi = _mm512_add_epi64(
+                    _mm512_add_epi64(hh, _mm512_srli_epi64::<32>(lh)),
+                    _mm512_add_epi64(_mm512_srli_epi64::<32>(hl), _mm512_srli_epi64::<32>(mid)),
+                );
+                // x w - hi q (mod 2^64) lies in [0, 2q)
+                let r = _mm512_sub_epi64(_mm512_mullo_epi64(xv, vw), _mm512_mullo_epi64(hi, vq));
                 let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, vq));
                 let s = _mm512_add_epi64(_mm512_loadu_si512(pd.cast()), r);
                 _mm512_storeu_si512(pd.cast(), _mm512_min_epu64(s, _mm512_sub_epi64(s, vq)));

@@ -421,6 +421,22 @@ fn fused_kernels_equal_scalar() {
         let a: Vec<u64> = (0..77).map(|_| r.random_range(0..q)).collect();
         let b: Vec<u64> = (0..77).map(|_| r.random_range(0..q)).collect();
         let w = m.shoup(r.random_range(0..q));
+        // multiply-add by a Shoup constant (IFMA below 2^50, 64-bit lanes above), with the
+        // extreme inputs q - 1 and 0 at both ends
+        let mut xs = b.clone();
+        xs[0] = q - 1;
+        xs[76] = 0;
+        for wv in [w, m.shoup(q - 1), m.shoup(1)] {
+            let mut acc = a.clone();
+            simd::mul_shoup_add_assign(&mut acc, &xs, wv, &m);
+            for k in 0..77 {
+                assert_eq!(
+                    acc[k],
+                    m.add(a[k], m.mul(xs[k], wv.value)),
+                    "{bits} bits, k {k}"
+                );
+            }
+        }
         let mut x = a.clone();
         simd::sub_mul_shoup_assign(&mut x, &b, w, &m);
         for k in 0..77 {

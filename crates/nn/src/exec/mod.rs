@@ -605,11 +605,17 @@ fn chw(shape: &[usize]) -> [usize; 3] {
     }
 }
 
+/// The observer callback of a run.
+type Observer<'o, C> = dyn FnMut(usize, Observed<'_, C>) -> Result<()> + 'o;
+
+/// A held value's ciphertext access, IR shape and multiplier.
+type SrcOf<'a, C> = (Src<'a, C>, &'a [usize], f64);
+
 struct Scheduler<'r, 'o, B: Backend> {
     b: &'r B,
     layout: &'r dyn Layout<B>,
     graph: &'r Graph,
-    observe: &'o mut dyn FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
+    observe: &'o mut Observer<'o, B::Ct>,
     vals: Vec<Held<B::Ct>>,
     /// Per node: computed row by row.
     streamed: Vec<bool>,
@@ -635,7 +641,7 @@ impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
         layout: &'r dyn Layout<B>,
         graph: &'r Graph,
         input: Packed<B::Ct>,
-        observe: &'o mut dyn FnMut(usize, Observed<'_, B::Ct>) -> Result<()>,
+        observe: &'o mut Observer<'o, B::Ct>,
     ) -> Result<Self> {
         let nv = graph.values().len();
         let nodes = graph.nodes();
@@ -695,7 +701,7 @@ impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
         self.graph.shape(node.output).get(2).copied().unwrap_or(1)
     }
 
-    fn src(&self, v: usize) -> Result<(Src<'_, B::Ct>, &[usize], f64)> {
+    fn src(&self, v: usize) -> Result<SrcOf<'_, B::Ct>> {
         match self.vals.get(v) {
             Some(Held::Full(p)) => Ok((Src::Full(p), &p.shape, p.mult)),
             Some(Held::Band {

@@ -694,9 +694,6 @@ fn linear<B: Backend>(
             .ok_or_else(|| exec_err(format!("input element {f} outside the grid")))?
             .push((f, slot));
     }
-    // replicate each input ciphertext into the blocks
-    let steps: Vec<i64> = (0..bl).map(|blk| -((blk * s) as i64)).collect();
-    let reps: Vec<Vec<B::Ct>> = par_map(gi.c, |c| rotations(b, &x.cts[c], &steps))?;
     let wd = l.weight.data();
     let m = x.mult;
     let span_in = gi.span();
@@ -715,24 +712,41 @@ fn linear<B: Backend>(
             .map(|blk| g * bl + blk)
             .filter(|&j| j < m_out)
             .collect();
-        let mut acc: Option<B::Ct> = None;
-        for (c, rc) in reps.iter().enumerate() {
-            for (blk, &j) in outs.iter().enumerate() {
-                let base = blk * s;
-                let mut mask = vec![0.0; base + span_in];
-                let mut any = false;
-                for &(f, slot) in &pos[c] {
-                    let wv = wd[j * k + f] * m;
-                    if wv != 0.0 {
-                        mask[base + slot] = wv;
-                        any = true;
+        // per output j: the masked products summed over the input ciphertexts (support in
+        // [0, span_in)), then moved to block j by one rotation of the sum (rotations are
+        // linear): one rotation per output instead of one per input ciphertext and output
+        let parts: Vec<Option<B::Ct>> = (0..outs.len())
+            .into_par_iter()
+            .map(|blk| -> Result<Option<B::Ct>> {
+                let j = outs[blk];
+                let mut acc: Option<B::Ct> = None;
+                for (c, xc) in x.cts.iter().enumerate() {
+                    let mut mask = vec![0.0; span_in];
+                    let mut any = false;
+                    for &(f, slot) in &pos[c] {
+                        let wv = wd[j * k + f] * m;
+                        if wv != 0.0 {
+                            mask[slot] = wv;
+                            any = true;
+                        }
                     }
+                    if !any {
+                        continue;
+                    }
+                    let pt = b.encode_cached(&mask, level, cs)?;
+                    b.accumulate_pt(&mut acc, xc, &pt)?;
                 }
-                if !any {
-                    continue;
+                match acc {
+                    Some(a) if blk > 0 => Ok(Some(b.rotate(&a, -((blk * s) as i64))?)),
+                    other => Ok(other),
                 }
-                let pt = b.encode_cached(&mask, level, cs)?;
-                b.accumulate_pt(&mut acc, &rc[blk], &pt)?;
+            })
+            .collect::<Result<_>>()?;
+        let mut acc: Option<B::Ct> = None;
+        for p in parts.into_iter().flatten() {
+            match acc.as_mut() {
+                None => acc = Some(p),
+                Some(a) => b.add_assign(a, &p)?,
             }
         }
         let packed_bias = outs.len() > 1 && outs.iter().any(|&j| bias_of(j) != 0.0);

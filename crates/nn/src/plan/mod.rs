@@ -25,6 +25,10 @@ const PROBE_LEVELS: usize = 256;
 const Q0_MARGIN_BITS: u32 = 8;
 /// Largest scale the planner picks.
 const MAX_SCALE_BITS: u32 = 45;
+/// Prime size the planner prefers: primes below 2^50 run on the IFMA kernels.
+const IFMA_PRIME_BITS: u32 = 50;
+/// Bits above the minimum scale that the planner keeps when it prefers IFMA-sized primes.
+const IFMA_SCALE_MARGIN: u32 = 8;
 
 /// What the planner aims for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -230,7 +234,9 @@ fn magnitude_bits(max_abs: f64) -> u32 {
 
 /// Chooses CKKS parameters: the smallest N (with N/2 >= `min_slots`) whose security bound
 /// holds a base prime with room for values up to `max_abs`, `depth` scale-sized primes and a
-/// special prime as large as the largest data prime; the largest scale (up to 2^45) that fits.
+/// special prime as large as the largest data prime; the largest scale (up to 2^45) that fits
+/// with every prime below 2^50 (IFMA arithmetic) if that scale is at least 8 bits above the
+/// minimum, otherwise the largest that fits with primes up to 60 bits.
 pub fn choose_params(
     depth: usize,
     target_precision_bits: u32,
@@ -251,9 +257,15 @@ pub fn choose_params(
             )));
         };
         let lo = s_min.max(log_n + 2);
-        for s in (lo..=MAX_SCALE_BITS).rev() {
+        // primes below 2^50 first (the AVX-512 IFMA kernels take them, a larger base or
+        // special prime runs on 64-bit lanes), as long as the scale keeps IFMA_SCALE_MARGIN
+        // bits above the minimum; then primes up to 60 bits with the largest scale
+        let candidates = [(IFMA_PRIME_BITS, lo + IFMA_SCALE_MARGIN), (60, lo)]
+            .into_iter()
+            .flat_map(|(cap, s_lo)| (s_lo..=MAX_SCALE_BITS).rev().map(move |s| (cap, s)));
+        for (cap, s) in candidates {
             let q0 = (s + head).max(log_n + 2);
-            if q0 > 60 {
+            if q0 > cap {
                 continue;
             }
             let p = q0.max(s);

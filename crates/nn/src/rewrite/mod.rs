@@ -12,6 +12,8 @@
 //! * [`recognize_polynomials`]: a single-input element-wise Mul/Add/Pow chain with scalar
 //!   constants (a polynomial activation as PyTorch exports it) replaced by one
 //!   [`Op::Polynomial`];
+//! * [`normalize_polynomial_inputs`]: the linear layer before a polynomial activation scaled
+//!   so that the polynomial's leading coefficient is +-1 (no blow-up of stored values);
 //! * [`simplify`]: all of the above until nothing changes.
 
 mod poly;
@@ -333,7 +335,80 @@ pub fn remove_identities(g: &Graph) -> Result<Graph> {
     out.pruned()
 }
 
-/// Applies all rewrites until the graph stops shrinking.
+/// Rescales the Conv2d/Linear feeding a polynomial activation (its only use) so that the
+/// polynomial's leading coefficient becomes +-1: weights and bias times `t = |c_d|^(1/d)`,
+/// coefficients `c_k / t^k`. Exact in real arithmetic. Under encryption the leading
+/// coefficient is factored out of the stored values into the multiplier carried to the next
+/// linear layer; a small one (swish-rg7-deg4: -0.001328 x^4) would blow the stored values up
+/// by `1 / |c_d|` and cost that many bits of headroom in the base prime. After this rewrite
+/// the stored values are the activation's own magnitude.
+pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
+    let uses = g.use_counts();
+    let mut scaled: HashMap<usize, Op> = HashMap::new();
+    let mut coeffs_of: HashMap<usize, Vec<f64>> = HashMap::new();
+    for (ci, c) in g.nodes().iter().enumerate() {
+        let (Op::Polynomial { coeffs }, [v]) = (&c.op, c.inputs.as_slice()) else {
+            continue;
+        };
+        let Some(d) = coeffs.iter().rposition(|&x| x != 0.0) else {
+            continue;
+        };
+        let lead = coeffs[d].abs();
+        if d < 2 || !lead.is_finite() || (lead - 1.0).abs() < 1e-12 {
+            continue;
+        }
+        let Some(pi) = g.producer(*v) else { continue };
+        if uses[*v] != 1 || scaled.contains_key(&pi) {
+            continue;
+        }
+        let p = &g.nodes()[pi];
+        let Some(axis) = out_axis(g, p) else { continue };
+        let Some(&n) = g.shape(p.output).get(axis) else {
+            continue;
+        };
+        let t = lead.powf(1.0 / d as f64);
+        let Some(op) = scale_shift_out(&p.op, &vec![t; n], &vec![0.0; n]) else {
+            continue;
+        };
+        scaled.insert(pi, op);
+        coeffs_of.insert(
+            ci,
+            coeffs
+                .iter()
+                .enumerate()
+                .map(|(k, &x)| x / t.powi(k as i32))
+                .collect(),
+        );
+    }
+    if scaled.is_empty() {
+        return Ok(g.clone());
+    }
+    let mut out = g.empty_like();
+    let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+    map.insert(g.input(), out.input());
+    for (i, n) in g.nodes().iter().enumerate() {
+        let op = match (scaled.remove(&i), coeffs_of.remove(&i)) {
+            (Some(op), _) => op,
+            (None, Some(coeffs)) => Op::Polynomial { coeffs },
+            (None, None) => n.op.clone(),
+        };
+        let inputs = map_inputs(&map, &n.inputs, &n.name)?;
+        let name = g
+            .value(n.output)
+            .map_or_else(String::new, |v| v.name.clone());
+        let new = out.add_node(n.name.clone(), op, inputs, name)?;
+        map.insert(n.output, new);
+    }
+    let o = map
+        .get(&g.output())
+        .copied()
+        .ok_or_else(|| NnError::InvalidGraph("rewrite lost the output".into()))?;
+    out.set_output(o)?;
+    out.pruned()
+}
+
+/// Applies all rewrites until the graph stops shrinking, then normalizes the inputs of
+/// polynomial activations.
 pub fn simplify(g: &Graph) -> Result<Graph> {
     let mut g = remove_identities(g)?;
     loop {
@@ -344,7 +419,7 @@ pub fn simplify(g: &Graph) -> Result<Graph> {
         g = merge_linear(&g)?;
         g = recognize_polynomials(&g)?;
         if g.nodes().len() >= before {
-            return Ok(g);
+            return normalize_polynomial_inputs(&g);
         }
     }
 }
