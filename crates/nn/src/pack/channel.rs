@@ -704,6 +704,18 @@ fn linear<B: Backend>(
             .copied()
             .unwrap_or(0.0)
     };
+    // Output j of a group goes to block j (slot j s). Two ways to get it there, rotations
+    // being linear: rotate every input ciphertext into every block once (hoisted, shared by
+    // all output groups: inputs x (blocks - 1) rotations), or sum output j's masked products
+    // at block 0 and rotate that sum (groups x (blocks - 1) plain rotations). The second wins
+    // when there are fewer groups than half the inputs (a wide layer to few outputs).
+    let per_output = 2 * go.c < gi.c;
+    let reps: Vec<Vec<B::Ct>> = if per_output {
+        Vec::new()
+    } else {
+        let steps: Vec<i64> = (0..bl).map(|blk| -((blk * s) as i64)).collect();
+        par_map(gi.c, |c| rotations(b, &x.cts[c], &steps))?
+    };
     par_map(go.c, |g| {
         let x0 = &x.cts[0];
         let cs = b.neutral_scale(x0)?;
@@ -712,21 +724,19 @@ fn linear<B: Backend>(
             .map(|blk| g * bl + blk)
             .filter(|&j| j < m_out)
             .collect();
-        // per output j: the masked products summed over the input ciphertexts (support in
-        // [0, span_in)), then moved to block j by one rotation of the sum (rotations are
-        // linear): one rotation per output instead of one per input ciphertext and output
         let parts: Vec<Option<B::Ct>> = (0..outs.len())
             .into_par_iter()
             .map(|blk| -> Result<Option<B::Ct>> {
                 let j = outs[blk];
+                let base = if per_output { 0 } else { blk * s };
                 let mut acc: Option<B::Ct> = None;
                 for (c, xc) in x.cts.iter().enumerate() {
-                    let mut mask = vec![0.0; span_in];
+                    let mut mask = vec![0.0; base + span_in];
                     let mut any = false;
                     for &(f, slot) in &pos[c] {
                         let wv = wd[j * k + f] * m;
                         if wv != 0.0 {
-                            mask[slot] = wv;
+                            mask[base + slot] = wv;
                             any = true;
                         }
                     }
@@ -734,10 +744,19 @@ fn linear<B: Backend>(
                         continue;
                     }
                     let pt = b.encode_cached(&mask, level, cs)?;
-                    b.accumulate_pt(&mut acc, xc, &pt)?;
+                    let src = if per_output {
+                        xc
+                    } else {
+                        reps.get(c)
+                            .and_then(|r| r.get(blk))
+                            .ok_or_else(|| exec_err("missing input replica"))?
+                    };
+                    b.accumulate_pt(&mut acc, src, &pt)?;
                 }
                 match acc {
-                    Some(a) if blk > 0 => Ok(Some(b.rotate(&a, -((blk * s) as i64))?)),
+                    Some(a) if per_output && blk > 0 => {
+                        Ok(Some(b.rotate(&a, -((blk * s) as i64))?))
+                    }
                     other => Ok(other),
                 }
             })
