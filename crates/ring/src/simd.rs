@@ -306,7 +306,8 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512ifma")]
     pub(super) unsafe fn mul_shoup_assign(a: &mut [u64], w: ShoupConst, m: &Modulus) {
         let q = m.value();
-        let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
+        // floor(w 2^52 / q) = floor(floor(w 2^64 / q) / 2^12): no division per call
+        let w52 = w.quotient >> 12;
         let vq = _mm512_set1_epi64(q as i64);
         let vw = _mm512_set1_epi64(w.value as i64);
         let vw52 = _mm512_set1_epi64(w52 as i64);
@@ -419,7 +420,8 @@ mod x86 {
         m: &Modulus,
     ) {
         let q = m.value();
-        let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
+        // floor(w 2^52 / q) = floor(floor(w 2^64 / q) / 2^12): no division per call
+        let w52 = w.quotient >> 12;
         let vq = _mm512_set1_epi64(q as i64);
         let vw = _mm512_set1_epi64(w.value as i64);
         let vw52 = _mm512_set1_epi64(w52 as i64);
@@ -505,7 +507,8 @@ mod x86 {
         m: &Modulus,
     ) {
         let q = m.value();
-        let w52 = ((u128::from(w.value) << 52) / u128::from(q)) as u64;
+        // floor(w 2^52 / q) = floor(floor(w 2^64 / q) / 2^12): no division per call
+        let w52 = w.quotient >> 12;
         let vq = _mm512_set1_epi64(q as i64);
         let vw = _mm512_set1_epi64(w.value as i64);
         let vw52 = _mm512_set1_epi64(w52 as i64);
