@@ -70,6 +70,12 @@ fn fuse_pairs(g: &Graph, rule: PairRule) -> Result<Graph> {
         let new = out.add_node(node_name, op, inputs, name)?;
         map.insert(n.output, new);
     }
+    finish(g, out, &map)
+}
+
+/// Completes a rebuilt graph: its output is the image of `g`'s output under `map`; nodes
+/// that no longer lead to it are dropped.
+pub(crate) fn finish(g: &Graph, mut out: Graph, map: &HashMap<ValueId, ValueId>) -> Result<Graph> {
     let o = map
         .get(&g.output())
         .copied()
@@ -327,12 +333,7 @@ pub fn remove_identities(g: &Graph) -> Result<Graph> {
         };
         map.insert(n.output, new);
     }
-    let o = map
-        .get(&g.output())
-        .copied()
-        .ok_or_else(|| NnError::InvalidGraph("rewrite lost the output".into()))?;
-    out.set_output(o)?;
-    out.pruned()
+    finish(g, out, &map)
 }
 
 /// Rescales the Conv2d/Linear feeding a polynomial activation (its only use) so that the
@@ -399,12 +400,7 @@ pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
         let new = out.add_node(n.name.clone(), op, inputs, name)?;
         map.insert(n.output, new);
     }
-    let o = map
-        .get(&g.output())
-        .copied()
-        .ok_or_else(|| NnError::InvalidGraph("rewrite lost the output".into()))?;
-    out.set_output(o)?;
-    out.pruned()
+    finish(g, out, &map)
 }
 
 /// Applies all rewrites until the graph stops shrinking, then normalizes the inputs of

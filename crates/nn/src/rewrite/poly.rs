@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::map_inputs;
-use crate::error::{NnError, Result};
+use crate::error::Result;
 use crate::ir::{Graph, Op, ValueId};
 
 /// Highest degree a recognised polynomial may have.
@@ -190,10 +190,5 @@ pub fn recognize_polynomials(g: &Graph) -> Result<Graph> {
         let new = out.add_node(n.name.clone(), op, inputs, name)?;
         map.insert(n.output, new);
     }
-    let o = map
-        .get(&g.output())
-        .copied()
-        .ok_or_else(|| NnError::InvalidGraph("polynomial rewrite lost the output".into()))?;
-    out.set_output(o)?;
-    out.pruned()
+    super::finish(g, out, &map)
 }
