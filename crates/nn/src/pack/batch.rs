@@ -168,6 +168,36 @@ fn linear_outputs<B: Backend>(
     Ok(outs)
 }
 
+/// The taps of a windowed op (convolution, pooling) at output pixel `[oy, ox]` that fall
+/// inside the `[h, w]` input: `(ky, kx, iy, ix)` in kernel order, padding skipped (`pads`
+/// begins with the top and left padding).
+fn window_taps(
+    [oy, ox]: [usize; 2],
+    stride: [usize; 2],
+    pads: &[usize],
+    [kh, kw]: [usize; 2],
+    [h, w]: [usize; 2],
+) -> Vec<(usize, usize, usize, usize)> {
+    let (top, left) = (
+        pads.first().copied().unwrap_or(0),
+        pads.get(1).copied().unwrap_or(0),
+    );
+    let mut v = Vec::with_capacity(kh * kw);
+    for ky in 0..kh {
+        let iy = (oy * stride[0] + ky) as isize - top as isize;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        for kx in 0..kw {
+            let ix = (ox * stride[1] + kx) as isize - left as isize;
+            if ix >= 0 && ix < w as isize {
+                v.push((ky, kx, iy as usize, ix as usize));
+            }
+        }
+    }
+    v
+}
+
 /// Convolution outputs at output pixels `pixels` (flat `oy * OW + ox`): per pixel, all
 /// output channels at once (they share the input window, one pass of the matrix kernel).
 fn conv_pixels<B: Backend>(
@@ -190,22 +220,13 @@ fn conv_pixels<B: Backend>(
         .into_par_iter()
         .map(|p| {
             let (oy, ox) = (p / ow, p % ow);
-            let mut inputs = Vec::with_capacity(ci * kh * kw);
-            let mut taps = Vec::with_capacity(ci * kh * kw);
+            let win = window_taps([oy, ox], c.stride, &c.pads, [kh, kw], [h, w]);
+            let mut inputs = Vec::with_capacity(ci * win.len());
+            let mut taps = Vec::with_capacity(ci * win.len());
             for i in 0..ci {
-                for ky in 0..kh {
-                    let iy = (oy * c.stride[0] + ky) as isize - c.pads[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * c.stride[1] + kx) as isize - c.pads[1] as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        inputs.push(x.src.at((i * h + iy as usize) * w + ix as usize)?);
-                        taps.push((i, ky, kx));
-                    }
+                for &(ky, kx, iy, ix) in &win {
+                    inputs.push(x.src.at((i * h + iy) * w + ix)?);
+                    taps.push((i, ky, kx));
                 }
             }
             let wm: Vec<f64> = (0..co)
@@ -273,20 +294,10 @@ fn avg_pool<B: Backend>(
     let window = |idx: usize| -> Vec<usize> {
         let ch = idx / (oh * ow);
         let (oy, ox) = ((idx / ow) % oh, idx % ow);
-        let mut v = Vec::new();
-        for ky in 0..kh {
-            let iy = (oy * p.stride[0] + ky) as isize - p.pads[0] as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            for kx in 0..kw {
-                let ix = (ox * p.stride[1] + kx) as isize - p.pads[1] as isize;
-                if ix >= 0 && ix < w as isize {
-                    v.push((ch * h + iy as usize) * w + ix as usize);
-                }
-            }
-        }
-        v
+        window_taps([oy, ox], p.stride, &p.pads, [kh, kw], [h, w])
+            .into_iter()
+            .map(|(_, _, iy, ix)| (ch * h + iy) * w + ix)
+            .collect()
     };
     // whether any window of the layer (not only of these rows) is cut by the padding
     let uneven = !p.count_include_pad && (0..oh * ow).any(|px| window(px).len() as f64 != full);
