@@ -566,9 +566,10 @@ impl Evaluator {
         key: &GaloisKey,
     ) -> Result<Ciphertext> {
         self.params.check_id(key.key.params_id)?;
-        let (u0, u1) = apply_key(&self.params, dec, &key.key)?;
-        let mut c0 = a.parts[0].automorphism(&key.perm)?;
-        c0.add_assign(&u0.automorphism(&key.perm)?)?;
+        let (mut u0, u1) = apply_key(&self.params, dec, &key.key)?;
+        // the automorphism is linear: sigma(c0) + sigma(u0) = sigma(c0 + u0), one permutation
+        u0.add_assign(&a.parts[0])?;
+        let c0 = u0.automorphism(&key.perm)?;
         let c1 = u1.automorphism(&key.perm)?;
         Ok(Ciphertext {
             parts: vec![c0, c1],

@@ -87,9 +87,9 @@ impl<R: Repr> Zeroize for Poly<R> {
 
 /// Coefficients per block of [`Poly::scalar_matrix_mul`] (4 KiB of `u64` per slice).
 const SMM_BLOCK: usize = 512;
-/// Inputs per tile of [`Poly::scalar_matrix_mul`]: a tile of input blocks (256 KiB) and the
+/// Inputs per tile of [`Poly::scalar_matrix_mul`]: a tile of input blocks (512 KiB) and the
 /// output blocks stay in L2 while every output consumes the tile.
-const SMM_TILE: usize = 64;
+const SMM_TILE: usize = 128;
 
 impl<R: Repr> Poly<R> {
     /// A matrix of scalars times a vector of polynomials: `out[o] = sum_k w[o][k] * xs[k]`
@@ -130,21 +130,22 @@ impl<R: Repr> Poly<R> {
         }
         let ctx = &first.ctx;
         let limbs = &first.limbs;
+        // per limb, weights in output-major order for the kernel
+        let wl: Vec<Vec<ShoupConst>> = (0..l)
+            .map(|j| (0..n_out * k).map(|i| w[i * l + j]).collect())
+            .collect();
         tasks.into_par_iter().enumerate().for_each(|(t, mut accs)| {
             let (j, b) = (t / nb, t % nb);
             let m = ctx.modulus_unchecked(limbs[j]);
             let lo = j * n + b * SMM_BLOCK;
             let hi = (lo + SMM_BLOCK).min((j + 1) * n);
+            let blocks: Vec<&[u64]> = xs.iter().map(|x| &x.data[lo..hi]).collect();
             for k0 in (0..k).step_by(SMM_TILE) {
                 let k1 = (k0 + SMM_TILE).min(k);
-                for (o, acc) in accs.iter_mut().enumerate() {
-                    for (kk, x) in xs.iter().enumerate().take(k1).skip(k0) {
-                        let wc = w[(o * k + kk) * l + j];
-                        if wc.value != 0 {
-                            simd::mul_shoup_add_assign(acc, &x.data[lo..hi], wc, m);
-                        }
-                    }
-                }
+                let wt: Vec<ShoupConst> = (0..n_out)
+                    .flat_map(|o| wl[j][o * k + k0..o * k + k1].iter().copied())
+                    .collect();
+                simd::matrix_mul_add_assign(&mut accs, &blocks[k0..k1], &wt, m);
             }
         });
         Ok(outs)
@@ -672,20 +673,21 @@ impl Poly<Ntt> {
                 got: perm.map.len(),
             });
         }
-        let mut out = Self::zero(&self.ctx, &self.limbs)?;
-        out.data
-            .par_chunks_mut(n)
-            .zip(self.data.par_chunks(n))
-            .for_each(|(dst, src)| {
-                #[allow(
-                    clippy::indexing_slicing,
-                    reason = "permutation entries are < n by construction"
-                )]
-                for (d, &j) in dst.iter_mut().zip(&perm.map) {
-                    *d = src[j as usize];
-                }
-            });
-        Ok(out)
+        // gathered straight into a fresh buffer: no zero fill of memory about to be written
+        let mut data = Vec::with_capacity(self.data.len());
+        for src in self.data.chunks(n) {
+            #[allow(
+                clippy::indexing_slicing,
+                reason = "permutation entries are < n by construction"
+            )]
+            data.extend(perm.map.iter().map(|&j| src[j as usize]));
+        }
+        Ok(Self {
+            ctx: self.ctx.clone(),
+            limbs: self.limbs.clone(),
+            data,
+            _repr: PhantomData,
+        })
     }
 
     /// Divides by the last prime `q_last` with rounding and drops it (CKKS rescale):

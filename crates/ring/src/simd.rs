@@ -143,6 +143,69 @@ pub fn mul_shoup_add_assign(acc: &mut [u64], x: &[u64], w: ShoupConst, m: &Modul
     }
 }
 
+/// `accs[o][i] = accs[o][i] + sum_k w[o * K + k] * xs[k][i] mod q` (`K = xs.len()`, every
+/// slice of `accs` and `xs` the same length, inputs reduced): the inner kernel of a matrix of
+/// scalar constants times a vector of residue slices. With IFMA (`q < 2^50`), products are
+/// accumulated unreduced as 52-bit halves (see [`lazy_terms`]) in registers for 4 outputs x
+/// 16 coefficients at a time and reduced once per chunk of terms; otherwise one Shoup
+/// multiply-add per term. A zero weight
+/// costs nothing on the portable path and the same as any other weight on the IFMA one.
+pub fn matrix_mul_add_assign(
+    accs: &mut [&mut [u64]],
+    xs: &[&[u64]],
+    w: &[ShoupConst],
+    m: &Modulus,
+) {
+    let k = xs.len();
+    debug_assert_eq!(
+        w.len(),
+        accs.len() * k,
+        "matrix_mul_add_assign: weight count"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) && lazy_terms(m) >= 4 {
+        let len = accs
+            .iter()
+            .map(|a| a.len())
+            .chain(xs.iter().map(|x| x.len()))
+            .min();
+        let len = len.unwrap_or(0);
+        let body = len - len % 16;
+        if body > 0 {
+            // SAFETY: the required CPU features were detected just above; every slice holds
+            // at least `body` elements.
+            unsafe { x86::matrix_mul_add_assign_lazy(accs, xs, w, m, body) };
+        }
+        for (o, acc) in accs.iter_mut().enumerate() {
+            for (kk, x) in xs.iter().enumerate() {
+                let wc = w[o * k + kk];
+                for (d, &v) in acc[body..len].iter_mut().zip(&x[body..len]) {
+                    *d = m.add(*d, m.mul_shoup(v, wc));
+                }
+            }
+        }
+        return;
+    }
+    for (o, acc) in accs.iter_mut().enumerate() {
+        for (kk, x) in xs.iter().enumerate() {
+            let wc = w[o * k + kk];
+            if wc.value != 0 {
+                mul_shoup_add_assign(acc, x, wc, m);
+            }
+        }
+    }
+}
+
+/// How many products `x w` (`x, w < q`) the IFMA matrix kernel sums before one reduction:
+/// the high halves `floor(x w / 2^52)` must sum below `2^52 - 2^12` (carries of the low
+/// halves included) and the low halves below `2^64`: at most 4095, at least 15 for
+/// `q < 2^50`.
+pub fn lazy_terms(m: &Modulus) -> usize {
+    let q = u128::from(m.value());
+    let max_hi = (((q - 1) * (q - 1)) >> 52).max(1);
+    (((1u128 << 52) - (1 << 12)) / max_hi).min(4095) as usize
+}
+
 /// `a[i] = (a[i] - b[i]) * w mod q` in one pass (inputs reduced).
 pub fn sub_mul_shoup_assign(a: &mut [u64], b: &[u64], w: ShoupConst, m: &Modulus) {
     #[cfg(target_arch = "x86_64")]
@@ -409,6 +472,137 @@ mod x86 {
             }
             out0[k] = m.reduce_u128(s0);
             out1[k] = m.reduce_u128(s1);
+        }
+    }
+
+    /// The IFMA body of [`super::matrix_mul_add_assign`] over the first `len` elements
+    /// (`len` a multiple of 16). Each product `x w` (both `< q < 2^50`) is accumulated as
+    /// its low and high 52-bit halves by two IFMA instructions, with no reduction; after a
+    /// chunk of [`super::lazy_terms`] terms the sum `H 2^52 + L` is reduced once:
+    /// `(H + floor(L / 2^52)) (2^52 mod q)` by a Shoup product plus `L mod 2^52` by a Shoup
+    /// step with `floor(2^52 / q)`, then added to the output.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn matrix_mul_add_assign_lazy(
+        accs: &mut [&mut [u64]],
+        xs: &[&[u64]],
+        w: &[ShoupConst],
+        m: &Modulus,
+        len: usize,
+    ) {
+        let k = xs.len();
+        let n_out = accs.len();
+        let kc = super::lazy_terms(m).max(1);
+        let q = m.value();
+        let c = (1u128 << 52) % u128::from(q);
+        let c52 = ((c << 52) / u128::from(q)) as u64;
+        let xp: Vec<*const u64> = xs.iter().map(|x| x.as_ptr()).collect();
+        let ap: Vec<*mut u64> = accs.iter_mut().map(|a| a.as_mut_ptr()).collect();
+        let wv: Vec<u64> = w.iter().map(|c| c.value).collect();
+        let cx = Lazy {
+            q: _mm512_set1_epi64(q as i64),
+            two_q: _mm512_set1_epi64((2 * q) as i64),
+            c: _mm512_set1_epi64(c as i64),
+            c52: _mm512_set1_epi64(c52 as i64),
+            one52: _mm512_set1_epi64(((1u64 << 52) / q) as i64),
+            mask: _mm512_set1_epi64(MASK52 as i64),
+            zero: _mm512_setzero_si512(),
+        };
+        for k0 in (0..k).step_by(kc) {
+            let k1 = (k0 + kc).min(k);
+            for p in (0..len).step_by(16) {
+                let mut o = 0;
+                while o < n_out {
+                    let left = n_out - o;
+                    // SAFETY: p + 16 <= len and every pointer addresses at least len elements.
+                    unsafe {
+                        if left >= 4 {
+                            lazy_block::<4>(&cx, &xp, &ap, &wv, k, o, k0..k1, p);
+                            o += 4;
+                        } else if left >= 2 {
+                            lazy_block::<2>(&cx, &xp, &ap, &wv, k, o, k0..k1, p);
+                            o += 2;
+                        } else {
+                            lazy_block::<1>(&cx, &xp, &ap, &wv, k, o, k0..k1, p);
+                            o += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    struct Lazy {
+        q: __m512i,
+        two_q: __m512i,
+        /// `2^52 mod q` and its Shoup quotient `floor(c 2^52 / q)`.
+        c: __m512i,
+        c52: __m512i,
+        /// `floor(2^52 / q)`.
+        one52: __m512i,
+        mask: __m512i,
+        zero: __m512i,
+    }
+
+    /// Outputs `o..o+OB`, coefficients `p..p+16`, terms `ks`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn lazy_block<const OB: usize>(
+        cx: &Lazy,
+        xp: &[*const u64],
+        ap: &[*mut u64],
+        wv: &[u64],
+        k: usize,
+        o: usize,
+        ks: std::ops::Range<usize>,
+        p: usize,
+    ) {
+        let mut lo = [[cx.zero; 2]; OB];
+        let mut hi = [[cx.zero; 2]; OB];
+        for kk in ks {
+            // SAFETY: the caller guarantees p + 16 <= the length of every input.
+            let (x0, x1) = unsafe {
+                let px = xp[kk].add(p);
+                (
+                    _mm512_loadu_si512(px.cast()),
+                    _mm512_loadu_si512(px.add(8).cast()),
+                )
+            };
+            for u in 0..OB {
+                let vw = _mm512_set1_epi64(wv[(o + u) * k + kk] as i64);
+                lo[u][0] = _mm512_madd52lo_epu64(lo[u][0], x0, vw);
+                lo[u][1] = _mm512_madd52lo_epu64(lo[u][1], x1, vw);
+                hi[u][0] = _mm512_madd52hi_epu64(hi[u][0], x0, vw);
+                hi[u][1] = _mm512_madd52hi_epu64(hi[u][1], x1, vw);
+            }
+        }
+        for u in 0..OB {
+            for v in 0..2 {
+                // sum = t 2^52 + l0 with t = H + (L >> 52) < 2^52 and l0 < 2^52
+                let t = _mm512_add_epi64(hi[u][v], _mm512_srli_epi64::<52>(lo[u][v]));
+                let l0 = _mm512_and_si512(lo[u][v], cx.mask);
+                // t (2^52 mod q) mod q in [0, 2q) (Shoup)
+                let h = _mm512_madd52hi_epu64(cx.zero, t, cx.c52);
+                let r1 = _mm512_and_si512(
+                    _mm512_sub_epi64(
+                        _mm512_madd52lo_epu64(cx.zero, t, cx.c),
+                        _mm512_madd52lo_epu64(cx.zero, h, cx.q),
+                    ),
+                    cx.mask,
+                );
+                // l0 mod q in [0, 2q)
+                let h2 = _mm512_madd52hi_epu64(cx.zero, l0, cx.one52);
+                let r2 = _mm512_sub_epi64(l0, _mm512_madd52lo_epu64(cx.zero, h2, cx.q));
+                let s = _mm512_add_epi64(r1, r2);
+                let s = _mm512_min_epu64(s, _mm512_sub_epi64(s, cx.two_q));
+                let s = _mm512_min_epu64(s, _mm512_sub_epi64(s, cx.q));
+                // SAFETY: as above for the outputs.
+                unsafe {
+                    let pd = ap[o + u].add(p + 8 * v);
+                    let y = _mm512_add_epi64(_mm512_loadu_si512(pd.cast()), s);
+                    _mm512_storeu_si512(pd.cast(), _mm512_min_epu64(y, _mm512_sub_epi64(y, cx.q)));
+                }
+            }
         }
     }
 

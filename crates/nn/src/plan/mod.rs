@@ -29,6 +29,8 @@ const MAX_SCALE_BITS: u32 = 45;
 const IFMA_PRIME_BITS: u32 = 50;
 /// Bits above the minimum scale that the planner keeps when it prefers IFMA-sized primes.
 const IFMA_SCALE_MARGIN: u32 = 8;
+/// Most special primes the planner adds from unused security budget.
+const MAX_SPECIAL_PRIMES: u32 = 3;
 
 /// What the planner aims for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,7 +236,8 @@ fn magnitude_bits(max_abs: f64) -> u32 {
 
 /// Chooses CKKS parameters: the smallest N (with N/2 >= `min_slots`) whose security bound
 /// holds a base prime with room for values up to `max_abs`, `depth` scale-sized primes and a
-/// special prime as large as the largest data prime; the largest scale (up to 2^45) that fits
+/// special prime as large as the largest data prime (more special primes, up to three and up
+/// to half the data primes, where the security bound leaves room); the largest scale (up to 2^45) that fits
 /// with every prime below 2^50 (IFMA arithmetic) if that scale is at least 8 bits above the
 /// minimum, otherwise the largest that fits with primes up to 60 bits.
 pub fn choose_params(
@@ -271,12 +274,18 @@ pub fn choose_params(
             let p = q0.max(s);
             let total = q0 + d * s + p;
             if total <= bound {
+                // security budget left over buys more special primes: key-switching digits
+                // of several primes, so fewer digits (smaller keys, fewer NTTs and products
+                // per key switch), up to half the data primes
+                let extra = ((bound - total) / p)
+                    .min(MAX_SPECIAL_PRIMES - 1)
+                    .min(d.div_ceil(2).saturating_sub(1));
                 return Ok(CkksParamsLiteral {
                     log_n,
                     q_bits: std::iter::once(q0)
                         .chain(std::iter::repeat_n(s, depth))
                         .collect(),
-                    p_bits: vec![p],
+                    p_bits: vec![p; 1 + extra as usize],
                     log_scale: s as f64,
                     dnum: None,
                     secret: SecretDistribution::Ternary,
