@@ -244,10 +244,12 @@ fn chain(levels: usize) -> Vec<f64> {
 }
 
 /// Tolerance of slots == reference: the slots backend rounds constants as CKKS does
-/// (`round(c * scale) / scale`); weights of convolution taps that touch the padding are
-/// encoded at about 2^19 (half of a 40-bit prime, see `split_scale`), so 2^-19 relative per
-/// weight, accumulated over a few layers. A layout error gives O(1) differences.
-const SLOTS_TOL: f64 = 2e-5;
+/// (`round(c * scale) / scale`); weights of convolution taps that touch the padding, and all
+/// weights of a convolution with multiplexed outputs (block masks), are encoded at about 2^17
+/// relative to their channel's largest (half of a 40-bit prime less the mask's share, see
+/// `split_scale`), accumulated over a few layers and squared. A layout error gives O(1)
+/// differences.
+const SLOTS_TOL: f64 = 1e-4;
 
 fn close(out: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(out.len(), want.len(), "{what}: output length");
@@ -389,6 +391,16 @@ fn shipped_models_slots_backend_equals_reference() {
                     SLOTS_TOL,
                     &format!("{name} slots {slots} image {i}"),
                 );
+                if i == 0 && name == "mnist_cnn3_square" {
+                    // 8192 slots hold 8 replicas of the 28 x 28 image: conv2's 50 channels
+                    // go 8 to a ciphertext, so the activation after it squares 7 ciphertexts
+                    let has = |n: usize| stats.iter().any(|s| s.ciphertexts == n);
+                    if slots == 8192 {
+                        assert!(has(7) && !has(50), "{name}: conv2 multiplexed");
+                    } else {
+                        assert!(has(50), "{name}: one channel per ciphertext");
+                    }
+                }
                 if i == 0 {
                     let rot: u64 = stats
                         .iter()
@@ -451,7 +463,8 @@ fn encrypted_channel_inference_agrees_with_reference() {
         );
     }
     let dec = client.decrypt_slots(&out.cts).unwrap();
-    let got = channel::unpack_outputs(&g, params.slots(), &dec, out.mult).unwrap();
+    let got =
+        channel::unpack_outputs(&g, channel::Room::of_params(&params), &dec, out.mult).unwrap();
     let want = reference::run(&g, &x).unwrap();
     close(&got, want.data(), 1e-4, "encrypted");
     let top = |v: &[f64]| {

@@ -77,7 +77,9 @@ impl Client {
         }
         let vectors = match (plan.layout, images) {
             (LayoutKind::Batch, _) => batch::pack_inputs(images)?,
-            (LayoutKind::Channel, [one]) => crate::pack::channel::pack_inputs(one)?,
+            (LayoutKind::Channel, [one]) => {
+                crate::pack::channel::pack_inputs(one, plan.input_replicas, self.params.slots())?
+            }
             (LayoutKind::Channel, _) => {
                 return Err(NnError::Exec(
                     "the channel layout encrypts one image at a time".into(),

@@ -99,7 +99,7 @@ impl<'a> Session<'a> {
             LayoutKind::Channel => Ok(vec![channel::unpack_value(
                 self.graph,
                 value,
-                self.params.slots(),
+                channel::Room::of_params(&self.params),
                 &slots,
                 mult,
             )?]),

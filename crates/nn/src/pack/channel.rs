@@ -68,15 +68,38 @@ pub struct Grid {
     pub ry: usize,
     /// Slot step between columns (the gap).
     pub rx: usize,
+    /// Channels per ciphertext (multiplexed): channel `ch` is in ciphertext `ch / k`, block
+    /// `ch % k` at slot offset `(ch % k) bs`. 1 for one channel per ciphertext.
+    pub k: usize,
+    /// Slot stride of the blocks (multiplexed channels or replicas).
+    pub bs: usize,
+    /// Copies of each ciphertext's content at slot offsets `r bs`, `r < reps` (the input is
+    /// encrypted replicated so that a later convolution can put a different output channel
+    /// in each block); 1 when not replicated. Only for `k = 1`.
+    pub reps: usize,
 }
 
 impl Grid {
+    /// A one-channel-per-ciphertext grid without replicas.
+    pub fn plain(c: usize, h: usize, w: usize, ry: usize, rx: usize) -> Self {
+        Grid {
+            c,
+            h,
+            w,
+            ry,
+            rx,
+            k: 1,
+            bs: 0,
+            reps: 1,
+        }
+    }
+
     fn slot(&self, i: usize, j: usize) -> usize {
         i * self.ry + j * self.rx
     }
 
-    /// Slots `[0, span)` hold the grid.
-    pub fn span(&self) -> usize {
+    /// Slots `[0, span)` of one block hold the image grid.
+    fn image_span(&self) -> usize {
         if self.h == 0 || self.w == 0 {
             0
         } else {
@@ -84,19 +107,82 @@ impl Grid {
         }
     }
 
-    /// `(ciphertext, slot)` of flat element `f`.
+    /// Slots `[0, span)` hold every element (all blocks of a multiplexed grid; replicas, which
+    /// only repeat block 0, are not counted).
+    pub fn span(&self) -> usize {
+        self.image_span() + (self.k.max(1) - 1) * self.bs
+    }
+
+    /// `(ciphertext, slot)` of flat element `f` (in block 0 of replicated values).
     pub fn locate(&self, f: usize) -> (usize, usize) {
         let per = (self.h * self.w).max(1);
         let r = f % per;
-        (f / per, self.slot(r / self.w.max(1), r % self.w.max(1)))
+        let ch = f / per;
+        let k = self.k.max(1);
+        (
+            ch / k,
+            (ch % k) * self.bs + self.slot(r / self.w.max(1), r % self.w.max(1)),
+        )
+    }
+
+    /// Repeats a slot vector of block 0 (at most `bs` long) into every replica.
+    fn tile(&self, v: Vec<f64>) -> Vec<f64> {
+        if self.reps <= 1 {
+            return v;
+        }
+        let mut out = vec![0.0; (self.reps - 1) * self.bs + v.len()];
+        for r in 0..self.reps {
+            out[r * self.bs..r * self.bs + v.len()].copy_from_slice(&v);
+        }
+        out
     }
 
     fn matches_nchw(&self, shape: &[usize]) -> bool {
-        shape.len() == 4
+        self.k == 1
+            && shape.len() == 4
             && shape[0] == 1
             && shape[1] == self.c
             && shape[2] == self.h
             && shape[3] == self.w
+    }
+}
+
+/// Smallest data prime (bits) for which convolutions multiplex their outputs: the block
+/// masks split the prime between weights and mask (see [`split_scale`]); at 34 bits and
+/// N = 2^14 the weights keep 14 bits relative to each channel's largest, the masks ~15.
+pub const MUX_MIN_PRIME_BITS: u32 = 34;
+
+/// What the layout decisions depend on besides the graph: the slot count and the size in bits
+/// (rounded up) of the first scale-sized prime `q_1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Slots per ciphertext (N/2).
+    pub slots: usize,
+    /// `ceil(log2(q_1))`.
+    pub prime_bits: u32,
+}
+
+impl Room {
+    /// The room of a parameter set.
+    pub fn of_params(p: &henn_ckks::CkksParams) -> Self {
+        let q1 = p.q().get(1).or_else(|| p.q().first()).copied().unwrap_or(2);
+        Room {
+            slots: p.slots(),
+            prime_bits: (q1 as f64).log2().ceil() as u32,
+        }
+    }
+
+    /// The room a backend computes in.
+    pub fn of_backend<B: Backend>(b: &B) -> Self {
+        let q1 = b.prime(1).or_else(|_| b.prime(0)).unwrap_or(2.0);
+        Room {
+            slots: b.slots(),
+            prime_bits: q1.log2().ceil() as u32,
+        }
+    }
+
+    fn multiplex(&self) -> bool {
+        self.prime_bits >= MUX_MIN_PRIME_BITS
     }
 }
 
@@ -147,33 +233,85 @@ fn fc_blocks(g: Grid, out: usize, slots: Option<usize>) -> Result<(usize, usize)
     Ok((s, avail.min(out.max(1))))
 }
 
-/// The grid of every value (`None` for values no node computes), with `slots` known (at
-/// execution) or not (structural check only).
-pub fn grids(graph: &Graph, slots: Option<usize>) -> Result<Vec<Option<Grid>>> {
-    let mut gs: Vec<Option<Grid>> = vec![None; graph.values().len()];
+/// The input's grid: one channel per ciphertext, `H x W` row-major. With the room known and
+/// large enough (primes of at least [`MUX_MIN_PRIME_BITS`]) and a convolution that can
+/// multiplex its output (see [`multiplexable`]), the input is replicated into `slots / bs`
+/// blocks of `bs = 2^ceil(log2(H W))` slots.
+fn input_grid(graph: &Graph, room: Option<Room>) -> Result<Grid> {
     let s = graph.input_shape();
-    let g0 = match s {
-        [1, c, h, w] => Grid {
-            c: *c,
-            h: *h,
-            w: *w,
-            ry: *w,
-            rx: 1,
-        },
-        [1, f] => Grid {
-            c: 1,
-            h: 1,
-            w: *f,
-            ry: *f,
-            rx: 1,
-        },
+    let mut g = match s {
+        [1, c, h, w] => Grid::plain(*c, *h, *w, *w, 1),
+        [1, f] => Grid::plain(1, 1, *f, *f, 1),
         _ => {
             return Err(exec_err(format!(
                 "channel layout: input shape {s:?} is neither [1, C, H, W] nor [1, F]"
             )));
         }
     };
+    let bs = g.image_span().max(1).next_power_of_two();
+    if let Some(Room { slots: n, .. }) = room.filter(Room::multiplex)
+        && n / bs >= 2
+    {
+        let mux = multiplexable(graph);
+        let wanted = graph.nodes().iter().any(|node| {
+            matches!(&node.op, Op::Conv2d(c) if c.weight.shape().first().copied().unwrap_or(0) >= 2)
+                && mux.get(node.output).copied().unwrap_or(false)
+        });
+        if wanted {
+            g.bs = bs;
+            g.reps = n / bs;
+        }
+    }
+    Ok(g)
+}
+
+/// Per value: whether it may be laid out multiplexed (several channels per ciphertext) and
+/// gains from it: every consumer, transitively, is an element-wise op that treats all
+/// channels alike (polynomials, powers, squares, uniform constants, reshapes) ending in a
+/// fully connected layer or the graph output, with at least one polynomial, power or product
+/// on the way (the work that fewer ciphertexts save).
+pub fn multiplexable(graph: &Graph) -> Vec<bool> {
+    let nv = graph.values().len();
+    let mut safe = vec![true; nv];
+    let mut work = vec![false; nv];
+    for node in graph.nodes().iter().rev() {
+        let out = node.output;
+        let (ok, w) = match &node.op {
+            Op::Linear(_) => (true, false),
+            Op::Polynomial { .. } | Op::Pow { .. } => (safe[out], true),
+            Op::Identity | Op::Reshape { .. } => (safe[out], work[out]),
+            Op::AddConst(t) | Op::MulConst(t) if t.as_uniform().is_some() => (safe[out], work[out]),
+            Op::Mul | Op::Add if node.inputs.iter().all(|&v| Some(&v) == node.inputs.first()) => {
+                (safe[out], matches!(node.op, Op::Mul) || work[out])
+            }
+            _ => (false, false),
+        };
+        for &v in &node.inputs {
+            if let Some(sv) = safe.get_mut(v) {
+                *sv &= ok;
+            }
+            if let Some(wv) = work.get_mut(v) {
+                *wv |= w;
+            }
+        }
+    }
+    safe.iter().zip(&work).map(|(&s, &w)| s && w).collect()
+}
+
+/// How many copies of the image the client packs into each input ciphertext (1: none): the
+/// plan records it, [`pack_inputs`] needs it.
+pub fn input_replicas(graph: &Graph, room: Room) -> Result<usize> {
+    Ok(input_grid(graph, Some(room))?.reps)
+}
+
+/// The grid of every value (`None` for values no node computes), with `slots` known (at
+/// execution) or not (structural check only).
+pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
+    let slots = room.map(|r| r.slots);
+    let mut gs: Vec<Option<Grid>> = vec![None; graph.values().len()];
+    let g0 = input_grid(graph, room)?;
     check_grid(None, g0, slots)?;
+    let mux = multiplexable(graph);
     if let Some(v) = gs.get_mut(graph.input()) {
         *v = Some(g0);
     }
@@ -192,13 +330,25 @@ pub fn grids(graph: &Graph, slots: Option<usize>) -> Result<Vec<Option<Grid>>> {
         let out = match &node.op {
             Op::Conv2d(c) => {
                 spatial(node, in_shape, g)?;
-                let o = Grid {
-                    c: out_shape[1],
+                let co = out_shape[1];
+                let mut o = Grid {
+                    c: co,
                     h: out_shape[2],
                     w: out_shape[3],
                     ry: g.ry * c.stride[0],
                     rx: g.rx * c.stride[1],
+                    ..g
                 };
+                if g.reps >= 2 && co >= 2 && mux.get(node.output).copied().unwrap_or(false) {
+                    // one output channel per replica block
+                    let k = co.div_ceil(co.div_ceil(g.reps));
+                    o = Grid {
+                        c: co.div_ceil(k),
+                        k,
+                        reps: 1,
+                        ..o
+                    };
+                }
                 check_grid(Some(node), o, slots)?;
                 o
             }
@@ -210,6 +360,7 @@ pub fn grids(graph: &Graph, slots: Option<usize>) -> Result<Vec<Option<Grid>>> {
                     w: out_shape[3],
                     ry: g.ry * p.stride[0],
                     rx: g.rx * p.stride[1],
+                    ..g
                 };
                 check_grid(Some(node), o, slots)?;
                 o
@@ -248,13 +399,7 @@ pub fn grids(graph: &Graph, slots: Option<usize>) -> Result<Vec<Option<Grid>>> {
                 }
                 let m = l.weight.shape().first().copied().unwrap_or(0);
                 let (s, bl) = fc_blocks(g, m, slots)?;
-                Grid {
-                    c: m.div_ceil(bl),
-                    h: 1,
-                    w: bl,
-                    ry: s * bl,
-                    rx: s,
-                }
+                Grid::plain(m.div_ceil(bl), 1, bl, s * bl, s)
             }
             Op::BatchNorm(_) => {
                 spatial(node, in_shape, g)?;
@@ -310,9 +455,10 @@ pub fn required_slots(graph: &Graph) -> Result<usize> {
         .unwrap_or(1))
 }
 
-/// Slot vectors of the channel-packed input (one per channel, `H x W` row-major). Accepts
+/// Slot vectors of the channel-packed input (one per channel, `H x W` row-major, repeated
+/// `replicas` times at stride `slots / replicas`, see [`input_replicas`]). Accepts
 /// `[1, C, H, W]`, `[C, H, W]` or `[1, F]` tensors.
-pub fn pack_inputs(image: &Tensor) -> Result<Vec<Vec<f64>>> {
+pub fn pack_inputs(image: &Tensor, replicas: usize, slots: usize) -> Result<Vec<Vec<f64>>> {
     let s = image.shape();
     let (c, hw) = match s {
         [1, c, h, w] | [c, h, w] => (*c, h * w),
@@ -323,8 +469,25 @@ pub fn pack_inputs(image: &Tensor) -> Result<Vec<Vec<f64>>> {
             )));
         }
     };
+    let reps = replicas.max(1);
+    let bs = slots / reps;
+    if reps > 1 && (bs < hw || bs * reps != slots) {
+        return Err(exec_err(format!(
+            "cannot replicate a {hw}-slot image {reps} times in {slots} slots"
+        )));
+    }
     Ok((0..c)
-        .map(|i| image.data()[i * hw..(i + 1) * hw].to_vec())
+        .map(|i| {
+            let one = &image.data()[i * hw..(i + 1) * hw];
+            if reps == 1 {
+                return one.to_vec();
+            }
+            let mut v = vec![0.0; (reps - 1) * bs + hw];
+            for r in 0..reps {
+                v[r * bs..r * bs + hw].copy_from_slice(one);
+            }
+            v
+        })
         .collect())
 }
 
@@ -332,11 +495,11 @@ pub fn pack_inputs(image: &Tensor) -> Result<Vec<Vec<f64>>> {
 /// flat output, applying the multiplier.
 pub fn unpack_outputs(
     graph: &Graph,
-    slots: usize,
+    room: Room,
     decoded: &[Vec<f64>],
     mult: f64,
 ) -> Result<Vec<f64>> {
-    unpack_value(graph, graph.output(), slots, decoded, mult)
+    unpack_value(graph, graph.output(), room, decoded, mult)
 }
 
 /// Unpacks the decrypted slot vectors of value `value` of `graph` (any node's output) into
@@ -344,11 +507,11 @@ pub fn unpack_outputs(
 pub fn unpack_value(
     graph: &Graph,
     value: usize,
-    slots: usize,
+    room: Room,
     decoded: &[Vec<f64>],
     mult: f64,
 ) -> Result<Vec<f64>> {
-    let gs = grids(graph, Some(slots))?;
+    let gs = grids(graph, Some(room))?;
     let g = gs
         .get(value)
         .copied()
@@ -505,6 +668,19 @@ fn conv2d<B: Backend>(
     let cs = b.neutral_scale(x0)?;
     let (wc, ms) = split_scale(b.prime(level)?, b.slots())?;
     let wmax = wd.iter().fold(0.0f64, |a, &w| a.max((w * m).abs()));
+    if go.k > 1 {
+        let taps = MuxTaps {
+            tp: &tp,
+            rots: &rots,
+            weight: &weight,
+            wmax,
+            wc,
+            ms,
+            cs,
+            level,
+        };
+        return conv2d_multiplexed(b, c, x0, &taps, go, co, ci);
+    }
     let span = go.span();
     let masks: Vec<Option<Arc<B::Pt>>> = tp
         .iter()
@@ -518,7 +694,7 @@ fn conv2d<B: Backend>(
                     v[s] = wmax;
                 }
             }
-            b.encode_cached(&v, level, ms).map(Some)
+            b.encode_cached(&go.tile(v), level, ms).map(Some)
         })
         .collect::<Result<_>>()?;
     // taps inside the image: one matrix of scalar products over every (tap, input) rotation
@@ -581,6 +757,143 @@ fn conv2d<B: Backend>(
         .collect()
 }
 
+/// What [`conv2d_multiplexed`] shares with [`conv2d`]: the taps, the rotated inputs
+/// (`rots[input][tap]`), the folded weights and the scales.
+struct MuxTaps<'a, C, W: Fn(usize, usize, &Tap) -> f64> {
+    tp: &'a [Tap],
+    rots: &'a [Vec<C>],
+    weight: &'a W,
+    wmax: f64,
+    wc: Scale,
+    ms: Scale,
+    cs: Scale,
+    level: usize,
+}
+
+/// A convolution whose output is multiplexed (`go.k` channels per ciphertext, channel
+/// `g k + r` in block `r`) from a replicated input: every block of a rotated input holds the
+/// same image, so output channel `o`'s scalar tap sums (weights normalised by `wmax`, at
+/// scale `wc`) are computed as in [`conv2d`] and then multiplied by a 0/1 mask (`wmax` at
+/// scale `ms`) of block `o mod k`'s output pixels, per tap for taps touching the padding.
+/// All products are at `x.scale * wc * ms = x.scale * q`: still one rescale, one level.
+/// Biases go in through an all-ones ciphertext times the per-block bias vector.
+fn conv2d_multiplexed<B: Backend, W: Fn(usize, usize, &Tap) -> f64 + Sync>(
+    b: &B,
+    c: &Conv2d,
+    x0: &B::Ct,
+    t: &MuxTaps<'_, B::Ct, W>,
+    go: Grid,
+    co: usize,
+    ci: usize,
+) -> Result<Vec<B::Ct>> {
+    let (k, bs) = (go.k, go.bs);
+    let inside_all = |tap: &Tap| tap.cover.iter().all(|c| c.1);
+    let full: Vec<usize> = (0..t.tp.len()).filter(|&i| inside_all(&t.tp[i])).collect();
+    // each output channel's weights are normalised by their own largest magnitude (the
+    // mask carries it), so that small channels keep their relative precision at scale wc
+    let wmax: Vec<f64> = (0..co)
+        .map(|o| {
+            t.tp.iter()
+                .flat_map(|tap| (0..ci).map(move |j| (t.weight)(o, j, tap).abs()))
+                .fold(0.0f64, f64::max)
+        })
+        .collect();
+    let norm = |o: usize| if wmax[o] == 0.0 { 0.0 } else { 1.0 / wmax[o] };
+    let parts: Vec<Option<B::Ct>> = if full.is_empty() || t.wmax == 0.0 {
+        vec![None; co]
+    } else {
+        let xs: Vec<&B::Ct> = full
+            .iter()
+            .flat_map(|&i| t.rots.iter().map(move |ri| &ri[i]))
+            .collect();
+        let w: Vec<f64> = (0..co)
+            .flat_map(|o| {
+                full.iter()
+                    .flat_map(move |&i| (0..ci).map(move |j| (o, j, i)))
+            })
+            .map(|(o, j, i)| (t.weight)(o, j, &t.tp[i]) * norm(o))
+            .collect();
+        b.mul_const_matrix(&xs, &w, co, t.wc)?
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
+    // output o's mask in block r: its wmax at the output pixels (all, or where the tap is
+    // inside the image)
+    let mask = |o: usize, r: usize, tap: &Tap, all: bool| -> Result<Arc<B::Pt>> {
+        let mut v = vec![0.0; r * bs + go.image_span()];
+        for &(s, inside) in &tap.cover {
+            if all || inside {
+                v[r * bs + s] = wmax[o];
+            }
+        }
+        b.encode_cached(&v, t.level, t.ms)
+    };
+    let tap0 =
+        t.tp.first()
+            .ok_or_else(|| exec_err("convolution without taps"))?;
+    par_map(go.c, |g| {
+        let mut acc: Option<B::Ct> = None;
+        let mut bias = vec![0.0; go.span()];
+        let mut any_bias = false;
+        for r in 0..k {
+            let o = g * k + r;
+            if o >= co {
+                break;
+            }
+            if let Some(p) = &parts[o] {
+                b.accumulate_pt(&mut acc, p, &*mask(o, r, tap0, true)?)?;
+            }
+            for (i, tap) in t.tp.iter().enumerate() {
+                if inside_all(tap) || wmax[o] == 0.0 {
+                    continue;
+                }
+                let mut part: Option<B::Ct> = None;
+                for (j, rj) in t.rots.iter().enumerate() {
+                    let wv = (t.weight)(o, j, tap) * norm(o);
+                    if wv != 0.0 {
+                        b.accumulate_const(&mut part, &rj[i], wv, t.wc)?;
+                    }
+                }
+                if let Some(p) = part {
+                    b.accumulate_pt(&mut acc, &p, &*mask(o, r, tap, false)?)?;
+                }
+            }
+            let bv = c
+                .bias
+                .as_ref()
+                .and_then(|v| v.get(o))
+                .copied()
+                .unwrap_or(0.0);
+            if bv != 0.0 {
+                any_bias = true;
+                for &(s, _) in &tap0.cover {
+                    bias[r * bs + s] = bv;
+                }
+            }
+        }
+        let mut acc = match acc {
+            Some(a) => a,
+            None => {
+                let mut z = x0.clone();
+                b.mul_const_scaled_assign(&mut z, 0.0, t.cs)?;
+                z
+            }
+        };
+        if any_bias {
+            // an all-ones ciphertext (0 x + 1 at x's scale) times the per-block biases, at the
+            // products' scale
+            let mut ones = x0.clone();
+            b.mul_const_scaled_assign(&mut ones, 0.0, scale_of(1.0)?)?;
+            b.add_const_assign(&mut ones, 1.0)?;
+            b.mul_plain_scaled_assign(&mut ones, &bias, t.cs)?;
+            b.add_assign(&mut acc, &ones)?;
+        }
+        b.rescale_assign(&mut acc)?;
+        Ok(acc)
+    })
+}
+
 /// Average pooling: rotate-and-add without padding (no level, multiplier `1/k^2`); with
 /// padding, masked taps like a depthwise convolution (one level).
 fn avg_pool<B: Backend>(
@@ -633,7 +946,7 @@ fn avg_pool<B: Backend>(
                     mask[s] = m / div[k];
                 }
             }
-            b.encode_cached(&mask, level, cs)
+            b.encode_cached(&go.tile(mask), level, cs)
         })
         .collect::<Result<_>>()?;
     let cts = par_map(x.cts.len(), |i| {
@@ -819,7 +1132,7 @@ fn const_vectors(shape: &[usize], t: &Tensor, g: Grid) -> Result<Vec<Vec<f64>>> 
             *slot = c;
         }
     }
-    Ok(v)
+    Ok(v.into_iter().map(|x| g.tile(x)).collect())
 }
 
 /// Per ciphertext, the constant of `t` if it is the same on every grid element of it.
@@ -853,7 +1166,7 @@ impl<B: Backend> Layout<B> for ChannelLayout {
         node: &Node,
         inputs: &[&Packed<B::Ct>],
     ) -> Result<Packed<B::Ct>> {
-        let gs = grids(graph, Some(b.slots()))?;
+        let gs = grids(graph, Some(Room::of_backend(b)))?;
         let grid_of = |v: usize| {
             gs.get(v)
                 .copied()
@@ -880,6 +1193,9 @@ impl<B: Backend> Layout<B> for ChannelLayout {
             Op::Conv2d(c) => Ok(same(conv2d(b, c, x, gi, go)?, 1.0)),
             Op::Linear(l) => Ok(same(linear(b, l, x, gi, go)?, 1.0)),
             Op::BatchNorm(bn) => {
+                if gi.k > 1 {
+                    return Err(unsupported(node, "batch norm on multiplexed channels"));
+                }
                 let (s, t) = bn.affine();
                 let m = x.mult;
                 let cts = par_map(x.cts.len(), |i| {
@@ -1011,8 +1327,12 @@ pub fn run_slots(
 ) -> Result<(Vec<f64>, Vec<LayerStat>)> {
     use crate::exec::slots::Slots;
     check_supported(graph)?;
+    let room = Room {
+        slots,
+        prime_bits: primes.get(1).map_or(0, |q| q.log2().ceil() as u32),
+    };
     let be = Slots::new(primes, slots);
-    let cts = pack_inputs(image)?
+    let cts = pack_inputs(image, input_replicas(graph, room)?, slots)?
         .iter()
         .map(|v| be.input(v, scale))
         .collect::<Result<Vec<_>>>()?;
@@ -1023,5 +1343,5 @@ pub fn run_slots(
     };
     let (out, stats) = crate::exec::run(&be, &ChannelLayout, graph, input, |_, _| Ok(()))?;
     let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
-    Ok((unpack_outputs(graph, slots, &decoded, out.mult)?, stats))
+    Ok((unpack_outputs(graph, room, &decoded, out.mult)?, stats))
 }

@@ -86,6 +86,14 @@ pub struct Plan {
     /// [`simulate_measured`]).
     #[serde(default)]
     pub peak_bytes: u64,
+    /// Channel layout: copies of the image the client packs into each input ciphertext, at
+    /// stride `slots / input_replicas` (see `pack::channel::input_replicas`); 1 otherwise.
+    #[serde(default = "one")]
+    pub input_replicas: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Plan {
@@ -413,6 +421,12 @@ pub fn make_plan(
         output_multiplier: out.mult,
         max_abs: opts.max_abs,
         peak_bytes: run.peak_bytes,
+        input_replicas: match opts.layout {
+            LayoutKind::Channel => {
+                channel::input_replicas(graph, channel::Room::of_params(&params))?
+            }
+            LayoutKind::Batch => 1,
+        },
         layers,
     };
     Ok((plan, params))
