@@ -246,10 +246,10 @@ fn chain(levels: usize) -> Vec<f64> {
 /// Tolerance of slots == reference: the slots backend rounds constants as CKKS does
 /// (`round(c * scale) / scale`); weights of convolution taps that touch the padding, and all
 /// weights of a convolution with multiplexed outputs (block masks), are encoded at about 2^17
-/// relative to their channel's largest (half of a 40-bit prime less the mask's share, see
-/// `split_scale`), accumulated over a few layers and squared. A layout error gives O(1)
-/// differences.
-const SLOTS_TOL: f64 = 1e-4;
+/// relative to their channel's largest (a 40-bit prime less the mask's share, see
+/// `split_scale`; two bits less for multiplexed outputs, whose masks get them), accumulated
+/// over a few layers and squared. A layout error gives O(1) differences.
+const SLOTS_TOL: f64 = 3e-4;
 
 fn close(out: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(out.len(), want.len(), "{what}: output length");
