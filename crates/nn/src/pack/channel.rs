@@ -621,6 +621,40 @@ fn taps(gi: Grid, go: Grid, kernel: [usize; 2], stride: [usize; 2], pads: [usize
     v
 }
 
+/// Entry `o` of an optional bias vector (0 without one).
+fn bias_at(bias: &Option<Vec<f64>>, o: usize) -> f64 {
+    bias.as_ref().and_then(|v| v.get(o)).copied().unwrap_or(0.0)
+}
+
+/// The accumulator of a one-level linear layer on `x0`'s level and scale, or zeros there.
+fn acc_or_zero<B: Backend>(b: &B, acc: Option<B::Ct>, x0: &B::Ct, cs: Scale) -> Result<B::Ct> {
+    match acc {
+        Some(a) => Ok(a),
+        None => {
+            let mut z = x0.clone();
+            b.mul_const_scaled_assign(&mut z, 0.0, cs)?;
+            Ok(z)
+        }
+    }
+}
+
+/// `acc += v` slot-wise for a plaintext vector `v`, with `acc` at scale `x0.scale * cs` (a
+/// one-level linear layer's products, before the rescale): an all-ones ciphertext
+/// (`0 x0 + 1` at `x0`'s scale) times `v` at scale `cs`.
+fn add_slot_constants<B: Backend>(
+    b: &B,
+    acc: &mut B::Ct,
+    x0: &B::Ct,
+    v: &[f64],
+    cs: Scale,
+) -> Result<()> {
+    let mut ones = x0.clone();
+    b.mul_const_scaled_assign(&mut ones, 0.0, scale_of(1.0)?)?;
+    b.add_const_assign(&mut ones, 1.0)?;
+    b.mul_plain_scaled_assign(&mut ones, v, cs)?;
+    b.add_assign(acc, &ones)
+}
+
 /// A ciphertext of zeros at the level and scale a one-level linear layer on `x` produces.
 fn zero_like<B: Backend>(b: &B, x: &B::Ct) -> Result<B::Ct> {
     b.mul_const(x, 0.0)
@@ -751,12 +785,7 @@ fn conv2d<B: Backend>(
                 }
                 None => zero_like(b, x0)?,
             };
-            let bias = c
-                .bias
-                .as_ref()
-                .and_then(|v| v.get(o))
-                .copied()
-                .unwrap_or(0.0);
+            let bias = bias_at(&c.bias, o);
             if bias != 0.0 {
                 b.add_const_assign(&mut out, bias)?;
             }
@@ -867,12 +896,7 @@ fn conv2d_multiplexed<B: Backend, W: Fn(usize, usize, &Tap) -> f64 + Sync>(
                     b.accumulate_pt(&mut acc, &p, &*mask(o, r, tap, false)?)?;
                 }
             }
-            let bv = c
-                .bias
-                .as_ref()
-                .and_then(|v| v.get(o))
-                .copied()
-                .unwrap_or(0.0);
+            let bv = bias_at(&c.bias, o);
             if bv != 0.0 {
                 any_bias = true;
                 for &(s, _) in &tap0.cover {
@@ -880,22 +904,9 @@ fn conv2d_multiplexed<B: Backend, W: Fn(usize, usize, &Tap) -> f64 + Sync>(
                 }
             }
         }
-        let mut acc = match acc {
-            Some(a) => a,
-            None => {
-                let mut z = x0.clone();
-                b.mul_const_scaled_assign(&mut z, 0.0, t.cs)?;
-                z
-            }
-        };
+        let mut acc = acc_or_zero(b, acc, x0, t.cs)?;
         if any_bias {
-            // an all-ones ciphertext (0 x + 1 at x's scale) times the per-block biases, at the
-            // products' scale
-            let mut ones = x0.clone();
-            b.mul_const_scaled_assign(&mut ones, 0.0, scale_of(1.0)?)?;
-            b.add_const_assign(&mut ones, 1.0)?;
-            b.mul_plain_scaled_assign(&mut ones, &bias, t.cs)?;
-            b.add_assign(&mut acc, &ones)?;
+            add_slot_constants(b, &mut acc, x0, &bias, t.cs)?;
         }
         b.rescale_assign(&mut acc)?;
         Ok(acc)
@@ -1018,13 +1029,7 @@ fn linear<B: Backend>(
     let wd = l.weight.data();
     let m = x.mult;
     let span_in = gi.span();
-    let bias_of = |j: usize| {
-        l.bias
-            .as_ref()
-            .and_then(|v| v.get(j))
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let bias_of = |j: usize| bias_at(&l.bias, j);
     // Output j of a group goes to block j (slot j s). Two ways to get it there, rotations
     // being linear: rotate every input ciphertext into every block once (hoisted, shared by
     // all output groups: inputs x (blocks - 1) rotations), or sum output j's masked products
@@ -1090,26 +1095,14 @@ fn linear<B: Backend>(
             }
         }
         let packed_bias = outs.len() > 1 && outs.iter().any(|&j| bias_of(j) != 0.0);
-        let mut acc = match acc {
-            Some(a) => a,
-            None => {
-                let mut z = x0.clone();
-                b.mul_const_scaled_assign(&mut z, 0.0, cs)?;
-                z
-            }
-        };
+        let mut acc = acc_or_zero(b, acc, x0, cs)?;
         if packed_bias {
-            // biases placed at the block starts before the reduction: an all-ones ciphertext
-            // (0 x + 1 at x's scale) times the bias vector, at the products' scale
-            let mut ones = x0.clone();
-            b.mul_const_scaled_assign(&mut ones, 0.0, scale_of(1.0)?)?;
-            b.add_const_assign(&mut ones, 1.0)?;
+            // biases placed at the block starts before the reduction
             let mut bv = vec![0.0; outs.len() * s];
             for (blk, &j) in outs.iter().enumerate() {
                 bv[blk * s] = bias_of(j);
             }
-            b.mul_plain_scaled_assign(&mut ones, &bv, cs)?;
-            b.add_assign(&mut acc, &ones)?;
+            add_slot_constants(b, &mut acc, x0, &bv, cs)?;
         }
         b.rescale_assign(&mut acc)?;
         let mut t = 1;
