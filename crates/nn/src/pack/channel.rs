@@ -132,7 +132,9 @@ impl Grid {
         }
         let mut out = vec![0.0; (self.reps - 1) * self.bs + v.len()];
         for r in 0..self.reps {
-            out[r * self.bs..r * self.bs + v.len()].copy_from_slice(&v);
+            if let Some(dst) = out.get_mut(r * self.bs..r * self.bs + v.len()) {
+                dst.copy_from_slice(&v);
+            }
         }
         out
     }
@@ -305,15 +307,36 @@ pub fn multiplexable(graph: &Graph) -> Vec<bool> {
 /// How many copies of the image the client packs into each input ciphertext (1: none): the
 /// plan records it, [`pack_inputs`] needs it.
 pub fn input_replicas(graph: &Graph, room: Room) -> Result<usize> {
-    Ok(input_grid(graph, Some(room))?.reps)
+    let gs = grids(graph, Some(room))?;
+    Ok(gs
+        .get(graph.input())
+        .copied()
+        .flatten()
+        .map_or(1, |g| g.reps))
 }
 
 /// The grid of every value (`None` for values no node computes), with `slots` known (at
 /// execution) or not (structural check only).
 pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
+    match grids_with(graph, room, true)? {
+        Some(gs) => Ok(gs),
+        // a value outgrew its replica block (an output larger than the input image): the
+        // same graph without replicas and multiplexing
+        None => grids_with(graph, room, false)?
+            .ok_or_else(|| exec_err("channel layout: replicas without replication")),
+    }
+}
+
+/// [`grids`], with the input replicated where that pays (`replicate`); `None` when some
+/// replicated or multiplexed value's image does not fit its block.
+fn grids_with(
+    graph: &Graph,
+    room: Option<Room>,
+    replicate: bool,
+) -> Result<Option<Vec<Option<Grid>>>> {
     let slots = room.map(|r| r.slots);
     let mut gs: Vec<Option<Grid>> = vec![None; graph.values().len()];
-    let g0 = input_grid(graph, room)?;
+    let g0 = input_grid(graph, room.filter(|_| replicate))?;
     check_grid(None, g0, slots)?;
     let mux = multiplexable(graph);
     if let Some(v) = gs.get_mut(graph.input()) {
@@ -436,11 +459,14 @@ pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
             #[allow(unreachable_patterns)]
             _ => return Err(unsupported(node, "op not supported by the channel layout")),
         };
+        if (out.reps > 1 || out.k > 1) && out.image_span() > out.bs {
+            return Ok(None);
+        }
         if let Some(v) = gs.get_mut(node.output) {
             *v = Some(out);
         }
     }
-    Ok(gs)
+    Ok(Some(gs))
 }
 
 /// Checks that every node of `graph` is supported by the channel layout (before any work;
