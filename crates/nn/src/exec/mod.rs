@@ -278,16 +278,26 @@ pub trait Backend: Sync {
                         self.accumulate_const(&mut acc, x, c, const_scale)?;
                     }
                 }
-                match acc {
-                    Some(a) => Ok(a),
-                    None => {
-                        let mut t = x0.clone();
-                        self.mul_const_scaled_assign(&mut t, 0.0, const_scale)?;
-                        Ok(t)
-                    }
-                }
+                self.sum_or_zero(acc, x0, const_scale)
             })
             .collect()
+    }
+    /// A sum of products at `like.scale * const_scale` (see [`Backend::accumulate_const`]),
+    /// or, when nothing was added, zeros at that level and scale (`like * 0`).
+    fn sum_or_zero(
+        &self,
+        acc: Option<Self::Ct>,
+        like: &Self::Ct,
+        const_scale: Scale,
+    ) -> Result<Self::Ct> {
+        match acc {
+            Some(a) => Ok(a),
+            None => {
+                let mut t = like.clone();
+                self.mul_const_scaled_assign(&mut t, 0.0, const_scale)?;
+                Ok(t)
+            }
+        }
     }
     /// `a *= v` slot-wise with `v` encoded at `pt_scale`; no rescale.
     fn mul_plain_scaled_assign(&self, a: &mut Self::Ct, v: &[f64], pt_scale: Scale) -> Result<()> {

@@ -652,18 +652,6 @@ fn bias_at(bias: &Option<Vec<f64>>, o: usize) -> f64 {
     bias.as_ref().and_then(|v| v.get(o)).copied().unwrap_or(0.0)
 }
 
-/// The accumulator of a one-level linear layer on `x0`'s level and scale, or zeros there.
-fn acc_or_zero<B: Backend>(b: &B, acc: Option<B::Ct>, x0: &B::Ct, cs: Scale) -> Result<B::Ct> {
-    match acc {
-        Some(a) => Ok(a),
-        None => {
-            let mut z = x0.clone();
-            b.mul_const_scaled_assign(&mut z, 0.0, cs)?;
-            Ok(z)
-        }
-    }
-}
-
 /// `acc += v` slot-wise for a plaintext vector `v`, with `acc` at scale `x0.scale * cs` (a
 /// one-level linear layer's products, before the rescale): an all-ones ciphertext
 /// (`0 x0 + 1` at `x0`'s scale) times `v` at scale `cs`.
@@ -741,7 +729,6 @@ fn conv2d<B: Backend>(
             tp: &tp,
             rots: &rots,
             weight: &weight,
-            wmax,
             wc: scale_of(wc.value() / shift)?,
             ms: scale_of(ms.value() * shift)?,
             cs,
@@ -826,7 +813,6 @@ struct MuxTaps<'a, C, W: Fn(usize, usize, &Tap) -> f64> {
     tp: &'a [Tap],
     rots: &'a [Vec<C>],
     weight: &'a W,
-    wmax: f64,
     wc: Scale,
     ms: Scale,
     cs: Scale,
@@ -862,7 +848,7 @@ fn conv2d_multiplexed<B: Backend, W: Fn(usize, usize, &Tap) -> f64 + Sync>(
         })
         .collect();
     let norm = |o: usize| if wmax[o] == 0.0 { 0.0 } else { 1.0 / wmax[o] };
-    let parts: Vec<Option<B::Ct>> = if full.is_empty() || t.wmax == 0.0 {
+    let parts: Vec<Option<B::Ct>> = if full.is_empty() || wmax.iter().all(|&w| w == 0.0) {
         vec![None; co]
     } else {
         let xs: Vec<&B::Ct> = full
@@ -930,7 +916,7 @@ fn conv2d_multiplexed<B: Backend, W: Fn(usize, usize, &Tap) -> f64 + Sync>(
                 }
             }
         }
-        let mut acc = acc_or_zero(b, acc, x0, t.cs)?;
+        let mut acc = b.sum_or_zero(acc, x0, t.cs)?;
         if any_bias {
             add_slot_constants(b, &mut acc, x0, &bias, t.cs)?;
         }
@@ -1121,7 +1107,7 @@ fn linear<B: Backend>(
             }
         }
         let packed_bias = outs.len() > 1 && outs.iter().any(|&j| bias_of(j) != 0.0);
-        let mut acc = acc_or_zero(b, acc, x0, cs)?;
+        let mut acc = b.sum_or_zero(acc, x0, cs)?;
         if packed_bias {
             // biases placed at the block starts before the reduction
             let mut bv = vec![0.0; outs.len() * s];
