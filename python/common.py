@@ -174,8 +174,12 @@ def set_bn_eps(model: nn.Module) -> None:
 def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, epochs: int,
           lr: float, batch_size: int = 128, weight_decay: float = 1e-4, seed: int = 0,
           augment=None, clip: float | None = 1.0, log_prefix: str = "",
-          x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None) -> float:
-    """AdamW + one-cycle LR. x_train is uint8; augment(xf, gen) -> xf. Returns seconds."""
+          x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+          clean_last: int = 0) -> float:
+    """AdamW + one-cycle LR. x_train is uint8; augment(xf, gen) -> xf, applied in every epoch
+    but the last `clean_last` ones (which see the clean images at the annealed learning rate,
+    so that the final weights and BatchNorm statistics match unaugmented inputs). Returns
+    seconds."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(x_train) + batch_size - 1) // batch_size
@@ -190,7 +194,7 @@ def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, epo
             idx = perm[i * batch_size : (i + 1) * batch_size]
             xb = to_float(x_train[idx])
             yb = y_train[idx]
-            if augment is not None:
+            if augment is not None and ep < epochs - clean_last:
                 xb = augment(xb, gen)
             out = model(xb)
             loss = F.cross_entropy(out, yb)
