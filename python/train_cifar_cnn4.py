@@ -40,7 +40,7 @@ class CNN4(nn.Module):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--act", choices=sorted(C.ACTIVATIONS), required=True)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
