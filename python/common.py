@@ -117,6 +117,20 @@ def affine_augment(x: torch.Tensor, gen: torch.Generator, max_deg: float = 15.0,
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def add_affine_args(ap, *, rot: float, scale: float, shift: float, clean_last: int) -> None:
+    """The MNIST scripts' augmentation options (see affine_from_args)."""
+    ap.add_argument("--rot", type=float, default=rot, help="max rotation (degrees)")
+    ap.add_argument("--scale", type=float, default=scale, help="scale range 1 +- SCALE")
+    ap.add_argument("--shift", type=float, default=shift, help="max translation (fraction of the size)")
+    ap.add_argument("--clean-last", type=int, default=clean_last,
+                    help="final epochs without augmentation")
+
+
+def affine_from_args(a):
+    """augment(x, gen) for train() from the options of add_affine_args."""
+    return lambda x, g: affine_augment(x, g, a.rot, (1 - a.scale, 1 + a.scale), a.shift)
+
+
 # ----------------------------------------------------------------------------- activations
 
 

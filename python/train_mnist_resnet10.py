@@ -61,10 +61,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--init-scale", type=float, default=1.0)
-    ap.add_argument("--rot", type=float, default=10.0, help="max rotation (degrees) for augmentation")
-    ap.add_argument("--scale", type=float, default=0.1, help="scale range 1 +- SCALE for augmentation")
-    ap.add_argument("--shift", type=float, default=0.08, help="max translation (fraction of the size)")
-    ap.add_argument("--clean-last", type=int, default=2, help="final epochs without augmentation")
+    C.add_affine_args(ap, rot=10.0, scale=0.1, shift=0.08, clean_last=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     C.setup(a.seed)
@@ -73,8 +70,7 @@ def main():
     xte, yte = C.load_mnist("test")
     model = ResNet10(a.init_scale)
     secs = C.train(model, xtr, ytr, epochs=a.epochs, lr=a.lr, batch_size=128, seed=a.seed,
-                   augment=lambda x, g: C.affine_augment(x, g, a.rot, (1 - a.scale, 1 + a.scale),
-                                                         a.shift),
+                   augment=C.affine_from_args(a),
                    clip=1.0, log_prefix=name, x_val=xte, y_val=yte, clean_last=a.clean_last)
     C.write_outputs(
         model, name=name, dataset="mnist", input_shape=[1, 1, 28, 28], x_test=xte, y_test=yte,
