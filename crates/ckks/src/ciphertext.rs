@@ -66,11 +66,6 @@ impl Ciphertext {
     pub fn parts(&self) -> &[Poly<Ntt>] {
         &self.parts
     }
-    /// Overrides the tracked scale (for callers that know the exact value, e.g. after
-    /// multiplying by a constant that encodes a scale change). Must be >= 1.
-    pub fn set_scale(&mut self, scale: Scale) {
-        self.scale = scale;
-    }
 }
 
 /// A fresh secret-key ciphertext `(c_0, a)` whose uniform part `a` is given by a 32-byte

@@ -80,6 +80,17 @@ pub struct KeySwitchKey {
 }
 
 impl KeySwitchKey {
+    /// Whether the key belongs to this parameter instance: same fingerprint and the same
+    /// ring context (objects of two equal parameter sets built separately do not mix; read
+    /// or generate keys with the instance that will use them).
+    pub fn belongs_to(&self, params: &CkksParams) -> bool {
+        self.params_id == params.id()
+            && self
+                .b
+                .iter()
+                .chain(&self.a)
+                .all(|p| Arc::ptr_eq(p.context(), params.ring()))
+    }
     /// Number of digits.
     pub fn dnum(&self) -> usize {
         self.b.len()
@@ -95,6 +106,10 @@ impl KeySwitchKey {
 pub struct RelinKey(pub(crate) KeySwitchKey);
 
 impl RelinKey {
+    /// See [`KeySwitchKey::belongs_to`].
+    pub fn belongs_to(&self, params: &CkksParams) -> bool {
+        self.0.belongs_to(params)
+    }
     /// Parameter fingerprint.
     pub fn params_id(&self) -> ParamsId {
         self.0.params_id
@@ -181,6 +196,11 @@ impl GaloisKeys {
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+    /// Whether every key belongs to this parameter instance (see
+    /// [`KeySwitchKey::belongs_to`]).
+    pub fn belong_to(&self, params: &CkksParams) -> bool {
+        self.keys.values().all(|k| k.key.belongs_to(params))
     }
     /// Adds (or replaces) keys from another set.
     pub fn extend(&mut self, other: GaloisKeys) {

@@ -163,10 +163,131 @@ pub enum NnError {
         #[source]
         source: henn_ckks::CkksError,
     },
-    /// Executing a layer failed for a reason other than CKKS arithmetic (slot backend
-    /// mismatch, missing key, bad input).
-    #[error("execution failed: {0}")]
-    Exec(String),
+    /// Executing a layer failed for a reason other than CKKS arithmetic (level or scale
+    /// mismatch, missing rotation key, slot overflow, ...).
+    #[error("{}{source}", node_prefix(node))]
+    Exec {
+        /// Node name (empty when the failure happened outside a node, e.g. packing).
+        node: String,
+        /// What went wrong.
+        #[source]
+        source: ExecError,
+    },
+    /// A received wire object (evaluation keys, packed ciphertexts) is malformed.
+    #[error("cannot read the received object: {0}")]
+    Wire(String),
+    /// A plan does not match what this side computes from the model and the parameters (an
+    /// edited, stale or foreign plan).
+    #[error(
+        "the plan does not match the model: {what} differs (plan: {stored}; recomputed: {computed}); make the plan again from this model (henn plan / henn compile)"
+    )]
+    PlanMismatch {
+        /// The part of the plan that differs.
+        what: String,
+        /// What the plan says.
+        stored: String,
+        /// What was computed.
+        computed: String,
+    },
+}
+
+fn node_prefix(node: &str) -> String {
+    if node.is_empty() {
+        String::new()
+    } else {
+        format!("node '{node}': ")
+    }
+}
+
+/// Why a homomorphic layer could not be executed (the executor adds the node).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// Two operands of an addition or product are at different levels.
+    #[error("level mismatch: {lhs} vs {rhs}")]
+    LevelMismatch {
+        /// Level of the left operand.
+        lhs: usize,
+        /// Level of the right operand.
+        rhs: usize,
+    },
+    /// Two operands of an addition are at different scales.
+    #[error("scale mismatch: 2^{lhs:.6} vs 2^{rhs:.6}")]
+    ScaleMismatch {
+        /// log2 of the left operand's scale.
+        lhs: f64,
+        /// log2 of the right operand's scale.
+        rhs: f64,
+    },
+    /// A plaintext is at a lower level than the ciphertext it multiplies.
+    #[error("plaintext at level {pt} below the ciphertext's level {ct}")]
+    PlaintextLevel {
+        /// Level of the plaintext.
+        pt: usize,
+        /// Level of the ciphertext.
+        ct: usize,
+    },
+    /// A level cannot be raised by dropping primes.
+    #[error("cannot raise level {from} to {to}")]
+    RaiseLevel {
+        /// Current level.
+        from: usize,
+        /// Requested level.
+        to: usize,
+    },
+    /// The modulus chain is exhausted.
+    #[error("out of levels: {0}; plan with more levels (a deeper modulus chain)")]
+    OutOfLevels(&'static str),
+    /// There is no prime at a level.
+    #[error("no prime at level {0}")]
+    NoPrime(usize),
+    /// A scale is not a finite value >= 1.
+    #[error("invalid scale {0} (must be finite and >= 1)")]
+    InvalidScale(f64),
+    /// The evaluation keys lack rotation steps the layer needs.
+    #[error(
+        "the Galois keys lack rotation steps {steps:?} that the plan needs; regenerate the keys from the plan"
+    )]
+    MissingRotation {
+        /// The missing steps.
+        steps: Vec<i64>,
+    },
+    /// A value needs more slots than a ciphertext has.
+    #[error("needs {need} slots, a ciphertext has {have}")]
+    SlotOverflow {
+        /// Slots needed.
+        need: usize,
+        /// Slots available.
+        have: usize,
+    },
+    /// A packed value has another number of ciphertexts than its placement.
+    #[error("{what}: expected {expected} ciphertexts, got {got}")]
+    CiphertextCount {
+        /// Which value.
+        what: &'static str,
+        /// Ciphertexts the placement has.
+        expected: usize,
+        /// Ciphertexts given.
+        got: usize,
+    },
+    /// Input images do not fit the plan (count, size).
+    #[error("input: {0}")]
+    Input(String),
+    /// A value's multiplier makes an operation impossible.
+    #[error("{0}")]
+    Multiplier(&'static str),
+    /// A broken invariant of the executor or a layout (a bug, never bad input).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ExecError> for NnError {
+    fn from(source: ExecError) -> Self {
+        NnError::Exec {
+            node: String::new(),
+            source,
+        }
+    }
 }
 
 /// Result alias for henn-nn.

@@ -1,8 +1,20 @@
 #![doc = r#"
 henn-nn: the neural-network side of henn.
 
-The modules `ir`, `onnx`, `reference`, `rewrite` and `data` know nothing about encryption; `exec`,
-`pack` and `plan` run models homomorphically on top of henn-ckks. It provides:
+The modules `ir`, `onnx`, `reference`, `rewrite` and `data` know nothing about encryption. The
+homomorphic side is built in floors, each using only the ones below it:
+
+* [`backend`]: the `Backend` trait (homomorphic arithmetic as layer code sees it, op counts)
+  with encrypted, simulated and slots implementations;
+* [`pack`]: packing layouts: the layout plan (where every value lives, decided once) and the
+  layer code of every op per layout (batch, channel; shared element-wise code);
+* [`exec`]: the executor (node order, row streaming, liveness, per-layer stats);
+* [`plan`]: depth, magnitudes, CKKS parameters, rotations and the layout plan, in a `Plan`
+  that servers check before running it;
+* [`session`]: client (secret key; needs only the plan) and server (evaluation keys only),
+  the wire types between them, and both in one process for evaluation.
+
+Besides them:
 
 * [`ir`]: a typed graph of tensor ops with static NCHW shapes ([`Graph`], [`Node`], [`Op`]);
 * [`onnx`]: an ONNX importer ([`onnx::import_file`]) built on the `onnx-protobuf` crate, with one
@@ -13,10 +25,7 @@ The modules `ir`, `onnx`, `reference`, `rewrite` and `data` know nothing about e
   linear layers, merging of consecutive linear layers, polynomial recognition), each checked to
   leave the reference output unchanged;
 * [`data`]: readers for IDX (MNIST, Fashion-MNIST), CIFAR-10 binary, PNG/PGM images and `.npy`
-  arrays, producing f64 tensors with pixels scaled to `[0, 1]`;
-* [`exec`]: the `Backend` trait (encrypted, simulated, slots) and the layer executor;
-* [`pack`]: packing layouts with their layer code (batch-axis);
-* [`plan`]: depth, levels, rotation keys and automatic CKKS parameters for a model and layout.
+  arrays, producing f64 tensors with pixels scaled to `[0, 1]`.
 
 ```
 use henn_nn::{Graph, Op, Tensor, reference};
@@ -29,6 +38,7 @@ assert_eq!(out.data(), &[2.0, 4.0, 6.0, 8.0]);
 ```
 "#]
 
+pub mod backend;
 pub mod data;
 pub mod error;
 pub mod exec;
@@ -39,8 +49,9 @@ pub mod plan;
 pub mod reference;
 pub mod report;
 pub mod rewrite;
+pub mod session;
 pub mod tensor;
 
-pub use error::{NnError, Result};
+pub use error::{ExecError, NnError, Result};
 pub use ir::{Graph, Node, Op, Value, ValueId};
 pub use tensor::Tensor;

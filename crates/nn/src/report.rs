@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{Counts, LayerStat};
+use crate::backend::Counts;
+use crate::exec::LayerStat;
 
 /// One row of the per-layer table.
 #[derive(Debug, Clone, Serialize, Deserialize)]

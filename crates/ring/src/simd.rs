@@ -58,6 +58,26 @@ fn avx512_ok() -> bool {
     }
 }
 
+/// Test support: whether a test of SIMD code needing CPU features `what` can run
+/// (`available`). When they are missing it says so and returns `false` (the test is skipped),
+/// unless `HENN_REQUIRE_AVX512=1` is set, where it panics: CI sets it on CPUs that have the
+/// features, so that a runner without them cannot pass these tests without checking anything.
+#[doc(hidden)]
+pub fn simd_test_can_run(available: bool, what: &str) -> bool {
+    if available {
+        return true;
+    }
+    let required = std::env::var("HENN_REQUIRE_AVX512").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "HENN_REQUIRE_AVX512=1 but this CPU lacks {what}: the SIMD test cannot check anything"
+    );
+    eprintln!(
+        "note: {what} not available, skipping a SIMD test (set HENN_REQUIRE_AVX512=1 to fail instead)"
+    );
+    false
+}
+
 /// `a[i] = a[i] * b[i] mod q` (inputs reduced).
 pub fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
     #[cfg(target_arch = "x86_64")]

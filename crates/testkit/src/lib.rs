@@ -64,6 +64,65 @@ pub const SMALL: TestParams = TestParams {
     insecure: false,
 };
 
+/// `TEST_INSECURE_CHAIN`: a modulus chain as deep as a test model needs, `levels` primes of
+/// `prime_bits` bits above a `q0_bits` base prime, one special prime of `p_bits` bits, scale
+/// `2^prime_bits`, at N = 2^`log_n`. Insecure whenever log2(QP) exceeds the table's bound
+/// for N (always at the default N = 2^12 with more than a few levels).
+#[derive(Clone, Copy, Debug)]
+pub struct TestChain {
+    /// log2 N.
+    pub log_n: u32,
+    /// Base prime bits.
+    pub q0_bits: u32,
+    /// Bits of each scale-sized prime (and of the scale).
+    pub prime_bits: u32,
+    /// Number of scale-sized primes (levels).
+    pub levels: usize,
+    /// Special prime bits.
+    pub p_bits: u32,
+}
+
+/// The default `TEST_INSECURE_CHAIN`: N = 2^12, q = [55, 40 x `levels`], p = [55], 2^40.
+pub const fn test_insecure_chain(levels: usize) -> TestChain {
+    TestChain {
+        log_n: 12,
+        q0_bits: 55,
+        prime_bits: 40,
+        levels,
+        p_bits: 55,
+    }
+}
+
+impl TestChain {
+    /// The literal, with an explicit (logged) insecure policy.
+    pub fn literal(&self) -> CkksParamsLiteral {
+        CkksParamsLiteral {
+            log_n: self.log_n,
+            q_bits: std::iter::once(self.q0_bits)
+                .chain(std::iter::repeat_n(self.prime_bits, self.levels))
+                .collect(),
+            p_bits: vec![self.p_bits],
+            log_scale: f64::from(self.prime_bits),
+            dnum: None,
+            secret: SecretDistribution::Ternary,
+            security: SecurityPolicy::InsecureAllowed {
+                reason: format!(
+                    "test parameter set TEST_INSECURE_CHAIN (N = 2^{}, q = [{}, {} x {}], p = [{}])",
+                    self.log_n, self.q0_bits, self.prime_bits, self.levels, self.p_bits
+                ),
+            },
+        }
+    }
+
+    /// The chain's data primes as powers of two (an idealised chain for cleartext backends).
+    pub fn ideal_primes(&self) -> Vec<f64> {
+        std::iter::once(self.q0_bits)
+            .chain(std::iter::repeat_n(self.prime_bits, self.levels))
+            .map(|b| f64::from(b).exp2())
+            .collect()
+    }
+}
+
 impl TestParams {
     /// The literal for this set (with an explicit insecure policy where needed).
     pub fn literal(&self) -> CkksParamsLiteral {
@@ -233,4 +292,36 @@ pub fn uniform_values(n: usize, bound: f64, seed: u64) -> Vec<f64> {
     use rand::Rng;
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
+}
+
+/// Bits of precision of `got` against `want` relative to their scale: `-log2(max |got -
+/// want| / max(1, max |want|))` (errors of large values count relative to the largest one,
+/// of values below 1 absolutely).
+pub fn relative_bits(got: &[f64], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f64, f64::max);
+    -(err / scale).max(f64::MIN_POSITIVE).log2()
+}
+
+/// Asserts that `got` and `want` have the same length and at least `min_bits` bits of
+/// [`relative_bits`] precision; returns the bits. The one precision assertion of the nn
+/// tests.
+#[track_caller]
+pub fn assert_bits(label: &str, got: &[f64], want: &[f64], min_bits: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{label}: lengths differ");
+    let bits = relative_bits(got, want);
+    if std::env::var_os("HENN_PRINT_PRECISION").is_some() {
+        eprintln!("{label}: {bits:.2} bits");
+    }
+    assert!(
+        bits >= min_bits,
+        "{label}: {bits:.2} bits of precision, below the required {min_bits} (first values: got {:?}, want {:?})",
+        &got[..got.len().min(8)],
+        &want[..want.len().min(8)]
+    );
+    bits
 }

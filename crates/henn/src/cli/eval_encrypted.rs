@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use henn_nn::data;
-use henn_nn::exec::pipeline;
 use henn_nn::pack::LayoutKind;
+use henn_nn::plan::Images;
+use henn_nn::session::LocalSession;
 use henn_nn::{Tensor, onnx, reference, rewrite};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -56,10 +57,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()
     })?;
     let calib = &images[..n.min(16)];
-    let (plan, params) =
-        pool.install(|| he::plan_max_batch(&graph, packing, n, calib, args.params.literal()?))?;
+    let (plan, params) = pool.install(|| {
+        he::plan(
+            &graph,
+            packing,
+            Images::UpTo(n),
+            calib,
+            args.params.literal()?,
+        )
+    })?;
     let memory = he::memory_line(&plan);
-    let batch = plan.batch.max(1);
+    let batch = plan.images_per_run().max(1);
     let batches = n.div_ceil(batch);
     let bar = if args.json {
         ProgressBar::hidden()
@@ -71,21 +79,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("encrypted inference ({batch} images per batch)"));
-    let mut enc: Vec<Option<usize>> = Vec::with_capacity(n);
-    let mut eval_s = 0.0;
-    let mut client_s = 0.0;
     let start = Instant::now();
     // one set of keys for the whole run (the first image also fills the plaintext cache)
-    let session = pool.install(|| pipeline::Session::new(&graph, &plan, &params))?;
-    client_s += session.keygen_s;
-    for chunk in images.chunks(batch) {
-        let r = pool.install(|| session.run(chunk, false))?;
-        eval_s += r.timings.eval_s;
-        client_s += r.timings.encrypt_s + r.timings.decrypt_s;
-        enc.extend(r.outputs.iter().map(|o| top1(o)));
-        bar.inc(1);
-    }
+    let r = pool.install(|| -> anyhow::Result<_> {
+        let session = LocalSession::new(&graph, &plan)?;
+        Ok(session.run_all(&images, false, |done, _| bar.set_position(done as u64))?)
+    })?;
     bar.finish_and_clear();
+    let enc: Vec<Option<usize>> = r.outputs.iter().map(|o| top1(o)).collect();
+    let eval_s = r.timings.eval_s;
+    let client_s = r.timings.keygen_s + r.timings.encrypt_s + r.timings.decrypt_s;
     let wall = start.elapsed().as_secs_f64();
     let labels = set.labels();
     let frac = |k: usize| k as f64 / n as f64;
@@ -102,9 +105,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let agree = enc.iter().zip(&plain).filter(|(a, b)| a == b).count();
     let latency_batch = eval_s / batches as f64;
     let throughput = n as f64 / eval_s * 3600.0;
-    // Only batch packing can fill every slot with an image.
-    let full_throughput =
-        (packing == LayoutKind::Batch).then(|| params.slots() as f64 / latency_batch * 3600.0);
+    // a layout that packs several images per run can fill every slot with one
+    let capacity = packing.rules().images_per_run(usize::MAX, params.slots());
+    let full_throughput = (capacity > 1).then(|| capacity as f64 / latency_batch * 3600.0);
     if args.json {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(), "dataset": args.dataset.name(), "packing": packing.name(),
@@ -137,8 +140,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("agreement (top-1)   {:.4} ({agree}/{n})", frac(agree));
     match full_throughput {
         Some(full) => println!(
-            "latency {latency_batch:.2} s per batch of up to {batch} images ({batches} batches); throughput {throughput:.0} images/hour ({full:.0} images/hour with full {}-image batches)",
-            params.slots()
+            "latency {latency_batch:.2} s per batch of up to {batch} images ({batches} batches); throughput {throughput:.0} images/hour ({full:.0} images/hour with full {capacity}-image batches)"
         ),
         None => println!(
             "latency {:.3} s per image ({n} images); throughput {throughput:.0} images/hour",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use henn_ckks::CkksParams;
 use henn_nn::pack::LayoutKind;
-use henn_nn::plan::{Plan, PlanOptions, make_plan, max_abs_slots};
+use henn_nn::plan::{Images, Plan, PlanOptions, make_plan};
 use henn_nn::report::LayerRow;
 use henn_nn::{Graph, Tensor, rewrite};
 
@@ -211,50 +211,21 @@ pub fn memory_line(plan: &Plan) -> String {
     format!("peak ciphertext memory ~{gib:.2} GiB")
 }
 
-/// Plans `graph` for `batch` images, measuring value magnitudes on `calib`.
+/// Plans `graph` under `layout` for `images` images per run, measuring value magnitudes on
+/// `calib` under the layout that will run, with user-given parameters when there are some.
 pub fn plan(
     graph: &Graph,
     layout: LayoutKind,
-    batch: usize,
-    calib: &[Tensor],
-) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
-    plan_with(graph, layout, batch, calib, None)
-}
-
-/// [`plan`] with user-given parameters (checked, with an explanation when they do not fit).
-pub fn plan_with(
-    graph: &Graph,
-    layout: LayoutKind,
-    batch: usize,
+    images: Images,
     calib: &[Tensor],
     given: Option<henn_ckks::CkksParamsLiteral>,
 ) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
-    let max_abs = max_abs_slots(graph, calib).context("measuring value magnitudes")?;
     let opts = PlanOptions {
         layout,
-        batch,
-        max_abs,
+        images,
         ..PlanOptions::default()
     };
-    Ok(make_plan(graph, &opts, given)?)
-}
-
-/// Plans with the largest batch the smallest fitting N allows (capped at `want` images), or
-/// with the given parameters (as many images as their slots hold).
-pub fn plan_max_batch(
-    graph: &Graph,
-    layout: LayoutKind,
-    want: usize,
-    calib: &[Tensor],
-    given: Option<henn_ckks::CkksParamsLiteral>,
-) -> anyhow::Result<(Plan, Arc<CkksParams>)> {
-    let (p1, params1) = plan_with(graph, layout, 1, calib, given.clone())?;
-    let batch = want.min(params1.slots()).max(1);
-    // Channel-wise packing holds one image per set of ciphertexts.
-    if batch == 1 || layout == LayoutKind::Channel {
-        return Ok((p1, params1));
-    }
-    plan_with(graph, layout, batch, calib, given)
+    make_plan(graph, &opts, calib, given).context("planning")
 }
 
 /// One-line description of the parameters.

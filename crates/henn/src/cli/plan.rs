@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use henn_nn::pack::LayoutKind;
+use henn_nn::plan::Images;
 use henn_nn::{onnx, report, rewrite};
 
 use super::he;
@@ -46,16 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             vec![1.0; graph.input_shape().iter().product()],
         )?]
     };
-    let (plan, params) = match args.batch {
-        Some(b) => he::plan_with(&graph, args.packing, b, &calib, args.params.literal()?)?,
-        None => he::plan_max_batch(
-            &graph,
-            args.packing,
-            usize::MAX,
-            &calib,
-            args.params.literal()?,
-        )?,
+    let images = match args.batch {
+        Some(b) => Images::Exactly(b),
+        None => Images::UpTo(usize::MAX),
     };
+    let (plan, params) = he::plan(&graph, args.packing, images, &calib, args.params.literal()?)?;
     if args.json {
         println!("{}", plan.to_json()?);
         return Ok(());
@@ -68,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}, {}",
-        plan.batch,
+        plan.images_per_run(),
         params.slots(),
         params.log_qp(),
         plan.max_abs,

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use henn_nn::exec::pipeline;
 use henn_nn::pack::LayoutKind;
+use henn_nn::plan::Images;
+use henn_nn::session::LocalSession;
 use henn_nn::{Tensor, onnx, reference, report, rewrite};
 
 use super::he;
@@ -67,25 +68,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let images = inputs(graph.input_shape())?;
     let pool = he::pool(args.threads)?;
     let threads = pool.current_num_threads();
-    // channel packing: one image (the others only calibrate the magnitudes)
-    let run_on = match args.packing {
-        LayoutKind::Batch => &images[..],
-        LayoutKind::Channel => &images[..1],
-    };
-    let (plan, _params, r) = pool.install(|| -> anyhow::Result<_> {
-        let (plan, params) = he::plan_with(
+    let (plan, r, run_on) = pool.install(|| -> anyhow::Result<_> {
+        let (plan, _params) = he::plan(
             &graph,
             args.packing,
-            run_on.len(),
+            Images::Exactly(images.len()),
             &images,
             args.params.literal()?,
         )?;
-        let session = pipeline::Session::new(&graph, &plan, &params)?;
+        // one run: as many images as the layout packs (the others only calibrate)
+        let run_on = &images[..plan.images_per_run().min(images.len())];
+        let session = LocalSession::new(&graph, &plan)?;
         let mut r = session.run(run_on, true)?;
         for _ in 1..args.repeat {
             r = session.run(run_on, true)?;
         }
-        Ok((plan, params, r))
+        Ok((plan, r, run_on))
     })?;
     let images = run_on;
     let rows = report::rows(&r.layers, r.layer_errors.as_deref());

@@ -3,9 +3,10 @@
 //! channel packing: one ciphertext per channel, image by image with one set of keys),
 //! decryption, and a table of predictions, labels and timings. No download needed.
 
-use henn_nn::exec::pipeline;
 use henn_nn::pack::LayoutKind;
+use henn_nn::plan::Images;
 use henn_nn::reference;
+use henn_nn::session::LocalSession;
 
 use super::he;
 
@@ -31,30 +32,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = pool.current_num_threads();
     let packing = args.packing;
     let (plan, params, outputs, t) = pool.install(|| -> anyhow::Result<_> {
-        let (plan, params) = he::plan(&graph, packing, batch_of(packing, images.len()), &images)?;
-        let (outputs, t) = match packing {
-            LayoutKind::Batch => {
-                let r = pipeline::run_batch(&graph, &plan, &params, &images, false)?;
-                (r.outputs, r.timings)
-            }
-            LayoutKind::Channel => {
-                let session = pipeline::Session::new(&graph, &plan, &params)?;
-                let mut t = pipeline::Timings {
-                    keygen_s: session.keygen_s,
-                    ..pipeline::Timings::default()
-                };
-                let mut outputs = Vec::with_capacity(images.len());
-                for x in &images {
-                    let r = session.run(std::slice::from_ref(x), false)?;
-                    t.encrypt_s += r.timings.encrypt_s;
-                    t.eval_s += r.timings.eval_s;
-                    t.decrypt_s += r.timings.decrypt_s;
-                    outputs.extend(r.outputs);
-                }
-                (outputs, t)
-            }
-        };
-        Ok((plan, params, outputs, t))
+        let (plan, params) = he::plan(
+            &graph,
+            packing,
+            Images::Exactly(images.len()),
+            &images,
+            None,
+        )?;
+        let session = LocalSession::new(&graph, &plan)?;
+        let r = session.run_all(&images, false, |_, _| {})?;
+        Ok((plan, params, r.outputs, r.timings))
     })?;
     let plain: Vec<Option<usize>> = images
         .iter()
@@ -81,10 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    let how = match packing {
-        LayoutKind::Batch => "batch packing, slot i = image i",
-        LayoutKind::Channel => "channel packing, one ciphertext per channel, image by image",
-    };
+    let how = packing.describe();
     println!(
         "henn run: {} on {} embedded MNIST test images, encrypted with CKKS ({how})",
         he::DEFAULT_MODEL_NAME,
@@ -122,21 +106,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         images.len(),
         images.len()
     );
-    let what = match packing {
-        LayoutKind::Batch => "one batch".to_string(),
-        LayoutKind::Channel => format!("{:.3} s per image", t.eval_s / images.len().max(1) as f64),
+    let what = if plan.images_per_run() > 1 {
+        format!(
+            "{} run(s) of up to {} images",
+            images.len().div_ceil(plan.images_per_run()),
+            plan.images_per_run()
+        )
+    } else {
+        format!("{:.3} s per image", t.eval_s / images.len().max(1) as f64)
     };
     println!(
         "timings ({threads} threads): keys {:.2} s, encrypt {:.2} s, encrypted inference {:.2} s ({what}), decrypt {:.3} s",
         t.keygen_s, t.encrypt_s, t.eval_s, t.decrypt_s
     );
     Ok(())
-}
-
-/// Images per encrypted run: all samples with batch packing, one with channel packing.
-fn batch_of(packing: LayoutKind, n: usize) -> usize {
-    match packing {
-        LayoutKind::Batch => n,
-        LayoutKind::Channel => 1,
-    }
 }

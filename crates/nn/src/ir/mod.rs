@@ -172,7 +172,19 @@ impl Op {
     pub fn arity(&self) -> usize {
         match self {
             Op::Add | Op::Mul => 2,
-            _ => 1,
+            Op::Conv2d(_)
+            | Op::BatchNorm(_)
+            | Op::Linear(_)
+            | Op::Reshape { .. }
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool
+            | Op::ReduceSum { .. }
+            | Op::AddConst(_)
+            | Op::MulConst(_)
+            | Op::Pow { .. }
+            | Op::Activation(_)
+            | Op::Polynomial { .. }
+            | Op::Identity => 1,
         }
     }
 
@@ -226,7 +238,89 @@ impl Op {
             Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Vec::len),
             Op::AddConst(t) | Op::MulConst(t) => t.len(),
             Op::Polynomial { coeffs } => coeffs.len(),
-            _ => 0,
+            Op::Reshape { .. }
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool
+            | Op::ReduceSum { .. }
+            | Op::Add
+            | Op::Mul
+            | Op::Pow { .. }
+            | Op::Activation(_)
+            | Op::Identity => 0,
+        }
+    }
+
+    /// Appends a canonical encoding of the op (kind tag, then every field; floats by their
+    /// bits) to `e`.
+    fn encode(&self, e: &mut Canonical) {
+        match self {
+            Op::Conv2d(c) => {
+                e.tag(1);
+                e.tensor(&c.weight);
+                e.opt_vec(&c.bias);
+                e.usizes(&c.stride);
+                e.usizes(&c.pads);
+            }
+            Op::BatchNorm(b) => {
+                e.tag(2);
+                e.f64s(&b.gamma);
+                e.f64s(&b.beta);
+                e.f64s(&b.mean);
+                e.f64s(&b.var);
+                e.f64(b.eps);
+            }
+            Op::Linear(l) => {
+                e.tag(3);
+                e.tensor(&l.weight);
+                e.opt_vec(&l.bias);
+            }
+            Op::Reshape { shape } => {
+                e.tag(4);
+                e.usizes(shape);
+            }
+            Op::AvgPool(p) => {
+                e.tag(5);
+                e.usizes(&p.kernel);
+                e.usizes(&p.stride);
+                e.usizes(&p.pads);
+                e.tag(u8::from(p.count_include_pad));
+            }
+            Op::GlobalAvgPool => e.tag(6),
+            Op::ReduceSum { axes, keepdims } => {
+                e.tag(7);
+                e.usizes(axes);
+                e.tag(u8::from(*keepdims));
+            }
+            Op::Add => e.tag(8),
+            Op::AddConst(t) => {
+                e.tag(9);
+                e.tensor(t);
+            }
+            Op::Mul => e.tag(10),
+            Op::MulConst(t) => {
+                e.tag(11);
+                e.tensor(t);
+            }
+            Op::Pow { exponent } => {
+                e.tag(12);
+                e.u64(u64::from(*exponent));
+            }
+            Op::Activation(a) => {
+                e.tag(13);
+                e.tag(match a {
+                    Activation::Relu => 1,
+                    Activation::Sigmoid => 2,
+                    Activation::Silu => 3,
+                    Activation::Gelu => 4,
+                    Activation::Erf => 5,
+                    Activation::Tanh => 6,
+                });
+            }
+            Op::Polynomial { coeffs } => {
+                e.tag(14);
+                e.f64s(coeffs);
+            }
+            Op::Identity => e.tag(15),
         }
     }
 }
@@ -470,6 +564,31 @@ impl Graph {
         c
     }
 
+    /// A canonical byte encoding of the whole graph (name, opset, values with names and
+    /// shapes, nodes with names, ops, every weight by its bits, inputs and outputs): equal
+    /// graphs give equal bytes, any change gives different ones. Fingerprints hash it.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut e = Canonical(Vec::new());
+        e.0.extend_from_slice(b"henn-graph-v1");
+        e.str(&self.name);
+        e.u64(self.opset as u64);
+        e.u64(self.values.len() as u64);
+        for v in &self.values {
+            e.str(&v.name);
+            e.usizes(&v.shape);
+        }
+        e.u64(self.input as u64);
+        e.u64(self.output as u64);
+        e.u64(self.nodes.len() as u64);
+        for n in &self.nodes {
+            e.str(&n.name);
+            e.usizes(&n.inputs);
+            e.u64(n.output as u64);
+            n.op.encode(&mut e);
+        }
+        e.0
+    }
+
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
         self.nodes.iter().map(|n| n.op.param_count()).sum()
@@ -556,5 +675,49 @@ impl Graph {
             return Err(NnError::InvalidGraph("output is not computed".into()));
         }
         Ok(())
+    }
+}
+
+/// Length-prefixed little-endian byte writer of [`Graph::canonical_bytes`].
+struct Canonical(Vec<u8>);
+
+impl Canonical {
+    fn tag(&mut self, t: u8) {
+        self.0.push(t);
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
+    }
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn usizes(&mut self, v: &[usize]) {
+        self.u64(v.len() as u64);
+        for &x in v {
+            self.u64(x as u64);
+        }
+    }
+    fn f64s(&mut self, v: &[f64]) {
+        self.u64(v.len() as u64);
+        for &x in v {
+            self.f64(x);
+        }
+    }
+    fn tensor(&mut self, t: &Tensor) {
+        self.usizes(t.shape());
+        self.f64s(t.data());
+    }
+    fn opt_vec(&mut self, v: &Option<Vec<f64>>) {
+        match v {
+            None => self.tag(0),
+            Some(v) => {
+                self.tag(1);
+                self.f64s(v);
+            }
+        }
     }
 }

@@ -1,18 +1,39 @@
-//! Packing layouts: how tensors map to ciphertext slots, and the layer code for each op,
-//! written once per layout and generic over [`crate::exec::Backend`].
+//! Packing layouts: where every value lives in the ciphertext slots, decided once, and the
+//! layer code of each op under each layout, written once and generic over
+//! [`crate::backend::Backend`].
+//!
+//! A layout has two halves:
+//!
+//! * [`LayoutRules`] (no backend): which graphs it supports and the [`LayoutPlan`] of a graph
+//!   for a [`Room`] (slots, prime size) and a number of images per run: the input spec, the
+//!   [`Placement`] of every value, the output map. The planner computes it once, the plan
+//!   carries it, the client packs and unpacks from it alone, and the server checks that the
+//!   plan's copy is what it computes.
+//! * [`Layout`] (per backend): evaluation of one node given the placements of its inputs and
+//!   output ([`NodeCtx`]), and optionally row by row (the executor's streaming).
+//!
+//! Layouts:
 //!
 //! * [`batch`]: batch-axis packing (slot `i` holds image `i`; one ciphertext per tensor
 //!   element; weights are scalar constants; no rotations).
 //! * [`channel`]: channel-wise packing (one ciphertext per channel, `H x W` row-major, gapped
-//!   after strides; convolutions by hoisted rotations and plaintext weight masks).
+//!   after strides; convolutions by hoisted rotations; multiplexed outputs where they pay).
+//!
+//! Element-wise layer code shared by both lives in [`elementwise`].
+//!
+//! This floor knows the backend trait below it, never the executor, planner or sessions.
 
 pub mod batch;
 pub mod channel;
+pub mod elementwise;
+pub mod placement;
 
 use std::ops::Range;
 
-use crate::error::{NnError, Result};
-use crate::exec::Backend;
+pub use placement::{Grid, InputSpec, LayoutPlan, OutputMap, Placement, Room};
+
+use crate::backend::Backend;
+use crate::error::{ExecError, NnError, Result};
 use crate::ir::{Graph, Node};
 
 /// A packed tensor: its IR shape, its ciphertexts and a plaintext multiplier carried along
@@ -38,10 +59,11 @@ pub trait CtSource<C>: Sync {
 impl<C: Sync> CtSource<C> for Vec<C> {
     fn at(&self, flat: usize) -> Result<&C> {
         self.get(flat).ok_or_else(|| {
-            NnError::Exec(format!(
+            ExecError::Internal(format!(
                 "ciphertext {flat} out of range ({} held)",
                 self.len()
             ))
+            .into()
         })
     }
 }
@@ -83,33 +105,90 @@ impl<'a, C: Sync> View<'a, C> {
     }
 }
 
-/// A packing layout: layer code for every supported op.
+/// A node as layer code sees it: the graph, the node, and the layout plan holding the
+/// placements of its inputs and output (decided once by the planner, never recomputed here).
+#[derive(Debug, Clone, Copy)]
+pub struct NodeCtx<'a> {
+    /// The graph.
+    pub graph: &'a Graph,
+    /// The node.
+    pub node: &'a Node,
+    /// The layout plan the graph runs under.
+    pub plan: &'a LayoutPlan,
+}
+
+impl<'a> NodeCtx<'a> {
+    /// Placement of input `k` of the node.
+    pub fn input(&self, k: usize) -> Result<&'a Placement> {
+        let v = *self.node.inputs.get(k).ok_or_else(|| {
+            NnError::InvalidGraph(format!("node '{}' has no input {k}", self.node.name))
+        })?;
+        self.plan.placement(v)
+    }
+
+    /// Placement of the node's output.
+    pub fn output(&self) -> Result<&'a Placement> {
+        self.plan.placement(self.node.output)
+    }
+
+    /// IR shape of the node's output.
+    pub fn out_shape(&self) -> &'a [usize] {
+        self.graph.shape(self.node.output)
+    }
+
+    /// The "not supported by this layout" error for this node.
+    pub fn unsupported(&self, layout: LayoutKind, hint: impl Into<String>) -> NnError {
+        unsupported(self.node, layout, hint)
+    }
+}
+
+/// The "not supported by this layout" error for `node`.
+pub fn unsupported(node: &Node, layout: LayoutKind, hint: impl Into<String>) -> NnError {
+    NnError::UnsupportedForLayout {
+        node: node.name.clone(),
+        op: node.op.kind().to_string(),
+        layout: layout.name().into(),
+        hint: hint.into(),
+    }
+}
+
+/// The backend-independent half of a layout: support, slot needs and the placement of every
+/// value.
+pub trait LayoutRules: Sync {
+    /// The layout.
+    fn kind(&self) -> LayoutKind;
+    /// Checks that every node is supported (structure only, before any parameters exist).
+    fn check_supported(&self, graph: &Graph) -> Result<()>;
+    /// The smallest slot count the layout needs for `images` images per run.
+    fn required_slots(&self, graph: &Graph, images: usize) -> Result<usize>;
+    /// Images of one run this layout packs when `wanted` are asked for and ciphertexts have
+    /// `slots` slots.
+    fn images_per_run(&self, wanted: usize, slots: usize) -> usize;
+    /// The placement of every value of `graph` in `room`, with `images` images per run.
+    fn plan(&self, graph: &Graph, room: Room, images: usize) -> Result<LayoutPlan>;
+    /// Slots a cleartext replay of `plan` needs to see every distinct slot value of a run of
+    /// `images` images (all of them when slots mix through rotations).
+    fn slots_for_magnitudes(&self, plan: &LayoutPlan, images: usize) -> usize;
+}
+
+/// Layer code of a layout on one backend.
 ///
 /// A layout may also compute some nodes row by row (NCHW outputs, `H` rows of `C x W`
 /// elements): [`Layout::input_rows`] says which rows of each input an output row reads and
 /// [`Layout::eval_rows`] computes a range of output rows from bands of input rows. The
 /// executor then streams such nodes so that only bands of the large early feature maps are
-/// alive at once (see [`crate::exec::run`]). `eval_node` and `eval_rows` share the layer code.
+/// alive at once (see the executor, `exec`). `eval_node` and `eval_rows` share the layer code.
 pub trait Layout<B: Backend>: Sync {
-    /// Layout name (`batch`, `channel`).
-    fn name(&self) -> &'static str;
     /// Evaluates one node on packed inputs.
     fn eval_node(
         &self,
         backend: &B,
-        graph: &Graph,
-        node: &Node,
+        at: NodeCtx<'_>,
         inputs: &[&Packed<B::Ct>],
     ) -> Result<Packed<B::Ct>>;
     /// For a node computed row by row: the inclusive range of rows of input `input` that
     /// output row `row` reads. `None`: the node is computed whole by `eval_node`.
-    fn input_rows(
-        &self,
-        _graph: &Graph,
-        _node: &Node,
-        _input: usize,
-        _row: usize,
-    ) -> Option<(usize, usize)> {
+    fn input_rows(&self, _at: NodeCtx<'_>, _input: usize, _row: usize) -> Option<(usize, usize)> {
         None
     }
     /// Computes output rows `rows` of a node for which [`Layout::input_rows`] is `Some`,
@@ -118,15 +197,15 @@ pub trait Layout<B: Backend>: Sync {
     fn eval_rows(
         &self,
         _backend: &B,
-        _graph: &Graph,
-        node: &Node,
+        at: NodeCtx<'_>,
         _inputs: &[View<'_, B::Ct>],
         _rows: Range<usize>,
     ) -> Result<(Vec<Vec<B::Ct>>, f64)> {
-        Err(NnError::Exec(format!(
+        Err(ExecError::Internal(format!(
             "node '{}' is not computed row by row in this layout",
-            node.name
-        )))
+            at.node.name
+        ))
+        .into())
     }
 }
 
@@ -151,12 +230,12 @@ pub fn row_flats(shape: &[usize], rows: Range<usize>) -> Vec<usize> {
 }
 
 /// The packing layouts henn knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayoutKind {
     /// Batch-axis packing.
     Batch,
-    /// Channel-wise packing (not implemented yet).
+    /// Channel-wise packing.
     Channel,
 }
 
@@ -166,6 +245,32 @@ impl LayoutKind {
         match self {
             LayoutKind::Batch => "batch",
             LayoutKind::Channel => "channel",
+        }
+    }
+
+    /// How the layout packs images, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LayoutKind::Batch => "batch packing, slot i = image i",
+            LayoutKind::Channel => {
+                "channel packing, channels per ciphertext (multiplexed where it pays), image by image"
+            }
+        }
+    }
+
+    /// The layout's backend-independent rules.
+    pub fn rules(self) -> &'static dyn LayoutRules {
+        match self {
+            LayoutKind::Batch => &batch::BatchLayout,
+            LayoutKind::Channel => &channel::ChannelLayout,
+        }
+    }
+
+    /// The layout's layer code on backend `B`.
+    pub fn layout<B: Backend>(self) -> &'static dyn Layout<B> {
+        match self {
+            LayoutKind::Batch => &batch::BatchLayout,
+            LayoutKind::Channel => &channel::ChannelLayout,
         }
     }
 }

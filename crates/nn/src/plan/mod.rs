@@ -1,433 +1,486 @@
-//! Planning: runs a model's layer code on the simulated backend to find its depth, the level
-//! and scale after every layer, op counts and the rotation steps it needs, and chooses (or
-//! checks) CKKS parameters for 128-bit security. It performs no HE operation.
+//! Planning: decides, once, everything an encrypted run needs and stores it in a [`Plan`]:
+//! the layout plan (where every value lives), the CKKS parameters (chosen for a security
+//! level from the depth and the value magnitudes measured under that layout, or user-given
+//! and checked), the rotation steps, the output multiplier, and the level, scale and op counts
+//! of every layer from the simulated backend. It performs no HE operation.
+//!
+//! The layout decisions depend on the parameters (slot count, prime size) and the parameters
+//! on the layout (depth, magnitudes, slots), so planning iterates: a probe layout on an
+//! idealised chain gives a first depth and magnitude, parameters are chosen, the layout is
+//! made again for their room, and depth and magnitudes are measured again under it until the
+//! parameters hold what the final layout needs.
+//!
+//! A plan is checked before a server runs it ([`Plan::check`]): the layout, rotations and
+//! levels it states must be what this model and these parameters give, or it is refused
+//! with [`NnError::PlanMismatch`].
+
+mod calibrate;
+pub mod params;
 
 use std::sync::Arc;
 
-use henn_ckks::params::max_log_qp;
-use henn_ckks::{CkksParams, CkksParamsLiteral, Scale, SecretDistribution, SecurityPolicy};
+use henn_ckks::{CkksParams, CkksParamsLiteral, Scale};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{NnError, Result};
-use crate::exec::simulated::{SimCt, Simulated};
-use crate::exec::slots::Slots;
-use crate::exec::{self, Backend, LayerStat};
-use crate::ir::Graph;
-use crate::pack::batch::{self, BatchLayout};
-use crate::pack::channel::{self, ChannelLayout};
-use crate::pack::{Layout, LayoutKind, Packed};
-use crate::tensor::{Tensor, numel};
+pub use calibrate::max_abs;
+pub use params::{check_params, choose_params, magnitude_bits};
 
-/// Levels of the idealised chain used to measure depth.
+use crate::backend::simulated::{SimCt, Simulated};
+use crate::backend::slots::Slots;
+use crate::error::{NnError, Result};
+use crate::exec::{self, LayerStat, RunOutput};
+use crate::ir::Graph;
+use crate::pack::{LayoutKind, LayoutPlan, Packed, Room};
+use crate::tensor::Tensor;
+
+/// Levels of the idealised chain used to measure depth before primes exist.
 const PROBE_LEVELS: usize = 256;
-/// Bits of margin above the largest value at the base prime (noise, rounding).
-const Q0_MARGIN_BITS: u32 = 8;
-/// Largest scale the planner picks.
-const MAX_SCALE_BITS: u32 = 45;
-/// Prime size the planner prefers: primes below 2^50 run on the IFMA kernels.
-const IFMA_PRIME_BITS: u32 = 50;
-/// Bits above the minimum scale that the planner keeps when it prefers IFMA-sized primes.
-const IFMA_SCALE_MARGIN: u32 = 8;
-/// Most special primes the planner adds from unused security budget.
-const MAX_SPECIAL_PRIMES: u32 = 3;
+/// Prime size (bits) of the idealised probe chain.
+const PROBE_PRIME_BITS: u32 = 40;
+/// Rounds of "choose parameters, lay out again, measure again" before giving up.
+const MAX_PLAN_ROUNDS: usize = 4;
+/// The plan format this build writes and reads.
+pub const PLAN_FORMAT: u32 = 2;
+
+/// How many images one run packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Images {
+    /// Exactly this many (as far as the layout packs several).
+    Exactly(usize),
+    /// As many as the smallest fitting ring holds, at most this many.
+    UpTo(usize),
+}
 
 /// What the planner aims for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanOptions {
     /// Packing layout.
     pub layout: LayoutKind,
-    /// Images per batch (batch layout: slots needed).
-    pub batch: usize,
+    /// Images per run.
+    pub images: Images,
     /// Target precision in bits; the scale is at least this plus 8 bits.
     pub target_precision_bits: u32,
     /// Security level (128, 192 or 256).
     pub security_bits: u32,
-    /// Largest absolute slot value in any layer (measure it with [`max_abs_slots`]).
-    pub max_abs: f64,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         Self {
             layout: LayoutKind::Batch,
-            batch: 1,
+            images: Images::Exactly(1),
             target_precision_bits: 16,
             security_bits: 128,
-            max_abs: 1.0,
         }
     }
 }
 
-/// A serializable plan: what the client needs to make keys and what the server will do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A serializable plan: what the client needs to make keys, pack inputs and read outputs
+/// (parameters, layout plan, rotation steps, output multiplier; no weights), and what the
+/// server will do. [`Plan::fingerprint`] covers all of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
+    /// Plan format version ([`PLAN_FORMAT`]).
+    pub format: u32,
     /// Model name.
     pub model: String,
-    /// SHA-256 of the (simplified) graph.
-    pub fingerprint: String,
-    /// Packing layout.
-    pub layout: LayoutKind,
-    /// Images per batch.
-    pub batch: usize,
+    /// SHA-256 of the canonical encoding of the (simplified) graph.
+    pub model_fingerprint: String,
     /// CKKS parameters.
     pub params: CkksParamsLiteral,
+    /// Where every value lives: input spec, placements, output map.
+    pub layout: LayoutPlan,
     /// Levels the model consumes.
     pub depth: usize,
     /// Rotation steps the plan needs (only those Galois keys are generated).
     pub rotations: Vec<i64>,
     /// Multiplier to apply to the decrypted output.
     pub output_multiplier: f64,
-    /// Largest absolute slot value measured (sizes the base prime).
+    /// Largest absolute slot value measured under the layout (sizes the base prime).
     pub max_abs: f64,
     /// Expected level, scale and op counts per layer (from the simulated backend).
     pub layers: Vec<LayerStat>,
-    /// Estimated peak bytes of the ciphertexts alive at once on the server (see
-    /// [`simulate_measured`]).
-    #[serde(default)]
+    /// Estimated peak bytes of the ciphertexts alive at once on the server (the simulated
+    /// schedule).
     pub peak_bytes: u64,
-    /// Channel layout: copies of the image the client packs into each input ciphertext, at
-    /// stride `slots / input_replicas` (see `pack::channel::input_replicas`); 1 otherwise.
-    #[serde(default = "one")]
-    pub input_replicas: usize,
+    /// SHA-256 of everything above (see [`Plan::digest`]).
+    pub fingerprint: String,
 }
 
-fn one() -> usize {
-    1
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Plan {
+    /// The layout.
+    pub fn kind(&self) -> LayoutKind {
+        self.layout.kind
+    }
+
+    /// Images one run packs.
+    pub fn images_per_run(&self) -> usize {
+        self.layout.images_per_run
+    }
+
+    /// SHA-256 (hex) of the plan with its `fingerprint` field empty (canonical JSON).
+    pub fn digest(&self) -> Result<String> {
+        let mut p = self.clone();
+        p.fingerprint.clear();
+        let bytes = serde_json::to_vec(&p)
+            .map_err(|e| NnError::Plan(format!("cannot serialize the plan: {e}")))?;
+        Ok(hex(&Sha256::digest(&bytes)))
+    }
+
     /// The plan as JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self)
             .map_err(|e| NnError::Plan(format!("cannot serialize the plan: {e}")))
     }
-    /// A plan from JSON.
+
+    /// A plan from JSON: the format version must be this build's and the fingerprint must
+    /// match the content.
     pub fn from_json(s: &str) -> Result<Plan> {
-        serde_json::from_str(s).map_err(|e| NnError::Plan(format!("cannot parse the plan: {e}")))
+        let v: serde_json::Value = serde_json::from_str(s)
+            .map_err(|e| NnError::Plan(format!("cannot parse the plan: {e}")))?;
+        let format = v.get("format").and_then(serde_json::Value::as_u64);
+        if format != Some(u64::from(PLAN_FORMAT)) {
+            return Err(NnError::Plan(format!(
+                "plan format {}, this henn reads format {PLAN_FORMAT}: make the plan again with this version (henn plan)",
+                format.map_or_else(|| "unknown (an older henn)".to_string(), |f| f.to_string())
+            )));
+        }
+        let plan: Plan = serde_json::from_value(v)
+            .map_err(|e| NnError::Plan(format!("cannot parse the plan: {e}")))?;
+        let d = plan.digest()?;
+        if d != plan.fingerprint {
+            return Err(NnError::PlanMismatch {
+                what: "plan fingerprint (the plan was edited)".into(),
+                stored: plan.fingerprint.clone(),
+                computed: d,
+            });
+        }
+        Ok(plan)
     }
-    /// Checks that a graph is the one the plan was made for.
+
+    /// The checked CKKS parameters.
+    pub fn ckks_params(&self) -> Result<Arc<CkksParams>> {
+        CkksParams::new(self.params.clone())
+            .map_err(|e| NnError::Plan(format!("the plan's parameters are rejected: {e}")))
+    }
+
+    /// Checks that a graph is the one the plan was made for (its fingerprint).
     pub fn check_graph(&self, graph: &Graph) -> Result<()> {
         let f = fingerprint(graph);
-        if f != self.fingerprint {
-            return Err(NnError::Plan(format!(
-                "the plan was made for model fingerprint {}, this model is {f}",
-                self.fingerprint
-            )));
+        if f != self.model_fingerprint {
+            return Err(NnError::PlanMismatch {
+                what: "model fingerprint".into(),
+                stored: self.model_fingerprint.clone(),
+                computed: f,
+            });
         }
         Ok(())
     }
+
+    /// What a server checks before running the plan on `graph`: the plan is intact (its
+    /// fingerprint), made for this graph, its parameters valid, and its layout plan, rotation
+    /// steps, output multiplier and per-layer levels and scales are exactly what this graph
+    /// and these parameters give. Any difference is a [`NnError::PlanMismatch`] naming it.
+    /// Returns the parameters.
+    pub fn check(&self, graph: &Graph) -> Result<Arc<CkksParams>> {
+        let d = self.digest()?;
+        if d != self.fingerprint {
+            return Err(NnError::PlanMismatch {
+                what: "plan fingerprint (the plan was edited)".into(),
+                stored: self.fingerprint.clone(),
+                computed: d,
+            });
+        }
+        self.check_graph(graph)?;
+        let params = self.ckks_params()?;
+        let room = Room::of_params(&params);
+        let computed = self
+            .kind()
+            .rules()
+            .plan(graph, room, self.layout.images_per_run)?;
+        self.layout.check_same(&computed, graph)?;
+        let sim = Simulated::for_params(&params);
+        let run = simulate(graph, &computed, &sim, params.default_scale()).map_err(|e| {
+            NnError::PlanMismatch {
+                what: "a run of the model under the plan's parameters".into(),
+                stored: "runs".into(),
+                computed: e.to_string(),
+            }
+        })?;
+        let mismatch = |what: &str, a: String, b: String| -> Result<()> {
+            if a == b {
+                Ok(())
+            } else {
+                Err(NnError::PlanMismatch {
+                    what: what.into(),
+                    stored: a,
+                    computed: b,
+                })
+            }
+        };
+        mismatch(
+            "rotation steps",
+            format!("{:?}", self.rotations),
+            format!("{:?}", sim.rotations()),
+        )?;
+        mismatch(
+            "output multiplier",
+            format!("{:e}", self.output_multiplier),
+            format!("{:e}", run.output.mult),
+        )?;
+        mismatch(
+            "number of layers",
+            self.layers.len().to_string(),
+            run.layers.len().to_string(),
+        )?;
+        for (a, b) in self.layers.iter().zip(&run.layers) {
+            mismatch(
+                &format!("level and scale after layer '{}'", a.name),
+                format!("{} / 2^{:.6}", a.level, a.log2_scale),
+                format!("{} / 2^{:.6}", b.level, b.log2_scale),
+            )?;
+        }
+        Ok(params)
+    }
 }
 
-/// SHA-256 (hex) of a graph's full description (ops, weights, shapes).
+/// SHA-256 (hex) of a graph's canonical encoding (ops, weights, shapes, names).
 pub fn fingerprint(graph: &Graph) -> String {
-    let mut h = Sha256::new();
-    h.update(format!("{:?}", graph.nodes()).as_bytes());
-    h.update(format!("{:?}", graph.values()).as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(graph.canonical_bytes()))
 }
 
-/// The layout object for a kind.
-pub fn layout_for<B: Backend>(kind: LayoutKind) -> Result<Box<dyn Layout<B>>> {
-    match kind {
-        LayoutKind::Batch => Ok(Box::new(BatchLayout)),
-        LayoutKind::Channel => Ok(Box::new(ChannelLayout)),
-    }
-}
-
-/// Checks that every node is supported by the layout.
-pub fn check_supported(graph: &Graph, kind: LayoutKind) -> Result<()> {
-    match kind {
-        LayoutKind::Batch => batch::check_supported(graph),
-        LayoutKind::Channel => channel::check_supported(graph),
-    }
-}
-
-fn probe_chain() -> Vec<u32> {
-    let mut q = vec![60];
-    q.extend(std::iter::repeat_n(40, PROBE_LEVELS));
+/// The idealised chain `[60, 40 x 256]` used before primes exist.
+fn probe_chain() -> Vec<f64> {
+    let mut q = vec![60f64.exp2()];
+    q.extend(std::iter::repeat_n(
+        f64::from(PROBE_PRIME_BITS).exp2(),
+        PROBE_LEVELS,
+    ));
     q
 }
 
-/// Number of ciphertexts of the packed input for a layout.
-fn input_cts(graph: &Graph, kind: LayoutKind) -> usize {
-    match kind {
-        LayoutKind::Batch => numel(graph.input_shape()),
-        LayoutKind::Channel => match graph.input_shape() {
-            [_, c, _, _] => *c,
-            _ => 1,
-        },
-    }
+/// The layout plan of `graph` under layout `kind` for `room` and `images` images per run.
+pub fn layout_plan(
+    graph: &Graph,
+    kind: LayoutKind,
+    room: Room,
+    images: usize,
+) -> Result<LayoutPlan> {
+    kind.rules().plan(graph, room, images)
 }
 
-/// Slots a layout needs: the batch size (batch), the largest image grid (channel).
-fn min_slots(graph: &Graph, kind: LayoutKind, batch: usize) -> Result<usize> {
-    match kind {
-        LayoutKind::Batch => Ok(batch),
-        LayoutKind::Channel => channel::required_slots(graph),
-    }
-}
-
-/// Runs the layer code on a simulated backend and returns the per-layer stats and the
-/// simulated output.
+/// Runs the layer code on a simulated backend under `layout` (input at `scale`), with the
+/// executor's peak ciphertext memory: the same schedule (row streaming included) on
+/// ciphertexts of the simulated levels, `2 x N x (level + 1)` words each; a node's inputs and
+/// outputs are alive together, temporaries inside a layer (rotations, accumulators) come on
+/// top.
 pub fn simulate(
     graph: &Graph,
-    kind: LayoutKind,
+    layout: &LayoutPlan,
     sim: &Simulated,
     scale: Scale,
-) -> Result<(Packed<SimCt>, Vec<LayerStat>)> {
-    let r = simulate_measured(graph, kind, sim, scale)?;
-    Ok((r.output, r.layers))
-}
-
-/// [`simulate`] with the executor's peak ciphertext memory: the same schedule (row
-/// streaming included) on ciphertexts of the simulated levels, `2 x N x (level + 1)` words
-/// each; a node's inputs and outputs are alive together, temporaries inside a layer
-/// (rotations, accumulators) come on top.
-pub fn simulate_measured(
-    graph: &Graph,
-    kind: LayoutKind,
-    sim: &Simulated,
-    scale: Scale,
-) -> Result<exec::RunOutput<SimCt>> {
-    check_supported(graph, kind)?;
-    let layout = layout_for::<Simulated>(kind)?;
+) -> Result<RunOutput<SimCt>> {
     let input = Packed {
         shape: graph.input_shape().to_vec(),
-        cts: vec![sim.input(scale); input_cts(graph, kind)],
+        cts: vec![sim.input(scale); layout.input.ciphertexts],
         mult: 1.0,
     };
-    exec::run_measured(sim, layout.as_ref(), graph, input, |_, _| Ok(()))
+    exec::run_measured(sim, layout, graph, input, |_, _| Ok(()))
 }
 
-/// Levels the model consumes under a layout (output level counted from the top).
-pub fn depth(graph: &Graph, kind: LayoutKind) -> Result<usize> {
-    let slots = min_slots(graph, kind, 1)?.next_power_of_two();
-    let sim = Simulated::with_bits(&probe_chain(), slots);
-    let (out, _) = simulate(graph, kind, &sim, Scale::from_log2(40.0))?;
-    let lvl = out.cts.first().map_or(PROBE_LEVELS, |c| c.level);
+/// Levels `graph` consumes under `layout`, on the idealised probe chain.
+pub fn depth_under(graph: &Graph, layout: &LayoutPlan) -> Result<usize> {
+    let sim = Simulated::new(probe_chain(), layout.room.slots);
+    let run = simulate(
+        graph,
+        layout,
+        &sim,
+        Scale::from_log2(f64::from(PROBE_PRIME_BITS)),
+    )?;
+    let lvl = run.output.cts.first().map_or(PROBE_LEVELS, |c| c.level);
     Ok(PROBE_LEVELS - lvl)
 }
 
-/// The largest absolute slot value over all layers for `images` (batch layout, exact
-/// arithmetic), used to size the base prime.
-pub fn max_abs_slots(graph: &Graph, images: &[Tensor]) -> Result<f64> {
-    let slots = Slots::with_bits(&probe_chain(), images.len().max(1));
-    let layout = BatchLayout;
-    let vectors = batch::pack_inputs(images)?;
-    let scale = Scale::from_log2(40.0);
-    let cts = vectors
+/// The probe room of a layout: the smallest power-of-two slot count it needs for `images`,
+/// primes of [`PROBE_PRIME_BITS`].
+fn probe_room(graph: &Graph, kind: LayoutKind, images: usize) -> Result<Room> {
+    let slots = kind
+        .rules()
+        .required_slots(graph, images)?
+        .next_power_of_two();
+    Ok(Room::of_chain(slots, &probe_chain()))
+}
+
+/// Levels the model consumes under a layout (one image per run, the probe room).
+pub fn depth(graph: &Graph, kind: LayoutKind) -> Result<usize> {
+    kind.rules().check_supported(graph)?;
+    let room = probe_room(graph, kind, 1)?;
+    depth_under(graph, &layout_plan(graph, kind, room, 1)?)
+}
+
+/// Runs `graph` on `images` (one run) on a slots backend over `primes` with `slots` slots
+/// under layout `kind` (input at `scale`); returns the outputs (one per image) and the
+/// per-layer stats. A cleartext check of the layout's layer code.
+pub fn run_slots(
+    graph: &Graph,
+    kind: LayoutKind,
+    images: &[Tensor],
+    primes: Vec<f64>,
+    scale: Scale,
+    slots: usize,
+) -> Result<(Vec<Vec<f64>>, Vec<LayerStat>)> {
+    let rules = kind.rules();
+    rules.check_supported(graph)?;
+    let room = Room::of_chain(slots, &primes);
+    let layout = rules.plan(graph, room, images.len())?;
+    let be = Slots::new(primes, slots);
+    let cts = layout
+        .pack_inputs(images)?
         .iter()
-        .map(|v| slots.input(v, scale))
+        .map(|v| be.input(v, scale))
         .collect::<Result<Vec<_>>>()?;
-    let mut max = vectors.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
     let input = Packed {
         shape: graph.input_shape().to_vec(),
         cts,
         mult: 1.0,
     };
-    exec::run(&slots, &layout, graph, input, |_, p| {
-        for c in p.cts {
-            for v in &c.v {
-                max = max.max(v.abs());
-            }
-        }
-        Ok(())
-    })?;
-    Ok(max)
+    let (out, stats) = exec::run(&be, &layout, graph, input, |_, _| Ok(()))?;
+    let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
+    Ok((
+        layout.unpack_outputs(&decoded, out.mult, images.len())?,
+        stats,
+    ))
 }
 
-fn magnitude_bits(max_abs: f64) -> u32 {
-    let m = max_abs.max(1.0);
-    m.log2().ceil() as u32 + 1
-}
-
-/// Chooses CKKS parameters: the smallest N (with N/2 >= `min_slots`) whose security bound
-/// holds a base prime with room for values up to `max_abs`, `depth` scale-sized primes and a
-/// special prime as large as the largest data prime (more special primes, up to three and up
-/// to half the data primes, where the security bound leaves room); the largest scale (up to 2^45) that fits
-/// with every prime below 2^50 (IFMA arithmetic) if that scale is at least 8 bits above the
-/// minimum, otherwise the largest that fits with primes up to 60 bits.
-pub fn choose_params(
-    depth: usize,
-    target_precision_bits: u32,
-    min_slots: usize,
-    security_bits: u32,
-    max_abs: f64,
-) -> Result<CkksParamsLiteral> {
-    let s_min = target_precision_bits + 8;
-    let head = magnitude_bits(max_abs) + Q0_MARGIN_BITS;
-    let d = depth as u32;
-    for log_n in 12u32..=16 {
-        if (1usize << (log_n - 1)) < min_slots {
-            continue;
-        }
-        let Some(bound) = max_log_qp(log_n, security_bits) else {
-            return Err(NnError::Plan(format!(
-                "no security table entry for {security_bits}-bit security"
-            )));
-        };
-        let lo = s_min.max(log_n + 2);
-        // primes below 2^50 first (the AVX-512 IFMA kernels take them, a larger base or
-        // special prime runs on 64-bit lanes), as long as the scale keeps IFMA_SCALE_MARGIN
-        // bits above the minimum; then primes up to 60 bits with the largest scale
-        let candidates = [(IFMA_PRIME_BITS, lo + IFMA_SCALE_MARGIN), (60, lo)]
-            .into_iter()
-            .flat_map(|(cap, s_lo)| (s_lo..=MAX_SCALE_BITS).rev().map(move |s| (cap, s)));
-        for (cap, s) in candidates {
-            let q0 = (s + head).max(log_n + 2);
-            if q0 > cap {
-                continue;
-            }
-            let p = q0.max(s);
-            let total = q0 + d * s + p;
-            if total <= bound {
-                // security budget left over buys more special primes: key-switching digits
-                // of several primes, so fewer digits (smaller keys, fewer NTTs and products
-                // per key switch), up to half the data primes
-                let extra = ((bound - total) / p)
-                    .min(MAX_SPECIAL_PRIMES - 1)
-                    .min(d.div_ceil(2).saturating_sub(1));
-                return Ok(CkksParamsLiteral {
-                    log_n,
-                    q_bits: std::iter::once(q0)
-                        .chain(std::iter::repeat_n(s, depth))
-                        .collect(),
-                    p_bits: vec![p; 1 + extra as usize],
-                    log_scale: s as f64,
-                    dnum: None,
-                    secret: SecretDistribution::Ternary,
-                    security: SecurityPolicy::Enforce {
-                        bits: security_bits,
-                    },
-                });
-            }
-        }
-    }
-    let q0 = (s_min + head).min(60);
-    let need = q0 + d * s_min + q0;
-    Err(NnError::Plan(format!(
-        "model needs depth D = {depth}, which needs log2(QP) = {q0} (base prime) + {depth} x {s_min} (scale for {target_precision_bits}-bit precision) + {q0} (special prime) = {need} bits > {} at N = 2^16 for {security_bits}-bit security (and N/2 >= {min_slots} slots); reduce the depth (lower-degree polynomial activations, fewer layers) or the target precision",
-        max_log_qp(16, security_bits).unwrap_or(0)
-    )))
-}
-
-/// Checks user-given parameters against a model's needs and explains what does not fit.
-pub fn check_params(
-    graph: &Graph,
-    layout: LayoutKind,
-    lit: &CkksParamsLiteral,
-    depth: usize,
-    min_slots: usize,
-    max_abs: f64,
-) -> Result<()> {
-    let levels = lit.q_bits.len().saturating_sub(1);
-    let mut problems = Vec::new();
-    // one level short is fine when the last linear layer can run at level 0 without a
-    // rescale (see `Backend::level0_const_scale`): the simulation with the given chain says
-    if levels < depth && !fits_chain(graph, layout, lit, max_abs) {
-        problems.push(format!(
-            "the model needs depth {depth} but the parameters have {levels} levels ({} data primes); add {} primes of {} bits",
-            lit.q_bits.len(),
-            depth - levels,
-            lit.log_scale
-        ));
-    }
-    let slots = 1usize << lit.log_n.saturating_sub(1);
-    if slots < min_slots {
-        problems.push(format!(
-            "the batch needs {min_slots} slots but N = 2^{} has {slots}",
-            lit.log_n
-        ));
-    }
-    let head = magnitude_bits(max_abs);
-    if let Some(&q0) = lit.q_bits.first()
-        && (q0 as f64) < lit.log_scale + head as f64 + 2.0
-    {
-        {
-            problems.push(format!(
-                "the base prime ({q0} bits) leaves no room for values up to {max_abs:.3e} at scale 2^{}: use at least {} bits",
-                lit.log_scale,
-                (lit.log_scale as u32) + head + Q0_MARGIN_BITS
-            ));
-        }
-    }
-    if let Err(e) = CkksParams::new(lit.clone()) {
-        problems.push(e.to_string());
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(NnError::Plan(format!(
-            "the given parameters do not fit: {}",
-            problems.join("; ")
-        )))
-    }
-}
-
-/// Whether `graph` runs to the end on the chain of `lit` (simulated, idealised primes) with
-/// its output, up to `max_abs`, below half the base prime.
-fn fits_chain(graph: &Graph, layout: LayoutKind, lit: &CkksParamsLiteral, max_abs: f64) -> bool {
-    let Ok(slots) = min_slots(graph, layout, 1) else {
-        return false;
-    };
-    let sim = Simulated::with_bits(&lit.q_bits, slots.next_power_of_two());
-    let scale = Scale::from_log2(lit.log_scale);
-    match simulate(graph, layout, &sim, scale) {
-        Ok((out, _)) => out.cts.first().is_some_and(|c| {
-            let q0 = lit.q_bits.first().copied().unwrap_or(0) as f64;
-            c.scale.log2() + magnitude_bits(max_abs) as f64 + 1.0 < q0
-        }),
-        Err(_) => false,
-    }
-}
-
-/// Makes a plan: checks support, measures the depth, chooses parameters (or checks the given
-/// ones), then simulates with the real primes for per-layer expectations.
+/// Makes a plan for `graph`: checks support, decides the layout, measures depth and value
+/// magnitudes (on `calib`) under it, chooses parameters (or checks `given`), and simulates
+/// with the real primes for per-layer expectations, rotations and peak memory.
 pub fn make_plan(
     graph: &Graph,
     opts: &PlanOptions,
+    calib: &[Tensor],
     given: Option<CkksParamsLiteral>,
 ) -> Result<(Plan, Arc<CkksParams>)> {
-    check_supported(graph, opts.layout)?;
-    let depth = depth(graph, opts.layout)?;
-    let slots_needed = min_slots(graph, opts.layout, opts.batch)?;
-    let lit = match given {
-        Some(lit) => {
-            check_params(graph, opts.layout, &lit, depth, slots_needed, opts.max_abs)?;
-            lit
+    let rules = opts.layout.rules();
+    rules.check_supported(graph)?;
+    match opts.images {
+        Images::Exactly(n) => plan_for(graph, opts, n.max(1), calib, given),
+        Images::UpTo(n) => {
+            let (p1, params1) = plan_for(graph, opts, 1, calib, given.clone())?;
+            let images = rules.images_per_run(n.max(1), params1.slots());
+            if images <= 1 {
+                return Ok((p1, params1));
+            }
+            plan_for(graph, opts, images, calib, given)
         }
-        None => choose_params(
-            depth,
-            opts.target_precision_bits,
-            slots_needed,
-            opts.security_bits,
-            opts.max_abs,
-        )?,
+    }
+}
+
+fn plan_for(
+    graph: &Graph,
+    opts: &PlanOptions,
+    images: usize,
+    calib: &[Tensor],
+    given: Option<CkksParamsLiteral>,
+) -> Result<(Plan, Arc<CkksParams>)> {
+    let kind = opts.layout;
+    let rules = kind.rules();
+    let images = rules.images_per_run(images, usize::MAX);
+    let min_slots = rules.required_slots(graph, images)?;
+    let scale0 = Scale::from_log2(f64::from(PROBE_PRIME_BITS));
+    let (lit, layout, depth, max_abs) = match given {
+        Some(lit) => {
+            // the user's parameters: the layout for their room, then depth and magnitudes
+            // under it, checked with an explanation
+            let slots = 1usize << lit.log_n.saturating_sub(1);
+            // the user's prime sizes, as many levels as the probe chain (a chain too short
+            // is explained by check_params, not by running out of levels here)
+            let q0 = lit.q_bits.first().copied().unwrap_or(PROBE_PRIME_BITS);
+            let q1 = lit.q_bits.get(1).copied().unwrap_or(q0);
+            let primes: Vec<f64> = std::iter::once(q0)
+                .chain(std::iter::repeat_n(q1, PROBE_LEVELS))
+                .map(|b| f64::from(b).exp2())
+                .collect();
+            let layout = if slots >= min_slots {
+                rules
+                    .plan(graph, Room::of_chain(slots, &primes), images)
+                    .ok()
+            } else {
+                None
+            };
+            let (depth, max_abs) = match &layout {
+                Some(l) => (
+                    depth_under(graph, l)?,
+                    max_abs(graph, l, &primes, Scale::from_log2(lit.log_scale), calib)?,
+                ),
+                None => (depth(graph, kind)?, 0.0),
+            };
+            check_params(graph, layout.as_ref(), &lit, depth, min_slots, max_abs)?;
+            let params = CkksParams::new(lit.clone())
+                .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+            let layout = rules.plan(graph, Room::of_params(&params), images)?;
+            (lit, layout, depth, max_abs)
+        }
+        None => {
+            // probe: the layout for an idealised room, its depth and magnitudes
+            let probe = rules.plan(graph, probe_room(graph, kind, images)?, images)?;
+            let mut depth = depth_under(graph, &probe)?;
+            let mut mag = max_abs(graph, &probe, &probe_chain(), scale0, calib)?;
+            let mut round = 0;
+            loop {
+                let lit = choose_params(
+                    depth,
+                    opts.target_precision_bits,
+                    min_slots,
+                    opts.security_bits,
+                    mag,
+                )?;
+                let params = CkksParams::new(lit.clone())
+                    .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+                let layout = rules.plan(graph, Room::of_params(&params), images)?;
+                // the layout for the real room may differ from the probe's (replicas,
+                // multiplexing): measure again under it, with the real primes
+                let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
+                let d = depth_under(graph, &layout)?;
+                let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
+                if d <= depth && magnitude_bits(m) <= magnitude_bits(mag) {
+                    break (lit, layout, depth, m.max(mag));
+                }
+                round += 1;
+                if round >= MAX_PLAN_ROUNDS {
+                    return Err(NnError::Plan(format!(
+                        "the parameters do not settle: after {round} rounds the layout for the chosen parameters still needs depth {d} and values up to {m:.3e} (parameters chosen for depth {depth}, values up to {mag:.3e})"
+                    )));
+                }
+                depth = depth.max(d);
+                mag = mag.max(m);
+            }
+        }
     };
     let params = CkksParams::new(lit.clone())
         .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
     let sim = Simulated::for_params(&params);
-    let run = simulate_measured(graph, opts.layout, &sim, params.default_scale())?;
-    let (out, layers) = (run.output, run.layers);
-    let plan = Plan {
+    let run = simulate(graph, &layout, &sim, params.default_scale())?;
+    let mut plan = Plan {
+        format: PLAN_FORMAT,
         model: graph.name().to_string(),
-        fingerprint: fingerprint(graph),
-        layout: opts.layout,
-        batch: opts.batch,
+        model_fingerprint: fingerprint(graph),
         params: lit,
+        layout,
         depth,
         rotations: sim.rotations(),
-        output_multiplier: out.mult,
-        max_abs: opts.max_abs,
+        output_multiplier: run.output.mult,
+        max_abs,
+        layers: run.layers,
         peak_bytes: run.peak_bytes,
-        input_replicas: match opts.layout {
-            LayoutKind::Channel => {
-                channel::input_replicas(graph, channel::Room::of_params(&params))?
-            }
-            LayoutKind::Batch => 1,
-        },
-        layers,
+        fingerprint: String::new(),
     };
+    plan.fingerprint = plan.digest()?;
     Ok((plan, params))
 }

@@ -861,11 +861,7 @@ mod tests {
     }
 
     fn available() -> bool {
-        let ok = super::imp::is_available();
-        if !ok {
-            eprintln!("note: avx512f/avx512dq not available, skipping AVX-512 NTT test");
-        }
-        ok
+        crate::simd::simd_test_can_run(super::imp::is_available(), "avx512f/avx512dq")
     }
 
     /// Portable table (the reference) and the AVX-512 tables for the same root.

@@ -1327,8 +1327,7 @@ mod tests {
 
     #[test]
     fn ifma_ntt_matches_reference() {
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         let mut seed = 0x1234_5678;
@@ -1352,8 +1351,7 @@ mod tests {
 
     #[test]
     fn ifma_matches_naive_dft_small() {
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         let mut seed = 99;
@@ -1375,8 +1373,7 @@ mod tests {
     #[test]
     fn ifma_lazy_inputs() {
         // Documented tolerance: forward accepts inputs < 4q, inverse < 2q.
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         let mut seed = 5;
@@ -1402,8 +1399,7 @@ mod tests {
     fn ifma_lazy_threshold_primes() {
         // Primes right below and above the bound (2 log n + 4) q < 2^52 under which the
         // forward skips intermediate reductions; inputs at the tolerated maximum 4q - 1.
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         let mut seed = 77;
@@ -1446,8 +1442,7 @@ mod tests {
     fn ifma_max_inputs_all_sizes() {
         // Worst-case growth of the unreduced sums: every input at the tolerated maximum
         // (forward: 4q - 1, inverse: 2q - 1), across sizes and prime sizes.
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         for n in [
@@ -1472,8 +1467,7 @@ mod tests {
 
     #[test]
     fn ifma_rejects_bad_parameters() {
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available, skipping IFMA NTT test");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         let n = 1024;
@@ -1502,8 +1496,7 @@ mod tests {
     fn ifma_timing() {
         use std::hint::black_box;
         use std::time::Instant;
-        if !super::is_available() {
-            eprintln!("note: avx512ifma not available");
+        if !crate::simd::simd_test_can_run(super::is_available(), "avx512ifma") {
             return;
         }
         let only_n: Option<usize> = std::env::var("IFMA_TIMING_N")

@@ -3,9 +3,11 @@
 
 use henn_ckks::Scale;
 
-use super::simulated::{check_add, check_pt_level};
+use super::simulated::{
+    check_add, check_drop, check_mul_levels, check_pt_level, check_rescale, check_slots,
+};
 use super::{Backend, OpCounts, scale_of};
-use crate::error::{NnError, Result};
+use crate::error::{ExecError, Result};
 
 /// A cleartext "ciphertext": the slot values plus level and scale.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,13 +55,7 @@ impl Slots {
 
     /// A fresh input at the top level (values padded with zeros to the slot count).
     pub fn input(&self, values: &[f64], scale: Scale) -> Result<SlotCt> {
-        if values.len() > self.slots {
-            return Err(NnError::Exec(format!(
-                "{} values exceed {} slots",
-                values.len(),
-                self.slots
-            )));
-        }
+        check_slots(values.len(), self.slots)?;
         let mut v = values.to_vec();
         v.resize(self.slots, 0.0);
         Ok(SlotCt {
@@ -86,7 +82,7 @@ impl Backend for Slots {
         self.primes
             .get(level)
             .copied()
-            .ok_or_else(|| NnError::Exec(format!("no prime at level {level}")))
+            .ok_or_else(|| ExecError::NoPrime(level).into())
     }
     fn level(&self, a: &SlotCt) -> usize {
         a.level
@@ -115,7 +111,7 @@ impl Backend for Slots {
         a.v.iter_mut().for_each(|x| *x += c);
         Ok(())
     }
-    fn mul_const_scaled_assign(&self, a: &mut SlotCt, c: f64, const_scale: Scale) -> Result<()> {
+    fn mul_const_assign(&self, a: &mut SlotCt, c: f64, const_scale: Scale) -> Result<()> {
         OpCounts::bump(&self.counts.mul_const, 1);
         let c = quantize(c, const_scale);
         a.v.iter_mut().for_each(|x| *x *= c);
@@ -139,18 +135,12 @@ impl Backend for Slots {
     }
     type Pt = SlotCt;
     fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SlotCt> {
-        if v.len() > self.slots {
-            return Err(NnError::Exec(format!(
-                "plaintext of {} values exceeds {} slots",
-                v.len(),
-                self.slots
-            )));
-        }
+        check_slots(v.len(), self.slots)?;
         let mut v = v.to_vec();
         v.resize(self.slots, 0.0);
         Ok(SlotCt { v, level, scale })
     }
-    fn mul_pt_assign(&self, a: &mut SlotCt, pt: &SlotCt) -> Result<()> {
+    fn mul_plain_assign(&self, a: &mut SlotCt, pt: &SlotCt) -> Result<()> {
         check_pt_level(a.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
         for (x, p) in a.v.iter_mut().zip(&pt.v) {
@@ -159,7 +149,7 @@ impl Backend for Slots {
         a.scale = scale_of(a.scale.value() * pt.scale.value())?;
         Ok(())
     }
-    fn mul_pt_add_assign(&self, acc: &mut SlotCt, x: &SlotCt, pt: &SlotCt) -> Result<()> {
+    fn mul_plain_add_assign(&self, acc: &mut SlotCt, x: &SlotCt, pt: &SlotCt) -> Result<()> {
         check_pt_level(x.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
         OpCounts::bump(&self.counts.add, 1);
@@ -171,12 +161,7 @@ impl Backend for Slots {
         Ok(())
     }
     fn mul_relin(&self, a: &SlotCt, b: &SlotCt) -> Result<SlotCt> {
-        if a.level != b.level {
-            return Err(NnError::Exec(format!(
-                "level mismatch in product: {} vs {}",
-                a.level, b.level
-            )));
-        }
+        check_mul_levels(a.level, b.level)?;
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
         Ok(SlotCt {
@@ -195,9 +180,7 @@ impl Backend for Slots {
         })
     }
     fn rescale_assign(&self, a: &mut SlotCt) -> Result<()> {
-        if a.level == 0 {
-            return Err(NnError::Exec("out of levels: rescale at level 0".into()));
-        }
+        check_rescale(a.level)?;
         let q = self.prime(a.level)?;
         OpCounts::bump(&self.counts.rescale, 1);
         a.level -= 1;
@@ -205,12 +188,7 @@ impl Backend for Slots {
         Ok(())
     }
     fn drop_level_to_assign(&self, a: &mut SlotCt, level: usize) -> Result<()> {
-        if level > a.level {
-            return Err(NnError::Exec(format!(
-                "cannot raise level {} to {level}",
-                a.level
-            )));
-        }
+        check_drop(a.level, level)?;
         a.level = level;
         Ok(())
     }
@@ -232,33 +210,4 @@ fn rotated(a: &SlotCt, k: i64) -> SlotCt {
         r.v.rotate_left(s);
     }
     r
-}
-
-/// Runs `graph` with batch packing on a slots backend over `primes` (scale `scale`) and returns
-/// one output vector per image plus the per-layer stats.
-pub fn run_batch(
-    graph: &crate::ir::Graph,
-    images: &[crate::tensor::Tensor],
-    primes: Vec<f64>,
-    scale: Scale,
-) -> Result<(Vec<Vec<f64>>, Vec<super::LayerStat>)> {
-    use crate::pack::{Packed, batch};
-    batch::check_supported(graph)?;
-    let slots = Slots::new(primes, images.len().max(1));
-    let vectors = batch::pack_inputs(images)?;
-    let cts = vectors
-        .iter()
-        .map(|v| slots.input(v, scale))
-        .collect::<Result<Vec<_>>>()?;
-    let input = Packed {
-        shape: graph.input_shape().to_vec(),
-        cts,
-        mult: 1.0,
-    };
-    let (out, stats) = super::run(&slots, &batch::BatchLayout, graph, input, |_, _| Ok(()))?;
-    let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
-    Ok((
-        batch::unpack_outputs(&decoded, out.mult, images.len()),
-        stats,
-    ))
 }

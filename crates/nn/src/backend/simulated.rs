@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use henn_ckks::Scale;
 
 use super::{Backend, OpCounts, scale_of};
-use crate::error::{NnError, Result};
+use crate::error::{ExecError, Result};
 
 /// A simulated ciphertext: level and scale only.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,26 +29,57 @@ pub struct Simulated {
 
 pub(crate) fn check_add(a: (usize, Scale), b: (usize, Scale)) -> Result<()> {
     if a.0 != b.0 {
-        return Err(NnError::Exec(format!(
-            "level mismatch in addition: {} vs {}",
-            a.0, b.0
-        )));
+        return Err(ExecError::LevelMismatch { lhs: a.0, rhs: b.0 }.into());
     }
     if !a.1.matches(b.1) {
-        return Err(NnError::Exec(format!(
-            "scale mismatch in addition: 2^{:.6} vs 2^{:.6}",
-            a.1.log2(),
-            b.1.log2()
-        )));
+        return Err(ExecError::ScaleMismatch {
+            lhs: a.1.log2(),
+            rhs: b.1.log2(),
+        }
+        .into());
     }
     Ok(())
 }
 
 pub(crate) fn check_pt_level(ct: usize, pt: usize) -> Result<()> {
     if pt < ct {
-        return Err(NnError::Exec(format!(
-            "plaintext at level {pt} below the ciphertext's level {ct}"
-        )));
+        return Err(ExecError::PlaintextLevel { pt, ct }.into());
+    }
+    Ok(())
+}
+
+/// A plaintext of `len` values fits `slots` slots.
+pub(crate) fn check_slots(len: usize, slots: usize) -> Result<()> {
+    if len > slots {
+        return Err(ExecError::SlotOverflow {
+            need: len,
+            have: slots,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The product of two ciphertexts needs them at one level.
+pub(crate) fn check_mul_levels(a: usize, b: usize) -> Result<()> {
+    if a != b {
+        return Err(ExecError::LevelMismatch { lhs: a, rhs: b }.into());
+    }
+    Ok(())
+}
+
+/// A rescale needs a prime left.
+pub(crate) fn check_rescale(level: usize) -> Result<()> {
+    if level == 0 {
+        return Err(ExecError::OutOfLevels("rescale at level 0").into());
+    }
+    Ok(())
+}
+
+/// Dropping primes can only lower the level.
+pub(crate) fn check_drop(from: usize, to: usize) -> Result<()> {
+    if to > from {
+        return Err(ExecError::RaiseLevel { from, to }.into());
     }
     Ok(())
 }
@@ -120,7 +151,7 @@ impl Backend for Simulated {
         self.primes
             .get(level)
             .copied()
-            .ok_or_else(|| NnError::Exec(format!("no prime at level {level}")))
+            .ok_or_else(|| ExecError::NoPrime(level).into())
     }
     fn level(&self, a: &SimCt) -> usize {
         a.level
@@ -143,7 +174,7 @@ impl Backend for Simulated {
         OpCounts::bump(&self.counts.add, 1);
         Ok(())
     }
-    fn mul_const_scaled_assign(&self, a: &mut SimCt, _c: f64, const_scale: Scale) -> Result<()> {
+    fn mul_const_assign(&self, a: &mut SimCt, _c: f64, const_scale: Scale) -> Result<()> {
         OpCounts::bump(&self.counts.mul_const, 1);
         a.scale = scale_of(a.scale.value() * const_scale.value())?;
         Ok(())
@@ -163,22 +194,16 @@ impl Backend for Simulated {
     }
     type Pt = SimCt;
     fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SimCt> {
-        if v.len() > self.slots {
-            return Err(NnError::Exec(format!(
-                "plaintext of {} values exceeds {} slots",
-                v.len(),
-                self.slots
-            )));
-        }
+        check_slots(v.len(), self.slots)?;
         Ok(SimCt { level, scale })
     }
-    fn mul_pt_assign(&self, a: &mut SimCt, pt: &SimCt) -> Result<()> {
+    fn mul_plain_assign(&self, a: &mut SimCt, pt: &SimCt) -> Result<()> {
         check_pt_level(a.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
         a.scale = scale_of(a.scale.value() * pt.scale.value())?;
         Ok(())
     }
-    fn mul_pt_add_assign(&self, acc: &mut SimCt, x: &SimCt, pt: &SimCt) -> Result<()> {
+    fn mul_plain_add_assign(&self, acc: &mut SimCt, x: &SimCt, pt: &SimCt) -> Result<()> {
         check_pt_level(x.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
         OpCounts::bump(&self.counts.add, 1);
@@ -186,12 +211,7 @@ impl Backend for Simulated {
         check_add((acc.level, acc.scale), (x.level, s))
     }
     fn mul_relin(&self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
-        if a.level != b.level {
-            return Err(NnError::Exec(format!(
-                "level mismatch in product: {} vs {}",
-                a.level, b.level
-            )));
-        }
+        check_mul_levels(a.level, b.level)?;
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
         Ok(SimCt {
@@ -208,9 +228,7 @@ impl Backend for Simulated {
         })
     }
     fn rescale_assign(&self, a: &mut SimCt) -> Result<()> {
-        if a.level == 0 {
-            return Err(NnError::Exec("out of levels: rescale at level 0".into()));
-        }
+        check_rescale(a.level)?;
         let q = self.prime(a.level)?;
         OpCounts::bump(&self.counts.rescale, 1);
         a.level -= 1;
@@ -218,12 +236,7 @@ impl Backend for Simulated {
         Ok(())
     }
     fn drop_level_to_assign(&self, a: &mut SimCt, level: usize) -> Result<()> {
-        if level > a.level {
-            return Err(NnError::Exec(format!(
-                "cannot raise level {} to {level}",
-                a.level
-            )));
-        }
+        check_drop(a.level, level)?;
         a.level = level;
         Ok(())
     }

@@ -12,7 +12,7 @@ use henn_ckks::{
 };
 
 use super::{Backend, OpCounts, ckks_err};
-use crate::error::{NnError, Result};
+use crate::error::{ExecError, Result};
 
 /// The encrypted backend.
 #[derive(Debug)]
@@ -111,9 +111,7 @@ impl Encrypted {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(NnError::Exec(format!(
-                "the Galois keys lack rotation steps {missing:?} that the plan needs; regenerate the keys from the plan"
-            )))
+            Err(ExecError::MissingRotation { steps: missing }.into())
         }
     }
 
@@ -139,7 +137,7 @@ impl Backend for Encrypted {
             .q()
             .get(level)
             .map(|&q| q as f64)
-            .ok_or_else(|| NnError::Exec(format!("no prime at level {level}")))
+            .ok_or_else(|| ExecError::NoPrime(level).into())
     }
     fn level(&self, a: &Ciphertext) -> usize {
         a.level().0
@@ -162,12 +160,7 @@ impl Backend for Encrypted {
         OpCounts::bump(&self.counts.add, 1);
         self.eval.add_const_assign(a, c).map_err(ckks_err)
     }
-    fn mul_const_scaled_assign(
-        &self,
-        a: &mut Ciphertext,
-        c: f64,
-        const_scale: Scale,
-    ) -> Result<()> {
+    fn mul_const_assign(&self, a: &mut Ciphertext, c: f64, const_scale: Scale) -> Result<()> {
         OpCounts::bump(&self.counts.mul_const, 1);
         self.eval
             .mul_const_assign(a, c, const_scale)
@@ -211,11 +204,11 @@ impl Backend for Encrypted {
             .encode(v, Level(level), scale)
             .map_err(ckks_err)
     }
-    fn mul_pt_assign(&self, a: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
+    fn mul_plain_assign(&self, a: &mut Ciphertext, pt: &Plaintext) -> Result<()> {
         OpCounts::bump(&self.counts.mul_plain, 1);
         self.eval.mul_plain_assign(a, pt).map_err(ckks_err)
     }
-    fn mul_pt_add_assign(
+    fn mul_plain_add_assign(
         &self,
         acc: &mut Ciphertext,
         x: &Ciphertext,

@@ -1,0 +1,292 @@
+//! Channel-wise packing: one ciphertext per channel, the `H x W` image row-major in the slots.
+//!
+//! Every value has a [`Grid`]: element `(c, i, j)` of a `[1, C, H, W]` value (flat index
+//! `f = (c H + i) W + j` for any other shape) lives in ciphertext `c`, slot `i ry + j rx`.
+//! The input has `rx = 1`, `ry = W`. A strided convolution or pooling keeps its output where
+//! its anchor pixel was (a *gapped* layout: `rx`, `ry` multiply by the strides) instead of
+//! compacting; the next layer scales its rotation steps accordingly. Slots off the grid hold
+//! garbage (biases, activations of it); every layer that reads across slots masks it away or
+//! reads only grid positions.
+//!
+//! * Convolution: for each input ciphertext, one hoisted batch of rotations (one per tap
+//!   `(dy, dx)`, step `dy ry + dx rx`); each output channel is `sum_{i,tap} mask ⊙ rot_i,tap`
+//!   with plaintext weight masks (zero where the tap falls in the padding), accumulated at
+//!   scale `Δ q_l` and rescaled once: one level.
+//! * Pooling without padding and global pooling: separable rotate-and-add (no level);
+//!   padded average pooling uses masks like a depthwise convolution (one level).
+//! * Fully connected: reads the gapped layout directly. The input span is rounded up to a
+//!   power of two `s` and each input ciphertext is replicated into `slots / s` blocks by
+//!   hoisted rotations; the masks place output `j`'s partial products in its block, so one
+//!   rotate-and-sum (`log2 s` rotations) reduces every output of a ciphertext at once; output
+//!   `j` ends in slot `s * (j mod blocks)` of ciphertext `j / blocks`. One level.
+//! * Element-wise ops (polynomials, squares, residual additions) are the batch layout's
+//!   per-ciphertext code.
+
+mod conv;
+mod fc;
+mod place;
+mod pool;
+
+pub use place::{MUX_MIN_PRIME_BITS, grids, multiplexable};
+
+use henn_ckks::Scale;
+
+use super::elementwise::{self, ConstPlacer, CtConst, Elementwise, full_constant};
+use super::{Grid, Layout, LayoutKind, LayoutPlan, LayoutRules, NodeCtx, Packed, Room, View};
+use crate::backend::{Backend, scale_of};
+use crate::error::{ExecError, NnError, Result};
+use crate::ir::{Graph, Op};
+use crate::tensor::Tensor;
+
+/// The channel-wise layout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChannelLayout;
+
+const KIND: LayoutKind = LayoutKind::Channel;
+
+/// An executor invariant broken inside the channel layer code (a bug, never bad input).
+fn exec_err(msg: impl Into<String>) -> NnError {
+    ExecError::Internal(msg.into()).into()
+}
+
+fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync + Send) -> Result<Vec<T>> {
+    elementwise::par_map(n, f)
+}
+
+/// `x + sum_k rot(x, k)` over `steps` (a zero step means `x` itself), one hoisted batch.
+fn rot_sum<B: Backend>(b: &B, x: &B::Ct, steps: &[i64]) -> Result<B::Ct> {
+    let nz: Vec<i64> = steps.iter().copied().filter(|&k| k != 0).collect();
+    let rots = if nz.is_empty() {
+        Vec::new()
+    } else {
+        b.rotate_hoisted(x, &nz)?
+    };
+    let mut it = rots.into_iter();
+    let mut acc = if steps.contains(&0) {
+        x.clone()
+    } else {
+        it.next().ok_or_else(|| exec_err("empty rotation sum"))?
+    };
+    for r in it {
+        b.add_assign(&mut acc, &r)?;
+    }
+    Ok(acc)
+}
+
+/// The rotated copies of `x`, one per step (zero steps reuse `x`), one hoisted batch.
+fn rotations<B: Backend>(b: &B, x: &B::Ct, steps: &[i64]) -> Result<Vec<B::Ct>> {
+    let nz: Vec<i64> = steps.iter().copied().filter(|&k| k != 0).collect();
+    let mut rots = if nz.is_empty() {
+        Vec::new()
+    } else {
+        b.rotate_hoisted(x, &nz)?
+    }
+    .into_iter();
+    steps
+        .iter()
+        .map(|&k| {
+            if k == 0 {
+                Ok(x.clone())
+            } else {
+                rots.next().ok_or_else(|| exec_err("missing rotation"))
+            }
+        })
+        .collect()
+}
+
+/// Entry `o` of an optional bias vector (0 without one).
+fn bias_at(bias: &Option<Vec<f64>>, o: usize) -> f64 {
+    bias.as_ref().and_then(|v| v.get(o)).copied().unwrap_or(0.0)
+}
+
+/// `acc += v` slot-wise for a plaintext vector `v`, with `acc` at scale `x0.scale * cs` (a
+/// one-level linear layer's products, before the rescale): an all-ones ciphertext
+/// (`0 x0 + 1` at `x0`'s scale) times `v` at scale `cs`.
+fn add_slot_constants<B: Backend>(
+    b: &B,
+    acc: &mut B::Ct,
+    x0: &B::Ct,
+    v: &[f64],
+    cs: Scale,
+) -> Result<()> {
+    let mut ones = x0.clone();
+    b.mul_const_assign(&mut ones, 0.0, scale_of(1.0)?)?;
+    b.add_const_assign(&mut ones, 1.0)?;
+    b.mul_slots_assign(&mut ones, v, cs)?;
+    b.add_assign(acc, &ones)
+}
+
+/// Per-element constant of `t` broadcast to `shape`, as one slot vector per ciphertext.
+fn const_vectors(shape: &[usize], t: &Tensor, g: Grid) -> Result<Vec<Vec<f64>>> {
+    let full = full_constant(shape, t)?;
+    let mut v = vec![vec![0.0; g.span()]; g.c];
+    for (f, &c) in full.iter().enumerate() {
+        let (ci, s) = g.locate(f);
+        if let Some(slot) = v.get_mut(ci).and_then(|x| x.get_mut(s)) {
+            *slot = c;
+        }
+    }
+    Ok(v.into_iter().map(|x| g.tile(x)).collect())
+}
+
+/// Per ciphertext, the constant of `t` if it is the same on every grid element of it.
+fn per_ct_uniform(shape: &[usize], t: &Tensor, g: Grid) -> Result<Vec<Option<f64>>> {
+    let full = full_constant(shape, t)?;
+    let mut u: Vec<Option<Option<f64>>> = vec![None; g.c];
+    for (f, &c) in full.iter().enumerate() {
+        let (ci, _) = g.locate(f);
+        if let Some(e) = u.get_mut(ci) {
+            *e = match *e {
+                None => Some(Some(c)),
+                Some(Some(p)) if p == c => Some(Some(p)),
+                _ => Some(None),
+            };
+        }
+    }
+    Ok(u.into_iter().map(|e| e.flatten()).collect())
+}
+
+/// Constants of the channel layout on grid `g`: a scalar per ciphertext where the constant is
+/// the same on every element the ciphertext holds, else its slot vector (tiled into replicas).
+struct ChannelConsts {
+    g: Grid,
+}
+
+impl ConstPlacer for ChannelConsts {
+    fn layout(&self) -> LayoutKind {
+        KIND
+    }
+    fn place(&self, t: &Tensor, shape: &[usize], flats: &[usize]) -> Result<Vec<CtConst>> {
+        let u = per_ct_uniform(shape, t, self.g)?;
+        let mut vs: Option<Vec<Vec<f64>>> = None;
+        flats
+            .iter()
+            .map(|&i| match u.get(i).copied().flatten() {
+                Some(c) => Ok(CtConst::Scalar(c)),
+                None => {
+                    if vs.is_none() {
+                        vs = Some(const_vectors(shape, t, self.g)?);
+                    }
+                    vs.as_ref()
+                        .and_then(|v| v.get(i))
+                        .map(|v| CtConst::Slots(v.clone()))
+                        .ok_or_else(|| exec_err(format!("constant for ciphertext {i} missing")))
+                }
+            })
+            .collect()
+    }
+}
+
+fn grid(p: &super::Placement) -> Result<Grid> {
+    p.grid()
+        .ok_or_else(|| exec_err("a channel-layout node with a non-grid placement"))
+}
+
+impl LayoutRules for ChannelLayout {
+    fn kind(&self) -> LayoutKind {
+        KIND
+    }
+
+    fn check_supported(&self, graph: &Graph) -> Result<()> {
+        place::check_supported(graph)
+    }
+
+    fn required_slots(&self, graph: &Graph, _images: usize) -> Result<usize> {
+        place::required_slots(graph)
+    }
+
+    fn images_per_run(&self, _wanted: usize, _slots: usize) -> usize {
+        1
+    }
+
+    /// Rotations mix every slot of a ciphertext: all of them.
+    fn slots_for_magnitudes(&self, plan: &LayoutPlan, _images: usize) -> usize {
+        plan.room.slots
+    }
+
+    fn plan(&self, graph: &Graph, room: Room, _images: usize) -> Result<LayoutPlan> {
+        place::plan(graph, room)
+    }
+}
+
+impl<B: Backend> Layout<B> for ChannelLayout {
+    fn eval_node(
+        &self,
+        b: &B,
+        at: NodeCtx<'_>,
+        inputs: &[&Packed<B::Ct>],
+    ) -> Result<Packed<B::Ct>> {
+        let node = at.node;
+        let out_shape = at.out_shape().to_vec();
+        let x = *inputs
+            .first()
+            .ok_or_else(|| NnError::InvalidGraph(format!("node '{}' has no input", node.name)))?;
+        let gi = grid(at.input(0)?)?;
+        let go = grid(at.output()?)?;
+        if x.cts.len() != gi.c {
+            return Err(ExecError::CiphertextCount {
+                what: "input",
+                expected: gi.c,
+                got: x.cts.len(),
+            }
+            .into());
+        }
+        let same = |cts: Vec<B::Ct>, mult: f64| Packed {
+            shape: out_shape.clone(),
+            cts,
+            mult,
+        };
+        match &node.op {
+            Op::Conv2d(c) => Ok(same(conv::conv2d(b, c, x, gi, go)?, 1.0)),
+            Op::Linear(l) => Ok(same(fc::linear(b, l, x, gi, go)?, 1.0)),
+            Op::AvgPool(p) => {
+                let (cts, m) = pool::avg_pool(b, p, x, gi, go)?;
+                Ok(same(cts, m))
+            }
+            Op::GlobalAvgPool => {
+                let area = (gi.h * gi.w).max(1) as f64;
+                Ok(same(pool::spatial_sum(b, &x.cts, gi)?, x.mult / area))
+            }
+            Op::ReduceSum { axes, .. } => {
+                let mut cts = if axes.contains(&2) {
+                    pool::spatial_sum(b, &x.cts, gi)?
+                } else {
+                    x.cts.clone()
+                };
+                if axes.contains(&1) {
+                    cts = vec![pool::sum_all(b, &cts)?];
+                }
+                Ok(same(cts, x.mult))
+            }
+            Op::Activation(_) => Err(at.unsupported(
+                KIND,
+                "non-polynomial activation: replace it with a polynomial approximation first",
+            )),
+            Op::BatchNorm(_)
+            | Op::Reshape { .. }
+            | Op::Identity
+            | Op::Add
+            | Op::Mul
+            | Op::AddConst(_)
+            | Op::MulConst(_)
+            | Op::Pow { .. }
+            | Op::Polynomial { .. } => {
+                if matches!(node.op, Op::BatchNorm(_)) && gi.k > 1 {
+                    return Err(at.unsupported(KIND, "batch norm on multiplexed channels"));
+                }
+                if let Some(y) = inputs.get(1)
+                    && y.cts.len() != x.cts.len()
+                {
+                    return Err(at.unsupported(KIND, "operands with different ciphertext counts"));
+                }
+                let op =
+                    Elementwise::of(node).ok_or_else(|| exec_err("element-wise op expected"))?;
+                let views: Vec<View<'_, B::Ct>> = inputs.iter().map(|p| View::of(p)).collect();
+                let all: Vec<usize> = (0..x.cts.len()).collect();
+                let (cts, mult) =
+                    elementwise::eval(b, node, &op, &views, &all, &ChannelConsts { g: gi })?;
+                Ok(same(cts, mult))
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Placement planning of the channel layout: the [`Grid`] of every value for a [`Room`],
+//! including the replicated input and multiplexed convolution outputs where they pay.
+
+use super::KIND;
+use crate::error::{ExecError, NnError, Result};
+use crate::ir::{Graph, Node, Op};
+use crate::pack::placement::count_placement;
+use crate::pack::{Grid, LayoutPlan, Placement, Room};
+
+fn unsupported(node: &Node, hint: impl Into<String>) -> NnError {
+    crate::pack::unsupported(node, KIND, hint)
+}
+
+/// Whether primes of the room are large enough for multiplexed convolution outputs.
+fn multiplex(room: &Room) -> bool {
+    room.prime_bits >= MUX_MIN_PRIME_BITS
+}
+
+/// Smallest data prime (bits) for which convolutions multiplex their outputs: the block
+/// masks split the prime between weights and mask (see `conv::split_scale`); at 34 bits and
+/// N = 2^14 the weights keep 14 bits relative to each channel's largest, the masks ~15.
+pub const MUX_MIN_PRIME_BITS: u32 = 34;
+
+fn check_grid(node: Option<&Node>, g: Grid, slots: Option<usize>) -> Result<()> {
+    if g.rx == 0 || g.ry == 0 || (g.h > 1 && (g.w.saturating_sub(1)) * g.rx >= g.ry) {
+        let msg =
+            format!("output grid {g:?} overlaps itself (output larger than the input image?)");
+        return Err(match node {
+            Some(n) => unsupported(n, msg),
+            None => input_unsupported(msg),
+        });
+    }
+    if let Some(n) = slots
+        && g.span() > n
+    {
+        return Err(NnError::Exec {
+            node: node.map_or("input", |n| n.name.as_str()).to_string(),
+            source: ExecError::SlotOverflow {
+                need: g.span(),
+                have: n,
+            },
+        });
+    }
+    Ok(())
+}
+
+fn input_unsupported(hint: String) -> NnError {
+    NnError::UnsupportedForLayout {
+        node: "input".into(),
+        op: "Input".into(),
+        layout: KIND.name().into(),
+        hint,
+    }
+}
+
+fn spatial(node: &Node, shape: &[usize], g: Grid) -> Result<()> {
+    if g.matches_nchw(shape) {
+        Ok(())
+    } else {
+        Err(unsupported(
+            node,
+            format!("needs an NCHW input laid out as an image, got shape {shape:?} on grid {g:?}"),
+        ))
+    }
+}
+
+/// Block stride and blocks per ciphertext of a fully connected layer reading grid `g`.
+fn fc_blocks(g: Grid, out: usize, slots: Option<usize>) -> Result<(usize, usize)> {
+    let s = g.span().max(1).next_power_of_two();
+    let avail = match slots {
+        Some(n) => n / s,
+        None => 1,
+    };
+    if avail == 0 {
+        return Err(ExecError::SlotOverflow {
+            need: s,
+            have: slots.unwrap_or(0),
+        }
+        .into());
+    }
+    Ok((s, avail.min(out.max(1))))
+}
+
+/// The input's grid: one channel per ciphertext, `H x W` row-major. With the room known and
+/// large enough (primes of at least [`MUX_MIN_PRIME_BITS`]) and a convolution that can
+/// multiplex its output (see [`multiplexable`]), the input is replicated into `slots / bs`
+/// blocks of `bs = 2^ceil(log2(H W))` slots.
+fn input_grid(graph: &Graph, room: Option<Room>) -> Result<Grid> {
+    let s = graph.input_shape();
+    let mut g = match s {
+        [1, c, h, w] => Grid::plain(*c, *h, *w, *w, 1),
+        [1, f] => Grid::plain(1, 1, *f, *f, 1),
+        _ => {
+            return Err(input_unsupported(format!(
+                "input shape {s:?} is neither [1, C, H, W] nor [1, F]"
+            )));
+        }
+    };
+    let bs = g.image_span().max(1).next_power_of_two();
+    if let Some(Room { slots: n, .. }) = room.filter(multiplex)
+        && n / bs >= 2
+    {
+        let mux = multiplexable(graph);
+        let wanted = graph.nodes().iter().any(|node| {
+            matches!(&node.op, Op::Conv2d(c) if c.weight.shape().first().copied().unwrap_or(0) >= 2)
+                && mux.get(node.output).copied().unwrap_or(false)
+        });
+        if wanted {
+            g.bs = bs;
+            g.reps = n / bs;
+        }
+    }
+    Ok(g)
+}
+
+/// Per value: whether it may be laid out multiplexed (several channels per ciphertext) and
+/// gains from it: every consumer, transitively, is an element-wise op that treats all
+/// channels alike (polynomials, powers, squares, uniform constants, reshapes) ending in a
+/// fully connected layer or the graph output, with at least one polynomial, power or product
+/// on the way (the work that fewer ciphertexts save).
+pub fn multiplexable(graph: &Graph) -> Vec<bool> {
+    let nv = graph.values().len();
+    let mut safe = vec![true; nv];
+    let mut work = vec![false; nv];
+    for node in graph.nodes().iter().rev() {
+        let out = node.output;
+        let (ok, w) = match &node.op {
+            Op::Linear(_) => (true, false),
+            Op::Polynomial { .. } | Op::Pow { .. } => (safe[out], true),
+            Op::Identity | Op::Reshape { .. } => (safe[out], work[out]),
+            Op::AddConst(t) | Op::MulConst(t) => {
+                if t.as_uniform().is_some() {
+                    (safe[out], work[out])
+                } else {
+                    (false, false)
+                }
+            }
+            Op::Mul | Op::Add => {
+                if node.inputs.iter().all(|&v| Some(&v) == node.inputs.first()) {
+                    (safe[out], matches!(node.op, Op::Mul) || work[out])
+                } else {
+                    (false, false)
+                }
+            }
+            Op::Conv2d(_)
+            | Op::BatchNorm(_)
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool
+            | Op::ReduceSum { .. }
+            | Op::Activation(_) => (false, false),
+        };
+        for &v in &node.inputs {
+            if let Some(sv) = safe.get_mut(v) {
+                *sv &= ok;
+            }
+            if let Some(wv) = work.get_mut(v) {
+                *wv |= w;
+            }
+        }
+    }
+    safe.iter().zip(&work).map(|(&s, &w)| s && w).collect()
+}
+
+/// The grid of every value (`None` for values no node computes), with `slots` known (at
+/// execution) or not (structural check only).
+pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
+    match grids_with(graph, room, true)? {
+        Some(gs) => Ok(gs),
+        // a value outgrew its replica block (an output larger than the input image): the
+        // same graph without replicas and multiplexing
+        None => grids_with(graph, room, false)?.ok_or_else(|| {
+            ExecError::Internal("channel layout: replicas without replication".into()).into()
+        }),
+    }
+}
+
+/// [`grids`], with the input replicated where that pays (`replicate`); `None` when some
+/// replicated or multiplexed value's image does not fit its block.
+fn grids_with(
+    graph: &Graph,
+    room: Option<Room>,
+    replicate: bool,
+) -> Result<Option<Vec<Option<Grid>>>> {
+    let slots = room.map(|r| r.slots);
+    let mut gs: Vec<Option<Grid>> = vec![None; graph.values().len()];
+    let g0 = input_grid(graph, room.filter(|_| replicate))?;
+    check_grid(None, g0, slots)?;
+    let mux = multiplexable(graph);
+    if let Some(v) = gs.get_mut(graph.input()) {
+        count_placement();
+        *v = Some(g0);
+    }
+    for node in graph.nodes() {
+        let get = |i: usize| -> Result<Grid> {
+            node.inputs
+                .get(i)
+                .and_then(|&v| gs.get(v).copied().flatten())
+                .ok_or_else(|| {
+                    NnError::InvalidGraph(format!("node '{}': input {i} has no layout", node.name))
+                })
+        };
+        let g = get(0)?;
+        let in_shape = node.inputs.first().map_or(&[][..], |&v| graph.shape(v));
+        let out_shape = graph.shape(node.output);
+        let out = match &node.op {
+            Op::Conv2d(c) => {
+                spatial(node, in_shape, g)?;
+                let co = out_shape[1];
+                let mut o = Grid {
+                    c: co,
+                    h: out_shape[2],
+                    w: out_shape[3],
+                    ry: g.ry * c.stride[0],
+                    rx: g.rx * c.stride[1],
+                    ..g
+                };
+                if g.reps >= 2 && co >= 2 && mux.get(node.output).copied().unwrap_or(false) {
+                    // one output channel per replica block
+                    let k = co.div_ceil(co.div_ceil(g.reps));
+                    o = Grid {
+                        c: co.div_ceil(k),
+                        k,
+                        reps: 1,
+                        ..o
+                    };
+                }
+                check_grid(Some(node), o, slots)?;
+                o
+            }
+            Op::AvgPool(p) => {
+                spatial(node, in_shape, g)?;
+                let o = Grid {
+                    c: out_shape[1],
+                    h: out_shape[2],
+                    w: out_shape[3],
+                    ry: g.ry * p.stride[0],
+                    rx: g.rx * p.stride[1],
+                    ..g
+                };
+                check_grid(Some(node), o, slots)?;
+                o
+            }
+            Op::GlobalAvgPool => {
+                spatial(node, in_shape, g)?;
+                Grid { h: 1, w: 1, ..g }
+            }
+            Op::ReduceSum { axes, .. } => {
+                spatial(node, in_shape, g)?;
+                let (h2, w2) = (axes.contains(&2), axes.contains(&3));
+                if h2 != w2 {
+                    return Err(unsupported(
+                        node,
+                        "sums over H or W alone are not supported: sum over both",
+                    ));
+                }
+                let mut o = if h2 { Grid { h: 1, w: 1, ..g } } else { g };
+                if axes.contains(&1) {
+                    o.c = 1;
+                }
+                o
+            }
+            Op::Linear(l) => {
+                let rows: usize = in_shape
+                    .iter()
+                    .take(in_shape.len().saturating_sub(1))
+                    .product();
+                if rows != 1 {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "Linear over an input of shape {in_shape:?}: flatten to [1, features] first"
+                        ),
+                    ));
+                }
+                let m = l.weight.shape().first().copied().unwrap_or(0);
+                let (s, bl) = fc_blocks(g, m, slots)?;
+                Grid::plain(m.div_ceil(bl), 1, bl, s * bl, s)
+            }
+            Op::BatchNorm(_) => {
+                spatial(node, in_shape, g)?;
+                g
+            }
+            Op::Activation(_) => {
+                return Err(unsupported(
+                    node,
+                    "non-polynomial activation: replace it with a polynomial approximation first",
+                ));
+            }
+            Op::Add | Op::Mul => {
+                let g1 = get(1)?;
+                if g1 != g || graph.shape(node.inputs[1]) != in_shape {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "element-wise op on values in different layouts ({g:?} vs {g1:?}) or shapes"
+                        ),
+                    ));
+                }
+                g
+            }
+            Op::Reshape { .. }
+            | Op::Identity
+            | Op::AddConst(_)
+            | Op::MulConst(_)
+            | Op::Pow { .. }
+            | Op::Polynomial { .. } => g,
+        };
+        if (out.reps > 1 || out.k > 1) && out.image_span() > out.bs {
+            return Ok(None);
+        }
+        if let Some(v) = gs.get_mut(node.output) {
+            count_placement();
+            *v = Some(out);
+        }
+    }
+    Ok(Some(gs))
+}
+
+/// Checks that every node of `graph` is supported by the channel layout (structure only; the
+/// slot count is checked when the room is known).
+pub(super) fn check_supported(graph: &Graph) -> Result<()> {
+    grids(graph, None).map(|_| ())
+}
+
+/// The layout plan of `graph` in `room` (one image per run).
+pub(super) fn plan(graph: &Graph, room: Room) -> Result<LayoutPlan> {
+    let values = grids(graph, Some(room))?
+        .into_iter()
+        .map(|g| g.map(Placement::Grid))
+        .collect();
+    LayoutPlan::assemble(KIND, room, graph, values, 1, 0)
+}
+
+/// The smallest slot count the layout needs for `graph` (the largest grid span).
+pub(super) fn required_slots(graph: &Graph) -> Result<usize> {
+    Ok(grids(graph, None)?
+        .iter()
+        .flatten()
+        .map(Grid::span)
+        .max()
+        .unwrap_or(1))
+}
