@@ -253,7 +253,7 @@ fn run_chunked(
     row_chunk_cts: usize,
 ) -> (henn_nn::exec::RunOutput<slots::SlotCt>, Vec<Vec<usize>>) {
     use henn_nn::exec::{ExecOptions, run_with};
-    use henn_nn::pack::{LayoutKind, Packed, Room};
+    use henn_nn::pack::{LayoutKind, Room};
     let primes = test_insecure_chain(20).ideal_primes();
     let layout = henn_nn::plan::layout_plan(
         g,
@@ -263,18 +263,7 @@ fn run_chunked(
     )
     .unwrap();
     let be = slots::Slots::new(primes, imgs.len());
-    let cts = layout
-        .pack_inputs(imgs)
-        .unwrap()
-        .iter()
-        .map(|v| be.input(v, Scale::from_log2(40.0)))
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let input = Packed {
-        shape: g.input_shape().to_vec(),
-        cts,
-        mult: 1.0,
-    };
+    let input = henn_nn::plan::slots_input(&be, &layout, g, imgs, Scale::from_log2(40.0)).unwrap();
     let mut seen = vec![Vec::new(); g.nodes().len()];
     let out = run_with(
         &be,

@@ -15,7 +15,7 @@ mod kit;
 use henn_ckks::CkksParams;
 use henn_nn::backend::slots::Slots;
 use henn_nn::exec::{self, LayerStat};
-use henn_nn::pack::{LayoutKind, Packed, Placement};
+use henn_nn::pack::{LayoutKind, Placement};
 use henn_nn::session::LocalSession;
 use henn_nn::{Graph, Tensor};
 use kit::{LAYOUTS, assert_bits};
@@ -59,19 +59,8 @@ fn slots_run(
     imgs: &[Tensor],
 ) -> (Vec<Vec<f64>>, Vec<LayerStat>) {
     let be = Slots::for_params(params, plan.layout.room.slots);
-    let cts = plan
-        .layout
-        .pack_inputs(imgs)
-        .unwrap()
-        .iter()
-        .map(|v| be.input(v, params.default_scale()))
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let input = Packed {
-        shape: g.input_shape().to_vec(),
-        cts,
-        mult: 1.0,
-    };
+    let input =
+        henn_nn::plan::slots_input(&be, &plan.layout, g, imgs, params.default_scale()).unwrap();
     let (out, stats) = exec::run(&be, &plan.layout, g, input, |_, _| Ok(())).unwrap();
     let dec: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
     (

@@ -11,7 +11,7 @@ use crate::backend::slots::Slots;
 use crate::error::{NnError, Result};
 use crate::exec;
 use crate::ir::Graph;
-use crate::pack::{LayoutPlan, Packed};
+use crate::pack::LayoutPlan;
 use crate::tensor::Tensor;
 
 /// The largest absolute slot value over the input and all layer outputs of `graph` under
@@ -41,17 +41,12 @@ pub fn max_abs(
         .par_iter()
         .map(|run| -> Result<f64> {
             let be = Slots::new(primes.to_vec(), slots);
-            let vectors = layout.pack_inputs(run)?;
-            let mut max = vectors.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
-            let cts = vectors
+            let input = super::slots_input(&be, layout, graph, run, scale)?;
+            let mut max = input
+                .cts
                 .iter()
-                .map(|v| be.input(v, scale))
-                .collect::<Result<Vec<_>>>()?;
-            let input = Packed {
-                shape: graph.input_shape().to_vec(),
-                cts,
-                mult: 1.0,
-            };
+                .flat_map(|c| &c.v)
+                .fold(0.0f64, |m, v| m.max(v.abs()));
             exec::run(&be, layout, graph, input, |_, p| {
                 for c in p.cts {
                     for v in &c.v {

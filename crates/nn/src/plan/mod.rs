@@ -27,7 +27,7 @@ pub use calibrate::max_abs;
 pub use params::{check_params, choose_params, magnitude_bits};
 
 use crate::backend::simulated::{SimCt, Simulated};
-use crate::backend::slots::Slots;
+use crate::backend::slots::{SlotCt, Slots};
 use crate::error::{NnError, Result};
 use crate::exec::{self, LayerStat, RunOutput};
 use crate::ir::Graph;
@@ -133,6 +133,19 @@ impl Plan {
         Ok(hex(&Sha256::digest(&bytes)))
     }
 
+    /// Checks that the fingerprint matches the content (an intact plan).
+    pub fn verify_fingerprint(&self) -> Result<()> {
+        let d = self.digest()?;
+        if d != self.fingerprint {
+            return Err(NnError::PlanMismatch {
+                what: "plan fingerprint (the plan was edited)".into(),
+                stored: self.fingerprint.clone(),
+                computed: d,
+            });
+        }
+        Ok(())
+    }
+
     /// The plan as JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self)
@@ -153,14 +166,7 @@ impl Plan {
         }
         let plan: Plan = serde_json::from_value(v)
             .map_err(|e| NnError::Plan(format!("cannot parse the plan: {e}")))?;
-        let d = plan.digest()?;
-        if d != plan.fingerprint {
-            return Err(NnError::PlanMismatch {
-                what: "plan fingerprint (the plan was edited)".into(),
-                stored: plan.fingerprint.clone(),
-                computed: d,
-            });
-        }
+        plan.verify_fingerprint()?;
         Ok(plan)
     }
 
@@ -189,14 +195,7 @@ impl Plan {
     /// and these parameters give. Any difference is a [`NnError::PlanMismatch`] naming it.
     /// Returns the parameters.
     pub fn check(&self, graph: &Graph) -> Result<Arc<CkksParams>> {
-        let d = self.digest()?;
-        if d != self.fingerprint {
-            return Err(NnError::PlanMismatch {
-                what: "plan fingerprint (the plan was edited)".into(),
-                stored: self.fingerprint.clone(),
-                computed: d,
-            });
-        }
+        self.verify_fingerprint()?;
         self.check_graph(graph)?;
         let params = self.ckks_params()?;
         let room = Room::of_params(&params);
@@ -324,6 +323,27 @@ pub fn depth(graph: &Graph, kind: LayoutKind) -> Result<usize> {
     depth_under(graph, &layout_plan(graph, kind, room, 1)?)
 }
 
+/// The packed input of one run of `images` under `layout` on the slots backend `be`
+/// (cleartext "ciphertexts" at the top level and `scale`).
+pub fn slots_input(
+    be: &Slots,
+    layout: &LayoutPlan,
+    graph: &Graph,
+    images: &[Tensor],
+    scale: Scale,
+) -> Result<Packed<SlotCt>> {
+    let cts = layout
+        .pack_inputs(images)?
+        .iter()
+        .map(|v| be.input(v, scale))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Packed {
+        shape: graph.input_shape().to_vec(),
+        cts,
+        mult: 1.0,
+    })
+}
+
 /// Runs `graph` on `images` (one run) on a slots backend over `primes` with `slots` slots
 /// under layout `kind` (input at `scale`); returns the outputs (one per image) and the
 /// per-layer stats. A cleartext check of the layout's layer code.
@@ -340,16 +360,7 @@ pub fn run_slots(
     let room = Room::of_chain(slots, &primes);
     let layout = rules.plan(graph, room, images.len())?;
     let be = Slots::new(primes, slots);
-    let cts = layout
-        .pack_inputs(images)?
-        .iter()
-        .map(|v| be.input(v, scale))
-        .collect::<Result<Vec<_>>>()?;
-    let input = Packed {
-        shape: graph.input_shape().to_vec(),
-        cts,
-        mult: 1.0,
-    };
+    let input = slots_input(&be, &layout, graph, images, scale)?;
     let (out, stats) = exec::run(&be, &layout, graph, input, |_, _| Ok(()))?;
     let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
     Ok((

@@ -40,14 +40,7 @@ impl Client {
     /// [`Client::new`] on a given instance of the plan's parameters (to share it with objects
     /// made in the same process: a server in a [`super::LocalSession`]).
     pub fn with_params(plan: Plan, params: Arc<CkksParams>) -> Result<Self> {
-        let d = plan.digest()?;
-        if d != plan.fingerprint {
-            return Err(NnError::PlanMismatch {
-                what: "plan fingerprint (the plan was edited)".into(),
-                stored: plan.fingerprint.clone(),
-                computed: d,
-            });
-        }
+        plan.verify_fingerprint()?;
         if plan.ckks_params()?.id() != params.id() {
             return Err(NnError::PlanMismatch {
                 what: "parameters".into(),
