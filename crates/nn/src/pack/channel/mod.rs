@@ -1,26 +1,30 @@
-//! Channel-wise packing: one ciphertext per channel, the `H x W` image row-major in the slots.
+//! Channel-wise packing: one ciphertext per channel (or several, multiplexed), the `H x W`
+//! image row-major in the slots.
 //!
-//! Every value has a [`Grid`]: element `(c, i, j)` of a `[1, C, H, W]` value (flat index
-//! `f = (c H + i) W + j` for any other shape) lives in ciphertext `c`, slot `i ry + j rx`.
-//! The input has `rx = 1`, `ry = W`. A strided convolution or pooling keeps its output where
-//! its anchor pixel was (a *gapped* layout: `rx`, `ry` multiply by the strides) instead of
-//! compacting; the next layer scales its rotation steps accordingly. Slots off the grid hold
-//! garbage (biases, activations of it); every layer that reads across slots masks it away or
-//! reads only grid positions.
+//! Every value has a [`Grid`] (decided once in `place`, stored in the layout plan): element
+//! `(c, i, j)` of a `[1, C, H, W]` value (flat index `f = (c H + i) W + j` for any other shape)
+//! lives in ciphertext `c / k`, block `c % k`, slot `i ry + j rx` of the block. The input has
+//! `rx = 1`, `ry = W`. A strided convolution or pooling keeps its output where its anchor pixel
+//! was (a *gapped* layout: `rx`, `ry` multiply by the strides) instead of compacting; the next
+//! layer scales its rotation steps accordingly. Slots off the grid hold garbage (biases,
+//! activations of it); every layer that reads across slots masks it away or reads only grid
+//! positions, and the planner's magnitudes include it.
 //!
-//! * Convolution: for each input ciphertext, one hoisted batch of rotations (one per tap
-//!   `(dy, dx)`, step `dy ry + dx rx`); each output channel is `sum_{i,tap} mask ⊙ rot_i,tap`
-//!   with plaintext weight masks (zero where the tap falls in the padding), accumulated at
-//!   scale `Δ q_l` and rescaled once: one level.
-//! * Pooling without padding and global pooling: separable rotate-and-add (no level);
-//!   padded average pooling uses masks like a depthwise convolution (one level).
-//! * Fully connected: reads the gapped layout directly. The input span is rounded up to a
-//!   power of two `s` and each input ciphertext is replicated into `slots / s` blocks by
-//!   hoisted rotations; the masks place output `j`'s partial products in its block, so one
-//!   rotate-and-sum (`log2 s` rotations) reduces every output of a ciphertext at once; output
-//!   `j` ends in slot `s * (j mod blocks)` of ciphertext `j / blocks`. One level.
-//! * Element-wise ops (polynomials, squares, residual additions) are the batch layout's
-//!   per-ciphertext code.
+//! * Convolution (`conv`): for each input ciphertext, one hoisted batch of rotations (one
+//!   per tap `(dy, dx)`, step `dy ry + dx rx`); taps inside the image at every output pixel
+//!   are scalar products, taps touching the padding are masked; accumulated at scale `Δ q_l`
+//!   and rescaled once: one level. With primes of at least [`MUX_MIN_PRIME_BITS`] bits and a
+//!   replicated input, a convolution followed only by channel-uniform work puts `k` output
+//!   channels into one ciphertext (block masks, still one level).
+//! * Pooling without padding and global pooling (`pool`): separable rotate-and-add (no
+//!   level); padded average pooling uses masks like a depthwise convolution (one level).
+//! * Fully connected (`fc`): reads the gapped layout directly. The input span is rounded up
+//!   to a power of two `s` and the masks place output `j`'s partial products in its block, so
+//!   one rotate-and-sum (`log2 s` rotations) reduces every output of a ciphertext at once;
+//!   output `j` ends in slot `s * (j mod blocks)` of ciphertext `j / blocks`. One level.
+//! * Element-wise ops (polynomials, squares, residual additions, constants): the shared code
+//!   of [`crate::pack::elementwise`], constants mapped per ciphertext (a scalar where the
+//!   constant is uniform over the ciphertext's elements, else a slot vector).
 
 mod conv;
 mod fc;
