@@ -118,6 +118,41 @@ impl Decryptor {
         }
     }
 
+    /// [`Decryptor::decrypt`] with noise flooding: a fresh rounded Gaussian of standard
+    /// deviation `2^flood_bits` (from the caller's CSPRNG) is added to every coefficient of
+    /// the decrypted polynomial, as OpenFHE's `NOISE_FLOODING_DECRYPT` does for IND-CPA^D
+    /// security: decrypted values that will be shared (sent back to a server, published) then
+    /// reveal nothing about the secret key through the encryption noise, provided `flood_bits`
+    /// exceeds the noise's bits by the statistical security wanted (e.g. 30 + 20 bits). The
+    /// price is precision: about `2^flood_bits * sqrt(N) / scale` per slot. `flood_bits` must
+    /// leave 2 bits of the base prime free (and be at most 52).
+    pub fn decrypt_flooded<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        ct: &Ciphertext,
+        sk: &SecretKey,
+        flood_bits: u32,
+        rng: &mut R,
+    ) -> Result<Plaintext> {
+        let q0_bits = self
+            .params
+            .q()
+            .first()
+            .map_or(0, |&q| 64 - q.leading_zeros());
+        if flood_bits > 52 || flood_bits + 2 > q0_bits {
+            return Err(CkksError::InvalidArgument(format!(
+                "flooding with 2^{flood_bits} noise needs a base prime of more than {} bits (it has {q0_bits}) and at most 2^52",
+                flood_bits + 2
+            )));
+        }
+        let mut pt = self.decrypt(ct, sk)?;
+        let n = self.params.n();
+        let e = sample::gaussian(n, f64::from(flood_bits).exp2(), rng);
+        let limbs = self.params.q_limbs(ct.level);
+        let e = Poly::from_signed(self.params.ring(), &limbs, &e)?.ntt();
+        pt.poly.add_assign(&e)?;
+        Ok(pt)
+    }
+
     /// `c_0 + c_1 s (+ c_2 s^2)` as a plaintext at the ciphertext's level and scale.
     pub fn decrypt(&self, ct: &Ciphertext, sk: &SecretKey) -> Result<Plaintext> {
         self.params.check_id(ct.params_id)?;

@@ -91,6 +91,14 @@ impl KeySwitchKey {
                 .chain(&self.a)
                 .all(|p| Arc::ptr_eq(p.context(), params.ring()))
     }
+    /// Bytes the key's polynomials occupy in memory (both halves, every digit).
+    pub fn memory_bytes(&self) -> usize {
+        self.b
+            .iter()
+            .chain(&self.a)
+            .map(|p| p.data().len() * 8)
+            .sum()
+    }
     /// Number of digits.
     pub fn dnum(&self) -> usize {
         self.b.len()
@@ -109,6 +117,10 @@ impl RelinKey {
     /// See [`KeySwitchKey::belongs_to`].
     pub fn belongs_to(&self, params: &CkksParams) -> bool {
         self.0.belongs_to(params)
+    }
+    /// Bytes in memory (see [`KeySwitchKey::memory_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
     }
     /// Parameter fingerprint.
     pub fn params_id(&self) -> ParamsId {
@@ -196,6 +208,10 @@ impl GaloisKeys {
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+    /// Bytes in memory of all keys (see [`KeySwitchKey::memory_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.keys.values().map(|k| k.key.memory_bytes()).sum()
     }
     /// Whether every key belongs to this parameter instance (see
     /// [`KeySwitchKey::belongs_to`]).

@@ -913,3 +913,26 @@ pub fn seeded_ciphertext_size(params: &CkksParams, level: Level) -> usize {
         .collect();
     HEADER_LEN + 44 + poly_len(params.n(), bits.into_iter()) + CHECKSUM_LEN
 }
+
+/// Serialized size in bytes of one key-switching key's payload under `params` (seed, digit
+/// count, the `b` half of every digit over all primes).
+fn ksk_size(params: &CkksParams) -> usize {
+    let bits: Vec<u32> = params
+        .q()
+        .iter()
+        .chain(params.p())
+        .map(|&q| bits_of(q))
+        .collect();
+    34 + params.dnum() * poly_len(params.n(), bits.into_iter())
+}
+
+/// Serialized size in bytes of a relinearization key under `params` (header and checksum
+/// included).
+pub fn relin_key_size(params: &CkksParams) -> usize {
+    HEADER_LEN + ksk_size(params) + CHECKSUM_LEN
+}
+
+/// Serialized size in bytes of a set of `count` Galois keys under `params`.
+pub fn galois_keys_size(params: &CkksParams, count: usize) -> usize {
+    HEADER_LEN + 4 + count * (8 + ksk_size(params)) + CHECKSUM_LEN
+}

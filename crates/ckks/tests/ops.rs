@@ -123,6 +123,34 @@ fn encrypt_decrypt_pk_and_sk() {
     assert_precision("sk encrypt", &c.decrypt(&ct), &v, 22.0);
 }
 
+/// Flooded decryption: noise of 2^20 per coefficient costs about 2^20 * sqrt(N) * 4 / 2^40 =
+/// 2^-12 in the worst slot (N = 2^12), so >= 10 bits remain and the result differs from the
+/// plain decryption by more than the encryption noise; bits leaving no room in q0 are refused.
+#[test]
+fn flooded_decryption() {
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let mut rng = TestContext::rng(12);
+    let v = uniform_values(c.params.slots(), 1.0, 13);
+    let ct = c.encrypt(&v, &mut rng);
+    let plain = c.decrypt(&ct);
+    let pt = c
+        .decryptor
+        .decrypt_flooded(&ct, &c.sk, 20, &mut rng)
+        .unwrap();
+    let flooded = c.encoder.decode(&pt).unwrap();
+    let p = assert_precision("flooded 2^20", &flooded, &v, 10.0);
+    let q = henn_testkit::precision(&plain, &v);
+    assert!(
+        p.min_bits < q.min_bits - 8.0,
+        "flooding changed too little: {p:?} vs {q:?}"
+    );
+    let e = c
+        .decryptor
+        .decrypt_flooded(&ct, &c.sk, 54, &mut rng)
+        .unwrap_err();
+    assert!(e.to_string().contains("flooding"), "{e}");
+}
+
 #[test]
 fn add_sub_neg_and_plain_and_const() {
     let c = context(&TEST_INSECURE_LOGN12_L4);

@@ -173,6 +173,19 @@ pub enum NnError {
         #[source]
         source: ExecError,
     },
+    /// A compiled artifact (client or server directory) is unreadable or inconsistent.
+    #[error("{path}: {detail}")]
+    BadArtifact {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+    /// A secret key was sent where evaluation keys or ciphertexts belong.
+    #[error(
+        "this is a secret key: it must never leave the client; send the evaluation keys (henn keygen writes them apart) and make a new key pair if this one was shared"
+    )]
+    SecretKeyUploaded,
     /// A received wire object (evaluation keys, packed ciphertexts) is malformed.
     #[error("cannot read the received object: {0}")]
     Wire(String),

@@ -296,3 +296,95 @@ pub fn pool(threads: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
         .num_threads(threads.unwrap_or(0))
         .build()?)
 }
+
+/// Calibration images for planning: the first 16 test images of `dataset` when given, else
+/// the embedded MNIST samples when they fit the model's input, else an error asking for a
+/// data set.
+pub fn calibration_images(
+    shape: &[usize],
+    dataset: Option<henn_nn::data::DatasetKind>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Vec<Tensor>> {
+    if let Some(kind) = dataset {
+        let set = henn_nn::data::load_test_split(kind, data_dir)?.truncated(16);
+        return (0..set.len())
+            .map(|i| set.image(i).context("calibration image"))
+            .collect();
+    }
+    let (s, _) = samples()?;
+    if s.first()
+        .is_some_and(|x| henn_nn::reference::input_shape_matches(shape, x.shape()))
+    {
+        return Ok(s);
+    }
+    bail!(
+        "the model's input {shape:?} is not MNIST-sized: pass --dataset (e.g. cifar10) to calibrate value magnitudes on real images"
+    )
+}
+
+/// A spinner on stderr for work of unknown length (hidden when stderr is not a terminal).
+pub fn spinner(msg: &str) -> indicatif::ProgressBar {
+    let p = indicatif::ProgressBar::new_spinner();
+    p.set_message(msg.to_string());
+    p.enable_steady_tick(std::time::Duration::from_millis(120));
+    p
+}
+
+/// Prints logits and top-1 per image, or the `henn predict --json` document.
+pub fn print_predictions(
+    model: &str,
+    mode: &str,
+    logits: &[Vec<f64>],
+    inputs: Option<&[String]>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let top1 = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    let name = |i: usize| {
+        inputs
+            .and_then(|n| n.get(i).cloned())
+            .unwrap_or_else(|| format!("image {i}"))
+    };
+    if json {
+        let doc = predictions_json(model, mode, logits, inputs);
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for (i, l) in logits.iter().enumerate() {
+        let v: Vec<String> = l.iter().map(|x| format!("{x:.4}")).collect();
+        match top1(l) {
+            Some(c) => println!("{}: top1 {c}  logits [{}]", name(i), v.join(", ")),
+            None => println!("{}: no output", name(i)),
+        }
+    }
+    Ok(())
+}
+
+/// The `henn predict --json` document: model, mode and per input its logits and top-1.
+pub fn predictions_json(
+    model: &str,
+    mode: &str,
+    logits: &[Vec<f64>],
+    inputs: Option<&[String]>,
+) -> serde_json::Value {
+    let preds: Vec<_> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let top1 = l
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i);
+            let name = inputs
+                .and_then(|n| n.get(i).cloned())
+                .unwrap_or_else(|| format!("image {i}"));
+            serde_json::json!({"input": name, "logits": l, "top1": top1})
+        })
+        .collect();
+    serde_json::json!({"model": model, "mode": mode, "predictions": preds})
+}

@@ -7,11 +7,13 @@ mod eval;
 mod eval_encrypted;
 mod he;
 mod inspect;
+mod offline;
 mod plan;
 mod plot;
 mod predict;
 mod profile;
 mod run;
+mod service;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +43,20 @@ pub enum Command {
     Profile(profile::Args),
     /// Micro-benchmarks (`henn bench ckks`: CKKS core operations).
     Bench(bench::Args),
+    /// Compile a model into a client artifact (plan, no weights) and a server artifact.
+    Compile(offline::CompileArgs),
+    /// Client: a secret key and the evaluation-key bundle for a client artifact.
+    Keygen(offline::KeygenArgs),
+    /// Client: encrypt images into a query.
+    Encrypt(offline::EncryptArgs),
+    /// Server: run a query with a client's evaluation keys.
+    Infer(offline::InferArgs),
+    /// Client: decrypt a result (logits, top-1).
+    Decrypt(offline::DecryptArgs),
+    /// The HTTP inference service (sessions of evaluation keys, encrypted queries).
+    Serve(service::ServeArgs),
+    /// Client of `henn serve`: keys, session, encryption, inference, decryption.
+    Client(service::ClientArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -52,5 +68,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Compile(a) => offline::compile(a),
+        Command::Keygen(a) => offline::keygen(a),
+        Command::Encrypt(a) => offline::encrypt(a),
+        Command::Infer(a) => offline::infer(a),
+        Command::Decrypt(a) => offline::decrypt(a),
+        Command::Serve(a) => service::serve(a),
+        Command::Client(a) => service::client(a),
     }
 }

@@ -23,7 +23,7 @@ pub struct Encrypted {
     rlk: RelinKey,
     gk: GaloisKeys,
     counts: OpCounts,
-    cache: PtCache,
+    cache: Arc<PlaintextCache>,
 }
 
 /// Default memory budget of the plaintext cache.
@@ -31,12 +31,28 @@ pub const DEFAULT_PT_CACHE_BYTES: usize = 2 << 30;
 
 /// Encoded plaintexts by content (values, level, scale), up to a memory budget: layer code
 /// recomputes its masks per image (cheap slot vectors), the cache makes the expensive
-/// encoding (FFT + one NTT per prime) happen once per model.
+/// encoding (FFT + one NTT per prime) happen once per model. Encodings do not depend on keys,
+/// so one cache serves every session of a model.
 #[derive(Debug, Default)]
-struct PtCache {
+pub struct PlaintextCache {
     map: Mutex<HashMap<u64, Vec<CachedPt>>>,
     bytes: AtomicUsize,
     budget: usize,
+}
+
+impl PlaintextCache {
+    /// An empty cache holding up to `budget` bytes (0 disables it).
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            ..Self::default()
+        }
+    }
+
+    /// Bytes cached so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug)]
@@ -65,8 +81,23 @@ fn same_values(a: &[f64], b: &[f64]) -> bool {
 }
 
 impl Encrypted {
-    /// A backend from evaluation keys.
+    /// A backend from evaluation keys, with its own plaintext cache of the default budget.
     pub fn new(params: &Arc<CkksParams>, rlk: RelinKey, gk: GaloisKeys) -> Self {
+        Self::with_cache(
+            params,
+            rlk,
+            gk,
+            Arc::new(PlaintextCache::new(DEFAULT_PT_CACHE_BYTES)),
+        )
+    }
+
+    /// A backend from evaluation keys sharing a plaintext cache (one per model).
+    pub fn with_cache(
+        params: &Arc<CkksParams>,
+        rlk: RelinKey,
+        gk: GaloisKeys,
+        cache: Arc<PlaintextCache>,
+    ) -> Self {
         Self {
             params: params.clone(),
             eval: Evaluator::new(params),
@@ -74,22 +105,24 @@ impl Encrypted {
             rlk,
             gk,
             counts: OpCounts::default(),
-            cache: PtCache {
-                budget: DEFAULT_PT_CACHE_BYTES,
-                ..PtCache::default()
-            },
+            cache,
         }
     }
 
-    /// Sets the memory budget of the plaintext cache (0 disables it).
+    /// Replaces the plaintext cache by an empty one of `bytes` (0 disables it).
     pub fn with_pt_cache_budget(mut self, bytes: usize) -> Self {
-        self.cache.budget = bytes;
+        self.cache = Arc::new(PlaintextCache::new(bytes));
         self
     }
 
     /// Bytes of plaintexts cached so far.
     pub fn pt_cache_bytes(&self) -> usize {
-        self.cache.bytes.load(Ordering::Relaxed)
+        self.cache.bytes()
+    }
+
+    /// Bytes of the evaluation keys in memory.
+    pub fn key_bytes(&self) -> usize {
+        self.rlk.memory_bytes() + self.gk.memory_bytes()
     }
 
     /// The parameters.

@@ -564,13 +564,13 @@ impl Graph {
         c
     }
 
-    /// A canonical byte encoding of the whole graph (name, opset, values with names and
-    /// shapes, nodes with names, ops, every weight by its bits, inputs and outputs): equal
-    /// graphs give equal bytes, any change gives different ones. Fingerprints hash it.
+    /// A canonical byte encoding of what the graph computes (opset, values with names and
+    /// shapes, nodes with names, ops, every weight by its bits, inputs and outputs; not the
+    /// graph's display name): equal graphs give equal bytes, any change gives different ones.
+    /// Fingerprints hash it.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut e = Canonical(Vec::new());
         e.0.extend_from_slice(b"henn-graph-v1");
-        e.str(&self.name);
         e.u64(self.opset as u64);
         e.u64(self.values.len() as u64);
         for v in &self.values {

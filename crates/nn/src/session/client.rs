@@ -10,17 +10,19 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 
-use super::wire::{EvaluationKeys, PackedCiphertexts};
+use super::secret::{SecretKeyFile, SecretSeed};
+use super::wire::{EvaluationKeys, PackedCiphertexts, Query};
 use crate::backend::ckks_err;
 use crate::error::{ExecError, NnError, Result};
 use crate::plan::Plan;
 use crate::tensor::Tensor;
 
-/// Client: the plan, its parameters and the secret key.
+/// Client: the plan, its parameters and the secret key (with the seed it derives from).
 #[derive(Debug)]
 pub struct Client {
     plan: Plan,
     params: Arc<CkksParams>,
+    seed: SecretSeed,
     sk: SecretKey,
     encoder: Encoder,
 }
@@ -40,6 +42,31 @@ impl Client {
     /// [`Client::new`] on a given instance of the plan's parameters (to share it with objects
     /// made in the same process: a server in a [`super::LocalSession`]).
     pub fn with_params(plan: Plan, params: Arc<CkksParams>) -> Result<Self> {
+        Self::assemble(plan, params, SecretSeed::generate())
+    }
+
+    /// The client of a saved secret key (made for this plan).
+    pub fn from_secret(plan: Plan, secret: SecretKeyFile) -> Result<Self> {
+        if secret.plan_fingerprint != plan.fingerprint {
+            return Err(NnError::PlanMismatch {
+                what: "plan fingerprint of the secret key".into(),
+                stored: secret.plan_fingerprint,
+                computed: plan.fingerprint.clone(),
+            });
+        }
+        let params = plan.ckks_params()?;
+        Self::assemble(plan, params, secret.seed)
+    }
+
+    /// The secret key as a file to keep on the client (see [`SecretKeyFile::write`]).
+    pub fn secret_file(&self) -> SecretKeyFile {
+        SecretKeyFile {
+            plan_fingerprint: self.plan.fingerprint.clone(),
+            seed: self.seed.duplicate(),
+        }
+    }
+
+    fn assemble(plan: Plan, params: Arc<CkksParams>, seed: SecretSeed) -> Result<Self> {
         plan.verify_fingerprint()?;
         if plan.ckks_params()?.id() != params.id() {
             return Err(NnError::PlanMismatch {
@@ -49,12 +76,13 @@ impl Client {
             });
         }
         let sk = KeyGenerator::new(&params)
-            .secret_key(&mut fresh_rng())
+            .secret_key(&mut seed.rng())
             .map_err(ckks_err)?;
         Ok(Self {
             encoder: Encoder::new(&params),
             plan,
             params,
+            seed,
             sk,
         })
     }
@@ -106,6 +134,52 @@ impl Client {
         })
     }
 
+    /// [`Client::encrypt`] as a query to send: seeded ciphertexts (the uniform half of each is
+    /// a 32-byte seed), about half the bytes.
+    pub fn encrypt_query(&self, images: &[Tensor]) -> Result<Query> {
+        let vectors = self.plan.layout.pack_inputs(images)?;
+        let enc = Encryptor::new(&self.params);
+        let level = self.params.max_level();
+        let scale = self.params.default_scale();
+        let cts = vectors
+            .par_iter()
+            .map_init(fresh_rng, |rng, v| {
+                let pt = self.encoder.encode(v, level, scale).map_err(ckks_err)?;
+                enc.encrypt_sk_seeded(&pt, &self.sk, rng).map_err(ckks_err)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Query {
+            plan_fingerprint: self.plan.fingerprint.clone(),
+            images: images.len(),
+            cts,
+        })
+    }
+
+    /// [`Client::decrypt`] with noise flooding (a Gaussian of standard deviation
+    /// `2^flood_bits` added to every decrypted coefficient; see
+    /// `henn_ckks::Decryptor::decrypt_flooded`): for results that will be shared.
+    pub fn decrypt_flooded(
+        &self,
+        out: &PackedCiphertexts,
+        flood_bits: u32,
+    ) -> Result<Vec<Vec<f64>>> {
+        self.check_output(out)?;
+        let dec = Decryptor::new(&self.params);
+        let slots = out
+            .cts
+            .par_iter()
+            .map_init(fresh_rng, |rng, c| {
+                let pt = dec
+                    .decrypt_flooded(c, &self.sk, flood_bits, rng)
+                    .map_err(ckks_err)?;
+                self.encoder.decode(&pt).map_err(ckks_err)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.plan
+            .layout
+            .unpack_outputs(&slots, out.mult, out.images)
+    }
+
     /// Decrypts and decodes ciphertexts to their slot vectors.
     pub fn decrypt_slots(&self, cts: &[Ciphertext]) -> Result<Vec<Vec<f64>>> {
         let dec = Decryptor::new(&self.params);
@@ -119,6 +193,14 @@ impl Client {
 
     /// Decrypts a run's output: the logits of each image, the multiplier applied.
     pub fn decrypt(&self, out: &PackedCiphertexts) -> Result<Vec<Vec<f64>>> {
+        self.check_output(out)?;
+        let slots = self.decrypt_slots(&out.cts)?;
+        self.plan
+            .layout
+            .unpack_outputs(&slots, out.mult, out.images)
+    }
+
+    fn check_output(&self, out: &PackedCiphertexts) -> Result<()> {
         if out.plan_fingerprint != self.plan.fingerprint {
             return Err(NnError::PlanMismatch {
                 what: "plan fingerprint of the output".into(),
@@ -133,10 +215,7 @@ impl Client {
             ))
             .into());
         }
-        let slots = self.decrypt_slots(&out.cts)?;
-        self.plan
-            .layout
-            .unpack_outputs(&slots, out.mult, out.images)
+        Ok(())
     }
 
     /// Decrypts part of an intermediate value `value` (ciphertexts `cts`, at indices

@@ -11,12 +11,15 @@
 //!
 //! The secret key and the evaluation keys never share a struct.
 
+pub mod artifact;
 pub mod client;
 pub mod local;
+pub mod secret;
 pub mod server;
 pub mod wire;
 
 pub use client::Client;
 pub use local::{AllResult, LocalSession, RunResult, Timings, run_once};
+pub use secret::SecretKeyFile;
 pub use server::{Server, ServerRun, ServerSession};
-pub use wire::{EvaluationKeys, PackedCiphertexts};
+pub use wire::{EvaluationKeys, PackedCiphertexts, Query};

@@ -11,7 +11,7 @@ use std::time::Instant;
 use henn_ckks::{Ciphertext, CkksParams};
 
 use super::wire::{EvaluationKeys, PackedCiphertexts};
-use crate::backend::encrypted::Encrypted;
+use crate::backend::encrypted::{DEFAULT_PT_CACHE_BYTES, Encrypted, PlaintextCache};
 use crate::error::{ExecError, NnError, Result};
 use crate::exec::{self, LayerStat, Observed};
 use crate::ir::Graph;
@@ -24,6 +24,7 @@ pub struct Server {
     graph: Arc<Graph>,
     plan: Plan,
     params: Arc<CkksParams>,
+    cache: Arc<PlaintextCache>,
 }
 
 /// One encrypted run on the server.
@@ -42,12 +43,24 @@ impl Server {
     /// ([`Plan::check`]: intact, this model, layout, parameters, rotations, levels); a plan
     /// that differs from what this model gives is refused with [`NnError::PlanMismatch`].
     pub fn new(graph: Arc<Graph>, plan: Plan) -> Result<Arc<Self>> {
+        Self::with_cache_budget(graph, plan, DEFAULT_PT_CACHE_BYTES)
+    }
+
+    /// [`Server::new`] with a plaintext-cache budget (bytes of encoded weight masks kept for
+    /// all sessions of this model; 0 disables the cache).
+    pub fn with_cache_budget(graph: Arc<Graph>, plan: Plan, budget: usize) -> Result<Arc<Self>> {
         let params = plan.check(&graph)?;
         Ok(Arc::new(Self {
             graph,
             plan,
             params,
+            cache: Arc::new(PlaintextCache::new(budget)),
         }))
+    }
+
+    /// Bytes of encoded plaintexts cached for this model.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 
     /// The plan.
@@ -81,7 +94,8 @@ impl Server {
             )
             .into());
         }
-        let backend = Encrypted::new(&self.params, keys.relin, keys.galois);
+        let backend =
+            Encrypted::with_cache(&self.params, keys.relin, keys.galois, self.cache.clone());
         backend.check_rotations(&self.plan.rotations)?;
         Ok(ServerSession {
             server: self.clone(),

@@ -9,7 +9,7 @@
 //! |-----:|-------|
 //! | 4  | magic `b"HNNW"` |
 //! | 2  | format version (`u16`, = 1) |
-//! | 1  | kind: 1 evaluation keys, 2 packed ciphertexts |
+//! | 1  | kind: 1 evaluation keys, 2 packed ciphertexts, 3 query (seeded ciphertexts) |
 //! | 1  | flags (must be 0) |
 //! | 32 | plan fingerprint (SHA-256) |
 //! | 4  | images (`u32`; 0 for keys) |
@@ -18,14 +18,17 @@
 //! | k x (8 + len) | per object: its length (`u64`), then its `henn-ckks` serialization (own header, parameter fingerprint and checksum) |
 //! | 8  | checksum: the first 8 bytes of SHA-256 of everything before |
 //!
-//! Evaluation keys are one relinearization key then one Galois key set. Readers check the
-//! size limit first, then magic, version, kind, flags, the checksum, the plan fingerprint
-//! they expect, every object against the parameters, and that no byte trails.
+//! Evaluation keys are one relinearization key then one Galois key set; a query holds seeded
+//! ciphertexts (the uniform half of each given by a 32-byte seed), expanded on reading.
+//! Readers check the size limit first, then that the bytes are not a secret-key file (a
+//! named error: a secret key must never leave the client), magic, version, kind, flags, the
+//! checksum, the plan fingerprint they expect, every object against the parameters, and that
+//! no byte trails.
 
 use std::sync::Arc;
 
 use henn_ckks::serial::{Limits, WireFormat};
-use henn_ckks::{Ciphertext, CkksParams, GaloisKeys, RelinKey};
+use henn_ckks::{Ciphertext, CkksParams, GaloisKeys, RelinKey, SeededCiphertext};
 use sha2::{Digest, Sha256};
 
 use crate::error::{NnError, Result};
@@ -35,6 +38,7 @@ const MAGIC: [u8; 4] = *b"HNNW";
 pub const WIRE_VERSION: u16 = 1;
 const KIND_KEYS: u8 = 1;
 const KIND_CTS: u8 = 2;
+const KIND_QUERY: u8 = 3;
 const HEAD: usize = 4 + 2 + 1 + 1 + 32 + 4 + 8 + 4;
 const SUM: usize = 8;
 
@@ -48,6 +52,18 @@ pub struct EvaluationKeys {
     pub relin: RelinKey,
     /// Galois keys.
     pub galois: GaloisKeys,
+}
+
+/// A client's encrypted input of one run, in seeded form (about half the bytes of
+/// [`PackedCiphertexts`]); a server reads it as packed ciphertexts.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// Fingerprint of the plan the ciphertexts are laid out by.
+    pub plan_fingerprint: String,
+    /// Images packed in this run.
+    pub images: usize,
+    /// The seeded ciphertexts, in the layout's order.
+    pub cts: Vec<SeededCiphertext>,
 }
 
 /// Packed ciphertexts of one run: a client's encrypted input or a server's encrypted output.
@@ -149,6 +165,9 @@ fn open<'a>(bytes: &'a [u8], kind: u8, expect_fp: &str, limits: &Limits) -> Resu
             limits.max_bytes
         )));
     }
+    if super::secret::looks_like_secret(bytes) {
+        return Err(NnError::SecretKeyUploaded);
+    }
     if bytes.len() < HEAD + SUM {
         return Err(wire_err(format!("truncated: {} bytes", bytes.len())));
     }
@@ -167,6 +186,7 @@ fn open<'a>(bytes: &'a [u8], kind: u8, expect_fp: &str, limits: &Limits) -> Resu
         let name = |k: u8| match k {
             KIND_KEYS => "evaluation keys",
             KIND_CTS => "packed ciphertexts",
+            KIND_QUERY => "a query",
             _ => "an unknown object",
         };
         return Err(wire_err(format!(
@@ -294,4 +314,79 @@ impl PackedCiphertexts {
             cts,
         })
     }
+}
+
+impl Query {
+    /// Serialized (see the module docs).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let objs: Vec<Vec<u8>> = self.cts.iter().map(WireFormat::to_bytes).collect();
+        frame(KIND_QUERY, &self.plan_fingerprint, self.images, 1.0, &objs)
+    }
+
+    /// Reads a query of the plan with fingerprint `plan_fingerprint` and `params`, expanding
+    /// the seeded ciphertexts.
+    pub fn read(
+        params: &Arc<CkksParams>,
+        plan_fingerprint: &str,
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<PackedCiphertexts> {
+        let f = open(bytes, KIND_QUERY, plan_fingerprint, limits)?;
+        let cts = f
+            .objects
+            .iter()
+            .map(|o| {
+                let s: SeededCiphertext = ckks_obj(params, o, limits)?;
+                s.expand(params).map_err(|source| NnError::Ckks {
+                    node: "wire".into(),
+                    source,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(PackedCiphertexts {
+            plan_fingerprint: f.fp,
+            images: f.images,
+            mult: f.mult,
+            cts,
+        })
+    }
+}
+
+/// The plan fingerprint a wire object claims, from its header only (magic, version and length
+/// checked; nothing else): a server uses it to find the model before reading the object.
+pub fn peek_plan_fingerprint(bytes: &[u8]) -> Result<String> {
+    if super::secret::looks_like_secret(bytes) {
+        return Err(NnError::SecretKeyUploaded);
+    }
+    if bytes.len() < HEAD + SUM {
+        return Err(wire_err(format!("truncated: {} bytes", bytes.len())));
+    }
+    if bytes[..4] != MAGIC {
+        return Err(wire_err("not a henn wire object (bad magic)"));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != WIRE_VERSION {
+        return Err(wire_err(format!(
+            "wire format version {version}, this henn reads {WIRE_VERSION}"
+        )));
+    }
+    Ok(fp_hex(&bytes[8..40]))
+}
+
+/// Bytes of an evaluation-key bundle with `rotations` Galois keys under `params`.
+pub fn evaluation_keys_size(params: &CkksParams, rotations: usize) -> usize {
+    use henn_ckks::serial::{galois_keys_size, relin_key_size};
+    HEAD + 2 * 8 + relin_key_size(params) + galois_keys_size(params, rotations) + SUM
+}
+
+/// Bytes of a query of `cts` seeded ciphertexts at the top level under `params`.
+pub fn query_size(params: &CkksParams, cts: usize) -> usize {
+    let one = henn_ckks::serial::seeded_ciphertext_size(params, params.max_level());
+    HEAD + cts * (8 + one) + SUM
+}
+
+/// Bytes of packed ciphertexts (`cts` of two parts at `level`) under `params`.
+pub fn packed_size(params: &CkksParams, level: usize, cts: usize) -> usize {
+    let one = henn_ckks::serial::ciphertext_size(params, henn_ckks::Level(level), 2);
+    HEAD + cts * (8 + one) + SUM
 }
