@@ -218,6 +218,10 @@ impl GaloisKeys {
     pub fn belong_to(&self, params: &CkksParams) -> bool {
         self.keys.values().all(|k| k.key.belongs_to(params))
     }
+    /// Removes the key for `g`; whether it was there.
+    pub fn remove(&mut self, g: GaloisElement) -> bool {
+        self.keys.remove(&g).is_some()
+    }
     /// Adds (or replaces) keys from another set.
     pub fn extend(&mut self, other: GaloisKeys) {
         self.keys.extend(other.keys);

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// No such model.
     #[error("{0}")]
     UnknownModel(String),
+    /// No such route.
+    #[error("{0}")]
+    NoRoute(String),
     /// No such session (never created, expired or deleted).
     #[error("{0}")]
     UnknownSession(String),
@@ -44,7 +47,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::SecretKey(_) => StatusCode::BAD_REQUEST,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UnknownModel(_) | ApiError::UnknownSession(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownModel(_) | ApiError::UnknownSession(_) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Evicted(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -60,6 +65,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "does_not_fit",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::UnknownSession(_) => "unknown_session",
+            ApiError::NoRoute(_) => "no_route",
             ApiError::Evicted(_) => "session_evicted",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Busy(_) => "busy",

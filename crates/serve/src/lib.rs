@@ -522,7 +522,10 @@ async fn json_errors(req: Request, next: Next) -> Response {
             StatusCode::REQUEST_TIMEOUT => {
                 ApiError::BadRequest("the request took longer than the server's timeout".into())
             }
-            StatusCode::NOT_FOUND => ApiError::UnknownModel("no such route".into()),
+            StatusCode::NOT_FOUND => ApiError::NoRoute(
+                "no such route: see GET /v1/models, POST /v1/sessions, POST /v1/sessions/{id}/infer"
+                    .into(),
+            ),
             StatusCode::METHOD_NOT_ALLOWED => {
                 ApiError::BadRequest("method not allowed on this route".into())
             }

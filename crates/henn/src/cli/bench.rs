@@ -29,6 +29,9 @@ pub enum What {
     Ckks(CkksArgs),
     /// Bar chart (SVG) of per-image inference latencies from a JSON list of measurements.
     Plot(super::plot::PlotArgs),
+    /// Load test of a running `henn serve` on loopback (req/s, p50/p99 latency per level of
+    /// concurrency, server peak RSS).
+    Load(super::load::LoadArgs),
 }
 
 /// Arguments of `henn bench ckks`.
@@ -65,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Ckks(a) => run_ckks(a),
         What::Plot(a) => super::plot::run(a),
+        What::Load(a) => super::load::run(a),
     }
 }
 

@@ -7,6 +7,7 @@ mod eval;
 mod eval_encrypted;
 mod he;
 mod inspect;
+mod load;
 mod offline;
 mod plan;
 mod plot;
