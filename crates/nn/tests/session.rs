@@ -253,3 +253,109 @@ fn a_server_refuses_inputs_that_do_not_fit() {
     let e = server.run(q).unwrap_err();
     assert!(e.to_string().contains("level"), "{e}");
 }
+
+/// `henn compile`'s artifacts and `henn keygen`'s key directory: the client side reads only
+/// the client artifact (no weights), the secret key file is 0600 and reloads to the same
+/// key, queries are seeded and half the size of full ciphertexts, flooded decryption keeps
+/// the top-1; a changed model, a corrupt or foreign secret key are refused by name.
+#[test]
+fn artifacts_key_directories_queries_and_flooding() {
+    use henn_nn::session::artifact::{self, key_dir};
+    use henn_nn::session::{Query, SecretKeyFile};
+    let onnx = std::fs::read(kit::repo().join("models/mnist_cnn3_square.onnx")).unwrap();
+    let g = kit::shipped("mnist_cnn3_square");
+    let imgs = kit::mnist_images(2);
+    let plan = kit::plan_on(
+        &g,
+        LayoutKind::Channel,
+        &imgs[..1],
+        &kit::chain_for(&g, LayoutKind::Channel),
+    );
+    let dir = std::env::temp_dir().join(format!("henn-artifacts-{}", std::process::id()));
+    let (cdir, sdir) = artifact::write_compiled(&dir, &onnx, &plan).unwrap();
+    let client_json = std::fs::read_to_string(cdir.join("client.json")).unwrap();
+    assert!(
+        client_json.len() < onnx.len() / 4,
+        "the client artifact carries no weights"
+    );
+    let a = artifact::read_client(&cdir).unwrap();
+    assert_eq!(a.plan, plan);
+
+    // keys: a 0600 secret file that reloads to the same key
+    let kdir = dir.join("keys");
+    let files = artifact::write_key_dir(&kdir, &a).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.secret)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (_, client) = artifact::read_key_dir(&kdir).unwrap();
+    let model = artifact::read_server(&sdir).unwrap();
+    let server = Server::new(Arc::new(model.graph), model.plan).unwrap();
+    let (params, fp) = (server.params().clone(), plan.fingerprint.clone());
+    let limits = Limits::default();
+    let keys = std::fs::read(kdir.join(key_dir::EVAL)).unwrap();
+    assert_eq!(keys.len() as u64, files.eval_bytes);
+    let session = server
+        .session(EvaluationKeys::from_bytes(&params, &fp, &keys, &limits).unwrap())
+        .unwrap();
+    let q = client
+        .encrypt_query(&imgs[..1])
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let full = client.encrypt(&imgs[..1]).unwrap().to_bytes().unwrap();
+    assert!(
+        2 * q.len() < full.len() + 4096,
+        "seeded: {} vs {}",
+        q.len(),
+        full.len()
+    );
+    let out = session
+        .run(Query::read(&params, &fp, &q, &limits).unwrap())
+        .unwrap()
+        .output;
+    let out =
+        PackedCiphertexts::from_bytes(client.params(), &fp, &out.to_bytes().unwrap(), &limits)
+            .unwrap();
+    let want = kit::reference(&g, &imgs[..1]);
+    let got = client.decrypt(&out).unwrap();
+    assert_bits("reloaded key", &got[0], &want[0], 10.0);
+    let flooded = client.decrypt_flooded(&out, 16).unwrap();
+    let top = |v: &[f64]| Tensor::new(vec![v.len()], v.to_vec()).unwrap().argmax();
+    assert_eq!(top(&flooded[0]), top(&want[0]));
+    assert_ne!(flooded[0], got[0]);
+    assert!(client.decrypt_flooded(&out, 60).is_err());
+
+    // refusals by name
+    let secret = std::fs::read(&files.secret).unwrap();
+    let mut bad = secret.clone();
+    bad[50] ^= 1;
+    assert!(
+        SecretKeyFile::from_bytes(&bad, &fp)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum")
+    );
+    assert!(matches!(
+        SecretKeyFile::from_bytes(&secret, &"1".repeat(64)).unwrap_err(),
+        NnError::PlanMismatch { .. }
+    ));
+    assert!(matches!(
+        EvaluationKeys::from_bytes(&params, &fp, &secret, &limits).unwrap_err(),
+        NnError::SecretKeyUploaded
+    ));
+    let mut changed = onnx.clone();
+    changed.push(0);
+    std::fs::write(sdir.join("model.onnx"), &changed).unwrap();
+    let e = artifact::read_server(&sdir).unwrap_err();
+    assert!(
+        matches!(e, NnError::BadArtifact { .. }) && e.to_string().contains("SHA-256"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
