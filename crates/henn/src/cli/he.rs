@@ -228,6 +228,16 @@ pub fn plan(
     make_plan(graph, &opts, calib, given).context("planning")
 }
 
+/// `MODEL with P packing: <parameters>`.
+pub fn plan_header(model: &std::path::Path, plan: &Plan) -> String {
+    format!(
+        "{} with {} packing: {}",
+        model.display(),
+        plan.kind(),
+        params_line(plan)
+    )
+}
+
 /// One-line description of the parameters.
 pub fn params_line(p: &Plan) -> String {
     format!(

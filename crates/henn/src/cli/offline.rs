@@ -136,12 +136,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
     let (plan, params) = he::plan(&graph, args.packing, images, &calib, args.params.literal()?)?;
     spin.finish_and_clear();
     let (client, server) = artifact::write_compiled(&args.out, &onnx_bytes, &plan)?;
-    println!(
-        "{} with {} packing: {}",
-        args.model.display(),
-        args.packing,
-        he::params_line(&plan)
-    );
+    println!("{}", he::plan_header(&args.model, &plan));
     println!(
         "{} images per run ({} slots), plan fingerprint {}",
         plan.images_per_run(),

@@ -56,12 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", plan.to_json()?);
         return Ok(());
     }
-    println!(
-        "{} with {} packing: {}",
-        args.model.display(),
-        args.packing,
-        he::params_line(&plan)
-    );
+    println!("{}", he::plan_header(&args.model, &plan));
     println!(
         "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}, {}",
         plan.images_per_run(),

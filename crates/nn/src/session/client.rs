@@ -115,17 +115,8 @@ impl Client {
     /// Packs `images` (at most the plan's images per run) as the layout plan says and
     /// encrypts them with the secret key at the top level and the default scale.
     pub fn encrypt(&self, images: &[Tensor]) -> Result<PackedCiphertexts> {
-        let vectors = self.plan.layout.pack_inputs(images)?;
         let enc = Encryptor::new(&self.params);
-        let level = self.params.max_level();
-        let scale = self.params.default_scale();
-        let cts = vectors
-            .par_iter()
-            .map_init(fresh_rng, |rng, v| {
-                let pt = self.encoder.encode(v, level, scale).map_err(ckks_err)?;
-                enc.encrypt_sk(&pt, &self.sk, rng).map_err(ckks_err)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cts = self.encrypt_each(images, |pt, rng| enc.encrypt_sk(pt, &self.sk, rng))?;
         Ok(PackedCiphertexts {
             plan_fingerprint: self.plan.fingerprint.clone(),
             images: images.len(),
@@ -134,20 +125,30 @@ impl Client {
         })
     }
 
-    /// [`Client::encrypt`] as a query to send: seeded ciphertexts (the uniform half of each is
-    /// a 32-byte seed), about half the bytes.
-    pub fn encrypt_query(&self, images: &[Tensor]) -> Result<Query> {
+    /// The packed input vectors of `images`, each encoded at the top level and default scale
+    /// and encrypted by `f` (in parallel, a fresh CSPRNG per worker).
+    fn encrypt_each<C: Send>(
+        &self,
+        images: &[Tensor],
+        f: impl Fn(&henn_ckks::Plaintext, &mut ChaCha20Rng) -> henn_ckks::Result<C> + Sync + Send,
+    ) -> Result<Vec<C>> {
         let vectors = self.plan.layout.pack_inputs(images)?;
-        let enc = Encryptor::new(&self.params);
         let level = self.params.max_level();
         let scale = self.params.default_scale();
-        let cts = vectors
+        vectors
             .par_iter()
             .map_init(fresh_rng, |rng, v| {
                 let pt = self.encoder.encode(v, level, scale).map_err(ckks_err)?;
-                enc.encrypt_sk_seeded(&pt, &self.sk, rng).map_err(ckks_err)
+                f(&pt, rng).map_err(ckks_err)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// [`Client::encrypt`] as a query to send: seeded ciphertexts (the uniform half of each is
+    /// a 32-byte seed), about half the bytes.
+    pub fn encrypt_query(&self, images: &[Tensor]) -> Result<Query> {
+        let enc = Encryptor::new(&self.params);
+        let cts = self.encrypt_each(images, |pt, rng| enc.encrypt_sk_seeded(pt, &self.sk, rng))?;
         Ok(Query {
             plan_fingerprint: self.plan.fingerprint.clone(),
             images: images.len(),

@@ -68,20 +68,6 @@ pub struct SecretKeyFile {
     pub seed: SecretSeed,
 }
 
-fn fp_bytes(hex: &str) -> Result<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return Err(err(format!(
-            "plan fingerprint '{hex}' is not 64 hex digits"
-        )));
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
-            .map_err(|_| err(format!("plan fingerprint '{hex}' is not hex")))?;
-    }
-    Ok(out)
-}
-
 impl SecretKeyFile {
     /// The file's bytes (zeroized when dropped).
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
@@ -89,7 +75,7 @@ impl SecretKeyFile {
         out.extend_from_slice(&SECRET_MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&fp_bytes(&self.plan_fingerprint)?);
+        out.extend_from_slice(&super::wire::fingerprint_bytes(&self.plan_fingerprint)?);
         out.extend_from_slice(self.seed.0.as_ref());
         let sum = Sha256::digest(&out[..]);
         out.extend_from_slice(&sum[..8]);

@@ -83,7 +83,8 @@ fn wire_err(msg: impl Into<String>) -> NnError {
     NnError::Wire(msg.into())
 }
 
-fn fp_bytes(hex: &str) -> Result<[u8; 32]> {
+/// The 32 bytes of a hex SHA-256 plan fingerprint.
+pub(crate) fn fingerprint_bytes(hex: &str) -> Result<[u8; 32]> {
     let mut out = [0u8; 32];
     if hex.len() != 64 {
         return Err(wire_err(format!(
@@ -115,7 +116,7 @@ fn frame(kind: u8, fp: &str, images: usize, mult: f64, objects: &[Vec<u8>]) -> R
     out.extend_from_slice(&WIRE_VERSION.to_le_bytes());
     out.push(kind);
     out.push(0);
-    out.extend_from_slice(&fp_bytes(fp)?);
+    out.extend_from_slice(&fingerprint_bytes(fp)?);
     let images = u32::try_from(images).map_err(|_| wire_err("too many images"))?;
     out.extend_from_slice(&images.to_le_bytes());
     out.extend_from_slice(&mult.to_le_bytes());
