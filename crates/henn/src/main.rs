@@ -28,13 +28,19 @@ fn tune_allocator() {
 
 fn main() -> anyhow::Result<()> {
     tune_allocator();
+    let args = cli::Cli::parse();
+    // a server logs its requests (with their ids) by default; tools only warnings
+    let default = if args.command.is_service() {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HENN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = cli::Cli::parse();
     cli::dispatch(args)
 }

@@ -60,6 +60,13 @@ pub enum Command {
     Client(service::ClientArgs),
 }
 
+impl Command {
+    /// Whether this command is a long-running service (logs at info by default).
+    pub fn is_service(&self) -> bool {
+        matches!(self, Command::Serve(_))
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Predict(a) => predict::run(a),

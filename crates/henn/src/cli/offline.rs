@@ -230,7 +230,9 @@ pub fn infer(args: InferArgs) -> anyhow::Result<()> {
     let query = read_limited(&args.query, limits.max_bytes)?;
     let query = Query::read(&params, &fp, &query, &limits)
         .with_context(|| format!("reading {}", args.query.display()))?;
+    let spin = he::spinner("encrypted inference");
     let run = pool.install(|| session.run(query))?;
+    spin.finish_and_clear();
     let out = run.output.to_bytes()?;
     std::fs::write(&args.out, &out).with_context(|| format!("writing {}", args.out.display()))?;
     println!(

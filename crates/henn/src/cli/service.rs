@@ -158,6 +158,7 @@ pub fn client(args: ClientArgs) -> anyhow::Result<()> {
         .collect();
 
     let t = Instant::now();
+    let spin = he::spinner("keys");
     let (client, bundle) = match &args.keys {
         Some(dir) => {
             let (ka, client) = artifact::read_key_dir(dir)?;
@@ -180,9 +181,14 @@ pub fn client(args: ClientArgs) -> anyhow::Result<()> {
         }
     };
     let keygen_s = t.elapsed().as_secs_f64();
+    spin.set_message(format!(
+        "uploading {:.1} MiB of evaluation keys",
+        bundle.len() as f64 / MIB as f64
+    ));
     let t = Instant::now();
     let session = http.open_session(&bundle)?;
     let upload_s = t.elapsed().as_secs_f64();
+    spin.set_message("encrypted inference");
 
     let (mut encrypt_s, mut infer_s, mut decrypt_s, mut server_s) = (0.0, 0.0, 0.0, 0.0);
     let (mut query_bytes, mut result_bytes) = (0usize, 0usize);
@@ -210,6 +216,7 @@ pub fn client(args: ClientArgs) -> anyhow::Result<()> {
         });
         decrypt_s += t.elapsed().as_secs_f64();
     }
+    spin.finish_and_clear();
     if !args.keep_session {
         http.close_session(&session.session)?;
     }
