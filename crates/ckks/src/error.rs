@@ -79,6 +79,16 @@ pub enum CkksError {
         /// The rotation steps, if this was a rotation.
         steps: Option<i64>,
     },
+    /// A key-switching key made for lower levels than the ciphertext it is applied to.
+    #[error(
+        "the key serves ciphertexts up to level {key}, this one is at level {needed}; generate the keys for the plan's levels"
+    )]
+    KeyLevel {
+        /// Highest level the key serves.
+        key: Level,
+        /// Level of the ciphertext.
+        needed: Level,
+    },
     /// A ciphertext with an unexpected number of parts.
     #[error("ciphertext has {got} parts, expected {expected}; relinearize first")]
     WrongSize {

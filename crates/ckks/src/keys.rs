@@ -11,7 +11,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{CkksError, Result};
 use crate::params::{CkksParams, ParamsId, SecretDistribution};
-use crate::types::GaloisElement;
+use crate::types::{GaloisElement, Level};
 
 /// The secret key `s`, stored in NTT form over all primes (data and special).
 ///
@@ -77,6 +77,9 @@ pub struct KeySwitchKey {
     pub(crate) a: Vec<Poly<Ntt>>,
     pub(crate) seed: [u8; 32],
     pub(crate) params_id: ParamsId,
+    /// Highest level the key serves: its polynomials cover `q_0..q_level` and the special
+    /// primes, with the digits of that level (a key for a lower level is smaller).
+    pub(crate) level: Level,
 }
 
 impl KeySwitchKey {
@@ -99,6 +102,16 @@ impl KeySwitchKey {
             .map(|p| p.data().len() * 8)
             .sum()
     }
+    /// Highest level the key serves.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+    /// The key's limbs (context indices): `q_0..q_level`, then the special primes.
+    pub(crate) fn limbs(params: &CkksParams, level: Level) -> Vec<usize> {
+        let mut v = params.q_limbs(level);
+        v.extend(params.p_limbs());
+        v
+    }
     /// Number of digits.
     pub fn dnum(&self) -> usize {
         self.b.len()
@@ -114,6 +127,10 @@ impl KeySwitchKey {
 pub struct RelinKey(pub(crate) KeySwitchKey);
 
 impl RelinKey {
+    /// Highest level the key serves.
+    pub fn level(&self) -> Level {
+        self.0.level
+    }
     /// See [`KeySwitchKey::belongs_to`].
     pub fn belongs_to(&self, params: &CkksParams) -> bool {
         self.0.belongs_to(params)
@@ -200,6 +217,10 @@ impl GaloisKeys {
         self.keys
             .get(&g)
             .ok_or(CkksError::MissingGaloisKey { element: g, steps })
+    }
+    /// Highest level the key for `g` serves, if there is one.
+    pub fn level_of(&self, g: GaloisElement) -> Option<Level> {
+        self.keys.get(&g).map(|k| k.key.level)
     }
     /// Number of keys.
     pub fn len(&self) -> usize {
@@ -312,42 +333,48 @@ impl KeyGenerator {
         })
     }
 
-    /// A key-switching key from `s_from` (NTT, all primes) to `sk`.
+    /// A key-switching key from `s_from` (NTT, all primes) to `sk` for ciphertexts up to
+    /// `level`: over `q_0..q_level` and the special primes, with that level's digits.
     fn key_switch_key<R: RngCore + CryptoRng + ?Sized>(
         &self,
         sk: &SecretKey,
         s_from: &Poly<Ntt>,
+        level: Level,
         rng: &mut R,
     ) -> Result<KeySwitchKey> {
         let params = &self.params;
-        let all = params.all_limbs();
-        let top = params.level_tables(params.max_level())?;
-        let dnum = top.digits.len();
+        params.check_level(level)?;
+        let limbs = KeySwitchKey::limbs(params, level);
+        let tables = params.level_tables(level)?;
+        let dnum = tables.digits.len();
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        let a = expand_uniform(params, &seed, dnum, &all)?;
+        let a = expand_uniform(params, &seed, dnum, &limbs)?;
+        let s = sk.poly.select_limbs(&limbs)?;
+        let s_from = s_from.select_limbs(&limbs)?;
         // P mod q_i for the data primes.
         let ctx = params.ring();
         let p_limbs = params.p_limbs();
         let mut b = Vec::with_capacity(dnum);
-        for (j, digit) in top.digits.iter().enumerate() {
+        for (j, digit) in tables.digits.iter().enumerate() {
             let aj = a
                 .get(j)
                 .ok_or(CkksError::InvalidParams("digit count".into()))?;
-            let mut bj = gaussian_ntt(params, &all, rng)?;
-            let mut as_ = aj.mul(&sk.poly)?;
+            let mut bj = gaussian_ntt(params, &limbs, rng)?;
+            let mut as_ = aj.mul(&s)?;
             as_.neg_assign();
             bj.add_assign(&as_)?;
-            // + P * s_from on the limbs of digit j (zero elsewhere, including P's limbs).
-            let mut scalars = vec![0u64; all.len()];
+            // + P * s_from on the limbs of digit j (zero elsewhere, including P's limbs);
+            // data primes come first, so a data prime's position is its context index
+            let mut scalars = vec![0u64; limbs.len()];
             for &i in digit {
                 let qi = ctx.modulus(i)?;
                 let mut pm = 1u64;
                 for &pi in &p_limbs {
                     pm = qi.mul(pm, ctx.modulus(pi)?.value());
                 }
-                if let Some(s) = scalars.get_mut(i) {
-                    *s = pm;
+                if let Some(sc) = scalars.get_mut(i) {
+                    *sc = pm;
                 }
             }
             let mut term = s_from.clone();
@@ -360,6 +387,7 @@ impl KeyGenerator {
             a,
             seed,
             params_id: params.id(),
+            level,
         })
     }
 
@@ -369,9 +397,19 @@ impl KeyGenerator {
         sk: &SecretKey,
         rng: &mut R,
     ) -> Result<RelinKey> {
+        self.relin_key_at(sk, self.params.max_level(), rng)
+    }
+
+    /// The relinearization key for products up to `level` (smaller than a full one).
+    pub fn relin_key_at<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        level: Level,
+        rng: &mut R,
+    ) -> Result<RelinKey> {
         self.params.check_id(sk.params_id)?;
         let mut s2 = sk.poly.mul(&sk.poly)?;
-        let k = self.key_switch_key(sk, &s2, rng);
+        let k = self.key_switch_key(sk, &s2, level, rng);
         s2.zeroize();
         Ok(RelinKey(k?))
     }
@@ -383,12 +421,48 @@ impl KeyGenerator {
         g: GaloisElement,
         rng: &mut R,
     ) -> Result<GaloisKey> {
+        self.galois_key_at(sk, g, self.params.max_level(), rng)
+    }
+
+    /// The Galois key for element `g` serving ciphertexts up to `level`.
+    pub fn galois_key_at<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        g: GaloisElement,
+        level: Level,
+        rng: &mut R,
+    ) -> Result<GaloisKey> {
         self.params.check_id(sk.params_id)?;
         let perm = AutomorphismPermutation::new(self.params.n(), g.value())?;
         let mut sg = sk.poly.automorphism(&perm)?;
-        let key = self.key_switch_key(sk, &sg, rng);
+        let key = self.key_switch_key(sk, &sg, level, rng);
         sg.zeroize();
         GaloisKey::from_canonical(key?, self.params.n(), g.value())
+    }
+
+    /// Galois keys for left rotations by each `(steps, level)` (negative: right), each
+    /// serving ciphertexts up to its level (the highest level the rotation is used at; a
+    /// step listed twice gets the higher). Steps equal to 0 mod N/2 are skipped.
+    pub fn galois_keys_at<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        steps: &[(i64, Level)],
+        rng: &mut R,
+    ) -> Result<GaloisKeys> {
+        let n = self.params.n();
+        let mut want: BTreeMap<GaloisElement, Level> = BTreeMap::new();
+        for &(k, level) in steps {
+            let g = GaloisElement::for_rotation(k, n);
+            if g.value() != 1 {
+                let e = want.entry(g).or_insert(level);
+                *e = (*e).max(level);
+            }
+        }
+        let mut keys = BTreeMap::new();
+        for (g, level) in want {
+            keys.insert(g, self.galois_key_at(sk, g, level, rng)?);
+        }
+        Ok(GaloisKeys { keys })
     }
 
     /// Galois keys for left rotations by each of `steps` (negative: right), plus complex

@@ -67,6 +67,12 @@ pub(crate) fn apply_key(
     key: &KeySwitchKey,
 ) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
     let t = params.level_tables(dec.level)?;
+    if dec.level > key.level {
+        return Err(CkksError::KeyLevel {
+            key: key.level,
+            needed: dec.level,
+        });
+    }
     if dec.digits.len() > key.b.len() {
         return Err(CkksError::InvalidParams(format!(
             "key has {} digits, decomposition needs {}",
@@ -76,6 +82,12 @@ pub(crate) fn apply_key(
     }
     let ring = params.ring();
     let n = params.n();
+    // the key's limbs are q_0..q_{key.level} then the special primes: a data prime's
+    // position is its context index, a special prime's is shifted by the levels the key
+    // does not cover
+    let data = params.q().len();
+    let shift = data - 1 - key.level.0;
+    let pos = |ci: usize| if ci < data { ci } else { ci - shift };
     let mut acc0 = Poly::<Ntt>::zero(ring, &t.qp_limbs)?;
     let mut acc1 = Poly::<Ntt>::zero(ring, &t.qp_limbs)?;
     acc0.data_mut()
@@ -90,18 +102,17 @@ pub(crate) fn apply_key(
                 .iter()
                 .map(|dj| dj.limb(k))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            // Keys are over all primes in context order: limb index == context index.
             let bs = key
                 .b
                 .iter()
                 .take(xs.len())
-                .map(|p| p.limb(ci))
+                .map(|p| p.limb(pos(ci)))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let as_ = key
                 .a
                 .iter()
                 .take(xs.len())
-                .map(|p| p.limb(ci))
+                .map(|p| p.limb(pos(ci)))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             simd::dot_product_2(a0, a1, &xs, &bs, &as_, m);
             Ok(())

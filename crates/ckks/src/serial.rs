@@ -3,14 +3,14 @@
 //!
 //! Secret keys have no serializer: they never leave the client.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! All integers little-endian.
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
 //! | 0  | 4  | magic `b"HENN"` |
-//! | 4  | 2  | format version (`u16`, = 1) |
+//! | 4  | 2  | format version (`u16`, = 2) |
 //! | 6  | 1  | type tag ([`TypeTag`]) |
 //! | 7  | 1  | flags (`u8`, must be 0) |
 //! | 8  | 16 | [`ParamsId`] of the parameters the object belongs to (its own id for parameters) |
@@ -31,8 +31,9 @@
 //! - **SeededCiphertext**: level `u32`, scale `f64`, seed (32 bytes), `c_0`; `a` is
 //!   re-expanded from the seed.
 //! - **PublicKey**: seed (32 bytes), `b` over the data primes; `a` is re-expanded.
-//! - **RelinKey**: key-switching key: seed (32 bytes), digit count `u16`, the `b_j` over all
-//!   primes; the `a_j` are re-expanded from the seed.
+//! - **RelinKey**: key-switching key: seed (32 bytes), the highest level it serves `u32`,
+//!   digit count `u16` (that level's), the `b_j` over `q_0..q_level` and the special primes;
+//!   the `a_j` are re-expanded from the seed.
 //! - **GaloisKeys**: key count `u32`, then per key (strictly increasing elements) the Galois
 //!   element `u64` and a key-switching key. An empty set carries the all-zero fingerprint.
 //!
@@ -55,8 +56,9 @@ use crate::types::{GaloisElement, Level, Scale};
 
 /// Magic bytes opening every serialized object.
 pub const MAGIC: [u8; 4] = *b"HENN";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes and reads (2: key-switching keys carry the highest
+/// level they serve).
+pub const FORMAT_VERSION: u16 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Checksum length in bytes.
@@ -761,7 +763,7 @@ impl WireFormat for PublicKey {
 }
 
 fn ksk_len(k: &KeySwitchKey) -> usize {
-    34 + k
+    38 + k
         .b
         .iter()
         .map(|p| poly_len(p.n(), p.iter_limbs().map(|(m, _)| bits_of(m.value()))))
@@ -770,6 +772,7 @@ fn ksk_len(k: &KeySwitchKey) -> usize {
 
 fn write_ksk(out: &mut Vec<u8>, k: &KeySwitchKey) {
     out.extend_from_slice(&k.seed);
+    put_u32(out, k.level.0 as u32);
     put_u16(out, k.b.len() as u16);
     for b in &k.b {
         write_poly(out, b);
@@ -778,24 +781,27 @@ fn write_ksk(out: &mut Vec<u8>, k: &KeySwitchKey) {
 
 fn read_ksk(params: &CkksParams, r: &mut Reader<'_>) -> Result<KeySwitchKey> {
     let seed = r.array::<32>()?;
+    let level = r.level(params)?;
     let dnum = usize::from(r.u16()?);
-    if dnum != params.dnum() {
+    let want = params.level_tables(level)?.digits.len();
+    if dnum != want {
         return Err(CkksError::Serialization(format!(
-            "key-switching key has {dnum} digits, the parameters use {}; the data is malformed",
-            params.dnum()
+            "key-switching key for level {} has {dnum} digits, the parameters use {want} there; the data is malformed",
+            level.0
         )));
     }
-    let all = params.all_limbs();
+    let limbs = KeySwitchKey::limbs(params, level);
     let mut b = Vec::with_capacity(dnum);
     for _ in 0..dnum {
-        b.push(read_poly(params, r, &all)?);
+        b.push(read_poly(params, r, &limbs)?);
     }
-    let a = expand_uniform(params, &seed, dnum, &all)?;
+    let a = expand_uniform(params, &seed, dnum, &limbs)?;
     Ok(KeySwitchKey {
         b,
         a,
         seed,
         params_id: params.id(),
+        level,
     })
 }
 
@@ -914,25 +920,30 @@ pub fn seeded_ciphertext_size(params: &CkksParams, level: Level) -> usize {
     HEADER_LEN + 44 + poly_len(params.n(), bits.into_iter()) + CHECKSUM_LEN
 }
 
-/// Serialized size in bytes of one key-switching key's payload under `params` (seed, digit
-/// count, the `b` half of every digit over all primes).
-fn ksk_size(params: &CkksParams) -> usize {
-    let bits: Vec<u32> = params
-        .q()
-        .iter()
-        .chain(params.p())
-        .map(|&q| bits_of(q))
-        .collect();
-    34 + params.dnum() * poly_len(params.n(), bits.into_iter())
+/// Serialized size in bytes of the payload of a key-switching key serving levels up to
+/// `level` under `params` (seed, level, digit count, the `b` half of every digit of that
+/// level over `q_0..q_level` and the special primes).
+fn ksk_size(params: &CkksParams, level: Level) -> Result<usize> {
+    let bits: Vec<u32> = KeySwitchKey::limbs(params, level)
+        .into_iter()
+        .map(|i| params.ring().modulus(i).map(|m| bits_of(m.value())))
+        .collect::<std::result::Result<_, _>>()?;
+    let digits = params.level_tables(level)?.digits.len();
+    Ok(38 + digits * poly_len(params.n(), bits.into_iter()))
 }
 
-/// Serialized size in bytes of a relinearization key under `params` (header and checksum
-/// included).
-pub fn relin_key_size(params: &CkksParams) -> usize {
-    HEADER_LEN + ksk_size(params) + CHECKSUM_LEN
+/// Serialized size in bytes of a relinearization key serving levels up to `level` (header
+/// and checksum included).
+pub fn relin_key_size(params: &CkksParams, level: Level) -> Result<usize> {
+    Ok(HEADER_LEN + ksk_size(params, level)? + CHECKSUM_LEN)
 }
 
-/// Serialized size in bytes of a set of `count` Galois keys under `params`.
-pub fn galois_keys_size(params: &CkksParams, count: usize) -> usize {
-    HEADER_LEN + 4 + count * (8 + ksk_size(params)) + CHECKSUM_LEN
+/// Serialized size in bytes of a set of Galois keys, one per entry of `levels` (the highest
+/// level each serves).
+pub fn galois_keys_size(params: &CkksParams, levels: &[Level]) -> Result<usize> {
+    let mut total = HEADER_LEN + 4 + CHECKSUM_LEN;
+    for &l in levels {
+        total += 8 + ksk_size(params, l)?;
+    }
+    Ok(total)
 }

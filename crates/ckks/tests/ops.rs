@@ -561,3 +561,82 @@ fn mul_const_matrix_equals_linear_combinations() {
         Err(CkksError::InvalidArgument(_))
     ));
 }
+
+/// Keys made for the highest level they serve: a Galois key for level 1 rotates ciphertexts
+/// at levels 0..1 as precisely as a full key, refuses a level-2 ciphertext by name, and is
+/// smaller on the wire and in memory; the same for a relinearization key. Both round-trip
+/// through serialization with their level. (TEST_INSECURE_LOGN11_DNUM: digits of one prime
+/// under two special primes, so lower levels have fewer digits.)
+#[test]
+fn keys_for_lower_levels() {
+    use henn_ckks::serial::{self, Limits};
+    let c = context(&TEST_INSECURE_LOGN11_DNUM);
+    let mut rng = TestContext::rng(70);
+    let kg = KeyGenerator::new(&c.params);
+    let s = c.params.slots();
+    let v = uniform_values(s, 1.0, 71);
+    let ct = c.encrypt(&v, &mut rng);
+    let gk = kg
+        .galois_keys_at(&c.sk, &[(1, Level(1)), (1, Level(0))], &mut rng)
+        .unwrap();
+    let g = GaloisElement::for_rotation(1, c.params.n());
+    assert_eq!(
+        gk.level_of(g),
+        Some(Level(1)),
+        "the higher level of a step listed twice"
+    );
+    let low = c.eval.drop_level_to(&ct, Level(1)).unwrap();
+    let r = c.eval.rotate(&low, 1, &gk).unwrap();
+    assert_precision(
+        "rotation with a level-1 key",
+        &c.decrypt(&r),
+        &rot_left(&v, 1),
+        20.0,
+    );
+    let e = c.eval.rotate(&ct, 1, &gk).unwrap_err();
+    assert!(matches!(e, CkksError::KeyLevel { .. }), "{e}");
+    let full = kg.galois_keys(&c.sk, &[1], false, &mut rng).unwrap();
+    let (small, big) = (serial::to_bytes(&gk), serial::to_bytes(&full));
+    assert!(
+        2 * small.len() < big.len(),
+        "{} vs {}",
+        small.len(),
+        big.len()
+    );
+    assert!(2 * gk.memory_bytes() < full.memory_bytes());
+    assert_eq!(
+        small.len(),
+        serial::galois_keys_size(&c.params, &[Level(1)]).unwrap()
+    );
+    let back: GaloisKeys = serial::from_bytes(&c.params, &small).unwrap();
+    assert_eq!(back.level_of(g), Some(Level(1)));
+    let r = c.eval.rotate(&low, 1, &back).unwrap();
+    assert_precision(
+        "deserialized level-1 key",
+        &c.decrypt(&r),
+        &rot_left(&v, 1),
+        20.0,
+    );
+    // relinearization key for products at level 1
+    let rlk = kg.relin_key_at(&c.sk, Level(1), &mut rng).unwrap();
+    let prod: Vec<f64> = v.iter().map(|x| x * x).collect();
+    let sq = c.eval.square_relin(&low, &rlk).unwrap();
+    assert_precision(
+        "relinearization with a level-1 key",
+        &c.decrypt(&sq),
+        &prod,
+        18.0,
+    );
+    assert!(matches!(
+        c.eval.square_relin(&ct, &rlk).unwrap_err(),
+        CkksError::KeyLevel { .. }
+    ));
+    let bytes = serial::to_bytes(&rlk);
+    assert_eq!(
+        bytes.len(),
+        serial::relin_key_size(&c.params, Level(1)).unwrap()
+    );
+    let back: RelinKey =
+        serial::from_bytes_with_limits(&c.params, &bytes, &Limits::default()).unwrap();
+    assert_eq!(back.level(), Level(1));
+}

@@ -265,6 +265,18 @@ pub enum ExecError {
         /// The missing steps.
         steps: Vec<i64>,
     },
+    /// An evaluation key serves lower levels than the plan uses it at.
+    #[error(
+        "the {what} serves levels up to {have}, the plan needs it at level {need}; regenerate the keys from the plan"
+    )]
+    KeyLevel {
+        /// Which key.
+        what: String,
+        /// Highest level it serves.
+        have: usize,
+        /// Level the plan needs.
+        need: usize,
+    },
     /// A value needs more slots than a ciphertext has.
     #[error("needs {need} slots, a ciphertext has {have}")]
     SlotOverflow {

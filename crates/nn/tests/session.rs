@@ -142,6 +142,12 @@ fn tampered_plans_are_refused() {
     p.rotations.pop();
     assert_mismatch(&refused(&g, p), "rotation steps");
     let mut p = plan.clone();
+    p.rotation_levels[0] = (p.rotation_levels[0] + 1) % (p.params.q_bits.len() - 1);
+    assert_mismatch(&refused(&g, p), "levels of the rotation keys");
+    let mut p = plan.clone();
+    p.relin_level += 1;
+    assert_mismatch(&refused(&g, p), "relinearization key");
+    let mut p = plan.clone();
     p.output_multiplier *= 2.0;
     assert_mismatch(&refused(&g, p), "output multiplier");
     let mut p = plan.clone();

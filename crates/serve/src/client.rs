@@ -51,7 +51,9 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client of `base` (`http://host:port`).
+    /// A client of `base` (`http://host:port`). Uploads announce themselves with `Expect:
+    /// 100-continue`, so that a server refusing a request early (a body over its limit, an
+    /// unknown route) answers before the body is sent instead of breaking the connection.
     pub fn new(base: &str) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -146,6 +148,7 @@ impl HttpClient {
             self.agent
                 .post(&self.url("/v1/sessions"))
                 .header("content-type", "application/octet-stream")
+                .header("expect", "100-continue")
                 .send(keys),
         )?;
         self.json(&b)
@@ -158,6 +161,7 @@ impl HttpClient {
             self.agent
                 .post(&self.url(&format!("/v1/sessions/{session}/infer")))
                 .header("content-type", "application/octet-stream")
+                .header("expect", "100-continue")
                 .send(query),
         )?;
         Ok((b, eval_s.unwrap_or(0.0)))
@@ -184,7 +188,11 @@ impl HttpClient {
         let r = match method {
             "GET" => self.agent.get(&url).call(),
             "DELETE" => self.agent.delete(&url).call(),
-            _ => self.agent.post(&url).send(body),
+            _ => self
+                .agent
+                .post(&url)
+                .header("expect", "100-continue")
+                .send(body),
         };
         match self.finish(r) {
             Ok((s, b, _)) => Ok((s, b)),

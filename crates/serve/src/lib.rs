@@ -190,7 +190,7 @@ fn model_info(server: &Server, client: &ClientArtifact) -> ModelInfo {
             henn_ckks::SecurityPolicy::InsecureAllowed { .. } => None,
         },
         rotation_keys: plan.rotations.len(),
-        eval_key_bytes: wire::evaluation_keys_size(params, plan.rotations.len()),
+        eval_key_bytes: wire::evaluation_keys_size(params, plan).unwrap_or(0),
         query_bytes: wire::query_size(params, plan.layout.input.ciphertexts),
         result_bytes: wire::packed_size(params, out_level, plan.layout.output.ciphertexts),
         input: client.input.clone(),

@@ -146,7 +146,7 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<()> {
     let out_level = plan.layers.last().map_or(0, |l| l.level);
     println!(
         "wire sizes: evaluation keys {}, query {}, result {}",
-        mib(henn_nn::session::wire::evaluation_keys_size(&params, plan.rotations.len()) as u64),
+        mib(henn_nn::session::wire::evaluation_keys_size(&params, &plan)? as u64),
         mib(henn_nn::session::wire::query_size(&params, plan.layout.input.ciphertexts) as u64),
         mib(
             henn_nn::session::wire::packed_size(&params, out_level, plan.layout.output.ciphertexts)

@@ -148,6 +148,36 @@ impl Encrypted {
         }
     }
 
+    /// Checks that the keys serve the levels they are needed at: each rotation step up to its
+    /// level, relinearizations up to `relin_level`.
+    pub fn check_keys(&self, rotations: &[(i64, Level)], relin_level: usize) -> Result<()> {
+        let steps: Vec<i64> = rotations.iter().map(|r| r.0).collect();
+        self.check_rotations(&steps)?;
+        let n = self.params.n();
+        for &(k, need) in rotations {
+            let g = GaloisElement::for_rotation(k, n);
+            if let Some(have) = self.gk.level_of(g)
+                && have < need
+            {
+                return Err(ExecError::KeyLevel {
+                    what: format!("rotation key for step {k}"),
+                    have: have.0,
+                    need: need.0,
+                }
+                .into());
+            }
+        }
+        if self.rlk.level().0 < relin_level {
+            return Err(ExecError::KeyLevel {
+                what: "relinearization key".into(),
+                have: self.rlk.level().0,
+                need: relin_level,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     fn check_rotation(&self, k: i64) -> Result<()> {
         self.check_rotations(&[k])
     }

@@ -1,7 +1,7 @@
 //! The simulated backend: level and scale bookkeeping, op counts and the rotation steps
 //! used, without any cryptography. The planner runs the layer code on it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use henn_ckks::Scale;
@@ -24,7 +24,10 @@ pub struct Simulated {
     primes: Vec<f64>,
     slots: usize,
     counts: OpCounts,
-    rotations: Mutex<BTreeSet<i64>>,
+    /// Rotation step -> highest level it was used at.
+    rotations: Mutex<BTreeMap<i64, usize>>,
+    /// Highest level of a relinearization (`None`: none yet).
+    relin: Mutex<Option<usize>>,
 }
 
 pub(crate) fn check_add(a: (usize, Scale), b: (usize, Scale)) -> Result<()> {
@@ -91,7 +94,8 @@ impl Simulated {
             primes,
             slots,
             counts: OpCounts::default(),
-            rotations: Mutex::new(BTreeSet::new()),
+            rotations: Mutex::new(BTreeMap::new()),
+            relin: Mutex::new(None),
         }
     }
 
@@ -120,17 +124,38 @@ impl Simulated {
     pub fn rotations(&self) -> Vec<i64> {
         self.rotations
             .lock()
-            .map(|r| r.iter().copied().collect())
+            .map(|r| r.keys().copied().collect())
             .unwrap_or_default()
     }
 
-    fn record(&self, k: i64) {
+    /// The highest level each rotation step of [`Simulated::rotations`] was used at (the
+    /// level its key must serve), in the same order.
+    pub fn rotation_levels(&self) -> Vec<usize> {
+        self.rotations
+            .lock()
+            .map(|r| r.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The highest level of a relinearization so far (0 when there was none).
+    pub fn relin_level(&self) -> usize {
+        self.relin.lock().map_or(0, |r| r.unwrap_or(0))
+    }
+
+    fn record(&self, k: i64, level: usize) {
         let s = self.slots as i64;
         let k = if s > 0 { k.rem_euclid(s) } else { k };
         if k != 0
             && let Ok(mut r) = self.rotations.lock()
         {
-            r.insert(k);
+            let e = r.entry(k).or_insert(level);
+            *e = (*e).max(level);
+        }
+    }
+
+    fn record_relin(&self, level: usize) {
+        if let Ok(mut r) = self.relin.lock() {
+            *r = Some(r.map_or(level, |l| l.max(level)));
         }
     }
 }
@@ -214,6 +239,7 @@ impl Backend for Simulated {
         check_mul_levels(a.level, b.level)?;
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
+        self.record_relin(a.level);
         Ok(SimCt {
             level: a.level,
             scale: scale_of(a.scale.value() * b.scale.value())?,
@@ -222,6 +248,7 @@ impl Backend for Simulated {
     fn square_relin(&self, a: &SimCt) -> Result<SimCt> {
         OpCounts::bump(&self.counts.square, 1);
         OpCounts::bump(&self.counts.relin, 1);
+        self.record_relin(a.level);
         Ok(SimCt {
             level: a.level,
             scale: scale_of(a.scale.value() * a.scale.value())?,
@@ -242,13 +269,13 @@ impl Backend for Simulated {
     }
     fn rotate(&self, a: &SimCt, k: i64) -> Result<SimCt> {
         OpCounts::bump(&self.counts.rotate, 1);
-        self.record(k);
+        self.record(k, a.level);
         Ok(*a)
     }
     fn rotate_hoisted(&self, a: &SimCt, ks: &[i64]) -> Result<Vec<SimCt>> {
         OpCounts::bump(&self.counts.rotate_hoisted, ks.len() as u64);
         for &k in ks {
-            self.record(k);
+            self.record(k, a.level);
         }
         Ok(vec![*a; ks.len()])
     }

@@ -41,7 +41,7 @@ const PROBE_PRIME_BITS: u32 = 40;
 /// Rounds of "choose parameters, lay out again, measure again" before giving up.
 const MAX_PLAN_ROUNDS: usize = 4;
 /// The plan format this build writes and reads.
-pub const PLAN_FORMAT: u32 = 2;
+pub const PLAN_FORMAT: u32 = 3;
 
 /// How many images one run packs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +96,11 @@ pub struct Plan {
     pub depth: usize,
     /// Rotation steps the plan needs (only those Galois keys are generated).
     pub rotations: Vec<i64>,
+    /// Per rotation step (same order), the highest level it is used at: its key serves
+    /// levels up to there and no higher (smaller keys for rotations deep in the network).
+    pub rotation_levels: Vec<usize>,
+    /// The highest level of a relinearization (the relinearization key serves up to there).
+    pub relin_level: usize,
     /// Multiplier to apply to the decrypted output.
     pub output_multiplier: f64,
     /// Largest absolute slot value measured under the layout (sizes the base prime).
@@ -122,6 +127,15 @@ impl Plan {
     /// Images one run packs.
     pub fn images_per_run(&self) -> usize {
         self.layout.images_per_run
+    }
+
+    /// The rotation keys the plan needs: each step with the highest level its key serves.
+    pub fn rotation_keys(&self) -> Vec<(i64, henn_ckks::Level)> {
+        self.rotations
+            .iter()
+            .zip(&self.rotation_levels)
+            .map(|(&k, &l)| (k, henn_ckks::Level(l)))
+            .collect()
     }
 
     /// SHA-256 (hex) of the plan with its `fingerprint` field empty (canonical JSON).
@@ -227,6 +241,16 @@ impl Plan {
             "rotation steps",
             format!("{:?}", self.rotations),
             format!("{:?}", sim.rotations()),
+        )?;
+        mismatch(
+            "levels of the rotation keys",
+            format!("{:?}", self.rotation_levels),
+            format!("{:?}", sim.rotation_levels()),
+        )?;
+        mismatch(
+            "level of the relinearization key",
+            self.relin_level.to_string(),
+            sim.relin_level().to_string(),
         )?;
         mismatch(
             "output multiplier",
@@ -486,6 +510,8 @@ fn plan_for(
         layout,
         depth,
         rotations: sim.rotations(),
+        rotation_levels: sim.rotation_levels(),
+        relin_level: sim.relin_level(),
         output_multiplier: run.output.mult,
         max_abs,
         layers: run.layers,

@@ -97,13 +97,16 @@ impl Client {
         &self.params
     }
 
-    /// A relinearization key and exactly the Galois keys the plan lists.
+    /// A relinearization key and exactly the Galois keys the plan lists, each made for the
+    /// highest level the plan uses it at.
     pub fn evaluation_keys(&self) -> Result<EvaluationKeys> {
         let kg = KeyGenerator::new(&self.params);
         let mut rng = fresh_rng();
-        let relin = kg.relin_key(&self.sk, &mut rng).map_err(ckks_err)?;
+        let relin = kg
+            .relin_key_at(&self.sk, henn_ckks::Level(self.plan.relin_level), &mut rng)
+            .map_err(ckks_err)?;
         let galois = kg
-            .galois_keys(&self.sk, &self.plan.rotations, false, &mut rng)
+            .galois_keys_at(&self.sk, &self.plan.rotation_keys(), &mut rng)
             .map_err(ckks_err)?;
         Ok(EvaluationKeys {
             plan_fingerprint: self.plan.fingerprint.clone(),

@@ -96,7 +96,7 @@ impl Server {
         }
         let backend =
             Encrypted::with_cache(&self.params, keys.relin, keys.galois, self.cache.clone());
-        backend.check_rotations(&self.plan.rotations)?;
+        backend.check_keys(&self.plan.rotation_keys(), self.plan.relin_level)?;
         Ok(ServerSession {
             server: self.clone(),
             backend,

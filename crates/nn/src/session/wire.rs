@@ -374,10 +374,19 @@ pub fn peek_plan_fingerprint(bytes: &[u8]) -> Result<String> {
     Ok(fp_hex(&bytes[8..40]))
 }
 
-/// Bytes of an evaluation-key bundle with `rotations` Galois keys under `params`.
-pub fn evaluation_keys_size(params: &CkksParams, rotations: usize) -> usize {
+/// Bytes of the evaluation-key bundle of `plan` under `params`.
+pub fn evaluation_keys_size(params: &CkksParams, plan: &crate::plan::Plan) -> Result<usize> {
     use henn_ckks::serial::{galois_keys_size, relin_key_size};
-    HEAD + 2 * 8 + relin_key_size(params) + galois_keys_size(params, rotations) + SUM
+    let levels: Vec<henn_ckks::Level> = plan.rotation_keys().into_iter().map(|r| r.1).collect();
+    let err = |source| NnError::Ckks {
+        node: "wire".into(),
+        source,
+    };
+    Ok(HEAD
+        + 2 * 8
+        + relin_key_size(params, henn_ckks::Level(plan.relin_level)).map_err(err)?
+        + galois_keys_size(params, &levels).map_err(err)?
+        + SUM)
 }
 
 /// Bytes of a query of `cts` seeded ciphertexts at the top level under `params`.
