@@ -68,7 +68,7 @@ impl Client {
 
     fn assemble(plan: Plan, params: Arc<CkksParams>, seed: SecretSeed) -> Result<Self> {
         plan.verify_fingerprint()?;
-        if plan.ckks_params()?.id() != params.id() {
+        if params.literal() != &plan.params {
             return Err(NnError::PlanMismatch {
                 what: "parameters".into(),
                 stored: format!("{:?}", plan.params),
