@@ -211,17 +211,7 @@ impl App {
                 source: Box::new(source),
             };
             let m = artifact::read_server(path).map_err(err)?;
-            let client = ClientArtifact {
-                format: artifact::ARTIFACT_FORMAT,
-                model: m.name.clone(),
-                plan_fingerprint: m.plan.fingerprint.clone(),
-                input: InputDescription {
-                    shape: m.plan.layout.input.shape.clone(),
-                    pixels: "8-bit pixel values / 255, channels first (NCHW)".into(),
-                    outputs: m.plan.layout.output.positions.len(),
-                },
-                plan: m.plan.clone(),
-            };
+            let client = ClientArtifact::for_plan(&m.plan);
             let server =
                 Server::with_cache_budget(Arc::new(m.graph), m.plan, config.plaintext_cache_bytes)
                     .map_err(err)?;

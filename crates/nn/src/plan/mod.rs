@@ -429,7 +429,10 @@ fn plan_for(
     let images = rules.images_per_run(images, usize::MAX);
     let min_slots = rules.required_slots(graph, images)?;
     let scale0 = Scale::from_log2(f64::from(PROBE_PRIME_BITS));
-    let (lit, layout, depth, max_abs) = match given {
+    let parse = |lit: &CkksParamsLiteral| {
+        CkksParams::new(lit.clone()).map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))
+    };
+    let (lit, params, layout, depth, max_abs) = match given {
         Some(lit) => {
             // the user's parameters: the layout for their room, then depth and magnitudes
             // under it, checked with an explanation
@@ -457,10 +460,9 @@ fn plan_for(
                 None => (depth(graph, kind)?, 0.0),
             };
             check_params(graph, layout.as_ref(), &lit, depth, min_slots, max_abs)?;
-            let params = CkksParams::new(lit.clone())
-                .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+            let params = parse(&lit)?;
             let layout = rules.plan(graph, Room::of_params(&params), images)?;
-            (lit, layout, depth, max_abs)
+            (lit, params, layout, depth, max_abs)
         }
         None => {
             // probe: the layout for an idealised room, its depth and magnitudes
@@ -476,8 +478,7 @@ fn plan_for(
                     opts.security_bits,
                     mag,
                 )?;
-                let params = CkksParams::new(lit.clone())
-                    .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+                let params = parse(&lit)?;
                 let layout = rules.plan(graph, Room::of_params(&params), images)?;
                 // the layout for the real room may differ from the probe's (replicas,
                 // multiplexing): measure again under it, with the real primes
@@ -485,7 +486,7 @@ fn plan_for(
                 let d = depth_under(graph, &layout)?;
                 let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
                 if d <= depth && magnitude_bits(m) <= magnitude_bits(mag) {
-                    break (lit, layout, depth, m.max(mag));
+                    break (lit, params, layout, depth, m.max(mag));
                 }
                 round += 1;
                 if round >= MAX_PLAN_ROUNDS {
@@ -498,8 +499,6 @@ fn plan_for(
             }
         }
     };
-    let params = CkksParams::new(lit.clone())
-        .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
     let sim = Simulated::for_params(&params);
     let run = simulate(graph, &layout, &sim, params.default_scale())?;
     let mut plan = Plan {

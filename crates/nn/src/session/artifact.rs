@@ -50,6 +50,23 @@ pub struct ClientArtifact {
     pub plan: Plan,
 }
 
+impl ClientArtifact {
+    /// The client artifact of `plan` (what `henn compile` writes and a server hands out).
+    pub fn for_plan(plan: &Plan) -> Self {
+        ClientArtifact {
+            format: ARTIFACT_FORMAT,
+            model: plan.model.clone(),
+            plan_fingerprint: plan.fingerprint.clone(),
+            input: InputDescription {
+                shape: plan.layout.input.shape.clone(),
+                pixels: "8-bit pixel values / 255, channels first (NCHW)".into(),
+                outputs: plan.layout.output.positions.len(),
+            },
+            plan: plan.clone(),
+        }
+    }
+}
+
 /// The server manifest (`server.json`, beside `model.onnx`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,21 +162,7 @@ pub fn write_compiled(dir: &Path, onnx: &[u8], plan: &Plan) -> Result<(PathBuf, 
     for d in [&client, &server] {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
-    let input = InputDescription {
-        shape: plan.layout.input.shape.clone(),
-        pixels: "8-bit pixel values / 255, channels first (NCHW)".into(),
-        outputs: plan.layout.output.positions.len(),
-    };
-    write_json(
-        &client.join("client.json"),
-        &ClientArtifact {
-            format: ARTIFACT_FORMAT,
-            model: plan.model.clone(),
-            plan_fingerprint: plan.fingerprint.clone(),
-            input,
-            plan: plan.clone(),
-        },
-    )?;
+    write_json(&client.join("client.json"), &ClientArtifact::for_plan(plan))?;
     let onnx_path = server.join("model.onnx");
     std::fs::write(&onnx_path, onnx).map_err(io(&onnx_path))?;
     write_json(

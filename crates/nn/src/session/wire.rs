@@ -248,6 +248,19 @@ fn ckks_obj<T: WireFormat>(params: &Arc<CkksParams>, b: &[u8], limits: &Limits) 
     })
 }
 
+/// Every object of a frame read as `T` and turned into a ciphertext by `f`.
+fn read_objects<T: WireFormat>(
+    params: &Arc<CkksParams>,
+    f: &Frame<'_>,
+    limits: &Limits,
+    g: impl Fn(T) -> Result<Ciphertext>,
+) -> Result<Vec<Ciphertext>> {
+    f.objects
+        .iter()
+        .map(|o| g(ckks_obj(params, o, limits)?))
+        .collect()
+}
+
 impl EvaluationKeys {
     /// Serialized (see the module docs).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -303,11 +316,7 @@ impl PackedCiphertexts {
         limits: &Limits,
     ) -> Result<Self> {
         let f = open(bytes, KIND_CTS, plan_fingerprint, limits)?;
-        let cts = f
-            .objects
-            .iter()
-            .map(|o| ckks_obj(params, o, limits))
-            .collect::<Result<_>>()?;
+        let cts = read_objects(params, &f, limits, Ok)?;
         Ok(Self {
             plan_fingerprint: f.fp,
             images: f.images,
@@ -333,17 +342,12 @@ impl Query {
         limits: &Limits,
     ) -> Result<PackedCiphertexts> {
         let f = open(bytes, KIND_QUERY, plan_fingerprint, limits)?;
-        let cts = f
-            .objects
-            .iter()
-            .map(|o| {
-                let s: SeededCiphertext = ckks_obj(params, o, limits)?;
-                s.expand(params).map_err(|source| NnError::Ckks {
-                    node: "wire".into(),
-                    source,
-                })
+        let cts = read_objects(params, &f, limits, |s: SeededCiphertext| {
+            s.expand(params).map_err(|source| NnError::Ckks {
+                node: "wire".into(),
+                source,
             })
-            .collect::<Result<_>>()?;
+        })?;
         Ok(PackedCiphertexts {
             plan_fingerprint: f.fp,
             images: f.images,
