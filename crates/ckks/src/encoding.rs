@@ -28,20 +28,37 @@ impl Complex {
     pub const fn new(re: f64, im: f64) -> Self {
         Self { re, im }
     }
+    /// Sum.
     #[inline]
-    fn add(self, o: Self) -> Self {
+    pub fn add(self, o: Self) -> Self {
         Self::new(self.re + o.re, self.im + o.im)
     }
+    /// Difference.
     #[inline]
-    fn sub(self, o: Self) -> Self {
+    pub fn sub(self, o: Self) -> Self {
         Self::new(self.re - o.re, self.im - o.im)
     }
+    /// Product.
     #[inline]
-    fn mul(self, o: Self) -> Self {
+    pub fn mul(self, o: Self) -> Self {
         Self::new(
             self.re * o.re - self.im * o.im,
             self.re * o.im + self.im * o.re,
         )
+    }
+    /// Complex conjugate.
+    #[inline]
+    pub fn conj(self) -> Self {
+        Self::new(self.re, -self.im)
+    }
+    /// Product with a real number.
+    #[inline]
+    pub fn scale(self, r: f64) -> Self {
+        Self::new(self.re * r, self.im * r)
+    }
+    /// `exp(i theta)`.
+    pub fn from_angle(theta: f64) -> Self {
+        Self::new(theta.cos(), theta.sin())
     }
     /// Modulus.
     pub fn abs(self) -> f64 {

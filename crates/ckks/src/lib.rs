@@ -35,6 +35,7 @@
 //! ```
 
 pub mod ciphertext;
+pub mod circuits;
 pub mod encoding;
 pub mod encrypt;
 pub mod error;
