@@ -243,6 +243,10 @@ impl GaloisKeys {
     pub fn remove(&mut self, g: GaloisElement) -> bool {
         self.keys.remove(&g).is_some()
     }
+    /// Adds (or replaces) one key.
+    pub fn insert(&mut self, key: GaloisKey) {
+        self.keys.insert(key.element(), key);
+    }
     /// Adds (or replaces) keys from another set.
     pub fn extend(&mut self, other: GaloisKeys) {
         self.keys.extend(other.keys);
@@ -391,6 +395,19 @@ impl KeyGenerator {
         })
     }
 
+    /// A key switching from the secret `s_from` (NTT, all primes) to `sk`, serving
+    /// ciphertexts up to `level` (used by bootstrapping's sparse-secret encapsulation).
+    pub(crate) fn switch_key_from<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        sk: &SecretKey,
+        s_from: &Poly<Ntt>,
+        level: Level,
+        rng: &mut R,
+    ) -> Result<KeySwitchKey> {
+        self.params.check_id(sk.params_id)?;
+        self.key_switch_key(sk, s_from, level, rng)
+    }
+
     /// The relinearization key.
     pub fn relin_key<R: RngCore + CryptoRng + ?Sized>(
         &self,
@@ -458,11 +475,10 @@ impl KeyGenerator {
                 *e = (*e).max(level);
             }
         }
-        let mut keys = BTreeMap::new();
-        for (g, level) in want {
-            keys.insert(g, self.galois_key_at(sk, g, level, rng)?);
-        }
-        Ok(GaloisKeys { keys })
+        let keys = crate::bootstrap::par_galois_keys(self, sk, want.into_iter().collect(), rng)?;
+        Ok(GaloisKeys {
+            keys: keys.into_iter().map(|k| (k.element(), k)).collect(),
+        })
     }
 
     /// Galois keys for left rotations by each of `steps` (negative: right), plus complex

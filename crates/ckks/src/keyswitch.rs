@@ -34,7 +34,7 @@ pub(crate) fn decompose(params: &CkksParams, d: &Poly<Ntt>, level: Level) -> Res
         .zip(t.mod_up.par_iter())
         .map(|(digit, conv)| -> Result<Poly<Ntt>> {
             let x = d_coeff.select_limbs(digit)?;
-            let ext = conv.convert(&x)?.ntt();
+            let ext = conv.convert_centered(&x)?.ntt();
             let mut out = Poly::<Ntt>::zero(params.ring(), &t.qp_limbs)?;
             let mut ext_pos = 0;
             for (k, &limb) in t.qp_limbs.iter().enumerate() {

@@ -34,6 +34,7 @@
 //! assert!((out[0] - 1.5).abs() < 1e-6 && (out[1] + 2.0).abs() < 1e-6);
 //! ```
 
+pub mod bootstrap;
 pub mod ciphertext;
 pub mod circuits;
 pub mod encoding;

@@ -22,6 +22,8 @@ pub struct BasisConverter {
     qhat_inv: Vec<ShoupConst>,
     /// `(Q/q_i) mod p_j`, laid out `[j][i]`.
     qhat_mod_p: Vec<u64>,
+    /// `Q mod p_j`.
+    q_mod_p: Vec<u64>,
     /// Whether every input prime is below 2^52 (IFMA multiplier width).
     inputs_below_2_52: bool,
 }
@@ -54,6 +56,15 @@ impl BasisConverter {
                 qhat_mod_p.push(prod);
             }
         }
+        let mut q_mod_p = Vec::with_capacity(to.len());
+        for &j in to {
+            let pj = ctx.modulus(j)?;
+            let mut prod = 1u64;
+            for &k in from {
+                prod = pj.mul(prod, pj.reduce(ctx.modulus(k)?.value()));
+            }
+            q_mod_p.push(prod);
+        }
         let inputs_below_2_52 = from
             .iter()
             .all(|&i| ctx.modulus_unchecked(i).value() < 1 << 52);
@@ -63,6 +74,7 @@ impl BasisConverter {
             to: to.to_vec(),
             qhat_inv,
             qhat_mod_p,
+            q_mod_p,
             inputs_below_2_52,
         })
     }
@@ -79,6 +91,19 @@ impl BasisConverter {
 
     /// Converts `input` (over `from`, coefficient form) to a new polynomial over `to`.
     pub fn convert(&self, input: &Poly<Coeff>) -> Result<Poly<Coeff>> {
+        self.convert_impl(input, false)
+    }
+
+    /// Like [`BasisConverter::convert`] but with centred terms: the output is `x + u*Q`
+    /// where `x` is the centred representative and `u` is small with mean about zero (the
+    /// plain conversion's `u` lies in `[0, |from|)`). Used where the conversion error must be
+    /// unbiased: ModDown then rounds `x / P` instead of flooring it by `|from| / 2` on average,
+    /// an offset that the secret key spreads into a structured (low-frequency) error.
+    pub fn convert_centered(&self, input: &Poly<Coeff>) -> Result<Poly<Coeff>> {
+        self.convert_impl(input, true)
+    }
+
+    fn convert_impl(&self, input: &Poly<Coeff>, centered: bool) -> Result<Poly<Coeff>> {
         if input.limbs() != self.from.as_slice() || !Arc::ptr_eq(input.context(), &self.ctx) {
             return Err(RingError::BasisMismatch {
                 lhs: input.limbs().to_vec(),
@@ -114,6 +139,26 @@ impl BasisConverter {
                 }
                 convert_limb(dst, t, consts, n, |acc| p.reduce_u128(acc));
             });
+        if centered {
+            // terms t_i > q_i / 2 stand for t_i - q_i: subtract Q once per such term
+            let mut count = vec![0u64; n];
+            for (limb, &i) in t.chunks(n).zip(&self.from) {
+                let half = ctx.modulus_unchecked(i).value() / 2;
+                for (c, &x) in count.iter_mut().zip(limb) {
+                    *c += u64::from(x > half);
+                }
+            }
+            let count = &count;
+            out.data_mut()
+                .par_chunks_mut(n)
+                .zip(self.to.par_iter().zip(self.q_mod_p.par_iter()))
+                .for_each(|(dst, (&j, &qm))| {
+                    let p = ctx.modulus_unchecked(j);
+                    for (d, &c) in dst.iter_mut().zip(count) {
+                        *d = p.sub(*d, p.mul(c, qm));
+                    }
+                });
+        }
         Ok(out)
     }
 }
@@ -149,7 +194,8 @@ fn convert_limb(
 }
 
 /// The ModDown step of hybrid key switching: maps `x` over `Q_l ∪ P` (NTT form) to
-/// `(x - FastBConv_P->Q(x mod P)) * P^{-1}` over `Q_l`, i.e. approximately `x / P`.
+/// `(x - FastBConv_P->Q(x mod P)) * P^{-1}` over `Q_l`, i.e. approximately `x / P`, with the
+/// centred conversion so that the rounding error has mean about zero.
 #[derive(Clone, Debug)]
 pub struct ModDown {
     q: Vec<usize>,
@@ -191,7 +237,7 @@ impl ModDown {
         }
         let xp = x.select_limbs(&self.p)?.intt();
         x.truncate_limbs(self.q.len())?;
-        let conv = self.conv.convert(&xp)?.ntt();
+        let conv = self.conv.convert_centered(&xp)?.ntt();
         let ctx = x.context().clone();
         let n = ctx.n();
         x.data_mut()
