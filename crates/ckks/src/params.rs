@@ -121,11 +121,34 @@ impl CkksParamsLiteral {
         }
     }
 
-    /// A preset by name (`resnet`, `small`).
+    /// The bootstrappable set: N = 2^16, 128-bit secure with a uniform ternary secret
+    /// (1640 of 1772 bits). From the bottom: `q_0` 45 bits, 9 levels of 35 bits at scale 2^35
+    /// (the levels left after a bootstrap), then the levels a bootstrap consumes: SlotToCoeff
+    /// 3 x 45, EvalMod 8 x 60, CoeffToSlot 3 x 55; special primes 10 x 50 (IFMA-friendly),
+    /// 3 key-switching digits. See [`crate::bootstrap::BootstrapConfig::boot`].
+    pub fn boot() -> Self {
+        let mut q_bits = vec![45];
+        q_bits.extend(std::iter::repeat_n(35, 9));
+        q_bits.extend(std::iter::repeat_n(45, 3));
+        q_bits.extend(std::iter::repeat_n(60, 8));
+        q_bits.extend(std::iter::repeat_n(55, 3));
+        Self {
+            log_n: 16,
+            q_bits,
+            p_bits: vec![50; 10],
+            log_scale: 35.0,
+            dnum: None,
+            secret: SecretDistribution::Ternary,
+            security: SecurityPolicy::default(),
+        }
+    }
+
+    /// A preset by name (`resnet`, `small`, `boot`).
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "resnet" => Some(Self::resnet()),
             "small" => Some(Self::small()),
+            "boot" => Some(Self::boot()),
             _ => None,
         }
     }

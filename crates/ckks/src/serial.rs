@@ -48,6 +48,7 @@ use std::sync::Arc;
 use henn_ring::{Ntt, Poly};
 use sha2::{Digest, Sha256};
 
+use crate::bootstrap::{BootstrapKeys, EncapsulationKey};
 use crate::ciphertext::{Ciphertext, Plaintext, SeededCiphertext, expand_uniform_one};
 use crate::error::{CkksError, Result};
 use crate::keys::{GaloisKey, GaloisKeys, KeySwitchKey, PublicKey, RelinKey, expand_uniform};
@@ -87,6 +88,8 @@ pub enum TypeTag {
     GaloisKeys = 6,
     /// [`SeededCiphertext`].
     SeededCiphertext = 7,
+    /// [`BootstrapKeys`].
+    BootstrapKeys = 8,
 }
 
 impl TypeTag {
@@ -100,6 +103,7 @@ impl TypeTag {
             5 => Self::RelinKey,
             6 => Self::GaloisKeys,
             7 => Self::SeededCiphertext,
+            8 => Self::BootstrapKeys,
             _ => return None,
         })
     }
@@ -113,6 +117,7 @@ impl TypeTag {
             Self::RelinKey => "relinearization key",
             Self::GaloisKeys => "Galois key set",
             Self::SeededCiphertext => "seeded ciphertext",
+            Self::BootstrapKeys => "bootstrapping key set",
         }
     }
 }
@@ -839,17 +844,7 @@ impl WireFormat for GaloisKeys {
             .map(|k| 8 + ksk_len(&k.key))
             .sum::<usize>();
         let mut out = start_frame(Self::TYPE_TAG, id, hint);
-        put_u32(&mut out, self.keys.len() as u32);
-        for (g, k) in &self.keys {
-            put_u64(&mut out, g.value());
-            // Keys are held in hoisting form; the wire carries the canonical form. Permuting
-            // back cannot fail for a key built by this crate (lengths match by construction);
-            // fall back to the stored form rather than panic.
-            match k.canonical() {
-                Ok(c) => write_ksk(&mut out, &c),
-                Err(_) => write_ksk(&mut out, &k.key),
-            }
-        }
+        write_galois(&mut out, self);
         finish_frame(out)
     }
 
@@ -869,31 +864,118 @@ impl WireFormat for GaloisKeys {
             return Ok(GaloisKeys::default());
         }
         params.check_id(header.params_id)?;
-        let count = r.u32()?;
-        let n = params.n();
-        let two_n = 2 * n as u64;
-        let mut keys = BTreeMap::new();
-        let mut prev: Option<u64> = None;
-        for _ in 0..count {
-            let g = r.u64()?;
-            if g >= two_n || g % 2 == 0 || g == 1 {
-                return Err(CkksError::Serialization(format!(
-                    "invalid Galois element {g}: must be odd, not 1, and below 2N = {two_n}"
-                )));
-            }
-            if prev.is_some_and(|p| g <= p) {
-                return Err(CkksError::Serialization(
-                    "Galois elements not strictly increasing (duplicate or unordered keys); the data is malformed"
-                        .into(),
-                ));
-            }
-            prev = Some(g);
-            let key = read_ksk(params, &mut r)?;
-            keys.insert(GaloisElement(g), GaloisKey::from_canonical(key, n, g)?);
-        }
+        let keys = read_galois(params, &mut r)?;
         r.finish()?;
-        Ok(GaloisKeys { keys })
+        Ok(keys)
     }
+}
+
+fn galois_len(keys: &GaloisKeys) -> usize {
+    4 + keys
+        .keys
+        .values()
+        .map(|k| 8 + ksk_len(&k.key))
+        .sum::<usize>()
+}
+
+fn write_galois(out: &mut Vec<u8>, keys: &GaloisKeys) {
+    put_u32(out, keys.keys.len() as u32);
+    for (g, k) in &keys.keys {
+        put_u64(out, g.value());
+        // Keys are held in hoisting form; the wire carries the canonical form. Permuting
+        // back cannot fail for a key built by this crate (lengths match by construction);
+        // fall back to the stored form rather than panic.
+        match k.canonical() {
+            Ok(c) => write_ksk(out, &c),
+            Err(_) => write_ksk(out, &k.key),
+        }
+    }
+}
+
+fn read_galois(params: &CkksParams, r: &mut Reader<'_>) -> Result<GaloisKeys> {
+    let count = r.u32()?;
+    let n = params.n();
+    let two_n = 2 * n as u64;
+    let mut keys = BTreeMap::new();
+    let mut prev: Option<u64> = None;
+    for _ in 0..count {
+        let g = r.u64()?;
+        if g >= two_n || g % 2 == 0 || g == 1 {
+            return Err(CkksError::Serialization(format!(
+                "invalid Galois element {g}: must be odd, not 1, and below 2N = {two_n}"
+            )));
+        }
+        if prev.is_some_and(|p| g <= p) {
+            return Err(CkksError::Serialization(
+                "Galois elements not strictly increasing (duplicate or unordered keys); the data is malformed"
+                    .into(),
+            ));
+        }
+        prev = Some(g);
+        let key = read_ksk(params, r)?;
+        keys.insert(GaloisElement(g), GaloisKey::from_canonical(key, n, g)?);
+    }
+    Ok(GaloisKeys { keys })
+}
+
+impl sealed::Sealed for BootstrapKeys {}
+/// Bootstrapping keys: the relinearization key, the `s' -> s` switching key, the
+/// encapsulation key (seed and `b` over `q_0 p`), then the Galois keys; every uniform half is
+/// carried as its seed.
+impl WireFormat for BootstrapKeys {
+    const TYPE_TAG: TypeTag = TypeTag::BootstrapKeys;
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = start_frame(Self::TYPE_TAG, self.relin.0.params_id, bootstrap_keys_len(self));
+        write_ksk(&mut out, &self.relin.0);
+        write_ksk(&mut out, &self.from_sparse);
+        out.extend_from_slice(&self.to_sparse.seed);
+        write_poly(&mut out, &self.to_sparse.b);
+        write_galois(&mut out, &self.galois);
+        finish_frame(out)
+    }
+
+    fn from_bytes(params: &Arc<CkksParams>, bytes: &[u8], limits: &Limits) -> Result<Self> {
+        let mut r = open_for(params, bytes, Self::TYPE_TAG, limits)?;
+        let relin = RelinKey(read_ksk(params, &mut r)?);
+        let from_sparse = read_ksk(params, &mut r)?;
+        if from_sparse.level != params.max_level() {
+            return Err(CkksError::Serialization(format!(
+                "the s' -> s switching key serves level {}, bootstrapping needs the top level {}; the data is malformed",
+                from_sparse.level.0,
+                params.max_level().0
+            )));
+        }
+        let seed = r.array::<32>()?;
+        let limbs = [0, params.q().len()];
+        let b = read_poly(params, &mut r, &limbs)?;
+        let a = expand_uniform(params, &seed, 1, &limbs)?
+            .pop()
+            .ok_or(CkksError::Serialization("encapsulation key expansion".into()))?;
+        let galois = read_galois(params, &mut r)?;
+        r.finish()?;
+        Ok(BootstrapKeys {
+            relin,
+            galois,
+            to_sparse: EncapsulationKey { b, a, seed },
+            from_sparse,
+        })
+    }
+}
+
+fn bootstrap_keys_len(k: &BootstrapKeys) -> usize {
+    let b = &k.to_sparse.b;
+    ksk_len(&k.relin.0)
+        + ksk_len(&k.from_sparse)
+        + 32
+        + poly_len(b.n(), b.iter_limbs().map(|(m, _)| bits_of(m.value())))
+        + galois_len(&k.galois)
+}
+
+/// Serialized size in bytes of a bootstrapping key set (header and checksum included),
+/// without serializing it.
+pub fn bootstrap_keys_size(keys: &BootstrapKeys) -> usize {
+    HEADER_LEN + bootstrap_keys_len(keys) + CHECKSUM_LEN
 }
 
 /// Serialized size in bytes of a ciphertext with `parts` polynomials at `level` under

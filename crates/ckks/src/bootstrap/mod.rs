@@ -71,19 +71,26 @@ pub struct BootstrapConfig {
 }
 
 impl BootstrapConfig {
-    /// The default for full slots at `log_n`: 3 + 3 transform levels, `h = 32`, `K = 17`
-    /// (deterministic bound 16.5 with margin), degree 40, 3 double angles (9 EvalMod levels).
+    /// The default for full slots at `log_n`, for chains shaped like
+    /// [`CkksParamsLiteral::boot`](crate::CkksParamsLiteral::boot): 3 + 3 transform levels,
+    /// `h = 32`, `K = 17` (deterministic bound 16.5 with margin), degree 56 (level-optimal:
+    /// depth 6), 2 double angles, EvalMod at scale 2^60 (8 levels).
     pub fn default_for(log_n: u32) -> Self {
         Self {
-            log_slots: log_n - 1,
+            log_slots: log_n.saturating_sub(1),
             cts_levels: 3,
             stc_levels: 3,
             k: 17.0,
-            sine_degree: 40,
-            double_angle: 3,
+            sine_degree: 56,
+            double_angle: 2,
             ephemeral_hamming_weight: 32,
-            log_eval_mod_scale: 50.0,
+            log_eval_mod_scale: 60.0,
         }
+    }
+
+    /// The configuration of the `boot` preset (N = 2^16, 32768 slots).
+    pub fn boot() -> Self {
+        Self::default_for(16)
     }
 
     /// The EvalMod polynomial `cos(2 pi (K y - 1/4) / 2^r)` on `[-1, 1]`.
@@ -115,6 +122,7 @@ impl BootstrapConfig {
 pub struct EncapsulationKey {
     pub(crate) b: Poly<Ntt>,
     pub(crate) a: Poly<Ntt>,
+    pub(crate) seed: [u8; 32],
 }
 
 impl EncapsulationKey {
@@ -454,7 +462,7 @@ impl Bootstrapper {
         ps.mul_scalar_assign(&[p_mod_q0, 0])?;
         b.add_assign(&ps)?;
         ps.data_mut().zeroize();
-        Ok(EncapsulationKey { b, a })
+        Ok(EncapsulationKey { b, a, seed })
     }
 
     fn check_keys(&self, keys: &BootstrapKeys) -> Result<()> {
