@@ -611,15 +611,6 @@ impl Bootstrapper {
     /// ciphertext with the same slots, up to the bootstrapping error, at
     /// [`Self::output_level`] and exactly [`Self::output_scale`].
     pub fn bootstrap(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
-        self.bootstrap_probed(ct, keys, &|_, _| {})
-    }
-
-    pub(crate) fn bootstrap_probed(
-        &self,
-        ct: &Ciphertext,
-        keys: &BootstrapKeys,
-        probe: &dyn Fn(&str, &Ciphertext),
-    ) -> Result<Ciphertext> {
         self.params.check_id(ct.params_id)?;
         self.check_keys(keys)?;
         let in_scale = ct.scale.value();
@@ -632,11 +623,9 @@ impl Bootstrapper {
                 .rotate_and_sum(&x, self.params.slots() / self.slots(), self.slots() as i64, gk)?;
             x.scale = declared;
         }
-        probe("raised", &x);
         for t in &self.cts {
             x = self.apply_lt(t, &x, gk)?;
         }
-        probe("cts", &x);
         // the SlotToCoeff input must be at stc_in_scale * in_scale / ref_scale (see the
         // module docs): EvalMod lands there, then the scale is re-declared
         let em_target = self.stc_in_scale * self.ref_scale / in_scale;
@@ -655,8 +644,6 @@ impl Bootstrapper {
                 || self.eval_mod(&im, em_target, &keys.relin),
             );
             let (mut a, mut b) = (a?, b?);
-            probe("evalmod_re", &a);
-            probe("evalmod_im", &b);
             self.mul_i(&mut b, false)?;
             self.ev.add_assign(&mut a, &b)?;
             a.scale = scale(self.stc_in_scale)?;
