@@ -38,7 +38,9 @@ pub enum What {
 #[derive(Debug, clap::Args)]
 pub struct CkksArgs {
     /// Parameter preset.
-    #[arg(long, default_value = "resnet", value_parser = ["resnet", "small"])]
+    /// `boot` (N = 2^16) also times a full-slot bootstrap and reports its precision, levels
+    /// and scale after, key generation time, key memory and serialized size, peak RSS.
+    #[arg(long, default_value = "resnet", value_parser = ["resnet", "small", "boot"])]
     pub preset: String,
     /// Worker threads (a dedicated rayon pool).
     #[arg(long, default_value_t = 1)]
@@ -85,6 +87,26 @@ struct Row {
     iters: usize,
     #[serde(skip)]
     note: String,
+    /// Bootstrapping details (op `bootstrap` only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    boot: Option<BootInfo>,
+}
+
+/// What `henn bench ckks --preset boot` reports besides the bootstrap's median time.
+#[derive(Debug, Clone, serde::Serialize)]
+struct BootInfo {
+    slots: usize,
+    precision_mean_bits: f64,
+    precision_min_bits: f64,
+    levels_after: usize,
+    log2_scale_after: f64,
+    transforms_s: f64,
+    transforms_gib: f64,
+    keygen_s: f64,
+    galois_keys: usize,
+    key_memory_gib: f64,
+    key_serialized_gib: f64,
+    peak_rss_gib: f64,
 }
 
 /// How many times to run an operation, and with which clock.
@@ -284,6 +306,7 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
                     clock,
                     iters,
                     note: note.to_string(),
+                    boot: None,
                 });
             })
         };
@@ -342,6 +365,7 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
         clock,
         iters: it,
         note: "per rotation, batch of 9".into(),
+        boot: None,
     });
     let mut record =
         |op: &str, note: &str, plan: Plan, f: &mut dyn FnMut() -> anyhow::Result<()>| {
@@ -357,6 +381,7 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
                     clock,
                     iters,
                     note: note.to_string(),
+                    boot: None,
                 });
             })
         };
@@ -378,7 +403,112 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
         breakdown(&params, &ev, &ct1, &ct2, &mut rng, cheap(50), &mut record)?;
     }
     pb.finish_and_clear();
+    if args.preset == "boot" {
+        drop((gk, rlk, pk));
+        rows.push(bench_bootstrap(args, &params, &sk, &mut rng, clock)?);
+    }
     Ok(rows)
+}
+
+/// Peak resident set size of this process in GiB (`VmHWM`), 0 where unknown.
+fn peak_rss_gib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / (1024.0 * 1024.0)
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Full-slot bootstrap at the `boot` preset: median time over the timed runs, precision on
+/// values uniform in [-1, 1] (real and imaginary parts), keys and memory.
+fn bench_bootstrap(
+    args: &CkksArgs,
+    params: &Arc<CkksParams>,
+    sk: &SecretKey,
+    rng: &mut ChaCha20Rng,
+    clock: &'static str,
+) -> anyhow::Result<Row> {
+    use henn_ckks::bootstrap::{BootstrapConfig, Bootstrapper};
+    let cfg = BootstrapConfig::boot();
+    let pb = spinner("bootstrapping: encoding the transforms");
+    let t = Instant::now();
+    let boot = Bootstrapper::new(params, cfg, params.default_scale())?;
+    let transforms_s = t.elapsed().as_secs_f64();
+    pb.set_message("bootstrapping: generating the keys");
+    let t = Instant::now();
+    let keys = boot.generate_keys(sk, rng)?;
+    let keygen_s = t.elapsed().as_secs_f64();
+    let enc = Encoder::new(params);
+    let v: Vec<Complex> = (0..params.slots())
+        .map(|_| Complex::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
+        .collect();
+    let pt = enc.encode_complex(&v, Level(0), params.default_scale())?;
+    let ct = Encryptor::new(params).encrypt_sk(&pt, sk, rng)?;
+    pb.set_message("bootstrapping: warm-up");
+    let mut out = boot.bootstrap(&ct, &keys)?;
+    let iters = args.iters.unwrap_or(3).max(1);
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..iters {
+        pb.set_message(format!("bootstrapping: run {}/{iters}", i + 1));
+        let t0 = if args.cpu_time { thread_cpu_us() } else { 0.0 };
+        let t = Instant::now();
+        out = black_box(boot.bootstrap(&ct, &keys)?);
+        times.push(if args.cpu_time {
+            thread_cpu_us() - t0
+        } else {
+            t.elapsed().as_secs_f64() * 1e6
+        });
+    }
+    pb.finish_and_clear();
+    times.sort_by(f64::total_cmp);
+    let median_us = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    let got = enc.decode_complex(&Decryptor::new(params).decrypt(&out, sk)?)?;
+    let errs: Vec<f64> = got.iter().zip(&v).map(|(a, b)| a.sub(*b).abs()).collect();
+    let mean = errs.iter().sum::<f64>() / errs.len() as f64;
+    let max = errs.iter().copied().fold(0.0, f64::max);
+    let info = BootInfo {
+        slots: params.slots(),
+        precision_mean_bits: -mean.log2(),
+        precision_min_bits: -max.log2(),
+        levels_after: out.level().0,
+        log2_scale_after: out.scale().log2(),
+        transforms_s,
+        transforms_gib: boot.memory_bytes() as f64 / GIB,
+        keygen_s,
+        galois_keys: keys.galois.len(),
+        key_memory_gib: keys.memory_bytes() as f64 / GIB,
+        key_serialized_gib: henn_ckks::serial::bootstrap_keys_size(&keys) as f64 / GIB,
+        peak_rss_gib: peak_rss_gib(),
+    };
+    let note = format!(
+        "{} slots, {:.1}/{:.1} bits mean/min, {} levels at 2^{:.1} after; keys {:.1} s, {:.2} GiB ({:.2} GiB serialized); transforms {:.2} GiB; peak RSS {:.2} GiB",
+        info.slots,
+        info.precision_mean_bits,
+        info.precision_min_bits,
+        info.levels_after,
+        info.log2_scale_after,
+        info.keygen_s,
+        info.key_memory_gib,
+        info.key_serialized_gib,
+        info.transforms_gib,
+        info.peak_rss_gib
+    );
+    Ok(Row {
+        op: "bootstrap".into(),
+        preset: args.preset.clone(),
+        threads: args.threads,
+        median_us,
+        clock,
+        iters,
+        note,
+        boot: Some(info),
+    })
 }
 
 type Recorder<'a> =
@@ -427,14 +557,14 @@ fn breakdown(
     let c2_coeff = c2.clone().intt();
     record("ks.modup", "all digits: BConv only", plan, &mut || {
         for (d, conv) in digits.iter().zip(&convs) {
-            black_box(conv.convert(&c2_coeff.select_limbs(d)?)?);
+            black_box(conv.convert_centered(&c2_coeff.select_limbs(d)?)?);
         }
         Ok(())
     })?;
     let exts = digits
         .iter()
         .zip(&convs)
-        .map(|(d, conv)| conv.convert(&c2_coeff.select_limbs(d)?))
+        .map(|(d, conv)| conv.convert_centered(&c2_coeff.select_limbs(d)?))
         .collect::<Result<Vec<_>, _>>()?;
     record(
         "ks.modup_ntt",
