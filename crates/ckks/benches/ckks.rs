@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the CKKS core operations on the `resnet` and `small` presets,
+//! Criterion benchmarks of the CKKS core operations on the `resnet` and `small` presets
+//! (and of a bootstrap at the `boot` preset when `bootstrap` is in the filter),
 //! named `op/logN=../L=../dnum=..` (the same operations as `henn bench ckks`).
 //!
 //! Sample sizes are small so that `cargo bench -p henn-ckks` finishes in a few minutes;
@@ -105,6 +106,33 @@ fn small(c: &mut Criterion) {
     bench_preset(c, CkksParamsLiteral::small());
 }
 
+/// One full-slot bootstrap at the `boot` preset (N = 2^16; about 10 GiB and a minute of
+/// set-up): `cargo bench -p henn-ckks -- bootstrap`.
+fn bootstrap(c: &mut Criterion) {
+    use henn_ckks::bootstrap::{BootstrapConfig, Bootstrapper};
+    // the set-up is expensive: only when this benchmark is selected
+    if !std::env::args().any(|a| a.contains("bootstrap")) {
+        return;
+    }
+    let params = CkksParams::new(CkksParamsLiteral::boot()).expect("boot preset");
+    let boot = Bootstrapper::new(&params, BootstrapConfig::boot(), params.default_scale())
+        .expect("bootstrapper");
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let sk = KeyGenerator::new(&params).secret_key(&mut rng).unwrap();
+    let keys = boot.generate_keys(&sk, &mut rng).unwrap();
+    let v: Vec<f64> = (0..params.slots()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let pt = Encoder::new(&params)
+        .encode(&v, Level(0), params.default_scale())
+        .unwrap();
+    let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk, &mut rng).unwrap();
+    let mut g = c.benchmark_group("bootstrap");
+    g.sample_size(10).measurement_time(Duration::from_secs(60));
+    g.bench_function("boot/logN=16/slots=32768", |b| {
+        b.iter(|| black_box(boot.bootstrap(black_box(&ct), &keys).unwrap()));
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -115,6 +143,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = small, resnet
+    targets = small, resnet, bootstrap
 }
 criterion_main!(benches);

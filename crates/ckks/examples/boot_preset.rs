@@ -51,12 +51,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk, &mut rng)?;
     for _ in 0..2 {
         let t = Instant::now();
-        let out = boot.bootstrap(&ct, &keys)?;
+        let (out, times) = boot.bootstrap_timed(&ct, &keys)?;
+        println!("  {times:?}");
         let el = t.elapsed().as_secs_f64();
         let got = enc.decode_complex(&Decryptor::new(&params).decrypt(&out, &sk)?)?;
         let errs: Vec<f64> = got.iter().zip(&v).map(|(a, b)| a.sub(*b).abs()).collect();
         let mean = errs.iter().sum::<f64>() / errs.len() as f64;
         let max = errs.iter().copied().fold(0.0, f64::max);
+        if std::env::var("DEBUG").is_ok() {
+            let mut idx: Vec<usize> = (0..errs.len()).collect();
+            idx.sort_by(|&a, &b| errs[b].total_cmp(&errs[a]));
+            for &i in idx.iter().take(8) {
+                println!("  slot {i}: error 2^{:.1}", errs[i].log2());
+            }
+        }
         println!(
             "bootstrap: {el:.2} s, {:.1} bits mean, {:.1} bits min, level {} scale 2^{:.2}, rss {:.2} GiB",
             -mean.log2(),

@@ -947,7 +947,7 @@ impl WireFormat for BootstrapKeys {
             )));
         }
         let seed = r.array::<32>()?;
-        let limbs = [0, params.q().len()];
+        let limbs = crate::bootstrap::encapsulation_limbs(params);
         let b = read_poly(params, &mut r, &limbs)?;
         let a = expand_uniform(params, &seed, 1, &limbs)?
             .pop()

@@ -31,6 +31,7 @@
 pub(crate) mod dft;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use henn_ring::{BasisConverter, Coeff, ModDown, Ntt, Poly, sample};
 use rand::{CryptoRng, RngCore};
@@ -48,6 +49,30 @@ use crate::keys::{
 };
 use crate::params::CkksParams;
 use crate::types::{GaloisElement, Level, Scale};
+
+/// Special primes of the encapsulation key (up to 2): its modulus is `q_0` times them, ~145
+/// bits for `boot`, and the switching error `c_1 e / P_e` vanishes against the message.
+const ENCAPSULATION_PRIMES: usize = 2;
+
+/// Context indices of the encapsulation key's special primes.
+pub(crate) fn encapsulation_primes(params: &CkksParams) -> Vec<usize> {
+    params
+        .p_limbs()
+        .into_iter()
+        .take(ENCAPSULATION_PRIMES)
+        .collect()
+}
+
+/// Limbs of the encapsulation key: `q_0` then its special primes.
+pub(crate) fn encapsulation_limbs(params: &CkksParams) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(encapsulation_primes(params))
+        .collect()
+}
+
+/// The lifted ciphertext is multiplied by this integer before the top-level key switch back
+/// to the dense secret, so that the key-switching error is small against the message.
+const RAISE_FACTOR: u64 = 1 << 10;
 
 /// Bootstrapping parameters (on top of [`CkksParams`], which fix the modulus chain).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,6 +204,19 @@ pub struct Bootstrapper {
     to_sparse_down: ModDown,
 }
 
+/// Wall time of each stage of one bootstrap.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    /// Encapsulation, ModRaise, switch back (and SubSum for fewer slots).
+    pub mod_raise: Duration,
+    /// CoeffToSlot.
+    pub coeff_to_slot: Duration,
+    /// Conjugation split and EvalMod (both halves for full slots).
+    pub eval_mod: Duration,
+    /// SlotToCoeff.
+    pub slot_to_coeff: Duration,
+}
+
 /// What a bootstrap needs, levels included, for key generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapKeyPlan {
@@ -242,7 +280,7 @@ impl Bootstrapper {
         let enc = Encoder::new(params);
 
         // CoeffToSlot: declared input scale 2 S q0 K, output the EvalMod scale.
-        let raise_scale = 2.0 * slots as f64 * q0 * config.k;
+        let raise_scale = 2.0 * slots as f64 * q0 * config.k * RAISE_FACTOR as f64;
         let eval_mod_scale = config.log_eval_mod_scale.exp2();
         let mut cts_m = dft::coeff_to_slot(ring_n, n, config.cts_levels)?;
         if sparse {
@@ -323,9 +361,9 @@ impl Bootstrapper {
             .map(|l| enc.encode_constant(Complex::new(0.0, 1.0), Level(l), scale(1.0)?))
             .collect::<Result<Vec<_>>>()?;
         let ctx = params.ring();
-        let pe = params.q().len();
-        let to_sparse_conv = BasisConverter::new(ctx, &[0], &[pe])?;
-        let to_sparse_down = ModDown::new(ctx, &[0], &[pe])?;
+        let pe = encapsulation_primes(params);
+        let to_sparse_conv = BasisConverter::new(ctx, &[0], &pe)?;
+        let to_sparse_down = ModDown::new(ctx, &[0], &pe)?;
         Ok(Self {
             params: params.clone(),
             ev: Evaluator::new(params),
@@ -442,8 +480,7 @@ impl Bootstrapper {
         rng: &mut R,
     ) -> Result<EncapsulationKey> {
         let params = &self.params;
-        let pe = params.q().len();
-        let limbs = [0, pe];
+        let limbs = encapsulation_limbs(params);
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
         let a = expand_uniform(params, &seed, 1, &limbs)?
@@ -454,12 +491,18 @@ impl Bootstrapper {
         let mut as_ = a.mul(&s_sparse)?;
         as_.neg_assign();
         b.add_assign(&as_)?;
-        let p_mod_q0 = params
-            .ring()
-            .modulus(0)?
-            .reduce_i128(i128::from(params.p().first().copied().unwrap_or(1)));
+        // P_e = the product of the encapsulation primes: P_e mod q_0 on q_0, 0 on them
+        let q0m = params.ring().modulus(0)?;
+        let mut p_mod_q0 = 1u64;
+        for &i in limbs.iter().skip(1) {
+            p_mod_q0 = q0m.mul(p_mod_q0, q0m.reduce(params.ring().modulus(i)?.value()));
+        }
+        let mut scalars = vec![0u64; limbs.len()];
+        if let Some(x) = scalars.first_mut() {
+            *x = p_mod_q0;
+        }
         let mut ps = sk.poly.select_limbs(&limbs)?;
-        ps.mul_scalar_assign(&[p_mod_q0, 0])?;
+        ps.mul_scalar_assign(&scalars)?;
         b.add_assign(&ps)?;
         ps.data_mut().zeroize();
         Ok(EncapsulationKey { b, a, seed })
@@ -546,7 +589,13 @@ impl Bootstrapper {
             Ok(Poly::<Coeff>::from_signed(params.ring(), &limbs, &vals)?.ntt())
         };
         let (r0, r1) = rayon::join(|| lift(b0), || lift(b1));
-        let (mut r0, r1) = (r0?, r1?);
+        let (mut r0, mut r1) = (r0?, r1?);
+        // times F (free, no level; the declared scale absorbs it): the error of the
+        // top-level key switch below, ~2^10 in absolute terms at N = 2^16, then weighs
+        // 1/F against the message instead of dominating the bootstrap's error
+        let f = self.raise_factor_residues(top)?;
+        r0.mul_scalar_assign(&f)?;
+        r1.mul_scalar_assign(&f)?;
         // s' -> s at the top level
         let (v0, v1) = self.ev.key_switch(&r1, top, &keys.from_sparse)?;
         r0.add_assign(&v0)?;
@@ -556,6 +605,14 @@ impl Bootstrapper {
             scale: scale(self.raise_scale)?,
             params_id: params.id(),
         })
+    }
+
+    fn raise_factor_residues(&self, level: Level) -> Result<Vec<u64>> {
+        self.params
+            .q_limbs(level)
+            .iter()
+            .map(|&i| Ok(self.params.ring().modulus(i)?.reduce(RAISE_FACTOR)))
+            .collect()
     }
 
     fn mul_i(&self, ct: &mut Ciphertext, negate: bool) -> Result<()> {
@@ -611,10 +668,21 @@ impl Bootstrapper {
     /// ciphertext with the same slots, up to the bootstrapping error, at
     /// [`Self::output_level`] and exactly [`Self::output_scale`].
     pub fn bootstrap(&self, ct: &Ciphertext, keys: &BootstrapKeys) -> Result<Ciphertext> {
+        Ok(self.bootstrap_timed(ct, keys)?.0)
+    }
+
+    /// [`Self::bootstrap`], also returning the wall time of each stage.
+    pub fn bootstrap_timed(
+        &self,
+        ct: &Ciphertext,
+        keys: &BootstrapKeys,
+    ) -> Result<(Ciphertext, StageTimes)> {
         self.params.check_id(ct.params_id)?;
         self.check_keys(keys)?;
+        let mut times = StageTimes::default();
         let in_scale = ct.scale.value();
         let gk = &keys.galois;
+        let t = Instant::now();
         let mut x = self.mod_raise(ct, keys)?;
         if self.sparse() {
             let declared = x.scale;
@@ -623,12 +691,16 @@ impl Bootstrapper {
                 .rotate_and_sum(&x, self.params.slots() / self.slots(), self.slots() as i64, gk)?;
             x.scale = declared;
         }
-        for t in &self.cts {
-            x = self.apply_lt(t, &x, gk)?;
+        times.mod_raise = t.elapsed();
+        let t = Instant::now();
+        for lt in &self.cts {
+            x = self.apply_lt(lt, &x, gk)?;
         }
+        times.coeff_to_slot = t.elapsed();
         // the SlotToCoeff input must be at stc_in_scale * in_scale / ref_scale (see the
         // module docs): EvalMod lands there, then the scale is re-declared
         let em_target = self.stc_in_scale * self.ref_scale / in_scale;
+        let t = Instant::now();
         let conj = self.ev.conjugate(&x, gk)?;
         let y = if self.sparse() {
             let re_im = self.ev.add(&x, &conj)?;
@@ -649,12 +721,15 @@ impl Bootstrapper {
             a.scale = scale(self.stc_in_scale)?;
             a
         };
+        times.eval_mod = t.elapsed();
+        let t = Instant::now();
         let mut out = y;
-        for t in &self.stc {
-            out = self.apply_lt(t, &out, gk)?;
+        for lt in &self.stc {
+            out = self.apply_lt(lt, &out, gk)?;
         }
         out.scale = self.out_scale;
-        Ok(out)
+        times.slot_to_coeff = t.elapsed();
+        Ok((out, times))
     }
 
     /// Bootstraps a ciphertext whose slots are real and returns real slots: the imaginary

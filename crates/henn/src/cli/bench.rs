@@ -107,6 +107,8 @@ struct BootInfo {
     key_memory_gib: f64,
     key_serialized_gib: f64,
     peak_rss_gib: f64,
+    /// Median-run stage times (s): ModRaise, CoeffToSlot, EvalMod, SlotToCoeff.
+    stages_s: [f64; 4],
 }
 
 /// How many times to run an operation, and with which clock.
@@ -458,16 +460,18 @@ fn bench_bootstrap(
         pb.set_message(format!("bootstrapping: run {}/{iters}", i + 1));
         let t0 = if args.cpu_time { thread_cpu_us() } else { 0.0 };
         let t = Instant::now();
-        out = black_box(boot.bootstrap(&ct, &keys)?);
-        times.push(if args.cpu_time {
+        let (o, st) = boot.bootstrap_timed(&ct, &keys)?;
+        out = black_box(o);
+        let us = if args.cpu_time {
             thread_cpu_us() - t0
         } else {
             t.elapsed().as_secs_f64() * 1e6
-        });
+        };
+        times.push((us, st));
     }
     pb.finish_and_clear();
-    times.sort_by(f64::total_cmp);
-    let median_us = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median_us, st) = times.get(times.len() / 2).copied().unwrap_or_default();
     let got = enc.decode_complex(&Decryptor::new(params).decrypt(&out, sk)?)?;
     let errs: Vec<f64> = got.iter().zip(&v).map(|(a, b)| a.sub(*b).abs()).collect();
     let mean = errs.iter().sum::<f64>() / errs.len() as f64;
@@ -485,6 +489,12 @@ fn bench_bootstrap(
         key_memory_gib: keys.memory_bytes() as f64 / GIB,
         key_serialized_gib: henn_ckks::serial::bootstrap_keys_size(&keys) as f64 / GIB,
         peak_rss_gib: peak_rss_gib(),
+        stages_s: [
+            st.mod_raise.as_secs_f64(),
+            st.coeff_to_slot.as_secs_f64(),
+            st.eval_mod.as_secs_f64(),
+            st.slot_to_coeff.as_secs_f64(),
+        ],
     };
     let note = format!(
         "{} slots, {:.1}/{:.1} bits mean/min, {} levels at 2^{:.1} after; keys {:.1} s, {:.2} GiB ({:.2} GiB serialized); transforms {:.2} GiB; peak RSS {:.2} GiB",
