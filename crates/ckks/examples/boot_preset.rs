@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(ls) = std::env::args().nth(1) {
         cfg.log_slots = ls.parse()?;
     }
+    if std::env::var("SINGLE_HOISTING").is_ok() {
+        cfg.double_hoisting = false;
+    }
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let t = Instant::now();
     let boot = Bootstrapper::new(&params, cfg, params.default_scale())?;

@@ -243,6 +243,33 @@ impl Encoder {
         })
     }
 
+    /// Encodes complex values over `Q_level ∪ P` (data primes up to `level` and the special
+    /// primes): the plaintexts of double-hoisted linear transforms, multiplied with
+    /// [`crate::eval::ExtCiphertext`]s. Such a plaintext also works wherever a plaintext at
+    /// `level` does.
+    pub fn encode_complex_ext(
+        &self,
+        values: &[Complex],
+        level: Level,
+        scale: Scale,
+    ) -> Result<Plaintext> {
+        self.params.check_level(level)?;
+        let coeffs = self.coefficients(values, scale)?;
+        let limbs: Vec<usize> = self
+            .params
+            .q_limbs(level)
+            .into_iter()
+            .chain(self.params.p_limbs())
+            .collect();
+        let poly = Poly::<Coeff>::from_signed_i128(self.params.ring(), &limbs, &coeffs)?.ntt();
+        Ok(Plaintext {
+            poly,
+            level,
+            scale,
+            params_id: self.params.id(),
+        })
+    }
+
     /// Encodes real values at `level` and `scale` (missing slots are zero).
     pub fn encode(&self, values: &[f64], level: Level, scale: Scale) -> Result<Plaintext> {
         let v: Vec<Complex> = values.iter().map(|&x| Complex::new(x, 0.0)).collect();

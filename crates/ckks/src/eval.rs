@@ -9,9 +9,32 @@ use rayon::prelude::*;
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{CkksError, Result};
 use crate::keys::{GaloisKey, GaloisKeys, KeySwitchKey, RelinKey};
-use crate::keyswitch::{Decomposed, apply_key, decompose};
+use crate::keyswitch::{Decomposed, apply_key, decompose, inner_product, lift_to_qp, mod_down};
 use crate::params::CkksParams;
 use crate::types::{GaloisElement, Level, Scale};
+
+/// A ciphertext over `Q_level ∪ P` that decrypts to `P` times its message: rotations kept
+/// before their ModDown, so that many of them can be combined and brought down once (double
+/// hoisting in [`crate::circuits::linear`]). Made by [`Evaluator::lift_ext`] and
+/// [`Evaluator::rotate_hoisted_ext`], finished by [`Evaluator::ext_mod_down`].
+#[derive(Clone, Debug)]
+pub struct ExtCiphertext {
+    c0: Poly<Ntt>,
+    c1: Poly<Ntt>,
+    level: Level,
+    scale: Scale,
+}
+
+impl ExtCiphertext {
+    /// Level of the `Q` part.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+    /// Scale of the message.
+    pub fn scale(&self) -> Scale {
+        self.scale
+    }
+}
 
 /// Homomorphic operations for one parameter set.
 #[derive(Debug, Clone)]
@@ -695,6 +718,146 @@ impl Evaluator {
             c *= 2;
         }
         Ok(acc)
+    }
+
+    // ----- double hoisting -----
+
+    /// `(P c_0, P c_1)` over `Q_level ∪ P`.
+    pub fn lift_ext(&self, a: &Ciphertext) -> Result<ExtCiphertext> {
+        self.check_ct(a)?;
+        Self::check_size(a, 2)?;
+        let (c0, c1) = rayon::join(
+            || lift_to_qp(&self.params, &a.parts[0], a.level),
+            || lift_to_qp(&self.params, &a.parts[1], a.level),
+        );
+        Ok(ExtCiphertext {
+            c0: c0?,
+            c1: c1?,
+            level: a.level,
+            scale: a.scale,
+        })
+    }
+
+    /// A rotation from a shared decomposition ([`Self::hoist`]) left over `Q_level ∪ P`
+    /// (no ModDown).
+    pub fn rotate_hoisted_ext(
+        &self,
+        a: &Ciphertext,
+        dec: &Decomposed,
+        steps: i64,
+        gk: &GaloisKeys,
+    ) -> Result<ExtCiphertext> {
+        self.check_ct(a)?;
+        if dec.level != a.level {
+            return Err(CkksError::LevelMismatch {
+                lhs: a.level,
+                rhs: dec.level,
+            });
+        }
+        let g = self.rotation_element(steps)?;
+        if g.value() == 1 {
+            return self.lift_ext(a);
+        }
+        let key = gk.get(g, Some(steps))?;
+        self.params.check_id(key.key.params_id)?;
+        let (mut u0, u1) = inner_product(&self.params, dec, &key.key)?;
+        u0.add_assign(&lift_to_qp(&self.params, &a.parts[0], a.level)?)?;
+        Ok(ExtCiphertext {
+            c0: u0.automorphism(&key.perm)?,
+            c1: u1.automorphism(&key.perm)?,
+            level: a.level,
+            scale: a.scale,
+        })
+    }
+
+    /// `acc += x * pt` for a plaintext encoded over `Q_level ∪ P`
+    /// ([`crate::Encoder::encode_complex_ext`]); `acc` is created when `None`.
+    pub fn ext_mul_plain_add_assign(
+        &self,
+        acc: &mut Option<ExtCiphertext>,
+        x: &ExtCiphertext,
+        pt: &Plaintext,
+    ) -> Result<()> {
+        self.params.check_id(pt.params_id)?;
+        if pt.poly.limbs() != x.c0.limbs() {
+            return Err(CkksError::InvalidArgument(format!(
+                "plaintext over {} primes for an extended ciphertext over {}: encode it with encode_complex_ext at level {}",
+                pt.poly.num_limbs(),
+                x.c0.num_limbs(),
+                x.level
+            )));
+        }
+        match acc {
+            None => {
+                let (c0, c1) = rayon::join(|| x.c0.mul(&pt.poly), || x.c1.mul(&pt.poly));
+                *acc = Some(ExtCiphertext {
+                    c0: c0?,
+                    c1: c1?,
+                    level: x.level,
+                    scale: x.scale.mul(pt.scale),
+                });
+            }
+            Some(a) => {
+                check_same_scale(a.scale, x.scale.mul(pt.scale))?;
+                let (r0, r1) = rayon::join(
+                    || a.c0.mul_add_assign(&x.c0, &pt.poly),
+                    || a.c1.mul_add_assign(&x.c1, &pt.poly),
+                );
+                r0?;
+                r1?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `acc += x` (same level and scale).
+    pub fn ext_add_assign(&self, acc: &mut ExtCiphertext, x: &ExtCiphertext) -> Result<()> {
+        check_same_level(acc.level, x.level)?;
+        check_same_scale(acc.scale, x.scale)?;
+        acc.c0.add_assign(&x.c0)?;
+        acc.c1.add_assign(&x.c1)?;
+        Ok(())
+    }
+
+    /// Rotates an extended ciphertext: ModDown of `c_1` only, one decomposition, the inner
+    /// product left over `Q_level ∪ P`.
+    pub fn ext_rotate(
+        &self,
+        x: &ExtCiphertext,
+        steps: i64,
+        gk: &GaloisKeys,
+    ) -> Result<ExtCiphertext> {
+        let g = self.rotation_element(steps)?;
+        if g.value() == 1 {
+            return Ok(x.clone());
+        }
+        let key = gk.get(g, Some(steps))?;
+        self.params.check_id(key.key.params_id)?;
+        let c1 = mod_down(&self.params, x.level, x.c1.clone())?;
+        let dec = decompose(&self.params, &c1, x.level)?;
+        let (mut w0, w1) = inner_product(&self.params, &dec, &key.key)?;
+        w0.add_assign(&x.c0)?;
+        Ok(ExtCiphertext {
+            c0: w0.automorphism(&key.perm)?,
+            c1: w1.automorphism(&key.perm)?,
+            level: x.level,
+            scale: x.scale,
+        })
+    }
+
+    /// Brings an extended ciphertext back to `Q_level` (one ModDown per part).
+    pub fn ext_mod_down(&self, x: ExtCiphertext) -> Result<Ciphertext> {
+        let level = x.level;
+        let (c0, c1) = rayon::join(
+            || mod_down(&self.params, level, x.c0),
+            || mod_down(&self.params, level, x.c1),
+        );
+        Ok(Ciphertext {
+            parts: vec![c0?, c1?],
+            level,
+            scale: x.scale,
+            params_id: self.params.id(),
+        })
     }
 
     /// A key-switching primitive for advanced circuits: switches `d` (at `level`) with `key`.

@@ -57,11 +57,50 @@ pub(crate) fn decompose(params: &CkksParams, d: &Poly<Ntt>, level: Level) -> Res
 
 /// Inner product of a decomposition with a key, followed by ModDown: returns `(u_0, u_1)`
 /// over `q_0..q_level` with `u_0 + u_1 s ≈ d s_from`.
+pub(crate) fn apply_key(
+    params: &CkksParams,
+    dec: &Decomposed,
+    key: &KeySwitchKey,
+) -> Result<(Poly<Ntt>, Poly<Ntt>)> {
+    let t = params.level_tables(dec.level)?;
+    let (acc0, acc1) = inner_product(params, dec, key)?;
+    let (r0, r1) = rayon::join(|| t.mod_down.apply(acc0), || t.mod_down.apply(acc1));
+    Ok((r0?, r1?))
+}
+
+/// ModDown by `P` of a polynomial over `Q_level ∪ P`.
+pub(crate) fn mod_down(params: &CkksParams, level: Level, x: Poly<Ntt>) -> Result<Poly<Ntt>> {
+    Ok(params.level_tables(level)?.mod_down.apply(x)?)
+}
+
+/// `P * x` over `Q_level ∪ P` for `x` over `Q_level` (zero on the special primes).
+pub(crate) fn lift_to_qp(params: &CkksParams, x: &Poly<Ntt>, level: Level) -> Result<Poly<Ntt>> {
+    let ctx = params.ring();
+    let p_limbs = params.p_limbs();
+    let scalars = params
+        .q_limbs(level)
+        .iter()
+        .map(|&i| -> Result<u64> {
+            let m = ctx.modulus(i)?;
+            let mut pm = 1u64;
+            for &j in &p_limbs {
+                pm = m.mul(pm, m.reduce(ctx.modulus(j)?.value()));
+            }
+            Ok(pm)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut y = x.clone();
+    y.mul_scalar_assign(&scalars)?;
+    Ok(y.concat_limbs(&Poly::<Ntt>::zero(ctx, &p_limbs)?)?)
+}
+
+/// Inner product of a decomposition with a key, without ModDown: `(u_0, u_1)` over
+/// `Q_level ∪ P` with `u_0 + u_1 s ≈ P d s_from`.
 ///
 /// Works limb by limb (in parallel): the digit limbs are multiplied with both key halves and
 /// summed with one modular reduction per coefficient ([`simd::dot_product_2`]). Rotations
 /// use Galois keys in hoisting form, so no digit is ever permuted here.
-pub(crate) fn apply_key(
+pub(crate) fn inner_product(
     params: &CkksParams,
     dec: &Decomposed,
     key: &KeySwitchKey,
@@ -117,6 +156,5 @@ pub(crate) fn apply_key(
             simd::dot_product_2(a0, a1, &xs, &bs, &as_, m);
             Ok(())
         })?;
-    let (r0, r1) = rayon::join(|| t.mod_down.apply(acc0), || t.mod_down.apply(acc1));
-    Ok((r0?, r1?))
+    Ok((acc0, acc1))
 }

@@ -51,7 +51,7 @@ pub use ciphertext::{Ciphertext, Plaintext, SeededCiphertext};
 pub use encoding::{Complex, Encoder};
 pub use encrypt::{Decryptor, Encryptor};
 pub use error::{CkksError, Result};
-pub use eval::Evaluator;
+pub use eval::{Evaluator, ExtCiphertext};
 pub use keys::{GaloisKey, GaloisKeys, KeyGenerator, KeySwitchKey, PublicKey, RelinKey, SecretKey};
 pub use params::{CkksParams, CkksParamsLiteral, ParamsId, SecretDistribution, SecurityPolicy};
 pub use types::{GaloisElement, Level, Scale};

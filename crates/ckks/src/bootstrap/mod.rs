@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::ciphertext::Ciphertext;
-use crate::circuits::{Chebyshev, EncodedLinearTransform, LinearTransform};
+use crate::circuits::{Chebyshev, EncodedLinearTransform, Hoisting, LinearTransform};
 use crate::encoding::{Complex, Encoder};
 use crate::error::{CkksError, Result};
 use crate::eval::Evaluator;
@@ -93,6 +93,9 @@ pub struct BootstrapConfig {
     pub ephemeral_hamming_weight: usize,
     /// log2 of the scale EvalMod runs at (about the size of its primes).
     pub log_eval_mod_scale: f64,
+    /// Double hoisting in CoeffToSlot (faster, plaintexts over `Q ∪ P`: more memory);
+    /// SlotToCoeff, at low levels, uses single hoisting with the same splits.
+    pub double_hoisting: bool,
 }
 
 impl BootstrapConfig {
@@ -110,6 +113,7 @@ impl BootstrapConfig {
             double_angle: 2,
             ephemeral_hamming_weight: 32,
             log_eval_mod_scale: 60.0,
+            double_hoisting: true,
         }
     }
 
@@ -278,6 +282,11 @@ impl Bootstrapper {
         };
         let q0 = prime(0)?;
         let enc = Encoder::new(params);
+        let hoisting = if config.double_hoisting {
+            Hoisting::Double
+        } else {
+            Hoisting::Single
+        };
 
         // CoeffToSlot: declared input scale 2 S q0 K, output the EvalMod scale.
         let raise_scale = 2.0 * slots as f64 * q0 * config.k * RAISE_FACTOR as f64;
@@ -310,7 +319,7 @@ impl Bootstrapper {
                 in_scale * ratio
             };
             let pt_scale = out * prime(level)? / in_scale;
-            cts.push(m.encode(&enc, Level(level), scale(pt_scale)?)?);
+            cts.push(m.encode_with(&enc, Level(level), scale(pt_scale)?, hoisting)?);
             in_scale = out;
         }
 
@@ -351,7 +360,16 @@ impl Bootstrapper {
                 in_scale * sratio
             };
             let pt_scale = out * prime(level)? / in_scale;
-            stc.push(m.encode(&enc, Level(level), scale(pt_scale)?)?);
+            // SlotToCoeff runs at low levels, where plaintexts over Q ∪ P would cost more
+            // memory than double hoisting saves time: single hoisting, with CoeffToSlot's
+            // split so that both share their rotation keys
+            stc.push(m.encode_with_weight(
+                &enc,
+                Level(level),
+                scale(pt_scale)?,
+                Hoisting::Single,
+                hoisting.baby_weight(),
+            )?);
             in_scale = out;
         }
         let out_level = Level(stc_top - stc_count);
@@ -711,11 +729,12 @@ impl Bootstrapper {
             let re = self.ev.add(&x, &conj)?;
             let mut im = self.ev.sub(&x, &conj)?;
             self.mul_i(&mut im, true)?;
-            let (a, b) = rayon::join(
-                || self.eval_mod(&re, em_target, &keys.relin),
-                || self.eval_mod(&im, em_target, &keys.relin),
-            );
-            let (mut a, mut b) = (a?, b?);
+            // one after the other (each operation is parallel over limbs): half the
+            // working set of running both at once, and no slower on 2 cores
+            let mut a = self.eval_mod(&re, em_target, &keys.relin)?;
+            drop(re);
+            let mut b = self.eval_mod(&im, em_target, &keys.relin)?;
+            drop(im);
             self.mul_i(&mut b, false)?;
             self.ev.add_assign(&mut a, &b)?;
             a.scale = scale(self.stc_in_scale)?;

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::encoding::{Complex, Encoder};
 use crate::error::{CkksError, Result};
-use crate::eval::Evaluator;
+use crate::eval::{Evaluator, ExtCiphertext};
 use crate::keys::GaloisKeys;
 use crate::types::{Level, Scale};
 
@@ -182,9 +182,14 @@ impl LinearTransform {
         if k > s / 2 { k - s } else { k }
     }
 
-    /// The baby-step giant-step split with the fewest weighted rotations (a giant rotation
-    /// counts 1, a hoisted baby rotation 0.6).
+    /// The baby-step giant-step split with the fewest weighted rotations for single hoisting
+    /// (a giant rotation counts 1, a hoisted baby rotation 0.6).
     pub fn bsgs_split(&self) -> BsgsSplit {
+        self.bsgs_split_weighted(Hoisting::Single.baby_weight())
+    }
+
+    /// The split minimising `giants + baby_weight * babies`.
+    pub fn bsgs_split_weighted(&self, baby_weight: f64) -> BsgsSplit {
         let ks: Vec<i64> = self.diags.keys().map(|&k| self.signed(k)).collect();
         let g = ks
             .iter()
@@ -197,7 +202,7 @@ impl LinearTransform {
             let giants: BTreeSet<i64> = ks.iter().map(|&k| k - k.rem_euclid(w)).collect();
             let nb = babies.iter().filter(|&&b| b != 0).count() as f64;
             let ng = giants.iter().filter(|&&g| g != 0).count() as f64;
-            let cost = ng + 0.6 * nb;
+            let cost = ng + baby_weight * nb;
             let split = BsgsSplit {
                 width: w,
                 babies: babies.into_iter().collect(),
@@ -215,18 +220,43 @@ impl LinearTransform {
         })
     }
 
-    /// Rotations [`EncodedLinearTransform::apply`] needs.
+    /// Rotations [`EncodedLinearTransform::apply`] needs (single hoisting).
     pub fn rotations(&self) -> Vec<i64> {
         self.bsgs_split().rotations()
     }
 
     /// Encodes the pre-rotated diagonals at `level` and `scale` (the scale the ciphertext's
-    /// scale is multiplied by). Plaintexts take `(level + 1) N` words each.
+    /// scale is multiplied by) for single hoisting. Plaintexts take `(level + 1) N` words each.
     pub fn encode(
         &self,
         enc: &Encoder,
         level: Level,
         scale: Scale,
+    ) -> Result<EncodedLinearTransform> {
+        self.encode_with(enc, level, scale, Hoisting::Single)
+    }
+
+    /// Encodes for the given hoisting; [`Hoisting::Double`] plaintexts also cover the special
+    /// primes (`(level + 1 + |P|) N` words each).
+    pub fn encode_with(
+        &self,
+        enc: &Encoder,
+        level: Level,
+        scale: Scale,
+        hoisting: Hoisting,
+    ) -> Result<EncodedLinearTransform> {
+        self.encode_with_weight(enc, level, scale, hoisting, hoisting.baby_weight())
+    }
+
+    /// Encodes with the split minimising `giants + baby_weight * babies` (e.g. to reuse the
+    /// rotation keys of another transform encoded with other hoisting).
+    pub fn encode_with_weight(
+        &self,
+        enc: &Encoder,
+        level: Level,
+        scale: Scale,
+        hoisting: Hoisting,
+        baby_weight: f64,
     ) -> Result<EncodedLinearTransform> {
         if enc.slots() != self.slots {
             return Err(CkksError::InvalidArgument(format!(
@@ -235,7 +265,7 @@ impl LinearTransform {
                 enc.slots()
             )));
         }
-        let split = self.bsgs_split();
+        let split = self.bsgs_split_weighted(baby_weight);
         let s = self.slots as i64;
         let w = split.width;
         let mut giants: BTreeMap<i64, Vec<(i64, Vec<Complex>)>> = BTreeMap::new();
@@ -259,7 +289,13 @@ impl LinearTransform {
             .collect();
         let encoded = jobs
             .into_par_iter()
-            .map(|(g, b, d)| Ok((g, b, enc.encode_complex(&d, level, scale)?)))
+            .map(|(g, b, d)| {
+                let pt = match hoisting {
+                    Hoisting::Single => enc.encode_complex(&d, level, scale)?,
+                    Hoisting::Double => enc.encode_complex_ext(&d, level, scale)?,
+                };
+                Ok((g, b, pt))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut by_giant: BTreeMap<i64, Vec<(i64, Plaintext)>> = BTreeMap::new();
         for (g, b, pt) in encoded {
@@ -268,6 +304,7 @@ impl LinearTransform {
         Ok(EncodedLinearTransform {
             level,
             scale,
+            hoisting,
             babies: split.babies,
             giants: by_giant.into_iter().collect(),
         })
@@ -278,11 +315,35 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// How baby-step rotations are shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hoisting {
+    /// One decomposition of the input for all baby steps; each baby and giant rotation ends
+    /// with its own ModDown.
+    Single,
+    /// Baby rotations stay over `Q ∪ P` (no ModDown), are multiplied by plaintexts over
+    /// `Q ∪ P` and summed; each giant step then needs one ModDown of one polynomial and the
+    /// result one final ModDown (Bossuat et al., Eurocrypt 2021). Cheaper baby steps, so the
+    /// split takes more of them; plaintexts are larger.
+    Double,
+}
+
+impl Hoisting {
+    /// Cost of a baby rotation relative to a giant one, as measured at the `boot` preset.
+    pub fn baby_weight(self) -> f64 {
+        match self {
+            Self::Single => 0.6,
+            Self::Double => 0.25,
+        }
+    }
+}
+
 /// A [`LinearTransform`] encoded for one level and scale.
 #[derive(Clone, Debug)]
 pub struct EncodedLinearTransform {
     level: Level,
     scale: Scale,
+    hoisting: Hoisting,
     babies: Vec<i64>,
     giants: Vec<(i64, Vec<(i64, Plaintext)>)>,
 }
@@ -326,11 +387,15 @@ impl EncodedLinearTransform {
 
     /// `M ct`, no rescale: the result is at `ct`'s level and at scale `ct.scale * self.scale()`.
     pub fn apply(&self, ev: &Evaluator, ct: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
-        if ct.level() > self.level {
+        if ct.level() > self.level || (self.hoisting == Hoisting::Double && ct.level() != self.level)
+        {
             return Err(CkksError::LevelMismatch {
                 lhs: ct.level(),
                 rhs: self.level,
             });
+        }
+        if self.hoisting == Hoisting::Double {
+            return self.apply_double(ev, ct, gk);
         }
         let dec = ev.hoist(ct)?;
         let rotated: BTreeMap<i64, Ciphertext> = self
@@ -376,6 +441,42 @@ impl EncodedLinearTransform {
             ev.add_assign(&mut out, &p)?;
         }
         Ok(out)
+    }
+}
+
+impl EncodedLinearTransform {
+    fn apply_double(&self, ev: &Evaluator, ct: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
+        let dec = ev.hoist(ct)?;
+        let rotated: BTreeMap<i64, ExtCiphertext> = self
+            .babies
+            .par_iter()
+            .map(|&b| Ok((b, ev.rotate_hoisted_ext(ct, &dec, b, gk)?)))
+            .collect::<Result<_>>()?;
+        drop(dec);
+        let parts = self
+            .giants
+            .par_iter()
+            .map(|(g, list)| -> Result<ExtCiphertext> {
+                let mut acc: Option<ExtCiphertext> = None;
+                for (b, pt) in list {
+                    let x = rotated.get(b).ok_or_else(|| {
+                        CkksError::InvalidArgument(format!("baby step {b} missing"))
+                    })?;
+                    ev.ext_mul_plain_add_assign(&mut acc, x, pt)?;
+                }
+                let acc = acc.ok_or_else(|| CkksError::InvalidArgument("empty giant step".into()))?;
+                ev.ext_rotate(&acc, *g, gk)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        drop(rotated);
+        let mut it = parts.into_iter();
+        let mut out = it
+            .next()
+            .ok_or_else(|| CkksError::InvalidArgument("empty linear transform".into()))?;
+        for p in it {
+            ev.ext_add_assign(&mut out, &p)?;
+        }
+        ev.ext_mod_down(out)
     }
 }
 

@@ -8,4 +8,4 @@ pub mod chebyshev;
 pub mod linear;
 
 pub use chebyshev::{Chebyshev, PolyEvalPlan};
-pub use linear::{EncodedLinearTransform, LinearTransform};
+pub use linear::{EncodedLinearTransform, Hoisting, LinearTransform};
