@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use henn_ckks::circuits::{Chebyshev, LinearTransform};
+use henn_ckks::circuits::{Chebyshev, Hoisting, LinearTransform};
 use henn_ckks::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -121,8 +121,12 @@ fn linear_transform_matches_f64() {
         }
     }
     let rots = m.rotations();
+    let double_rots = m
+        .bsgs_split_weighted(Hoisting::Double.baby_weight())
+        .rotations();
+    let all: Vec<i64> = rots.iter().chain(&double_rots).copied().collect();
     let gk = KeyGenerator::new(&k.params)
-        .galois_keys(&k.sk, &rots, false, &mut k.rng)
+        .galois_keys(&k.sk, &all, false, &mut k.rng)
         .unwrap();
     let v: Vec<Complex> = (0..slots)
         .map(|_| Complex::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
@@ -137,4 +141,18 @@ fn linear_transform_matches_f64() {
     let bits = max_err_bits(&k.decrypt(&out), &m.apply(&v));
     eprintln!("linear transform: {} rotations, max error 2^{bits:.1}", rots.len());
     assert!(bits < -30.0, "2^{bits}");
+    // double hoisting: the same product, plaintexts over Q ∪ P
+    let lt2 = m
+        .encode_with(&k.enc, ct.level(), q, Hoisting::Double)
+        .unwrap();
+    assert_eq!(lt2.rotations(), double_rots);
+    let mut out2 = lt2.apply(&k.ev, &ct, &gk).unwrap();
+    assert!((out2.scale().value() / (ct.scale().value() * q.value()) - 1.0).abs() < 1e-12);
+    k.ev.rescale_assign(&mut out2).unwrap();
+    let bits2 = max_err_bits(&k.decrypt(&out2), &m.apply(&v));
+    eprintln!(
+        "double hoisting: {} rotations, max error 2^{bits2:.1}",
+        double_rots.len()
+    );
+    assert!(bits2 < -30.0, "2^{bits2}");
 }
