@@ -22,8 +22,9 @@ pub struct BasisConverter {
     qhat_inv: Vec<ShoupConst>,
     /// `(Q/q_i) mod p_j`, laid out `[j][i]`.
     qhat_mod_p: Vec<u64>,
-    /// `Q mod p_j`.
-    q_mod_p: Vec<u64>,
+    /// `(Q/q_i) mod p_j` then `-Q mod p_j`, laid out `[j][i]` (`|from| + 1` per target):
+    /// the centred conversion appends the count of terms above `q_i / 2` as one more input.
+    qhat_mod_p_centered: Vec<u64>,
     /// Whether every input prime is below 2^52 (IFMA multiplier width).
     inputs_below_2_52: bool,
 }
@@ -56,14 +57,18 @@ impl BasisConverter {
                 qhat_mod_p.push(prod);
             }
         }
-        let mut q_mod_p = Vec::with_capacity(to.len());
-        for &j in to {
+        let mut qhat_mod_p_centered = Vec::with_capacity((from.len() + 1) * to.len());
+        for (jj, &j) in to.iter().enumerate() {
             let pj = ctx.modulus(j)?;
             let mut prod = 1u64;
             for &k in from {
                 prod = pj.mul(prod, pj.reduce(ctx.modulus(k)?.value()));
             }
-            q_mod_p.push(prod);
+            let row = qhat_mod_p
+                .get(jj * from.len()..(jj + 1) * from.len())
+                .ok_or(RingError::TooManyPrimes { count: from.len() })?;
+            qhat_mod_p_centered.extend_from_slice(row);
+            qhat_mod_p_centered.push(pj.sub(0, prod));
         }
         let inputs_below_2_52 = from
             .iter()
@@ -74,7 +79,7 @@ impl BasisConverter {
             to: to.to_vec(),
             qhat_inv,
             qhat_mod_p,
-            q_mod_p,
+            qhat_mod_p_centered,
             inputs_below_2_52,
         })
     }
@@ -113,7 +118,8 @@ impl BasisConverter {
         let n = self.ctx.n();
         let l_in = self.from.len();
         // t_i = x_i * (Q/q_i)^{-1} mod q_i
-        let mut t = vec![0u64; n * l_in];
+        let mut t = Vec::with_capacity(n * (l_in + 1));
+        t.resize(n * l_in, 0u64);
         let ctx = &self.ctx;
         t.par_chunks_mut(n)
             .zip(input.data().par_chunks(n))
@@ -122,25 +128,9 @@ impl BasisConverter {
                 dst.copy_from_slice(src);
                 simd::mul_shoup_assign(dst, w, ctx.modulus_unchecked(i));
             });
-        let mut out = Poly::<Coeff>::zero(&self.ctx, &self.to)?;
-        let t = &t;
-        out.data_mut()
-            .par_chunks_mut(n)
-            .zip(self.to.par_iter())
-            .zip(self.qhat_mod_p.par_chunks(l_in))
-            .for_each(|((dst, &j), consts)| {
-                let p = ctx.modulus_unchecked(j);
-                #[cfg(target_arch = "x86_64")]
-                if self.inputs_below_2_52 && simd::ifma_usable(p) {
-                    // SAFETY: IFMA support was checked by `ifma_usable`; inputs are < 2^52 and
-                    // p < 2^50; `t` holds consts.len() limbs of n values.
-                    unsafe { ifma_convert::convert_limb(dst, t, consts, n, p) };
-                    return;
-                }
-                convert_limb(dst, t, consts, n, |acc| p.reduce_u128(acc));
-            });
-        if centered {
-            // terms t_i > q_i / 2 stand for t_i - q_i: subtract Q once per such term
+        // centred: terms t_i > q_i / 2 stand for t_i - q_i, i.e. subtract Q once per such
+        // term: their count joins the sum as one more input, with the constant -Q mod p_j
+        let (width, table) = if centered {
             let mut count = vec![0u64; n];
             for (limb, &i) in t.chunks(n).zip(&self.from) {
                 let half = ctx.modulus_unchecked(i).value() / 2;
@@ -148,17 +138,29 @@ impl BasisConverter {
                     *c += u64::from(x > half);
                 }
             }
-            let count = &count;
-            out.data_mut()
-                .par_chunks_mut(n)
-                .zip(self.to.par_iter().zip(self.q_mod_p.par_iter()))
-                .for_each(|(dst, (&j, &qm))| {
-                    let p = ctx.modulus_unchecked(j);
-                    for (d, &c) in dst.iter_mut().zip(count) {
-                        *d = p.sub(*d, p.mul(c, qm));
-                    }
-                });
-        }
+            t.extend_from_slice(&count);
+            (l_in + 1, &self.qhat_mod_p_centered)
+        } else {
+            (l_in, &self.qhat_mod_p)
+        };
+        let mut out = Poly::<Coeff>::zero(&self.ctx, &self.to)?;
+        let t = &t;
+        out.data_mut()
+            .par_chunks_mut(n)
+            .zip(self.to.par_iter())
+            .zip(table.par_chunks(width))
+            .for_each(|((dst, &j), consts)| {
+                let p = ctx.modulus_unchecked(j);
+                #[cfg(target_arch = "x86_64")]
+                if self.inputs_below_2_52 && simd::ifma_usable(p) {
+                    // SAFETY: IFMA support was checked by `ifma_usable`; inputs are < 2^52 (the
+                    // count is at most |from| < 64) and p < 2^50; `t` holds consts.len()
+                    // limbs of n values.
+                    unsafe { ifma_convert::convert_limb(dst, t, consts, n, p) };
+                    return;
+                }
+                convert_limb(dst, t, consts, n, |acc| p.reduce_u128(acc));
+            });
         Ok(out)
     }
 }

@@ -223,6 +223,39 @@ fn basis_conversion_is_exact_up_to_multiple_of_q() {
 }
 
 #[test]
+fn centred_conversion_is_exact_up_to_a_small_centred_multiple() {
+    let n = 256;
+    // a 40-bit target (IFMA path) and a 61-bit one (portable path)
+    let c = ctx(n, &[40, 41, 42, 45, 61]);
+    let from = [0, 1, 2];
+    let to = [3, 4];
+    let qprod: i128 = from
+        .iter()
+        .map(|&i| c.modulus(i).unwrap().value() as i128)
+        .product();
+    let mut r = rng(7);
+    let coeffs: Vec<i128> = (0..n)
+        .map(|_| r.random_range(-qprod / 2..qprod / 2))
+        .collect();
+    let x = Poly::<Coeff>::from_signed_i128(&c, &from, &coeffs).unwrap();
+    let y = BasisConverter::new(&c, &from, &to)
+        .unwrap()
+        .convert_centered(&x)
+        .unwrap();
+    let mut sum_u = 0i128;
+    for (k, &v) in coeffs.iter().enumerate() {
+        // y = v + u Q with |u| <= |from| / 2 (v centred)
+        let us: Vec<i128> = (-2..=2)
+            .filter(|&u| y.iter_limbs().all(|(m, limb)| m.reduce_i128(v + u * qprod) == limb[k]))
+            .collect();
+        assert_eq!(us.len(), 1, "coefficient {k}: {us:?}");
+        sum_u += us[0];
+    }
+    // the plain conversion's u lies in [0, 3) with mean ~1; the centred one's mean is ~0
+    assert!((sum_u as f64 / n as f64).abs() < 0.3, "mean u {}", sum_u as f64 / n as f64);
+}
+
+#[test]
 fn mod_down_divides_by_p() {
     let n = 64;
     let c = ctx(n, &[50, 45, 60, 61]);
