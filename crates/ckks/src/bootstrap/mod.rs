@@ -729,12 +729,11 @@ impl Bootstrapper {
             let re = self.ev.add(&x, &conj)?;
             let mut im = self.ev.sub(&x, &conj)?;
             self.mul_i(&mut im, true)?;
-            // one after the other (each operation is parallel over limbs): half the
-            // working set of running both at once, and no slower on 2 cores
-            let mut a = self.eval_mod(&re, em_target, &keys.relin)?;
-            drop(re);
-            let mut b = self.eval_mod(&im, em_target, &keys.relin)?;
-            drop(im);
+            let (a, b) = rayon::join(
+                || self.eval_mod(&re, em_target, &keys.relin),
+                || self.eval_mod(&im, em_target, &keys.relin),
+            );
+            let (mut a, mut b) = (a?, b?);
             self.mul_i(&mut b, false)?;
             self.ev.add_assign(&mut a, &b)?;
             a.scale = scale(self.stc_in_scale)?;
