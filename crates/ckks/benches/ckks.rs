@@ -120,11 +120,15 @@ fn bootstrap(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let sk = KeyGenerator::new(&params).secret_key(&mut rng).unwrap();
     let keys = boot.generate_keys(&sk, &mut rng).unwrap();
-    let v: Vec<f64> = (0..params.slots()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let v: Vec<f64> = (0..params.slots())
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let pt = Encoder::new(&params)
         .encode(&v, Level(0), params.default_scale())
         .unwrap();
-    let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk, &mut rng).unwrap();
+    let ct = Encryptor::new(&params)
+        .encrypt_sk(&pt, &sk, &mut rng)
+        .unwrap();
     let mut g = c.benchmark_group("bootstrap");
     g.sample_size(10).measurement_time(Duration::from_secs(60));
     g.bench_function("boot/logN=16/slots=32768", |b| {

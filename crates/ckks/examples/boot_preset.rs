@@ -1,6 +1,8 @@
 //! Bootstraps once at the secure `boot` preset (N = 2^16) and prints time, precision and
 //! memory: `cargo run --release -p henn-ckks --example boot_preset [log_slots]`.
+#![allow(clippy::print_stdout, reason = "an example prints its figures")]
 
+use std::ops::Sub;
 use std::time::Instant;
 
 use henn_ckks::bootstrap::{BootstrapConfig, Bootstrapper};
@@ -31,7 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
     let t = Instant::now();
     let boot = Bootstrapper::new(&params, cfg, params.default_scale())?;
-    println!("transforms: {:.1} s, {:.2} GiB", t.elapsed().as_secs_f64(), boot.memory_bytes() as f64 / (1u64 << 30) as f64);
+    println!(
+        "transforms: {:.1} s, {:.2} GiB",
+        t.elapsed().as_secs_f64(),
+        boot.memory_bytes() as f64 / (1u64 << 30) as f64
+    );
     let kg = KeyGenerator::new(&params);
     let sk = kg.secret_key(&mut rng)?;
     let t = Instant::now();

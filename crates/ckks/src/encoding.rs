@@ -5,6 +5,7 @@
 //! `zeta^(5^j * N/2) = i`, the evaluation is a size-N/2 complex transform of
 //! `m_k + i m_{k+N/2}`, computed with a "special" FFT in O(N log N).
 
+use std::ops::{Add, Mul, Sub};
 use std::sync::Arc;
 
 use henn_ring::{Coeff, Poly};
@@ -28,24 +29,6 @@ impl Complex {
     pub const fn new(re: f64, im: f64) -> Self {
         Self { re, im }
     }
-    /// Sum.
-    #[inline]
-    pub fn add(self, o: Self) -> Self {
-        Self::new(self.re + o.re, self.im + o.im)
-    }
-    /// Difference.
-    #[inline]
-    pub fn sub(self, o: Self) -> Self {
-        Self::new(self.re - o.re, self.im - o.im)
-    }
-    /// Product.
-    #[inline]
-    pub fn mul(self, o: Self) -> Self {
-        Self::new(
-            self.re * o.re - self.im * o.im,
-            self.re * o.im + self.im * o.re,
-        )
-    }
     /// Complex conjugate.
     #[inline]
     pub fn conj(self) -> Self {
@@ -63,6 +46,33 @@ impl Complex {
     /// Modulus.
     pub fn abs(self) -> f64 {
         self.re.hypot(self.im)
+    }
+}
+
+impl std::ops::Add for Complex {
+    type Output = Self;
+    #[inline]
+    fn add(self, o: Self) -> Self {
+        Self::new(self.re + o.re, self.im + o.im)
+    }
+}
+
+impl std::ops::Sub for Complex {
+    type Output = Self;
+    #[inline]
+    fn sub(self, o: Self) -> Self {
+        Self::new(self.re - o.re, self.im - o.im)
+    }
+}
+
+impl std::ops::Mul for Complex {
+    type Output = Self;
+    #[inline]
+    fn mul(self, o: Self) -> Self {
+        Self::new(
+            self.re * o.re - self.im * o.im,
+            self.re * o.im + self.im * o.re,
+        )
     }
 }
 

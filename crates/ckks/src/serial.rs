@@ -926,7 +926,11 @@ impl WireFormat for BootstrapKeys {
     const TYPE_TAG: TypeTag = TypeTag::BootstrapKeys;
 
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = start_frame(Self::TYPE_TAG, self.relin.0.params_id, bootstrap_keys_len(self));
+        let mut out = start_frame(
+            Self::TYPE_TAG,
+            self.relin.0.params_id,
+            bootstrap_keys_len(self),
+        );
         write_ksk(&mut out, &self.relin.0);
         write_ksk(&mut out, &self.from_sparse);
         out.extend_from_slice(&self.to_sparse.seed);
@@ -951,7 +955,9 @@ impl WireFormat for BootstrapKeys {
         let b = read_poly(params, &mut r, &limbs)?;
         let a = expand_uniform(params, &seed, 1, &limbs)?
             .pop()
-            .ok_or(CkksError::Serialization("encapsulation key expansion".into()))?;
+            .ok_or(CkksError::Serialization(
+                "encapsulation key expansion".into(),
+            ))?;
         let galois = read_galois(params, &mut r)?;
         r.finish()?;
         Ok(BootstrapKeys {

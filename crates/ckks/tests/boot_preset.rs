@@ -1,11 +1,19 @@
 //! One bootstrap at the secure `boot` preset (N = 2^16, 128-bit, uniform ternary secret, no
 //! opt-in), with 1024 slots to keep the key set small in CI (the full-slot figures are
 //! measured by `henn bench ckks --preset boot`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure should abort the test"
+)]
 
 use henn_ckks::bootstrap::{BootstrapConfig, Bootstrapper};
 use henn_ckks::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use std::ops::Sub;
 
 #[test]
 fn the_secure_boot_preset_bootstraps_with_nine_levels_left() {
@@ -26,8 +34,12 @@ fn the_secure_boot_preset_bootstraps_with_nine_levels_left() {
         .map(|_| Complex::new(rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)))
         .collect();
     let v: Vec<Complex> = (0..params.slots()).map(|j| base[j % n]).collect();
-    let pt = enc.encode_complex(&v, Level(0), params.default_scale()).unwrap();
-    let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk, &mut rng).unwrap();
+    let pt = enc
+        .encode_complex(&v, Level(0), params.default_scale())
+        .unwrap();
+    let ct = Encryptor::new(&params)
+        .encrypt_sk(&pt, &sk, &mut rng)
+        .unwrap();
     let out = boot.bootstrap(&ct, &keys).unwrap();
     assert_eq!(out.level(), Level(9));
     assert_eq!(out.scale(), Scale::from_log2(35.0));

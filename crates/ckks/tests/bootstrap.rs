@@ -2,7 +2,15 @@
 //! (TEST_INSECURE_BOOT: N = 2^12, q = [45, 35 x 2, 45 x 3, 60 x 8, 55 x 3], p = [60 x 4]).
 //! Precision in bits: -log2 of the mean and of the maximum absolute error over all slots,
 //! inputs uniform in [-1, 1] (real and imaginary parts).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure should abort the test"
+)]
 
+use std::ops::Sub;
 use std::sync::{Arc, OnceLock};
 
 use henn_ckks::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
@@ -92,7 +100,11 @@ impl Kit {
             .map(|_| {
                 Complex::new(
                     rng.random_range(-1.0..1.0),
-                    if complex { rng.random_range(-1.0..1.0) } else { 0.0 },
+                    if complex {
+                        rng.random_range(-1.0..1.0)
+                    } else {
+                        0.0
+                    },
                 )
             })
             .collect();
@@ -105,7 +117,10 @@ fn full_slots_bootstrap_to_the_planned_level_and_scale() {
     let k = kit(11);
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let v = k.random(k.params.slots(), true, &mut rng);
-    let out = k.boot.bootstrap(&k.encrypt_at0(&v, &mut rng), &k.keys).unwrap();
+    let out = k
+        .boot
+        .bootstrap(&k.encrypt_at0(&v, &mut rng), &k.keys)
+        .unwrap();
     let depth = k.boot.config().depth().unwrap();
     assert_eq!(out.level(), Level(k.params.max_level().0 - depth));
     assert_eq!(out.level(), k.boot.output_level());
@@ -121,7 +136,10 @@ fn sparse_slots_bootstrap_precisely() {
     let k = kit(7);
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let v = k.random(1 << 7, true, &mut rng);
-    let out = k.boot.bootstrap(&k.encrypt_at0(&v, &mut rng), &k.keys).unwrap();
+    let out = k
+        .boot
+        .bootstrap(&k.encrypt_at0(&v, &mut rng), &k.keys)
+        .unwrap();
     assert_eq!(out.level(), Level(LEFT));
     let (mean, min) = precision(&k.decrypt(&out), &v);
     eprintln!("128 slots: {mean:.1} bits mean, {min:.1} bits min");
@@ -180,7 +198,10 @@ fn missing_or_short_keys_are_named_errors() {
     let plan = k.boot.key_plan();
     let (steps, _) = plan.rotations[0];
     let mut keys = k.keys.clone();
-    assert!(keys.galois.remove(GaloisElement::for_rotation(steps, k.params.n())));
+    assert!(
+        keys.galois
+            .remove(GaloisElement::for_rotation(steps, k.params.n()))
+    );
     match k.boot.bootstrap(&ct, &keys) {
         Err(CkksError::MissingGaloisKey { steps: s, .. }) => assert_eq!(s, Some(steps)),
         other => panic!("expected MissingGaloisKey, got {other:?}"),

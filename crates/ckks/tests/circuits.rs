@@ -1,5 +1,13 @@
 //! Circuits against f64 models on a small insecure ring (TEST_INSECURE_CIRCUITS: N = 2^12).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failure should abort the test"
+)]
 
+use std::ops::Sub;
 use std::sync::Arc;
 
 use henn_ckks::circuits::{Chebyshev, Hoisting, LinearTransform};
@@ -80,7 +88,13 @@ fn chebyshev_lands_on_the_target_scale_with_stated_precision() {
     let slots = k.params.slots();
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     for (name, f, a, b, degree) in [
-        ("cos(6x)", (|x: f64| (6.0 * x).cos()) as fn(f64) -> f64, -1.0, 1.0, 30),
+        (
+            "cos(6x)",
+            (|x: f64| (6.0 * x).cos()) as fn(f64) -> f64,
+            -1.0,
+            1.0,
+            30,
+        ),
         ("exp", f64::exp, -2.0, 3.0, 15),
         ("sigmoid", |x: f64| 1.0 / (1.0 + (-x).exp()), -8.0, 8.0, 63),
     ] {
@@ -98,7 +112,10 @@ fn chebyshev_lands_on_the_target_scale_with_stated_precision() {
         );
         let want: Vec<Complex> = xs.iter().map(|&x| Complex::new(p.eval(x), 0.0)).collect();
         let bits = max_err_bits(&k.decrypt(&out), &want);
-        eprintln!("{name}: degree {degree}, plan {:?}, max error 2^{bits:.1}", p.plan());
+        eprintln!(
+            "{name}: degree {degree}, plan {:?}, max error 2^{bits:.1}",
+            p.plan()
+        );
         // bound: 2^-30 against the f64 polynomial (scale 2^50, N = 2^12)
         assert!(bits < -30.0, "{name}: 2^{bits}");
     }
@@ -135,11 +152,18 @@ fn linear_transform_matches_f64() {
     let q = k.ev.rescale_neutral_scale(&ct).unwrap();
     let lt = m.encode(&k.enc, ct.level(), q).unwrap();
     assert_eq!(lt.rotations(), rots);
-    assert!(rots.len() <= 10, "{} rotations for 19 diagonals", rots.len());
+    assert!(
+        rots.len() <= 10,
+        "{} rotations for 19 diagonals",
+        rots.len()
+    );
     let mut out = lt.apply(&k.ev, &ct, &gk).unwrap();
     k.ev.rescale_assign(&mut out).unwrap();
     let bits = max_err_bits(&k.decrypt(&out), &m.apply(&v));
-    eprintln!("linear transform: {} rotations, max error 2^{bits:.1}", rots.len());
+    eprintln!(
+        "linear transform: {} rotations, max error 2^{bits:.1}",
+        rots.len()
+    );
     assert!(bits < -30.0, "2^{bits}");
     // double hoisting: the same product, plaintexts over Q ∪ P
     let lt2 = m

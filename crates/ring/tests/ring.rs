@@ -246,13 +246,20 @@ fn centred_conversion_is_exact_up_to_a_small_centred_multiple() {
     for (k, &v) in coeffs.iter().enumerate() {
         // y = v + u Q with |u| <= |from| / 2 (v centred)
         let us: Vec<i128> = (-2..=2)
-            .filter(|&u| y.iter_limbs().all(|(m, limb)| m.reduce_i128(v + u * qprod) == limb[k]))
+            .filter(|&u| {
+                y.iter_limbs()
+                    .all(|(m, limb)| m.reduce_i128(v + u * qprod) == limb[k])
+            })
             .collect();
         assert_eq!(us.len(), 1, "coefficient {k}: {us:?}");
         sum_u += us[0];
     }
     // the plain conversion's u lies in [0, 3) with mean ~1; the centred one's mean is ~0
-    assert!((sum_u as f64 / n as f64).abs() < 0.3, "mean u {}", sum_u as f64 / n as f64);
+    assert!(
+        (sum_u as f64 / n as f64).abs() < 0.3,
+        "mean u {}",
+        sum_u as f64 / n as f64
+    );
 }
 
 #[test]

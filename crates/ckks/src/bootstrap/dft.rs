@@ -41,7 +41,7 @@ fn stage(ring_n: usize, slots: usize, n: usize, len: usize, inverse: bool) -> Li
         let pp = p % len;
         let j = pp % lenh;
         let r = rg.get(j).copied().unwrap_or(1) % lenq;
-        debug_assert!(n % len == 0);
+        debug_assert!(n.is_multiple_of(len));
         if inverse {
             let w = ksi((lenq - r) * gap, m);
             if pp < lenh {
@@ -170,7 +170,9 @@ mod tests {
             .map(|j| Complex::new((j as f64 * 0.37).sin(), (j as f64 * 0.11).cos()))
             .collect();
         // encoder's coefficients: u_k = c_k + i c_{k + N/2}
-        let pt = enc.encode_complex(&z, Level(0), Scale::from_log2(40.0)).unwrap();
+        let pt = enc
+            .encode_complex(&z, Level(0), Scale::from_log2(40.0))
+            .unwrap();
         let coeffs = crate::encoding::crt_centered_f64(&pt.poly().clone().intt()).unwrap();
         let s = 2f64.powi(40);
         let u: Vec<Complex> = (0..slots)
@@ -185,7 +187,10 @@ mod tests {
             }
             let want = bitrev(&u);
             for (a, b) in v.iter().zip(&want) {
-                assert!(a.scale(1.0 / slots as f64).sub(*b).abs() < 1e-6, "{a:?} {b:?}");
+                assert!(
+                    (a.scale(1.0 / slots as f64) - *b).abs() < 1e-6,
+                    "{a:?} {b:?}"
+                );
             }
             let stc = slot_to_coeff(ring_n, slots, levels).unwrap();
             let mut w = bitrev(&u);
@@ -193,7 +198,7 @@ mod tests {
                 w = m.apply(&w);
             }
             for (a, b) in w.iter().zip(&z) {
-                assert!(a.sub(*b).abs() < 1e-6);
+                assert!((*a - *b).abs() < 1e-6);
             }
         }
     }

@@ -235,7 +235,11 @@ pub struct BootstrapKeyPlan {
 impl Bootstrapper {
     /// Precomputes (and encodes) the transforms; `out_scale` is the scale every bootstrap
     /// returns (usually `params.default_scale()`).
-    pub fn new(params: &Arc<CkksParams>, config: BootstrapConfig, out_scale: Scale) -> Result<Self> {
+    pub fn new(
+        params: &Arc<CkksParams>,
+        config: BootstrapConfig,
+        out_scale: Scale,
+    ) -> Result<Self> {
         let ring_n = params.n();
         let slots = params.slots();
         let n = 1usize << config.log_slots;
@@ -277,9 +281,8 @@ impl Bootstrapper {
         }
         let sparse = n < slots;
         let q = params.q();
-        let prime = |l: usize| -> Result<f64> {
-            q.get(l).map(|&v| v as f64).ok_or(CkksError::OutOfLevels)
-        };
+        let prime =
+            |l: usize| -> Result<f64> { q.get(l).map(|&v| v as f64).ok_or(CkksError::OutOfLevels) };
         let q0 = prime(0)?;
         let enc = Encoder::new(params);
         let hoisting = if config.double_hoisting {
@@ -345,7 +348,10 @@ impl Bootstrapper {
             } else {
                 first.clone()
             };
-            pre.scale_by(Complex::new(q0 / (2.0 * std::f64::consts::PI * ref_scale), 0.0));
+            pre.scale_by(Complex::new(
+                q0 / (2.0 * std::f64::consts::PI * ref_scale),
+                0.0,
+            ));
             *first = pre;
         }
         let stc_count = stc_m.len();
@@ -470,11 +476,17 @@ impl Bootstrapper {
         let kg = KeyGenerator::new(params);
         let plan = self.key_plan();
         let mut galois = kg.galois_keys_at(sk, &plan.rotations, rng)?;
-        let conj = kg.galois_key_at(sk, GaloisElement::conjugation(params.n()), plan.conjugation, rng)?;
+        let conj = kg.galois_key_at(
+            sk,
+            GaloisElement::conjugation(params.n()),
+            plan.conjugation,
+            rng,
+        )?;
         galois.insert(conj);
         let relin = kg.relin_key_at(sk, plan.relin, rng)?;
 
-        let mut coeffs = sample::sparse_ternary(params.n(), self.config.ephemeral_hamming_weight, rng)?;
+        let mut coeffs =
+            sample::sparse_ternary(params.n(), self.config.ephemeral_hamming_weight, rng)?;
         let all = params.all_limbs();
         let sparse = Poly::<Coeff>::from_signed(params.ring(), &all, &coeffs);
         coeffs.zeroize();
@@ -503,7 +515,9 @@ impl Bootstrapper {
         rng.fill_bytes(&mut seed);
         let a = expand_uniform(params, &seed, 1, &limbs)?
             .pop()
-            .ok_or(CkksError::InvalidParams("encapsulation key expansion".into()))?;
+            .ok_or(CkksError::InvalidParams(
+                "encapsulation key expansion".into(),
+            ))?;
         let s_sparse = sparse.select_limbs(&limbs)?;
         let mut b = gaussian_ntt(params, &limbs, rng)?;
         let mut as_ = a.mul(&s_sparse)?;
@@ -657,7 +671,12 @@ impl Bootstrapper {
         for k in 0..r {
             // the k-th double angle (from the end) rescales by q at level cheb_level - r + 1 + k
             let lvl = cheb_level - r + 1 + k;
-            let q = self.params.q().get(lvl).copied().ok_or(CkksError::OutOfLevels)? as f64;
+            let q = self
+                .params
+                .q()
+                .get(lvl)
+                .copied()
+                .ok_or(CkksError::OutOfLevels)? as f64;
             s = (s * q).sqrt();
         }
         let mut c = self.eval_mod.evaluate(&self.ev, ct, scale(s)?, rlk)?;
@@ -704,9 +723,12 @@ impl Bootstrapper {
         let mut x = self.mod_raise(ct, keys)?;
         if self.sparse() {
             let declared = x.scale;
-            x = self
-                .ev
-                .rotate_and_sum(&x, self.params.slots() / self.slots(), self.slots() as i64, gk)?;
+            x = self.ev.rotate_and_sum(
+                &x,
+                self.params.slots() / self.slots(),
+                self.slots() as i64,
+                gk,
+            )?;
             x.scale = declared;
         }
         times.mod_raise = t.elapsed();

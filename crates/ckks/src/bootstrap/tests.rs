@@ -28,13 +28,24 @@ fn encapsulation_and_key_switching_are_unbiased() {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
     let kg = KeyGenerator::new(&params);
     let sk = kg.secret_key(&mut rng).unwrap();
-    let boot = Bootstrapper::new(&params, BootstrapConfig::default_for(12), params.default_scale()).unwrap();
+    let boot = Bootstrapper::new(
+        &params,
+        BootstrapConfig::default_for(12),
+        params.default_scale(),
+    )
+    .unwrap();
     let coeffs = sample::sparse_ternary(params.n(), 32, &mut rng).unwrap();
-    let sparse = Poly::<Coeff>::from_signed(params.ring(), &params.all_limbs(), &coeffs).unwrap().ntt();
+    let sparse = Poly::<Coeff>::from_signed(params.ring(), &params.all_limbs(), &coeffs)
+        .unwrap()
+        .ntt();
     let enc_key = boot.encapsulation_key(&sk, &sparse, &mut rng).unwrap();
     let enc = Encoder::new(&params);
-    let pt = enc.encode_complex(&[], Level(0), params.default_scale()).unwrap();
-    let ct = Encryptor::new(&params).encrypt_sk(&pt, &sk, &mut rng).unwrap();
+    let pt = enc
+        .encode_complex(&[], Level(0), params.default_scale())
+        .unwrap();
+    let ct = Encryptor::new(&params)
+        .encrypt_sk(&pt, &sk, &mut rng)
+        .unwrap();
     let stats = |name: &str, c0: &Poly<Ntt>, c1: &Poly<Ntt>, s: &Poly<Ntt>| {
         let s = s.select_limbs(c0.limbs()).unwrap();
         let mut m = c1.mul(&s).unwrap();
@@ -49,21 +60,47 @@ fn encapsulation_and_key_switching_are_unbiased() {
     };
     let (_, input_max) = stats("input under s", &ct.parts[0], &ct.parts[1], &sk.poly);
     let c1 = &ct.parts[1];
-    let ext = boot.to_sparse_conv.convert(&c1.clone().intt()).unwrap().ntt();
+    let ext = boot
+        .to_sparse_conv
+        .convert(&c1.clone().intt())
+        .unwrap()
+        .ntt();
     let d = c1.clone().concat_limbs(&ext).unwrap();
-    let u0 = boot.to_sparse_down.apply(d.mul(&enc_key.b).unwrap()).unwrap();
-    let u1 = boot.to_sparse_down.apply(d.mul(&enc_key.a).unwrap()).unwrap();
+    let u0 = boot
+        .to_sparse_down
+        .apply(d.mul(&enc_key.b).unwrap())
+        .unwrap();
+    let u1 = boot
+        .to_sparse_down
+        .apply(d.mul(&enc_key.a).unwrap())
+        .unwrap();
     let mut b0 = ct.parts[0].clone();
     b0.add_assign(&u0).unwrap();
     let (mean, max) = stats("after s -> s'", &b0, &u1, &sparse);
-    assert!(mean.abs() < 1.0 && max < input_max + 16.0, "encapsulation adds {max}");
+    assert!(
+        mean.abs() < 1.0 && max < input_max + 16.0,
+        "encapsulation adds {max}"
+    );
     let top = params.max_level();
     let limbs = params.q_limbs(top);
     let q0 = params.q()[0];
     let lift = |p: &Poly<Ntt>| {
         let c = p.clone().intt();
-        let vals: Vec<i64> = c.limb(0).unwrap().iter().map(|&v| if v > q0 / 2 { v as i64 - q0 as i64 } else { v as i64 }).collect();
-        Poly::<Coeff>::from_signed(params.ring(), &limbs, &vals).unwrap().ntt()
+        let vals: Vec<i64> = c
+            .limb(0)
+            .unwrap()
+            .iter()
+            .map(|&v| {
+                if v > q0 / 2 {
+                    v as i64 - q0 as i64
+                } else {
+                    v as i64
+                }
+            })
+            .collect();
+        Poly::<Coeff>::from_signed(params.ring(), &limbs, &vals)
+            .unwrap()
+            .ntt()
     };
     let (r0, r1) = (lift(&b0), lift(&u1));
     let (_, lifted) = stats("lifted under s'", &r0, &r1, &sparse);

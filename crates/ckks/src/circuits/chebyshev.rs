@@ -276,7 +276,12 @@ impl Chebyshev {
         let basis = Basis::compute(ev, y, d, lb, rlk)?;
         let out_level = ct.level().0 - plan.depth;
         let coeffs: Vec<f64> = self.coeffs.iter().take(d + 1).copied().collect();
-        let ctx = RecCtx { ev, rlk, basis: &basis, lb };
+        let ctx = RecCtx {
+            ev,
+            rlk,
+            basis: &basis,
+            lb,
+        };
         match ctx.rec(&coeffs, target.value(), out_level)? {
             Term::Ct(c) => Ok(c),
             Term::Const(_) => Err(CkksError::InvalidArgument(
@@ -478,7 +483,16 @@ mod tests {
 
     #[test]
     fn plans_are_level_optimal_for_common_degrees() {
-        for (d, depth) in [(1, 1), (2, 2), (3, 2), (7, 3), (15, 4), (30, 5), (31, 5), (60, 6)] {
+        for (d, depth) in [
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (7, 3),
+            (15, 4),
+            (30, 5),
+            (31, 5),
+            (60, 6),
+        ] {
             let p = Chebyshev::new(-1.0, 1.0, vec![1.0; d + 1]).unwrap();
             assert_eq!(p.plan().depth, depth, "degree {d}: {:?}", p.plan());
         }

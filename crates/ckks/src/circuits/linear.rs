@@ -11,6 +11,7 @@
 //! encodes the pre-rotated diagonals once, at the level and scale they will be used at.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Add, Mul};
 
 use rayon::prelude::*;
 
@@ -148,7 +149,10 @@ impl LinearTransform {
                 }
             }
         }
-        let mut m = LinearTransform { slots: s, diags: out };
+        let mut m = LinearTransform {
+            slots: s,
+            diags: out,
+        };
         m.prune(0.0);
         Ok(m)
     }
@@ -191,10 +195,7 @@ impl LinearTransform {
     /// The split minimising `giants + baby_weight * babies`.
     pub fn bsgs_split_weighted(&self, baby_weight: f64) -> BsgsSplit {
         let ks: Vec<i64> = self.diags.keys().map(|&k| self.signed(k)).collect();
-        let g = ks
-            .iter()
-            .fold(0i64, |acc, &k| gcd(acc, k.abs()))
-            .max(1);
+        let g = ks.iter().fold(0i64, |acc, &k| gcd(acc, k.abs())).max(1);
         let mut best: Option<(f64, BsgsSplit)> = None;
         let mut w = g;
         while w <= self.slots as i64 {
@@ -387,7 +388,8 @@ impl EncodedLinearTransform {
 
     /// `M ct`, no rescale: the result is at `ct`'s level and at scale `ct.scale * self.scale()`.
     pub fn apply(&self, ev: &Evaluator, ct: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
-        if ct.level() > self.level || (self.hoisting == Hoisting::Double && ct.level() != self.level)
+        if ct.level() > self.level
+            || (self.hoisting == Hoisting::Double && ct.level() != self.level)
         {
             return Err(CkksError::LevelMismatch {
                 lhs: ct.level(),
@@ -425,7 +427,8 @@ impl EncodedLinearTransform {
                         Some(a) => ev.mul_plain_add_assign(a, x, pt)?,
                     }
                 }
-                let acc = acc.ok_or_else(|| CkksError::InvalidArgument("empty giant step".into()))?;
+                let acc =
+                    acc.ok_or_else(|| CkksError::InvalidArgument("empty giant step".into()))?;
                 if *g == 0 {
                     Ok(acc)
                 } else {
@@ -464,7 +467,8 @@ impl EncodedLinearTransform {
                     })?;
                     ev.ext_mul_plain_add_assign(&mut acc, x, pt)?;
                 }
-                let acc = acc.ok_or_else(|| CkksError::InvalidArgument("empty giant step".into()))?;
+                let acc =
+                    acc.ok_or_else(|| CkksError::InvalidArgument("empty giant step".into()))?;
                 ev.ext_rotate(&acc, *g, gk)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -504,7 +508,7 @@ mod tests {
         let want = a.apply(&b.apply(&v));
         let got = ab.apply(&v);
         for (x, y) in want.iter().zip(&got) {
-            assert!(x.sub(*y).abs() < 1e-12);
+            assert!((*x - *y).abs() < 1e-12);
         }
     }
 

@@ -5,6 +5,7 @@
 //! configuration compared against SEAL in docs/BENCHMARKS.md).
 
 use std::hint::black_box;
+use std::ops::Sub;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -283,7 +284,6 @@ fn bench_ckks(args: &CkksArgs) -> anyhow::Result<Vec<Row>> {
     let ct2 = encryptor.encrypt_pk(&pt2, &pk, &mut rng)?;
     let prod = ev.mul_relin(&ct1, &ct2, &rlk)?;
     let const_scale = ev.rescale_neutral_scale(&ct1)?;
-
 
     let cheap = |max: usize| Plan {
         kind: match args.iters {
