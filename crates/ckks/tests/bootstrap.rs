@@ -239,3 +239,58 @@ fn keys_survive_serialization() {
     bad[mid] ^= 1;
     assert!(serial::from_bytes::<BootstrapKeys>(&k.params, &bad).is_err());
 }
+
+#[test]
+fn the_arcsine_correction_removes_the_sine_error_on_large_coefficients() {
+    // the same chain with two more EvalMod levels for the correction
+    let mut q_bits = vec![45];
+    q_bits.extend(std::iter::repeat_n(35, LEFT));
+    q_bits.extend(std::iter::repeat_n(45, 3));
+    q_bits.extend(std::iter::repeat_n(60, 10));
+    q_bits.extend(std::iter::repeat_n(55, 3));
+    let params = CkksParams::new(CkksParamsLiteral {
+        log_n: 12,
+        q_bits,
+        p_bits: vec![60; 4],
+        log_scale: 35.0,
+        dnum: None,
+        secret: SecretDistribution::Ternary,
+        security: SecurityPolicy::InsecureAllowed {
+            reason: "test parameter set TEST_INSECURE_BOOT with arcsine levels (N = 2^12)".into(),
+        },
+    })
+    .unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let sk = KeyGenerator::new(&params).secret_key(&mut rng).unwrap();
+    let enc = Encoder::new(&params);
+    // all slots 1: the plaintext is the constant polynomial 1 (a coefficient of Delta, the
+    // worst case of the sine: relative error (2 pi Delta / q_0)^2 / 6 ~ 2^-17.3)
+    let v = vec![Complex::new(1.0, 0.0); params.slots()];
+    let pt = enc
+        .encode_complex(&v, Level(0), params.default_scale())
+        .unwrap();
+    let ct = Encryptor::new(&params)
+        .encrypt_sk(&pt, &sk, &mut rng)
+        .unwrap();
+    let mut bits = Vec::new();
+    for arcsine in [false, true] {
+        let mut cfg = BootstrapConfig::default_for(12);
+        cfg.arcsine = arcsine;
+        let boot = Bootstrapper::new(&params, cfg, params.default_scale()).unwrap();
+        let keys = boot.generate_keys(&sk, &mut rng).unwrap();
+        let out = boot.bootstrap(&ct, &keys).unwrap();
+        assert_eq!(out.level(), Level(LEFT + if arcsine { 0 } else { 2 }));
+        assert_eq!(out.scale(), params.default_scale());
+        let got = enc
+            .decode_complex(&Decryptor::new(&params).decrypt(&out, &sk).unwrap())
+            .unwrap();
+        let (mean, min) = precision(&got, &v);
+        eprintln!("ones, arcsine {arcsine}: {mean:.1} bits mean, {min:.1} bits min");
+        bits.push(min);
+    }
+    assert!(
+        bits[0] < 18.5,
+        "without the correction the sine error shows: {bits:?}"
+    );
+    assert!(bits[1] > 21.0, "with it, it is gone: {bits:?}");
+}

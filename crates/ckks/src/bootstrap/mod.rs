@@ -96,6 +96,11 @@ pub struct BootstrapConfig {
     /// Double hoisting in CoeffToSlot (faster, plaintexts over `Q ∪ P`: more memory);
     /// SlotToCoeff, at low levels, uses single hoisting with the same splits.
     pub double_hoisting: bool,
+    /// Arcsine correction after EvalMod: `s + s^3 / 6` undoes the sine's cubic error
+    /// (`(2 pi m / q_0)^2 / 6` relative, ~2^-17 for a coefficient of 1 at `q_0 / Delta = 2^10`),
+    /// at two more levels. Off in `boot`, whose chain has no levels for it.
+    #[serde(default)]
+    pub arcsine: bool,
 }
 
 impl BootstrapConfig {
@@ -114,6 +119,7 @@ impl BootstrapConfig {
             ephemeral_hamming_weight: 32,
             log_eval_mod_scale: 60.0,
             double_hoisting: true,
+            arcsine: false,
         }
     }
 
@@ -136,7 +142,9 @@ impl BootstrapConfig {
 
     /// Levels EvalMod consumes.
     pub fn eval_mod_depth(&self) -> Result<usize> {
-        Ok(self.eval_mod_poly()?.depth() + self.double_angle as usize)
+        Ok(self.eval_mod_poly()?.depth()
+            + self.double_angle as usize
+            + if self.arcsine { 2 } else { 0 })
     }
 
     /// Levels a bootstrap consumes from the top of the chain.
@@ -271,7 +279,7 @@ impl Bootstrapper {
             )));
         }
         let eval_mod = config.eval_mod_poly()?;
-        let em_depth = eval_mod.depth() + config.double_angle as usize;
+        let em_depth = config.eval_mod_depth()?;
         let top = params.max_level().0;
         let need = config.cts_levels + em_depth + config.stc_levels;
         if top < need + 1 {
@@ -664,20 +672,25 @@ impl Bootstrapper {
 
     /// EvalMod of a real-slot ciphertext at the EvalMod scale; lands at `target`.
     fn eval_mod(&self, ct: &Ciphertext, target: f64, rlk: &RelinKey) -> Result<Ciphertext> {
-        // scale after the double angles: s_{k+1} = s_k^2 / q_k, solved backwards from target
+        let q = |l: usize| -> Result<f64> {
+            self.params
+                .q()
+                .get(l)
+                .map(|&v| v as f64)
+                .ok_or(CkksError::OutOfLevels)
+        };
         let r = self.config.double_angle as usize;
         let cheb_level = ct.level.0 - self.eval_mod.depth();
+        // scales solved backwards from the target: the arcsine step maps s to s^3 / (q_a q_b)
+        // (levels l_r and l_r - 1 after the double angles), each double angle s to s^2 / q
+        let l_r = cheb_level - r;
         let mut s = target;
+        if self.config.arcsine {
+            s = (s * q(l_r)? * q(l_r - 1)?).cbrt();
+        }
         for k in 0..r {
-            // the k-th double angle (from the end) rescales by q at level cheb_level - r + 1 + k
-            let lvl = cheb_level - r + 1 + k;
-            let q = self
-                .params
-                .q()
-                .get(lvl)
-                .copied()
-                .ok_or(CkksError::OutOfLevels)? as f64;
-            s = (s * q).sqrt();
+            // the k-th double angle from the end rescales by the prime at l_r + 1 + k
+            s = (s * q(l_r + 1 + k)?).sqrt();
         }
         let mut c = self.eval_mod.evaluate(&self.ev, ct, scale(s)?, rlk)?;
         for _ in 0..r {
@@ -687,7 +700,28 @@ impl Bootstrapper {
             self.ev.rescale_assign(&mut d)?;
             c = d;
         }
+        if self.config.arcsine {
+            c = self.arcsine(&c, rlk)?;
+        }
         Ok(c)
+    }
+
+    /// `s + s^3 / 6` (arcsin to third order) two levels down, at scale `s^3 / (q_a q_b)`.
+    fn arcsine(&self, c: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext> {
+        let qa = self.ev.rescale_neutral_scale(c)?;
+        let mut s2 = self.ev.square_relin(c, rlk)?;
+        self.ev.rescale_assign(&mut s2)?;
+        let mut s6 = self.ev.mul_const(c, 1.0 / 6.0, qa)?;
+        self.ev.rescale_assign(&mut s6)?;
+        let mut p = self.ev.mul_relin(&s2, &s6, rlk)?;
+        // s itself, brought to the product's scale: times s^2 / q_a (an integer ~2^60), then
+        // both rescale by the same prime
+        let lin = self.ev.drop_level_to(c, s2.level())?;
+        let cs = scale(p.scale().value() / lin.scale().value())?;
+        let lin = self.ev.mul_const(&lin, 1.0, cs)?;
+        self.ev.add_assign(&mut p, &lin)?;
+        self.ev.rescale_assign(&mut p)?;
+        Ok(p)
     }
 
     fn apply_lt(
