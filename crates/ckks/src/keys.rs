@@ -7,6 +7,7 @@ use std::sync::Arc;
 use henn_ring::{AutomorphismPermutation, Coeff, Ntt, Poly, sample};
 use rand::{CryptoRng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{CkksError, Result};
@@ -475,7 +476,7 @@ impl KeyGenerator {
                 *e = (*e).max(level);
             }
         }
-        let keys = crate::bootstrap::par_galois_keys(self, sk, want.into_iter().collect(), rng)?;
+        let keys = par_galois_keys(self, sk, want.into_iter().collect(), rng)?;
         Ok(GaloisKeys {
             keys: keys.into_iter().map(|k| (k.element(), k)).collect(),
         })
@@ -507,4 +508,30 @@ impl KeyGenerator {
         }
         Ok(GaloisKeys { keys })
     }
+}
+
+/// Galois keys of one parameter set for every rotation and level given, generated in
+/// parallel (one CSPRNG stream per key, seeded from `rng`).
+pub(crate) fn par_galois_keys<R: RngCore + CryptoRng + ?Sized>(
+    kg: &KeyGenerator,
+    sk: &SecretKey,
+    elements: Vec<(GaloisElement, Level)>,
+    rng: &mut R,
+) -> Result<Vec<GaloisKey>> {
+    let seeded: Vec<(GaloisElement, Level, [u8; 32])> = elements
+        .into_iter()
+        .map(|(g, l)| {
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            (g, l, seed)
+        })
+        .collect();
+    seeded
+        .into_par_iter()
+        .map(|(g, l, mut seed)| {
+            let mut r = ChaCha20Rng::from_seed(seed);
+            seed.zeroize();
+            kg.galois_key_at(sk, g, l, &mut r)
+        })
+        .collect()
 }

@@ -3,12 +3,13 @@
 //! **Pipeline** (CoeffToSlot first):
 //! 1. *Sparse-secret encapsulation + ModRaise.* The level-0 ciphertext is switched from the
 //!    (dense, uniform ternary) secret `s` to an ephemeral sparse secret `s'` of Hamming weight
-//!    `h` with a key over `q_0 p` only (`p` the first special prime), its coefficients are
+//!    `h` with a key over `q_0 p_1 p_2` only (the first two special primes), its coefficients are
 //!    lifted from `q_0` to the whole chain, and it is switched back to `s` at the top level.
 //!    Under `s'` the lift decrypts to `t = m + q_0 I` with `|I| <= (h + 1) / 2`: for `h = 32`
 //!    `|t / q_0| < 16.5` *always* (each of the `h + 1` terms of `c_0 + c_1 s'` lies in
 //!    `(-q_0/2, q_0/2]`), so with `K >= 16.5` EvalMod cannot fail (probability 0, not just small).
-//!    Security: the only key under the sparse secret lives at modulus `q_0 p` (~100 bits), far
+//!    Security: the only key under the sparse secret lives at modulus `q_0 p_1 p_2` (145 bits
+//!    for `boot`), far
 //!    below any modulus at which sparse secrets of weight 32 are attackable at this ring degree;
 //!    every other key is under `s` (Bossuat, Troncoso-Pastoriza, Hubaux, "Bootstrapping for
 //!    approximate homomorphic encryption with negligible failure-probability by using
@@ -35,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use henn_ring::{BasisConverter, Coeff, ModDown, Ntt, Poly, sample};
 use rand::{CryptoRng, RngCore};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
@@ -154,7 +154,7 @@ impl BootstrapConfig {
 }
 
 /// The key that switches a level-0 ciphertext from `s` to the ephemeral sparse `s'`, over
-/// `q_0` and one special prime only.
+/// `q_0` and the first two special primes only.
 #[derive(Clone, Debug)]
 pub struct EncapsulationKey {
     pub(crate) b: Poly<Ntt>,
@@ -178,7 +178,7 @@ pub struct BootstrapKeys {
     pub relin: RelinKey,
     /// Galois keys.
     pub galois: GaloisKeys,
-    /// `s -> s'` at `q_0 p`.
+    /// `s -> s'` at `q_0 p_1 p_2`.
     pub to_sparse: EncapsulationKey,
     /// `s' -> s` at the top level.
     pub from_sparse: KeySwitchKey,
@@ -510,7 +510,7 @@ impl Bootstrapper {
         })
     }
 
-    /// `b = -a s' + e + p s` over `[q_0, p]`.
+    /// `b = -a s' + e + P_e s` over `q_0` and the encapsulation primes (`P_e` their product).
     fn encapsulation_key<R: RngCore + CryptoRng + ?Sized>(
         &self,
         sk: &SecretKey,
@@ -598,7 +598,7 @@ impl Bootstrapper {
                 });
             }
         };
-        // s -> s' at q0 p
+        // s -> s' at q0 p1 p2
         let c1_coeff = c1.clone().intt();
         let ext = self.to_sparse_conv.convert(&c1_coeff)?.ntt();
         let d = c1.clone().concat_limbs(&ext)?;
@@ -849,31 +849,4 @@ mod tests;
 
 fn scale(v: f64) -> Result<Scale> {
     Scale::new(v).ok_or_else(|| CkksError::InvalidArgument(format!("scale {v} below 1")))
-}
-
-/// Galois keys of one parameter set for every rotation and level given, generated in
-/// parallel (one CSPRNG stream per key, seeded from `rng`).
-pub(crate) fn par_galois_keys<R: RngCore + CryptoRng + ?Sized>(
-    kg: &KeyGenerator,
-    sk: &SecretKey,
-    elements: Vec<(GaloisElement, Level)>,
-    rng: &mut R,
-) -> Result<Vec<crate::keys::GaloisKey>> {
-    use rand::SeedableRng;
-    let seeded: Vec<(GaloisElement, Level, [u8; 32])> = elements
-        .into_iter()
-        .map(|(g, l)| {
-            let mut seed = [0u8; 32];
-            rng.fill_bytes(&mut seed);
-            (g, l, seed)
-        })
-        .collect();
-    seeded
-        .into_par_iter()
-        .map(|(g, l, mut seed)| {
-            let mut r = rand_chacha::ChaCha20Rng::from_seed(seed);
-            seed.zeroize();
-            kg.galois_key_at(sk, g, l, &mut r)
-        })
-        .collect()
 }
