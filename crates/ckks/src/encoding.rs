@@ -241,9 +241,20 @@ impl Encoder {
         level: Level,
         scale: Scale,
     ) -> Result<Plaintext> {
+        self.encode_over(values, level, scale, self.params.q_limbs(level))
+    }
+
+    /// Encodes over the given primes (those of `level`, optionally followed by the special
+    /// primes), tagged with `level`.
+    fn encode_over(
+        &self,
+        values: &[Complex],
+        level: Level,
+        scale: Scale,
+        limbs: Vec<usize>,
+    ) -> Result<Plaintext> {
         self.params.check_level(level)?;
         let coeffs = self.coefficients(values, scale)?;
-        let limbs = self.params.q_limbs(level);
         let poly = Poly::<Coeff>::from_signed_i128(self.params.ring(), &limbs, &coeffs)?.ntt();
         Ok(Plaintext {
             poly,
@@ -263,21 +274,13 @@ impl Encoder {
         level: Level,
         scale: Scale,
     ) -> Result<Plaintext> {
-        self.params.check_level(level)?;
-        let coeffs = self.coefficients(values, scale)?;
-        let limbs: Vec<usize> = self
+        let limbs = self
             .params
             .q_limbs(level)
             .into_iter()
             .chain(self.params.p_limbs())
             .collect();
-        let poly = Poly::<Coeff>::from_signed_i128(self.params.ring(), &limbs, &coeffs)?.ntt();
-        Ok(Plaintext {
-            poly,
-            level,
-            scale,
-            params_id: self.params.id(),
-        })
+        self.encode_over(values, level, scale, limbs)
     }
 
     /// Encodes real values at `level` and `scale` (missing slots are zero).
