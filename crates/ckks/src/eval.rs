@@ -663,6 +663,21 @@ impl Evaluator {
         steps: i64,
         gk: &GaloisKeys,
     ) -> Result<Ciphertext> {
+        match self.hoisted_key(a, dec, steps, gk)? {
+            None => Ok(a.clone()),
+            Some(key) => self.automorph_with(a, dec, key),
+        }
+    }
+
+    /// The Galois key of a hoisted rotation of `a` by `steps` (`None`: the identity), after
+    /// checking that `dec` decomposes a ciphertext at `a`'s level.
+    fn hoisted_key<'k>(
+        &self,
+        a: &Ciphertext,
+        dec: &Decomposed,
+        steps: i64,
+        gk: &'k GaloisKeys,
+    ) -> Result<Option<&'k GaloisKey>> {
         self.check_ct(a)?;
         if dec.level != a.level {
             return Err(CkksError::LevelMismatch {
@@ -672,10 +687,9 @@ impl Evaluator {
         }
         let g = self.rotation_element(steps)?;
         if g.value() == 1 {
-            return Ok(a.clone());
+            return Ok(None);
         }
-        let key = gk.get(g, Some(steps))?;
-        self.automorph_with(a, dec, key)
+        gk.get(g, Some(steps)).map(Some)
     }
 
     /// Rotations of one ciphertext by each of `steps`, sharing one decomposition (hoisting).
@@ -747,18 +761,9 @@ impl Evaluator {
         steps: i64,
         gk: &GaloisKeys,
     ) -> Result<ExtCiphertext> {
-        self.check_ct(a)?;
-        if dec.level != a.level {
-            return Err(CkksError::LevelMismatch {
-                lhs: a.level,
-                rhs: dec.level,
-            });
-        }
-        let g = self.rotation_element(steps)?;
-        if g.value() == 1 {
+        let Some(key) = self.hoisted_key(a, dec, steps, gk)? else {
             return self.lift_ext(a);
-        }
-        let key = gk.get(g, Some(steps))?;
+        };
         self.params.check_id(key.key.params_id)?;
         let (mut u0, u1) = inner_product(&self.params, dec, &key.key)?;
         u0.add_assign(&lift_to_qp(&self.params, &a.parts[0], a.level)?)?;

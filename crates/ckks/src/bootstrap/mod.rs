@@ -50,6 +50,14 @@ use crate::keys::{
 use crate::params::CkksParams;
 use crate::types::{GaloisElement, Level, Scale};
 
+/// The centred coefficients of `p` (over `q_0`) as a polynomial over `q_0..q_level`.
+pub(crate) fn lift_from_q0(params: &CkksParams, p: &Poly<Ntt>, level: Level) -> Result<Poly<Ntt>> {
+    let q0 = params.ring().modulus(0)?;
+    let c = p.clone().intt();
+    let vals: Vec<i64> = c.limb(0)?.iter().map(|&v| q0.center(v)).collect();
+    Ok(Poly::<Coeff>::from_signed(params.ring(), &params.q_limbs(level), &vals)?.ntt())
+}
+
 /// Special primes of the encapsulation key (up to 2): its modulus is `q_0` times them, ~145
 /// bits for `boot`, and the switching error `c_1 e / P_e` vanishes against the message.
 const ENCAPSULATION_PRIMES: usize = 2;
@@ -611,23 +619,7 @@ impl Bootstrapper {
         let b1 = u1?;
         // lift from q0 to the whole chain
         let top = params.max_level();
-        let limbs = params.q_limbs(top);
-        let q0 = params.ring().modulus(0)?.value();
-        let lift = |p: Poly<Ntt>| -> Result<Poly<Ntt>> {
-            let c = p.intt();
-            let vals: Vec<i64> = c
-                .limb(0)?
-                .iter()
-                .map(|&v| {
-                    if v > q0 / 2 {
-                        v as i64 - q0 as i64
-                    } else {
-                        v as i64
-                    }
-                })
-                .collect();
-            Ok(Poly::<Coeff>::from_signed(params.ring(), &limbs, &vals)?.ntt())
-        };
+        let lift = |p: Poly<Ntt>| lift_from_q0(params, &p, top);
         let (r0, r1) = rayon::join(|| lift(b0), || lift(b1));
         let (mut r0, mut r1) = (r0?, r1?);
         // times F (free, no level; the declared scale absorbs it): the error of the

@@ -83,25 +83,7 @@ fn encapsulation_and_key_switching_are_unbiased() {
     );
     let top = params.max_level();
     let limbs = params.q_limbs(top);
-    let q0 = params.q()[0];
-    let lift = |p: &Poly<Ntt>| {
-        let c = p.clone().intt();
-        let vals: Vec<i64> = c
-            .limb(0)
-            .unwrap()
-            .iter()
-            .map(|&v| {
-                if v > q0 / 2 {
-                    v as i64 - q0 as i64
-                } else {
-                    v as i64
-                }
-            })
-            .collect();
-        Poly::<Coeff>::from_signed(params.ring(), &limbs, &vals)
-            .unwrap()
-            .ntt()
-    };
+    let lift = |p: &Poly<Ntt>| lift_from_q0(&params, p, top).unwrap();
     let (r0, r1) = (lift(&b0), lift(&u1));
     let (_, lifted) = stats("lifted under s'", &r0, &r1, &sparse);
     assert_eq!(lifted, max, "the lift is exact");
