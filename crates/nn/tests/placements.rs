@@ -22,12 +22,19 @@ fn placements_are_computed_per_plan_not_per_inference() {
                 1
             };
             let plan = kit::plan_on(&g, kind, &imgs[..per_run], &kit::chain_for(&g, kind));
-            let values = g.values().len();
+            // one layout decision: one placement per value and candidate placement
             let before = placements_computed();
-            // the server checks the plan: one layout computation, one placement per value
+            let cands = kind
+                .rules()
+                .candidates(&g, plan.layout.room, per_run)
+                .unwrap();
+            let one = placements_computed() - before;
+            assert!(one >= g.values().len() * cands.len(), "{kind} cfg {ci}");
+            let before = placements_computed();
+            // the server checks the plan: one layout decision
             let session = LocalSession::new(&g, &plan).unwrap();
             let checked = placements_computed() - before;
-            assert_eq!(checked, values, "{kind} cfg {ci}: the server's check");
+            assert_eq!(checked, one, "{kind} cfg {ci}: the server's check");
             // inferences: none
             let r = session.run_all(&imgs, false, |_, _| {}).unwrap();
             assert_eq!(r.runs, imgs.len() / per_run);

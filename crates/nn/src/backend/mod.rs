@@ -46,6 +46,8 @@ pub struct OpCounts {
     pub rotate_hoisted: AtomicU64,
     /// Additions and subtractions (ciphertext and constant).
     pub add: AtomicU64,
+    /// Plaintext encodings asked for (cached or not: the same count on every backend).
+    pub encode: AtomicU64,
 }
 
 /// A snapshot of [`OpCounts`].
@@ -69,6 +71,9 @@ pub struct Counts {
     pub rotate_hoisted: u64,
     /// Additions.
     pub add: u64,
+    /// Plaintext encodings asked for (a cache may serve some).
+    #[serde(default)]
+    pub encode: u64,
 }
 
 impl Counts {
@@ -84,6 +89,7 @@ impl Counts {
             rotate: self.rotate.saturating_sub(earlier.rotate),
             rotate_hoisted: self.rotate_hoisted.saturating_sub(earlier.rotate_hoisted),
             add: self.add.saturating_sub(earlier.add),
+            encode: self.encode.saturating_sub(earlier.encode),
         }
     }
 }
@@ -101,6 +107,7 @@ impl Counts {
             rotate: self.rotate + o.rotate,
             rotate_hoisted: self.rotate_hoisted + o.rotate_hoisted,
             add: self.add + o.add,
+            encode: self.encode + o.encode,
         }
     }
 }
@@ -124,6 +131,7 @@ impl OpCounts {
             rotate: g(&self.rotate),
             rotate_hoisted: g(&self.rotate_hoisted),
             add: g(&self.add),
+            encode: g(&self.encode),
         }
     }
 }

@@ -220,6 +220,7 @@ impl Backend for Simulated {
     type Pt = SimCt;
     fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SimCt> {
         check_slots(v.len(), self.slots)?;
+        OpCounts::bump(&self.counts.encode, 1);
         Ok(SimCt { level, scale })
     }
     fn mul_plain_assign(&self, a: &mut SimCt, pt: &SimCt) -> Result<()> {

@@ -136,6 +136,7 @@ impl Backend for Slots {
     type Pt = SlotCt;
     fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SlotCt> {
         check_slots(v.len(), self.slots)?;
+        OpCounts::bump(&self.counts.encode, 1);
         let mut v = v.to_vec();
         v.resize(self.slots, 0.0);
         Ok(SlotCt { v, level, scale })

@@ -164,8 +164,14 @@ pub trait LayoutRules: Sync {
     /// Images of one run this layout packs when `wanted` are asked for and ciphertexts have
     /// `slots` slots.
     fn images_per_run(&self, wanted: usize, slots: usize) -> usize;
-    /// The placement of every value of `graph` in `room`, with `images` images per run.
+    /// The placement of every value of `graph` in `room`, with `images` images per run (the
+    /// first of [`LayoutRules::candidates`]).
     fn plan(&self, graph: &Graph, room: Room, images: usize) -> Result<LayoutPlan>;
+    /// Every placement the layout offers for `graph` in `room` (distinct, in a fixed order);
+    /// the planner picks the cheapest on the simulated backend (`plan::layout_plan`).
+    fn candidates(&self, graph: &Graph, room: Room, images: usize) -> Result<Vec<LayoutPlan>> {
+        Ok(vec![self.plan(graph, room, images)?])
+    }
     /// Slots a cleartext replay of `plan` needs to see every distinct slot value of a run of
     /// `images` images (all of them when slots mix through rotations).
     fn slots_for_magnitudes(&self, plan: &LayoutPlan, images: usize) -> usize;

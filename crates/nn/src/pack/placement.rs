@@ -48,9 +48,14 @@ impl Room {
     }
 }
 
-/// A channel-layout placement: flat index `f = (c h + i) w + j` is in ciphertext `c / k`,
-/// block `c % k` (slot offset `(c % k) bs`), slot `i ry + j rx` within the block. `c h w` may
-/// exceed the element count (a partly filled last ciphertext after a fully connected layer).
+/// A channel-layout placement: flat index `f = (c h + i) w + j` is channel `c` in ciphertext
+/// `c / k`, lane `r = c % k` (slot offset [`Grid::offset`]`(r)`), slot `i ry + j rx` from the
+/// lane's offset. `c h w` may exceed the element count (a partly filled last ciphertext).
+///
+/// The `k` lanes of a multiplexed ciphertext are blocks of `bs` slots, each holding `iy ix`
+/// interleaved channels: lane `r` is block `r / (iy ix)`, sub-lane `u = r % (iy ix)` at
+/// `(u / ix) dy + (u % ix) dx` within it. Interleaving fills the gaps a strided layer leaves
+/// (`rx > 1`, `ry > w rx`) with other channels (Lee et al., ICML 2022).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Grid {
     /// Ciphertexts.
@@ -63,8 +68,7 @@ pub struct Grid {
     pub ry: usize,
     /// Slot step between columns (the gap).
     pub rx: usize,
-    /// Channels per ciphertext (multiplexed): channel `ch` is in ciphertext `ch / k`, block
-    /// `ch % k` at slot offset `(ch % k) bs`. 1 for one channel per ciphertext.
+    /// Channels (lanes) per ciphertext; 1 for one channel per ciphertext.
     pub k: usize,
     /// Slot stride of the blocks (multiplexed channels or replicas).
     pub bs: usize,
@@ -72,6 +76,22 @@ pub struct Grid {
     /// encrypted replicated so that a later convolution can put a different output channel
     /// in each block); 1 when not replicated. Only for `k = 1`.
     pub reps: usize,
+    /// Interleaved rows of sub-lanes per block (1: none).
+    #[serde(default = "one")]
+    pub iy: usize,
+    /// Interleaved columns of sub-lanes per block (1: none).
+    #[serde(default = "one")]
+    pub ix: usize,
+    /// Slot offset between interleaved sub-lane rows.
+    #[serde(default)]
+    pub dy: usize,
+    /// Slot offset between interleaved sub-lane columns.
+    #[serde(default)]
+    pub dx: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Grid {
@@ -86,15 +106,41 @@ impl Grid {
             k: 1,
             bs: 0,
             reps: 1,
+            iy: 1,
+            ix: 1,
+            dy: 0,
+            dx: 0,
         }
     }
 
-    /// Slot of row `i`, column `j` within a block.
+    /// Sub-lanes per block.
+    pub fn per_block(&self) -> usize {
+        (self.iy * self.ix).max(1)
+    }
+
+    /// Slot offset of lane `r` (`0 <= r < k`).
+    pub fn offset(&self, r: usize) -> usize {
+        let pb = self.per_block();
+        let (blk, u) = (r / pb, r % pb);
+        blk * self.bs + (u / self.ix.max(1)) * self.dy + (u % self.ix.max(1)) * self.dx
+    }
+
+    /// Slot offset of lane `r` within its block.
+    pub fn sub_offset(&self, r: usize) -> usize {
+        self.offset(r % self.per_block())
+    }
+
+    /// Block of lane `r`.
+    pub fn block(&self, r: usize) -> usize {
+        r / self.per_block()
+    }
+
+    /// Slot of row `i`, column `j` within a lane.
     pub fn slot(&self, i: usize, j: usize) -> usize {
         i * self.ry + j * self.rx
     }
 
-    /// Slots `[0, span)` of one block hold the image grid.
+    /// Slots `[0, span)` of one lane hold the image grid.
     pub fn image_span(&self) -> usize {
         if self.h == 0 || self.w == 0 {
             0
@@ -103,10 +149,26 @@ impl Grid {
         }
     }
 
-    /// Slots `[0, span)` hold every element (all blocks of a multiplexed grid; replicas, which
+    /// Slots `[0, span)` of one block hold its lanes' images.
+    pub fn block_span(&self) -> usize {
+        let pb = self.per_block().min(self.k.max(1));
+        (0..pb)
+            .map(|u| self.offset(u) + self.image_span())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Slots `[0, span)` hold every element (all lanes of a multiplexed grid; replicas, which
     /// only repeat block 0, are not counted).
     pub fn span(&self) -> usize {
-        self.image_span() + (self.k.max(1) - 1) * self.bs
+        let k = self.k.max(1);
+        let pb = self.per_block();
+        // the last block's lanes (offsets grow with the lane within a block)
+        let last = (k - 1) / pb * pb;
+        (last..k)
+            .map(|r| self.offset(r) + self.image_span())
+            .max()
+            .unwrap_or(0)
     }
 
     /// `(ciphertext, slot)` of flat element `f` (in block 0 of replicated values).
@@ -117,7 +179,7 @@ impl Grid {
         let k = self.k.max(1);
         (
             ch / k,
-            (ch % k) * self.bs + self.slot(r / self.w.max(1), r % self.w.max(1)),
+            self.offset(ch % k) + self.slot(r / self.w.max(1), r % self.w.max(1)),
         )
     }
 
@@ -135,12 +197,32 @@ impl Grid {
         out
     }
 
-    /// Whether the grid is an `[1, C, H, W]` image of `shape`, one channel per ciphertext.
+    /// Repeats a slot vector of one lane (at lane offset 0) into every lane of a ciphertext
+    /// (a pattern all channels share, e.g. a pooling mask); `v` itself for `k = 1`.
+    pub fn spread(&self, v: Vec<f64>) -> Vec<f64> {
+        if self.k <= 1 {
+            return v;
+        }
+        let mut out = vec![0.0; self.span().max(v.len())];
+        for r in 0..self.k {
+            let o = self.offset(r);
+            for (s, &x) in v.iter().enumerate() {
+                if x != 0.0
+                    && let Some(d) = out.get_mut(o + s)
+                {
+                    *d = x;
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the grid is an `[1, C, H, W]` image of `shape` (one channel per ciphertext or
+    /// `k` lanes per ciphertext).
     pub fn matches_nchw(&self, shape: &[usize]) -> bool {
-        self.k == 1
-            && shape.len() == 4
+        shape.len() == 4
             && shape[0] == 1
-            && shape[1] == self.c
+            && shape[1].div_ceil(self.k.max(1)) == self.c
             && shape[2] == self.h
             && shape[3] == self.w
     }

@@ -213,10 +213,7 @@ impl Plan {
         self.check_graph(graph)?;
         let params = self.ckks_params()?;
         let room = Room::of_params(&params);
-        let computed = self
-            .kind()
-            .rules()
-            .plan(graph, room, self.layout.images_per_run)?;
+        let computed = layout_plan(graph, self.kind(), room, self.layout.images_per_run)?;
         self.layout.check_same(&computed, graph)?;
         let sim = Simulated::for_params(&params);
         let run = simulate(graph, &computed, &sim, params.default_scale()).map_err(|e| {
@@ -288,14 +285,66 @@ fn probe_chain() -> Vec<f64> {
     q
 }
 
-/// The layout plan of `graph` under layout `kind` for `room` and `images` images per run.
+/// The layout plan of `graph` under layout `kind` for `room` and `images` images per run:
+/// of the layout's candidates ([`crate::pack::LayoutRules::candidates`]), the one of least
+/// [`plan_cost`] on the simulated backend (the first on ties). Deterministic: a server
+/// recomputes it to check a stored plan.
 pub fn layout_plan(
     graph: &Graph,
     kind: LayoutKind,
     room: Room,
     images: usize,
 ) -> Result<LayoutPlan> {
-    kind.rules().plan(graph, room, images)
+    let mut cands = kind.rules().candidates(graph, room, images)?;
+    if cands.len() <= 1 {
+        return cands
+            .pop()
+            .ok_or_else(|| NnError::Plan(format!("the {kind} layout offers no placement")));
+    }
+    let mut best: Option<(f64, LayoutPlan)> = None;
+    for c in cands {
+        let cost = match plan_cost(graph, &c) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+            best = Some((cost, c));
+        }
+    }
+    best.map(|(_, c)| c)
+        .ok_or_else(|| NnError::Plan(format!("no placement of the {kind} layout runs")))
+}
+
+/// Relative cost of each counted operation, in plain rotations (a key switch), from the
+/// per-operation timings at N = 2^13 and 2^14 (docs/BENCHMARKS.md): a hoisted rotation
+/// ~0.65, a product with relinearization ~1, a rescale ~0.12, a plaintext product ~0.04, a
+/// constant product ~0.02, an addition ~0.015, an encoding (FFT and one NTT per prime)
+/// ~0.2, here 0.1 since the encrypted backend caches encodings across images up to a
+/// budget.
+pub fn counts_cost(c: &crate::backend::Counts) -> f64 {
+    c.rotate as f64
+        + 0.65 * c.rotate_hoisted as f64
+        + (c.mul + c.square) as f64
+        + 0.12 * c.rescale as f64
+        + 0.04 * c.mul_plain as f64
+        + 0.02 * c.mul_const as f64
+        + 0.015 * c.add as f64
+        + 0.1 * c.encode as f64
+}
+
+/// The cost of one run of `graph` under `layout` on the simulated backend (the op counts of
+/// the layer code weighted by [`counts_cost`]).
+pub fn plan_cost(graph: &Graph, layout: &LayoutPlan) -> Result<f64> {
+    let sim = Simulated::new(probe_chain(), layout.room.slots);
+    simulate(
+        graph,
+        layout,
+        &sim,
+        Scale::from_log2(f64::from(PROBE_PRIME_BITS)),
+    )?;
+    Ok(counts_cost(
+        &crate::backend::Backend::counts(&sim).snapshot(),
+    ))
 }
 
 /// Runs the layer code on a simulated backend under `layout` (input at `scale`), with the
@@ -382,7 +431,7 @@ pub fn run_slots(
     let rules = kind.rules();
     rules.check_supported(graph)?;
     let room = Room::of_chain(slots, &primes);
-    let layout = rules.plan(graph, room, images.len())?;
+    let layout = layout_plan(graph, kind, room, images.len())?;
     let be = Slots::new(primes, slots);
     let input = slots_input(&be, &layout, graph, images, scale)?;
     let (out, stats) = exec::run(&be, &layout, graph, input, |_, _| Ok(()))?;
@@ -446,9 +495,7 @@ fn plan_for(
                 .map(|b| f64::from(b).exp2())
                 .collect();
             let layout = if slots >= min_slots {
-                rules
-                    .plan(graph, Room::of_chain(slots, &primes), images)
-                    .ok()
+                layout_plan(graph, kind, Room::of_chain(slots, &primes), images).ok()
             } else {
                 None
             };
@@ -461,12 +508,12 @@ fn plan_for(
             };
             check_params(graph, layout.as_ref(), &lit, depth, min_slots, max_abs)?;
             let params = parse(&lit)?;
-            let layout = rules.plan(graph, Room::of_params(&params), images)?;
+            let layout = layout_plan(graph, kind, Room::of_params(&params), images)?;
             (lit, params, layout, depth, max_abs)
         }
         None => {
             // probe: the layout for an idealised room, its depth and magnitudes
-            let probe = rules.plan(graph, probe_room(graph, kind, images)?, images)?;
+            let probe = layout_plan(graph, kind, probe_room(graph, kind, images)?, images)?;
             let mut depth = depth_under(graph, &probe)?;
             let mut mag = max_abs(graph, &probe, &probe_chain(), scale0, calib)?;
             let mut round = 0;
@@ -479,7 +526,7 @@ fn plan_for(
                     mag,
                 )?;
                 let params = parse(&lit)?;
-                let layout = rules.plan(graph, Room::of_params(&params), images)?;
+                let layout = layout_plan(graph, kind, Room::of_params(&params), images)?;
                 // the layout for the real room may differ from the probe's (replicas,
                 // multiplexing): measure again under it, with the real primes
                 let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();

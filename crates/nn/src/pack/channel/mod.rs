@@ -3,19 +3,27 @@
 //!
 //! Every value has a [`Grid`] (decided once in `place`, stored in the layout plan): element
 //! `(c, i, j)` of a `[1, C, H, W]` value (flat index `f = (c H + i) W + j` for any other shape)
-//! lives in ciphertext `c / k`, block `c % k`, slot `i ry + j rx` of the block. The input has
-//! `rx = 1`, `ry = W`. A strided convolution or pooling keeps its output where its anchor pixel
-//! was (a *gapped* layout: `rx`, `ry` multiply by the strides) instead of compacting; the next
-//! layer scales its rotation steps accordingly. Slots off the grid hold garbage (biases,
-//! activations of it); every layer that reads across slots masks it away or reads only grid
-//! positions, and the planner's magnitudes include it.
+//! is channel `c` in ciphertext `c / k`, lane `c % k` (a slot offset: a block of `bs` slots,
+//! and within it an interleaved sub-lane), slot `i ry + j rx` from the lane's offset. The input
+//! has `rx = 1`, `ry = W`. A strided convolution or pooling keeps its output where its anchor
+//! pixel was (a *gapped* layout: `rx`, `ry` multiply by the strides) instead of compacting;
+//! the next layer scales its rotation steps accordingly, and a multiplexed convolution output
+//! fills the gaps with other channels (interleaved sub-lanes, Lee et al., ICML 2022). Slots off
+//! the grid hold garbage (biases, activations of it); every layer that reads across slots
+//! masks it away or reads only grid positions, and the planner's magnitudes include it.
 //!
-//! * Convolution (`conv`): for each input ciphertext, one hoisted batch of rotations (one
-//!   per tap `(dy, dx)`, step `dy ry + dx rx`); taps inside the image at every output pixel
-//!   are scalar products, taps touching the padding are masked; accumulated at scale `Δ q_l`
-//!   and rescaled once: one level. With primes of at least [`MUX_MIN_PRIME_BITS`] bits and a
-//!   replicated input, a convolution followed only by channel-uniform work puts `k` output
-//!   channels into one ciphertext (block masks, still one level).
+//! The planner chooses between placements by cost on the simulated backend
+//! (`plan::layout_plan` over [`candidate_grids`]): multiplexed lanes wherever a convolution's
+//! rotations, products and encodings plus the downstream work per ciphertext are cheaper than
+//! one channel per ciphertext, or one channel per ciphertext everywhere.
+//!
+//! * Convolution (`conv`, one channel per ciphertext on both sides): for each input
+//!   ciphertext, one hoisted batch of rotations (one per tap `(dy, dx)`, step `dy ry + dx rx`);
+//!   taps inside the image at every output pixel are scalar products, taps touching the
+//!   padding are masked; accumulated at scale `Δ q_l` and rescaled once: one level.
+//! * Multiplexed convolution (`mux`, several lanes on either side, a replicated input
+//!   included): plaintexts of per-lane weights times baby-step rotations of each input,
+//!   giant-step rotations per output ciphertext; one level.
 //! * Pooling without padding and global pooling (`pool`): separable rotate-and-add (no
 //!   level); padded average pooling uses masks like a depthwise convolution (one level).
 //! * Fully connected (`fc`): reads the gapped layout directly. The input span is rounded up
@@ -28,10 +36,12 @@
 
 mod conv;
 mod fc;
+mod mux;
 mod place;
 mod pool;
 
-pub use place::{MUX_MIN_PRIME_BITS, grids, multiplexable};
+pub use mux::{MuxCost, lanes_cost};
+pub use place::{candidate_grids, grids, multiplexable};
 
 use henn_ckks::Scale;
 
@@ -211,6 +221,10 @@ impl LayoutRules for ChannelLayout {
     fn plan(&self, graph: &Graph, room: Room, _images: usize) -> Result<LayoutPlan> {
         place::plan(graph, room)
     }
+
+    fn candidates(&self, graph: &Graph, room: Room, _images: usize) -> Result<Vec<LayoutPlan>> {
+        place::candidates(graph, room)
+    }
 }
 
 impl<B: Backend> Layout<B> for ChannelLayout {
@@ -275,9 +289,6 @@ impl<B: Backend> Layout<B> for ChannelLayout {
             | Op::MulConst(_)
             | Op::Pow { .. }
             | Op::Polynomial { .. } => {
-                if matches!(node.op, Op::BatchNorm(_)) && gi.k > 1 {
-                    return Err(at.unsupported(KIND, "batch norm on multiplexed channels"));
-                }
                 if let Some(y) = inputs.get(1)
                     && y.cts.len() != x.cts.len()
                 {

@@ -11,16 +11,6 @@ fn unsupported(node: &Node, hint: impl Into<String>) -> NnError {
     crate::pack::unsupported(node, KIND, hint)
 }
 
-/// Whether primes of the room are large enough for multiplexed convolution outputs.
-fn multiplex(room: &Room) -> bool {
-    room.prime_bits >= MUX_MIN_PRIME_BITS
-}
-
-/// Smallest data prime (bits) for which convolutions multiplex their outputs: the block
-/// masks split the prime between weights and mask (see `conv::split_scale`); at 34 bits and
-/// N = 2^14 the weights keep 14 bits relative to each channel's largest, the masks ~15.
-pub const MUX_MIN_PRIME_BITS: u32 = 34;
-
 fn check_grid(node: Option<&Node>, g: Grid, slots: Option<usize>) -> Result<()> {
     if g.rx == 0 || g.ry == 0 || (g.h > 1 && (g.w.saturating_sub(1)) * g.rx >= g.ry) {
         let msg =
@@ -82,10 +72,10 @@ fn fc_blocks(g: Grid, out: usize, slots: Option<usize>) -> Result<(usize, usize)
 }
 
 /// The input's grid: one channel per ciphertext, `H x W` row-major. With the room known and
-/// large enough (primes of at least [`MUX_MIN_PRIME_BITS`]) and a convolution that can
-/// multiplex its output (see [`multiplexable`]), the input is replicated into `slots / bs`
-/// blocks of `bs = 2^ceil(log2(H W))` slots.
-fn input_grid(graph: &Graph, room: Option<Room>) -> Result<Grid> {
+/// a first convolution that multiplexes its output (in [`Mode::Lanes`], or see
+/// [`multiplexable`]), the input is replicated into `slots / bs` blocks of
+/// `bs = 2^ceil(log2(H W))` slots.
+fn input_grid(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Grid> {
     let s = graph.input_shape();
     let mut g = match s {
         [1, c, h, w] => Grid::plain(*c, *h, *w, *w, 1),
@@ -97,13 +87,17 @@ fn input_grid(graph: &Graph, room: Option<Room>) -> Result<Grid> {
         }
     };
     let bs = g.image_span().max(1).next_power_of_two();
-    if let Some(Room { slots: n, .. }) = room.filter(multiplex)
+    if let Some(Room { slots: n, .. }) = room
         && n / bs >= 2
     {
         let mux = multiplexable(graph);
         let wanted = graph.nodes().iter().any(|node| {
             matches!(&node.op, Op::Conv2d(c) if c.weight.shape().first().copied().unwrap_or(0) >= 2)
-                && mux.get(node.output).copied().unwrap_or(false)
+                && match mode {
+                    // the first convolution reads the input: it multiplexes from replicas
+                    Mode::Lanes { .. } => node.inputs.first() == Some(&graph.input()),
+                    _ => mux.get(node.output).copied().unwrap_or(false),
+                }
         });
         if wanted {
             g.bs = bs;
@@ -161,29 +155,133 @@ pub fn multiplexable(graph: &Graph) -> Vec<bool> {
     safe.iter().zip(&work).map(|(&s, &w)| s && w).collect()
 }
 
+/// How much multiplexing a placement pass may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Any convolution output may take several lanes per ciphertext (blocks and interleaved
+    /// sub-lanes), chosen per layer by cost; the input is replicated for its first
+    /// convolution. `eager`: a convolution reading replicas always multiplexes its output
+    /// (else only where [`multiplexable`] says, keeping the replicas for the next one).
+    Lanes { eager: bool },
+    /// Only convolutions from a replicated input feeding channel-uniform work up to a fully
+    /// connected layer multiplex (blocks, see [`multiplexable`]).
+    Replicated,
+    /// One channel per ciphertext everywhere.
+    Plain,
+}
+
 /// The grid of every value (`None` for values no node computes), with `slots` known (at
-/// execution) or not (structural check only).
+/// execution) or not (structural check only). Tries the most multiplexed placement first and
+/// falls back to less where a value does not fit its block or two operands of an
+/// element-wise op would differ.
 pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
-    match grids_with(graph, room, true)? {
+    candidate_grids(graph, room)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ExecError::Internal("channel layout: no placement".into()).into())
+}
+
+/// The distinct placements the channel layout can give `graph` in `room`, most multiplexed
+/// first: lanes everywhere, lanes after keeping the replicas, replicated blocks before a fully
+/// connected layer only, one channel per ciphertext. The planner picks one by cost.
+pub fn candidate_grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Vec<Option<Grid>>>> {
+    let mut out: Vec<Vec<Option<Grid>>> = Vec::new();
+    if room.is_some() {
+        for eager in [true, false] {
+            if let Ok(Some(gs)) = grids_with(graph, room, Mode::Lanes { eager }) {
+                out.push(gs);
+            }
+        }
+    }
+    let last = fallback_grids(graph, room)?;
+    out.push(last);
+    let mut distinct: Vec<Vec<Option<Grid>>> = Vec::with_capacity(out.len());
+    for gs in out {
+        if !distinct.contains(&gs) {
+            distinct.push(gs);
+        }
+    }
+    Ok(distinct)
+}
+
+/// Replicated blocks where [`multiplexable`] allows, else one channel per ciphertext.
+fn fallback_grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
+    match grids_with(graph, room, Mode::Replicated)? {
         Some(gs) => Ok(gs),
         // a value outgrew its replica block (an output larger than the input image): the
         // same graph without replicas and multiplexing
-        None => grids_with(graph, room, false)?.ok_or_else(|| {
+        None => grids_with(graph, room, Mode::Plain)?.ok_or_else(|| {
             ExecError::Internal("channel layout: replicas without replication".into()).into()
         }),
     }
 }
 
+/// Ciphertexts' worth of downstream work per output ciphertext of a convolution (its
+/// activation and the next layer's reads), in plain rotations: what fewer ciphertexts save.
+const DOWNSTREAM_PER_CT: f64 = 4.0;
+
+/// The output grid of a convolution from `gi` in [`Mode::Lanes`]: the multiplexed grid
+/// (blocks of `bs` slots, the strided gaps filled with interleaved sub-lanes) when its cost
+/// (rotations, products and encodings of [`super::mux::conv2d_lanes`] plus the downstream
+/// work per ciphertext) is below one channel per ciphertext's; `None` for the latter.
+fn lanes_output(
+    c: &crate::ir::Conv2d,
+    gi: Grid,
+    spatial: Grid,
+    co: usize,
+    slots: usize,
+) -> Option<Grid> {
+    let ws = c.weight.shape();
+    let (ci, kernel) = (ws[1], [ws[2], ws[3]]);
+    let (ry, rx, w) = (spatial.ry, spatial.rx, spatial.w.max(1));
+    let (ix, dx) = if rx > 1 { (rx, 1) } else { (1, 0) };
+    let row = w * rx;
+    let (iy, dy) = if spatial.h > 1 && ry >= 2 * row {
+        (ry / row, row)
+    } else {
+        (1, 0)
+    };
+    let mut g = Grid {
+        iy,
+        ix,
+        dy,
+        dx,
+        k: 1,
+        reps: 1,
+        bs: 0,
+        ..spatial
+    };
+    let span = g.block_span().max(1).next_power_of_two();
+    let bs = if gi.k > 1 { gi.bs.max(span) } else { span };
+    g.bs = bs;
+    let lanes = (slots / bs.max(1)) * g.per_block();
+    if lanes < 2 || bs > slots {
+        return None;
+    }
+    let k = co.div_ceil(co.div_ceil(lanes));
+    let mux = Grid {
+        c: co.div_ceil(k),
+        k,
+        ..g
+    };
+    let mux_cost =
+        super::mux::lanes_cost(c, gi, mux, slots).weighted() + DOWNSTREAM_PER_CT * mux.c as f64;
+    let plain_cost = if gi.k > 1 {
+        super::mux::lanes_cost(c, gi, spatial, slots).weighted()
+    } else {
+        // hoisted tap rotations per input, scalar products and additions
+        let taps = (kernel[0] * kernel[1]) as f64;
+        gi.c as f64 * taps * super::mux::HOISTED_COST + (co * ci) as f64 * taps * 0.03
+    } + DOWNSTREAM_PER_CT * co as f64;
+    (mux_cost < plain_cost).then_some(mux)
+}
+
 /// [`grids`], with the input replicated where that pays (`replicate`); `None` when some
 /// replicated or multiplexed value's image does not fit its block.
-fn grids_with(
-    graph: &Graph,
-    room: Option<Room>,
-    replicate: bool,
-) -> Result<Option<Vec<Option<Grid>>>> {
+fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Vec<Option<Grid>>>> {
     let slots = room.map(|r| r.slots);
     let mut gs: Vec<Option<Grid>> = vec![None; graph.values().len()];
-    let g0 = input_grid(graph, room.filter(|_| replicate))?;
+    let g0 = input_grid(graph, room.filter(|_| mode != Mode::Plain), mode)?;
     check_grid(None, g0, slots)?;
     let mux = multiplexable(graph);
     if let Some(v) = gs.get_mut(graph.input()) {
@@ -214,7 +312,14 @@ fn grids_with(
                     rx: g.rx * c.stride[1],
                     ..g
                 };
-                if g.reps >= 2 && co >= 2 && mux.get(node.output).copied().unwrap_or(false) {
+                let legacy_mux = match mode {
+                    Mode::Lanes { eager: true } => true,
+                    Mode::Lanes { eager: false } | Mode::Replicated => {
+                        mux.get(node.output).copied().unwrap_or(false)
+                    }
+                    Mode::Plain => false,
+                };
+                if g.reps >= 2 && co >= 2 && legacy_mux {
                     // one output channel per replica block
                     let k = co.div_ceil(co.div_ceil(g.reps));
                     o = Grid {
@@ -223,6 +328,22 @@ fn grids_with(
                         reps: 1,
                         ..o
                     };
+                } else if matches!(mode, Mode::Lanes { .. })
+                    && let Some(n) = slots
+                {
+                    let spatial = Grid {
+                        k: 1,
+                        reps: 1,
+                        bs: 0,
+                        iy: 1,
+                        ix: 1,
+                        dy: 0,
+                        dx: 0,
+                        ..o
+                    };
+                    if let Some(m) = lanes_output(c, g, spatial, co, n) {
+                        o = m;
+                    }
                 }
                 check_grid(Some(node), o, slots)?;
                 o
@@ -230,7 +351,7 @@ fn grids_with(
             Op::AvgPool(p) => {
                 spatial(node, in_shape, g)?;
                 let o = Grid {
-                    c: out_shape[1],
+                    c: out_shape[1].div_ceil(g.k.max(1)),
                     h: out_shape[2],
                     w: out_shape[3],
                     ry: g.ry * p.stride[0],
@@ -255,6 +376,13 @@ fn grids_with(
                 }
                 let mut o = if h2 { Grid { h: 1, w: 1, ..g } } else { g };
                 if axes.contains(&1) {
+                    if g.k > 1 {
+                        return Err(unsupported(
+                            node,
+                            "a sum over channels of a multiplexed value (several channels per \
+                             ciphertext)",
+                        ));
+                    }
                     o.c = 1;
                 }
                 o
@@ -305,7 +433,7 @@ fn grids_with(
             | Op::Pow { .. }
             | Op::Polynomial { .. } => g,
         };
-        if (out.reps > 1 || out.k > 1) && out.image_span() > out.bs {
+        if (out.reps > 1 || out.k > 1) && out.block_span() > out.bs {
             return Ok(None);
         }
         if let Some(v) = gs.get_mut(node.output) {
@@ -320,6 +448,18 @@ fn grids_with(
 /// slot count is checked when the room is known).
 pub(super) fn check_supported(graph: &Graph) -> Result<()> {
     grids(graph, None).map(|_| ())
+}
+
+/// The candidate layout plans of `graph` in `room` (one image per run), most multiplexed
+/// first.
+pub(super) fn candidates(graph: &Graph, room: Room) -> Result<Vec<LayoutPlan>> {
+    candidate_grids(graph, Some(room))?
+        .into_iter()
+        .map(|gs| {
+            let values = gs.into_iter().map(|g| g.map(Placement::Grid)).collect();
+            LayoutPlan::assemble(KIND, room, graph, values, 1, 0)
+        })
+        .collect()
 }
 
 /// The layout plan of `graph` in `room` (one image per run).

@@ -62,7 +62,7 @@ pub(super) fn avg_pool<B: Backend>(
                     mask[s] = m / div[k];
                 }
             }
-            b.encode_cached(&go.tile(mask), level, cs)
+            b.encode_cached(&go.tile(go.spread(mask)), level, cs)
         })
         .collect::<Result<_>>()?;
     let cts = par_map(x.cts.len(), |i| {

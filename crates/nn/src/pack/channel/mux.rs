@@ -1,0 +1,332 @@
+//! Convolutions between multiplexed grids (several channels, *lanes*, per ciphertext, on
+//! either side): every product is a plaintext of per-lane weights times a rotation of an
+//! input ciphertext, organised baby-step giant-step.
+//!
+//! Output lane `r_o` of output ciphertext `g` at pixel slot `s` needs, for every input lane
+//! `r_i` of input ciphertext `j` and tap `t`, the input slot `s + R` with
+//! `R = offset_in(r_i) - offset_out(r_o) + step_t`. `R` splits into a block part
+//! (`block_in bs_in - block_out bs_out`, a multiple of the block size), a sub-lane part
+//! (interleaved lanes) and the tap step; one part is the *giant* step `γ`, applied once per
+//! output ciphertext to a sum, the rest the *baby* step `β`, applied once per input
+//! ciphertext (hoisted):
+//! `out_g = sum_γ rot_γ( sum_{j, β} P_{g,j,γ,β} * rot_β(x_j) )`, where `P` holds weight
+//! `W[o, i, t]` at slot `offset_out(r_o) + s + γ` for every output pixel whose tap is inside
+//! the image (padding and garbage slots get 0). Which part the tap step joins is chosen per
+//! layer by the rotation count. A replicated input (the image copied into every block) is
+//! read from the copy in the output lane's own block: no block rotation at all. Everything
+//! accumulates at `x.scale * q_l` and is rescaled once: one level, as every convolution.
+//! The weights sit in the plaintexts at the full scale `q_l` (no split with a mask).
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+
+use super::conv::{Tap, taps};
+use super::{add_slot_constants, bias_at, exec_err, par_map, rotations};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::ir::Conv2d;
+use crate::pack::{Grid, Packed};
+
+/// Relative cost of a hoisted (baby) rotation against a plain (giant) one: hoisted
+/// rotations share the decomposition of their input.
+pub(super) const HOISTED_COST: f64 = 0.65;
+
+/// Cost of one product with its plaintext (the product ~0.04 of a rotation, the encoding
+/// ~0.2, half of it on average with the encrypted backend's cache).
+const PRODUCT_COST: f64 = 0.14;
+
+/// One product of a multiplexed convolution: output ciphertext `g` gets
+/// `W[o, i, tap] x rot_{γ+β}(x_j)` on output lane `r_out`.
+#[derive(Debug, Clone, Copy)]
+struct Term {
+    g: usize,
+    j: usize,
+    gamma: i64,
+    beta: i64,
+    r_out: usize,
+    w: f64,
+    tap: usize,
+}
+
+/// Rotation counts of a multiplexed convolution: baby (hoisted, per input ciphertext) and
+/// giant (per output ciphertext) steps, and the plaintext products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MuxCost {
+    /// Hoisted rotations over all input ciphertexts.
+    pub baby: usize,
+    /// Plain rotations over all output ciphertexts.
+    pub giant: usize,
+    /// Plaintext products.
+    pub products: usize,
+}
+
+impl MuxCost {
+    /// A cost in units of one plain rotation (the weights of `plan::counts_cost`).
+    pub fn weighted(&self) -> f64 {
+        self.baby as f64 * HOISTED_COST + self.giant as f64 + self.products as f64 * PRODUCT_COST
+    }
+}
+
+/// `k` as a rotation step in `(-slots/2, slots/2]`.
+fn signed(k: i64, slots: usize) -> i64 {
+    let n = slots as i64;
+    let r = k.rem_euclid(n);
+    if r > n / 2 { r - n } else { r }
+}
+
+/// The terms of a convolution from `gi` to `go`, with the tap step in the giant part
+/// (`tap_giant`) or the baby part.
+#[allow(clippy::too_many_arguments)]
+fn terms(
+    gi: Grid,
+    go: Grid,
+    tp: &[Tap],
+    slots: usize,
+    weight: &(impl Fn(usize, usize, usize) -> f64 + Sync),
+    co: usize,
+    ci: usize,
+    tap_giant: bool,
+) -> Vec<Term> {
+    let (ki, ko) = (gi.k.max(1), go.k.max(1));
+    let mut v = Vec::new();
+    for g in 0..go.c {
+        for r_out in 0..ko {
+            let o = g * ko + r_out;
+            if o >= co {
+                break;
+            }
+            for j in 0..gi.c {
+                for r_in in 0..ki {
+                    let i = j * ki + r_in;
+                    if i >= ci {
+                        break;
+                    }
+                    // a replicated input holds lane 0 in every block: read the copy in the
+                    // output lane's own block (no block rotation)
+                    let replica =
+                        gi.k <= 1 && gi.reps > 1 && gi.bs == go.bs && go.block(r_out) < gi.reps;
+                    let block = if replica {
+                        0
+                    } else {
+                        (gi.block(r_in) * gi.bs) as i64 - (go.block(r_out) * go.bs) as i64
+                    };
+                    let sub = gi.sub_offset(r_in) as i64 - go.sub_offset(r_out) as i64;
+                    for (t, tap) in tp.iter().enumerate() {
+                        let w = weight(o, i, t);
+                        if w == 0.0 {
+                            continue;
+                        }
+                        let (gamma, beta) = if tap_giant {
+                            (block + tap.step, sub)
+                        } else {
+                            (block, sub + tap.step)
+                        };
+                        v.push(Term {
+                            g,
+                            j,
+                            gamma: signed(gamma, slots),
+                            beta: signed(beta, slots),
+                            r_out,
+                            w,
+                            tap: t,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+fn cost_of(terms: &[Term]) -> MuxCost {
+    let mut babies = std::collections::BTreeSet::new();
+    let mut giants = std::collections::BTreeSet::new();
+    let mut products = std::collections::BTreeSet::new();
+    for t in terms {
+        if t.beta != 0 {
+            babies.insert((t.j, t.beta));
+        }
+        if t.gamma != 0 {
+            giants.insert((t.g, t.gamma));
+        }
+        products.insert((t.g, t.j, t.gamma, t.beta));
+    }
+    MuxCost {
+        baby: babies.len(),
+        giant: giants.len(),
+        products: products.len(),
+    }
+}
+
+/// The cheaper of the two splits (tap step in the baby or the giant part) and its cost.
+fn choose(
+    gi: Grid,
+    go: Grid,
+    tp: &[Tap],
+    slots: usize,
+    weight: &(impl Fn(usize, usize, usize) -> f64 + Sync),
+    co: usize,
+    ci: usize,
+) -> (Vec<Term>, MuxCost) {
+    let a = terms(gi, go, tp, slots, weight, co, ci, false);
+    let b = terms(gi, go, tp, slots, weight, co, ci, true);
+    let (ca, cb) = (cost_of(&a), cost_of(&b));
+    if cb.weighted() < ca.weighted() {
+        (b, cb)
+    } else {
+        (a, ca)
+    }
+}
+
+/// The cost of [`conv2d_lanes`] for convolution `c` from `gi` to `go` (for the planner).
+pub fn lanes_cost(c: &Conv2d, gi: Grid, go: Grid, slots: usize) -> MuxCost {
+    let ws = c.weight.shape();
+    let (co, ci, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let tp = taps(gi, go, [kh, kw], c.stride, c.pads);
+    let wd = c.weight.data();
+    let weight = |o: usize, i: usize, t: usize| {
+        let tap = &tp[t];
+        wd[((o * ci + i) * kh + tap.ky) * kw + tap.kx]
+    };
+    choose(gi, go, &tp, slots, &weight, co, ci).1
+}
+
+/// Convolution from grid `gi` to grid `go`, either or both multiplexed (see the module docs).
+pub(super) fn conv2d_lanes<B: Backend>(
+    b: &B,
+    c: &Conv2d,
+    x: &Packed<B::Ct>,
+    gi: Grid,
+    go: Grid,
+) -> Result<Vec<B::Ct>> {
+    let ws = c.weight.shape();
+    let (co, ci, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    if x.cts.len() != gi.c || gi.c * gi.k.max(1) < ci || go.c * go.k.max(1) < co {
+        return Err(exec_err(format!(
+            "multiplexed convolution {ci} -> {co} channels on {} input ciphertexts of grid \
+             {gi:?} to grid {go:?}",
+            x.cts.len()
+        )));
+    }
+    let x0 = x
+        .cts
+        .first()
+        .ok_or_else(|| exec_err("convolution without input ciphertexts"))?;
+    let slots = b.slots();
+    let tp = taps(gi, go, [kh, kw], c.stride, c.pads);
+    let tap0 = tp
+        .first()
+        .ok_or_else(|| exec_err("convolution without taps"))?;
+    let wd = c.weight.data();
+    let m = x.mult;
+    let weight = |o: usize, i: usize, t: usize| {
+        let tap = &tp[t];
+        wd[((o * ci + i) * kh + tap.ky) * kw + tap.kx] * m
+    };
+    let (terms, _) = choose(gi, go, &tp, slots, &weight, co, ci);
+    // baby steps per input ciphertext, hoisted
+    let mut babies: Vec<Vec<i64>> = vec![Vec::new(); gi.c];
+    for t in &terms {
+        babies[t.j].push(t.beta);
+    }
+    for s in &mut babies {
+        s.sort_unstable();
+        s.dedup();
+    }
+    let rots: Vec<Vec<B::Ct>> = par_map(gi.c, |j| rotations(b, &x.cts[j], &babies[j]))?;
+    let rot_of = |j: usize, beta: i64| -> Result<&B::Ct> {
+        babies[j]
+            .binary_search(&beta)
+            .ok()
+            .and_then(|k| rots[j].get(k))
+            .ok_or_else(|| exec_err(format!("baby step {beta} of input {j} missing")))
+    };
+    // per output ciphertext and giant step: the (input, baby step) products
+    type Group = BTreeMap<(usize, i64), Vec<usize>>;
+    let mut groups: BTreeMap<(usize, i64), Group> = BTreeMap::new();
+    for (n, t) in terms.iter().enumerate() {
+        groups
+            .entry((t.g, t.gamma))
+            .or_default()
+            .entry((t.j, t.beta))
+            .or_default()
+            .push(n);
+    }
+    let level = b.level(x0);
+    let cs = b.neutral_scale(x0)?;
+    let keys: Vec<(usize, i64)> = groups.keys().copied().collect();
+    let parts: Vec<(usize, B::Ct)> = keys
+        .par_iter()
+        .map(|&(g, gamma)| -> Result<(usize, B::Ct)> {
+            let group = &groups[&(g, gamma)];
+            let mut acc: Option<B::Ct> = None;
+            for (&(j, beta), ns) in group {
+                let mut v = vec![0.0; slots];
+                for &n in ns {
+                    let t = &terms[n];
+                    let base = go.offset(t.r_out) as i64 + gamma;
+                    for &(s, inside) in &tp[t.tap].cover {
+                        if inside {
+                            let slot = (base + s as i64).rem_euclid(slots as i64) as usize;
+                            v[slot] += t.w;
+                        }
+                    }
+                }
+                let pt = b.encode_cached(&v, level, cs)?;
+                b.accumulate_pt(&mut acc, rot_of(j, beta)?, &pt)?;
+            }
+            let acc = b.sum_or_zero(acc, x0, cs)?;
+            if gamma == 0 {
+                Ok((g, acc))
+            } else {
+                Ok((g, b.rotate(&acc, gamma)?))
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut outs: Vec<Option<B::Ct>> = vec![None; go.c];
+    for (g, p) in parts {
+        match outs[g].as_mut() {
+            None => outs[g] = Some(p),
+            Some(a) => b.add_assign(a, &p)?,
+        }
+    }
+    outs.into_iter()
+        .enumerate()
+        .map(|(g, acc)| {
+            let mut acc = b.sum_or_zero(acc, x0, cs)?;
+            let mut bias = vec![0.0; go.span()];
+            let mut any = false;
+            for r in 0..go.k.max(1) {
+                let o = g * go.k.max(1) + r;
+                let bv = bias_at(&c.bias, o);
+                if o < co && bv != 0.0 {
+                    any = true;
+                    let base = go.offset(r);
+                    for &(s, _) in &tap0.cover {
+                        bias[base + s] = bv;
+                    }
+                }
+            }
+            if any {
+                add_slot_constants(b, &mut acc, x0, &bias, cs)?;
+            }
+            b.rescale_assign(&mut acc)?;
+            Ok(acc)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_steps() {
+        assert_eq!(signed(5, 16), 5);
+        assert_eq!(signed(9, 16), -7);
+        assert_eq!(signed(-3, 16), -3);
+        assert_eq!(signed(8, 16), 8);
+        assert_eq!(signed(16, 16), 0);
+    }
+}
