@@ -25,6 +25,10 @@ pub struct Args {
     /// Print the full plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also list every candidate placement of the layout with its op counts per run and cost
+    /// on the simulated backend (the planner takes the cheapest).
+    #[arg(long)]
+    pub candidates: bool,
     /// User-given CKKS parameters.
     #[command(flatten)]
     pub params: super::he::ParamArgs,
@@ -66,5 +70,63 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         he::memory_line(&plan)
     );
     he::print_layer_table(&report::rows(&plan.layers, None));
+    if args.candidates {
+        print_candidates(&graph, &plan)?;
+    }
+    Ok(())
+}
+
+/// One line per candidate placement: ciphertexts of the largest value, op counts of one run
+/// (HMulPlain = plaintext products, HMulConst = scalar products, HSquare = squares and
+/// products of ciphertexts, relinearizations, rescales, rotations plain + hoisted), cost.
+fn print_candidates(graph: &henn_nn::Graph, plan: &henn_nn::plan::Plan) -> anyhow::Result<()> {
+    let cands = henn_nn::plan::candidate_costs(
+        graph,
+        plan.kind(),
+        plan.layout.room,
+        plan.images_per_run(),
+    )?;
+    println!(
+        "\ncandidate placements ({} slots), op counts per run on the simulated backend:",
+        plan.layout.room.slots
+    );
+    println!(
+        "{:>4} {:>6} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>9}  lanes per conv output",
+        "#", "chosen", "mul_pt", "mul_cst", "square", "relin", "rescale", "rot", "cost"
+    );
+    for (i, c) in cands.iter().enumerate() {
+        let lanes: Vec<String> = graph
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.op, henn_nn::Op::Conv2d(_)))
+            .filter_map(|n| c.layout.values.get(n.output).copied().flatten())
+            .map(|p| match p.grid() {
+                Some(g) if g.k > 1 => format!("{}x{}", g.c, g.k),
+                Some(g) => format!("{}", g.c),
+                None => "-".into(),
+            })
+            .collect();
+        let chosen = if c.layout == plan.layout { "*" } else { "" };
+        let counts = match &c.cost {
+            Ok((n, cost)) if cands.len() > 1 => (*n, *cost),
+            Ok(_) => (henn_nn::plan::plan_counts(graph, &c.layout)?, 0.0),
+            Err(e) => {
+                println!("{i:>4} {chosen:>6} does not run: {e}");
+                continue;
+            }
+        };
+        let (n, cost) = counts;
+        println!(
+            "{i:>4} {chosen:>6} {:>9} {:>9} {:>8} {:>7} {:>8} {:>7} {:>9.0}  {}",
+            n.mul_plain,
+            n.mul_const,
+            n.square + n.mul,
+            n.relin,
+            n.rescale,
+            n.rotate + n.rotate_hoisted,
+            cost,
+            lanes.join(" ")
+        );
+    }
     Ok(())
 }

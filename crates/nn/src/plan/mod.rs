@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 pub use calibrate::max_abs;
 pub use params::{check_params, choose_params, magnitude_bits};
 
+use crate::backend::Counts;
 use crate::backend::simulated::{SimCt, Simulated};
 use crate::backend::slots::{SlotCt, Slots};
 use crate::error::{NnError, Result};
@@ -295,46 +296,75 @@ pub fn layout_plan(
     room: Room,
     images: usize,
 ) -> Result<LayoutPlan> {
-    let mut cands = kind.rules().candidates(graph, room, images)?;
-    if cands.len() <= 1 {
-        return cands
-            .pop()
-            .ok_or_else(|| NnError::Plan(format!("the {kind} layout offers no placement")));
-    }
     let mut best: Option<(f64, LayoutPlan)> = None;
-    for c in cands {
-        let cost = match plan_cost(graph, &c) {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        if best.as_ref().is_none_or(|(b, _)| cost < *b) {
-            best = Some((cost, c));
+    for c in candidate_costs(graph, kind, room, images)? {
+        if let Ok((_, cost)) = c.cost
+            && best.as_ref().is_none_or(|(b, _)| cost < *b)
+        {
+            best = Some((cost, c.layout));
         }
     }
     best.map(|(_, c)| c)
         .ok_or_else(|| NnError::Plan(format!("no placement of the {kind} layout runs")))
 }
 
-/// Relative cost of each counted operation, in plain rotations (a key switch), from the
-/// per-operation timings at N = 2^13 and 2^14 (docs/BENCHMARKS.md): a hoisted rotation
-/// ~0.65, a product with relinearization ~1, a rescale ~0.12, a plaintext product ~0.04, a
-/// constant product ~0.02, an addition ~0.015, an encoding (FFT and one NTT per prime)
-/// ~0.2, here 0.1 since the encrypted backend caches encodings across images up to a
-/// budget.
-pub fn counts_cost(c: &crate::backend::Counts) -> f64 {
-    c.rotate as f64
-        + 0.65 * c.rotate_hoisted as f64
-        + (c.mul + c.square) as f64
-        + 0.12 * c.rescale as f64
-        + 0.04 * c.mul_plain as f64
-        + 0.02 * c.mul_const as f64
-        + 0.015 * c.add as f64
-        + 0.1 * c.encode as f64
+/// A candidate placement with its simulated op counts and [`counts_cost`] (or why it does
+/// not run).
+#[derive(Debug)]
+pub struct Candidate {
+    /// The placement.
+    pub layout: LayoutPlan,
+    /// Op counts of one run on the simulated backend and their cost.
+    pub cost: Result<(Counts, f64)>,
 }
 
-/// The cost of one run of `graph` under `layout` on the simulated backend (the op counts of
-/// the layer code weighted by [`counts_cost`]).
-pub fn plan_cost(graph: &Graph, layout: &LayoutPlan) -> Result<f64> {
+/// Every candidate placement of `kind` for `graph` in `room`, in the layout's order, with its
+/// simulated op counts and cost: what [`layout_plan`] chooses from.
+pub fn candidate_costs(
+    graph: &Graph,
+    kind: LayoutKind,
+    room: Room,
+    images: usize,
+) -> Result<Vec<Candidate>> {
+    let cands = kind.rules().candidates(graph, room, images)?;
+    if cands.is_empty() {
+        return Err(NnError::Plan(format!(
+            "the {kind} layout offers no placement"
+        )));
+    }
+    let single = cands.len() == 1;
+    Ok(cands
+        .into_iter()
+        .map(|layout| {
+            // a single candidate needs no simulation here (the planner simulates the plan)
+            let cost = if single {
+                Ok((Counts::default(), 0.0))
+            } else {
+                plan_counts(graph, &layout).map(|c| (c, counts_cost(&c)))
+            };
+            Candidate { layout, cost }
+        })
+        .collect())
+}
+
+/// Relative cost of each counted operation, in plain rotations (a key switch), from the
+/// per-operation timings at N = 2^13 (`henn bench ckks --preset small`, docs/BENCHMARKS.md):
+/// a hoisted rotation ~0.7, a product with relinearization ~1.1, a rescale ~0.14, a plaintext
+/// product ~0.07, a constant product ~0.025, an addition ~0.017, and a plaintext request
+/// 0.02 (the encrypted backend caches encodings across images; a cold encoding is ~0.2).
+pub fn counts_cost(c: &Counts) -> f64 {
+    c.rotate as f64
+        + 0.7 * c.rotate_hoisted as f64
+        + 1.1 * (c.mul + c.square) as f64
+        + 0.14 * c.rescale as f64
+        + 0.07 * c.mul_plain as f64
+        + 0.025 * c.mul_const as f64
+        + 0.017 * c.add as f64
+        + 0.02 * c.encode as f64
+}
+
+/// The op counts of one run of `graph` under `layout` on the simulated backend.
+pub fn plan_counts(graph: &Graph, layout: &LayoutPlan) -> Result<Counts> {
     let sim = Simulated::new(probe_chain(), layout.room.slots);
     simulate(
         graph,
@@ -342,9 +372,13 @@ pub fn plan_cost(graph: &Graph, layout: &LayoutPlan) -> Result<f64> {
         &sim,
         Scale::from_log2(f64::from(PROBE_PRIME_BITS)),
     )?;
-    Ok(counts_cost(
-        &crate::backend::Backend::counts(&sim).snapshot(),
-    ))
+    Ok(crate::backend::Backend::counts(&sim).snapshot())
+}
+
+/// The cost of one run of `graph` under `layout` on the simulated backend (the op counts of
+/// the layer code weighted by [`counts_cost`]).
+pub fn plan_cost(graph: &Graph, layout: &LayoutPlan) -> Result<f64> {
+    Ok(counts_cost(&plan_counts(graph, layout)?))
 }
 
 /// Runs the layer code on a simulated backend under `layout` (input at `scale`), with the

@@ -30,11 +30,10 @@ use crate::pack::{Grid, Packed};
 
 /// Relative cost of a hoisted (baby) rotation against a plain (giant) one: hoisted
 /// rotations share the decomposition of their input.
-pub(super) const HOISTED_COST: f64 = 0.65;
+pub(super) const HOISTED_COST: f64 = 0.7;
 
-/// Cost of one product with its plaintext (the product ~0.04 of a rotation, the encoding
-/// ~0.2, half of it on average with the encrypted backend's cache).
-const PRODUCT_COST: f64 = 0.14;
+/// Cost of one product with its plaintext and the addition (`plan::counts_cost`'s weights).
+const PRODUCT_COST: f64 = 0.07 + 0.017 + 0.02;
 
 /// One product of a multiplexed convolution: output ciphertext `g` gets
 /// `W[o, i, tap] x rot_{γ+β}(x_j)` on output lane `r_out`.
@@ -261,8 +260,9 @@ pub(super) fn conv2d_lanes<B: Backend>(
         .map(|&(g, gamma)| -> Result<(usize, B::Ct)> {
             let group = &groups[&(g, gamma)];
             let mut acc: Option<B::Ct> = None;
+            let mut v = vec![0.0; slots];
             for (&(j, beta), ns) in group {
-                let mut v = vec![0.0; slots];
+                v.fill(0.0);
                 for &n in ns {
                     let t = &terms[n];
                     let base = go.offset(t.r_out) as i64 + gamma;

@@ -183,7 +183,7 @@ pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
 
 /// The distinct placements the channel layout can give `graph` in `room`, most multiplexed
 /// first: lanes everywhere, lanes after keeping the replicas, replicated blocks before a fully
-/// connected layer only, one channel per ciphertext. The planner picks one by cost.
+/// connected layer only, one channel per ciphertext everywhere. The planner picks one by cost.
 pub fn candidate_grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Vec<Option<Grid>>>> {
     let mut out: Vec<Vec<Option<Grid>>> = Vec::new();
     if room.is_some() {
@@ -193,8 +193,10 @@ pub fn candidate_grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Vec<Opti
             }
         }
     }
-    let last = fallback_grids(graph, room)?;
-    out.push(last);
+    out.push(fallback_grids(graph, room)?);
+    if let Some(plain) = grids_with(graph, room, Mode::Plain)? {
+        out.push(plain);
+    }
     let mut distinct: Vec<Vec<Option<Grid>>> = Vec::with_capacity(out.len());
     for gs in out {
         if !distinct.contains(&gs) {
