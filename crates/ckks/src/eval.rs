@@ -338,6 +338,72 @@ impl Evaluator {
         Ok(outs)
     }
 
+    /// `out[o] = sum over terms (o, i, pt) of xs[i] * pt` for `n_out` outputs (no rescale):
+    /// the products of a layer whose outputs share rotated inputs, each input and plaintext
+    /// streamed through memory once (`Poly::plain_matrix_mul`). Inputs at one level and
+    /// scale, plaintexts at that level or above and one scale; an output without terms is 0.
+    pub fn mul_plain_matrix(
+        &self,
+        xs: &[&Ciphertext],
+        terms: &[(usize, usize, &Plaintext)],
+        n_out: usize,
+    ) -> Result<Vec<Ciphertext>> {
+        let x0 = *xs.first().ok_or(CkksError::InvalidArgument(
+            "mul_plain_matrix without inputs".into(),
+        ))?;
+        for x in xs {
+            self.check_ct(x)?;
+            check_same_level(x0.level, x.level)?;
+            check_same_scale(x0.scale, x.scale)?;
+            if x.parts.len() != x0.parts.len() {
+                return Err(CkksError::WrongSize {
+                    got: x.parts.len(),
+                    expected: x0.parts.len(),
+                });
+            }
+        }
+        let pt_scale = match terms.first() {
+            Some((_, _, pt)) => pt.scale,
+            None => {
+                return Err(CkksError::InvalidArgument(
+                    "mul_plain_matrix without terms".into(),
+                ));
+            }
+        };
+        for (_, _, pt) in terms {
+            self.params.check_id(pt.params_id)?;
+            if pt.level < x0.level {
+                return Err(CkksError::LevelMismatch {
+                    lhs: x0.level,
+                    rhs: pt.level,
+                });
+            }
+            check_same_scale(pt_scale, pt.scale)?;
+        }
+        let mut parts: Vec<Vec<Poly<Ntt>>> = Vec::with_capacity(x0.parts.len());
+        for p in 0..x0.parts.len() {
+            let polys: Vec<&Poly<Ntt>> = xs.iter().map(|x| &x.parts[p]).collect();
+            let ts: Vec<(usize, usize, &Poly<Ntt>)> =
+                terms.iter().map(|&(o, i, pt)| (o, i, &pt.poly)).collect();
+            parts.push(Poly::plain_matrix_mul(&polys, &ts, n_out)?);
+        }
+        let scale = x0.scale.mul(pt_scale);
+        let mut outs: Vec<Ciphertext> = (0..n_out)
+            .map(|_| Ciphertext {
+                parts: Vec::with_capacity(parts.len()),
+                level: x0.level,
+                scale,
+                params_id: x0.params_id,
+            })
+            .collect();
+        for part in parts {
+            for (o, poly) in part.into_iter().enumerate() {
+                outs[o].parts.push(poly);
+            }
+        }
+        Ok(outs)
+    }
+
     /// `acc += x * pt` with no temporary ciphertext (the plaintext-mask counterpart of
     /// [`Evaluator::mul_const_add_assign`]). `acc` must be at `x`'s level and at scale
     /// `x.scale * pt.scale`; `pt` may sit at a higher level (its leading primes are used).

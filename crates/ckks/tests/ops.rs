@@ -562,6 +562,70 @@ fn mul_const_matrix_equals_linear_combinations() {
     ));
 }
 
+#[test]
+fn mul_plain_matrix_equals_mul_plain_add_loops() {
+    // out[o] = sum of x_i * pt over its terms, plaintexts one level above the inputs:
+    // bit-identical to mul_plain_add loops, then as precise as the plain sum after a rescale.
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let mut rng = TestContext::rng(130);
+    let s = c.params.slots();
+    let xs: Vec<Vec<f64>> = (0..3).map(|i| uniform_values(s, 1.0, 131 + i)).collect();
+    let ms: Vec<Vec<f64>> = (0..5).map(|i| uniform_values(s, 1.0, 141 + i)).collect();
+    let mut cts: Vec<_> = xs.iter().map(|x| c.encrypt(x, &mut rng)).collect();
+    let top = cts[0].level();
+    for ct in &mut cts {
+        c.eval.drop_level_to_assign(ct, Level(top.0 - 1)).unwrap();
+    }
+    let ks = c.eval.rescale_neutral_scale(&cts[0]).unwrap();
+    let pts: Vec<_> = ms
+        .iter()
+        .map(|m| c.encoder.encode(m, top, ks).unwrap())
+        .collect();
+    let terms = [
+        (0usize, 0usize, 0usize),
+        (1, 2, 1),
+        (0, 1, 2),
+        (1, 0, 3),
+        (0, 2, 4),
+    ];
+    let refs: Vec<_> = cts.iter().collect();
+    let t: Vec<_> = terms.iter().map(|&(o, i, p)| (o, i, &pts[p])).collect();
+    let outs = c.eval.mul_plain_matrix(&refs, &t, 2).unwrap();
+    for (o, mut out) in outs.into_iter().enumerate() {
+        let mut acc: Option<henn_ckks::Ciphertext> = None;
+        for &(_, i, p) in terms.iter().filter(|t| t.0 == o) {
+            match acc.as_mut() {
+                None => acc = Some(c.eval.mul_plain(&cts[i], &pts[p]).unwrap()),
+                Some(a) => c.eval.mul_plain_add_assign(a, &cts[i], &pts[p]).unwrap(),
+            }
+        }
+        assert_eq!(out.parts(), acc.unwrap().parts(), "output {o}");
+        c.eval.rescale_assign(&mut out).unwrap();
+        let want: Vec<f64> = (0..s)
+            .map(|k| {
+                terms
+                    .iter()
+                    .filter(|t| t.0 == o)
+                    .map(|&(_, i, p)| xs[i][k] * ms[p][k])
+                    .sum()
+            })
+            .collect();
+        assert_precision("mul_plain_matrix", &c.decrypt(&out), &want, 19.0);
+    }
+    // a plaintext below the inputs' level and mixed input levels are errors
+    let low = c.encoder.encode(&ms[0], Level(0), ks).unwrap();
+    assert!(matches!(
+        c.eval.mul_plain_matrix(&refs, &[(0, 0, &low)], 1),
+        Err(CkksError::LevelMismatch { .. })
+    ));
+    let fresh = c.encrypt(&xs[0], &mut rng);
+    assert!(
+        c.eval
+            .mul_plain_matrix(&[&cts[0], &fresh], &t[..1], 1)
+            .is_err()
+    );
+}
+
 /// Keys made for the highest level they serve: a Galois key for level 1 rotates ciphertexts
 /// at levels 0..1 as precisely as a full key, refuses a level-2 ciphertext by name, and is
 /// smaller on the wire and in memory; the same for a relinearization key. Both round-trip

@@ -605,6 +605,94 @@ impl Poly<Ntt> {
         Ok(())
     }
 
+    /// `out[o] = sum over terms (o, i, p) of xs[i] * p`: products of inputs with plaintexts,
+    /// summed per output, every `p` over a superset of the inputs' primes (an output without
+    /// terms is zero). Computed in blocks of [`SMM_BLOCK`] coefficients per limb (parallel
+    /// tasks): per output, the low and high halves of its products are summed unreduced in
+    /// cache-resident accumulators and reduced once per chunk of terms
+    /// ([`simd::dot_product_add_assign`]), and the inputs' blocks stay in the cache for all
+    /// the outputs that use them.
+    pub fn plain_matrix_mul(
+        xs: &[&Self],
+        terms: &[(usize, usize, &Self)],
+        n_out: usize,
+    ) -> Result<Vec<Self>> {
+        let first = xs.first().ok_or(RingError::LengthMismatch {
+            expected: 1,
+            got: 0,
+        })?;
+        for x in xs {
+            first.check_same_basis(x)?;
+        }
+        let (l, n) = (first.limbs.len(), first.n());
+        // per output, its terms as (input, plaintext, limb positions of the plaintext
+        // matching the inputs' limbs)
+        let mut by_out: Vec<Vec<(&Self, &Self, Vec<usize>)>> = vec![Vec::new(); n_out];
+        for &(o, i, p) in terms {
+            let (Some(list), Some(&x)) = (by_out.get_mut(o), xs.get(i)) else {
+                return Err(RingError::LengthMismatch {
+                    expected: n_out.min(xs.len()),
+                    got: o.max(i),
+                });
+            };
+            if !Arc::ptr_eq(&first.ctx, &p.ctx) {
+                return Err(RingError::BasisMismatch {
+                    lhs: first.limbs.clone(),
+                    rhs: p.limbs.clone(),
+                });
+            }
+            let pos = first
+                .limbs
+                .iter()
+                .map(|&li| {
+                    p.limbs
+                        .iter()
+                        .position(|&j| j == li)
+                        .ok_or_else(|| RingError::BasisMismatch {
+                            lhs: first.limbs.clone(),
+                            rhs: p.limbs.clone(),
+                        })
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            list.push((x, p, pos));
+        }
+        let mut outs: Vec<Self> = (0..n_out)
+            .map(|_| Self::zero(&first.ctx, &first.limbs))
+            .collect::<Result<_>>()?;
+        let nb = n.div_ceil(SMM_BLOCK);
+        let mut tasks: Vec<Vec<&mut [u64]>> =
+            (0..l * nb).map(|_| Vec::with_capacity(n_out)).collect();
+        for out in &mut outs {
+            for (j, limb) in out.data.chunks_mut(n).enumerate() {
+                for (b, blk) in limb.chunks_mut(SMM_BLOCK).enumerate() {
+                    if let Some(t) = tasks.get_mut(j * nb + b) {
+                        t.push(blk);
+                    }
+                }
+            }
+        }
+        let ctx = &first.ctx;
+        let limbs = &first.limbs;
+        tasks.into_par_iter().enumerate().for_each(|(t, accs)| {
+            let (j, b) = (t / nb, t % nb);
+            let m = ctx.modulus_unchecked(limbs[j]);
+            let lo = b * SMM_BLOCK;
+            let hi = (lo + SMM_BLOCK).min(n);
+            let mut x_blocks: Vec<&[u64]> = Vec::new();
+            let mut y_blocks: Vec<&[u64]> = Vec::new();
+            for (acc, list) in accs.into_iter().zip(&by_out) {
+                x_blocks.clear();
+                y_blocks.clear();
+                for (x, p, pos) in list {
+                    x_blocks.push(&x.data[j * n + lo..j * n + hi]);
+                    y_blocks.push(&p.data[pos[j] * n + lo..pos[j] * n + hi]);
+                }
+                simd::dot_product_add_assign(acc, &x_blocks, &y_blocks, m);
+            }
+        });
+        Ok(outs)
+    }
+
     /// `self += a * b` where `a` has the basis of `self` and `b` is over a superset of its
     /// primes (in any order): the matching limbs of `b` are used. This lets key-switching
     /// keys stored over all primes be applied at any level without copying.

@@ -278,6 +278,27 @@ pub fn dot_product_2(
     portable::dot_product_2(out0, out1, &x[..terms], &b[..terms], &a[..terms], m);
 }
 
+/// `acc[k] = acc[k] + sum_j x_j[k] * y_j[k] mod q` (all inputs reduced): products summed
+/// without reduction in chunks of [`lazy_terms`] terms (IFMA low and high halves, the
+/// accumulators of a block of coefficients in the L1 cache while the terms stream through),
+/// one reduction per chunk. The sum of many plaintext products of a multiplexed convolution.
+pub fn dot_product_add_assign(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &Modulus) {
+    let terms = x.len().min(y.len());
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        let kc = lazy_terms(m).max(1);
+        for (xc, yc) in x[..terms].chunks(kc).zip(y[..terms].chunks(kc)) {
+            // SAFETY: the required CPU features were detected just above; at most
+            // `lazy_terms` terms per call.
+            unsafe { x86::dot_product_add_assign(acc, xc, yc, m) };
+        }
+        return;
+    }
+    for (xj, yj) in x[..terms].iter().zip(&y[..terms]) {
+        mul_add_assign(acc, xj, yj, m);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
@@ -492,6 +513,94 @@ mod x86 {
             }
             out0[k] = m.reduce_u128(s0);
             out1[k] = m.reduce_u128(s1);
+        }
+    }
+
+    /// IFMA body of [`super::dot_product_add_assign`] for at most [`super::lazy_terms`]
+    /// terms: per block of 512 coefficients, the low and high halves of every product are
+    /// summed in L1-resident accumulators, then reduced once and added to `acc`.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn dot_product_add_assign(
+        acc: &mut [u64],
+        x: &[&[u64]],
+        y: &[&[u64]],
+        m: &Modulus,
+    ) {
+        const BLOCK: usize = 64; // vectors of 8 coefficients
+        let q = m.value();
+        let len = x
+            .iter()
+            .chain(y)
+            .map(|s| s.len())
+            .min()
+            .unwrap_or(0)
+            .min(acc.len());
+        let r52 = ((1u128 << 52) % u128::from(q)) as u64;
+        let shoup52 = |w: u64| ((u128::from(w) << 52) / u128::from(q)) as u64;
+        let (w_r, w_r52) = (
+            _mm512_set1_epi64(r52 as i64),
+            _mm512_set1_epi64(shoup52(r52) as i64),
+        );
+        let (w_1, w_152) = (_mm512_set1_epi64(1), _mm512_set1_epi64(shoup52(1) as i64));
+        let vq = _mm512_set1_epi64(q as i64);
+        let v2q = _mm512_set1_epi64((2 * q) as i64);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let zero = _mm512_setzero_si512();
+        // (hi * 2^52 + lo) mod q for lo < 2^64 (carries folded into hi first), hi < 2^52.
+        let reduce = |lo: __m512i, hi: __m512i| {
+            let hi = _mm512_add_epi64(hi, _mm512_srli_epi64::<52>(lo));
+            let lo = _mm512_and_si512(lo, mask);
+            let s1 = _mm512_madd52hi_epu64(zero, hi, w_r52);
+            let r1 = _mm512_sub_epi64(
+                _mm512_madd52lo_epu64(zero, hi, w_r),
+                _mm512_madd52lo_epu64(zero, s1, vq),
+            );
+            let s2 = _mm512_madd52hi_epu64(zero, lo, w_152);
+            let r2 = _mm512_sub_epi64(
+                _mm512_madd52lo_epu64(zero, lo, w_1),
+                _mm512_madd52lo_epu64(zero, s2, vq),
+            );
+            let r = _mm512_add_epi64(_mm512_and_si512(r1, mask), _mm512_and_si512(r2, mask));
+            let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, v2q));
+            _mm512_min_epu64(r, _mm512_sub_epi64(r, vq))
+        };
+        let vecs = len / 8;
+        let mut lo = [zero; BLOCK];
+        let mut hi = [zero; BLOCK];
+        let mut start = 0;
+        while start < vecs {
+            let nb = BLOCK.min(vecs - start);
+            lo[..nb].fill(zero);
+            hi[..nb].fill(zero);
+            for (xj, yj) in x.iter().zip(y) {
+                for v in 0..nb {
+                    // SAFETY: (start + v) * 8 + 8 <= len <= every slice length.
+                    unsafe {
+                        let o = (start + v) * 8;
+                        let xv = _mm512_loadu_si512(xj.as_ptr().add(o).cast());
+                        let yv = _mm512_loadu_si512(yj.as_ptr().add(o).cast());
+                        lo[v] = _mm512_madd52lo_epu64(lo[v], xv, yv);
+                        hi[v] = _mm512_madd52hi_epu64(hi[v], xv, yv);
+                    }
+                }
+            }
+            for v in 0..nb {
+                // SAFETY: (start + v) * 8 + 8 <= len <= acc.len().
+                unsafe {
+                    let pd = acc.as_mut_ptr().add((start + v) * 8);
+                    let d = _mm512_loadu_si512(pd.cast());
+                    let s = _mm512_add_epi64(d, reduce(lo[v], hi[v]));
+                    _mm512_storeu_si512(pd.cast(), _mm512_min_epu64(s, _mm512_sub_epi64(s, vq)));
+                }
+            }
+            start += nb;
+        }
+        for k in vecs * 8..len {
+            let mut sum = u128::from(acc[k]);
+            for (xj, yj) in x.iter().zip(y) {
+                sum += u128::from(xj[k]) * u128::from(yj[k]);
+            }
+            acc[k] = m.reduce_u128(sum);
         }
     }
 

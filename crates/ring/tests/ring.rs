@@ -577,3 +577,49 @@ fn matrix_kernel_equals_per_term_shoup() {
         }
     }
 }
+
+#[test]
+fn plain_matrix_mul_equals_mul_add_loops() {
+    // n not a multiple of the block; 20- to 60-bit primes (lazy IFMA chunks of thousands, a
+    // few and one term, and the portable path); plaintexts over more primes than the inputs,
+    // in another order; an output with no terms is zero; bit-identical to per-term
+    // mul_add_assign_subset loops.
+    for (n, bits) in [
+        (2048usize, vec![50u32, 20, 36, 45]),
+        (256, vec![60, 49, 30]),
+    ] {
+        let c = ctx(n, &bits);
+        let all: Vec<usize> = (0..bits.len()).collect();
+        let limbs: Vec<usize> = all[..bits.len() - 1].to_vec();
+        let mut pt_limbs = all.clone();
+        pt_limbs.reverse();
+        let mut r = rng(77);
+        let (k, n_out) = (9usize, 5usize);
+        let xs: Vec<Poly<Ntt>> = (0..k)
+            .map(|_| sample::uniform_ntt(&c, &limbs, &mut r).unwrap())
+            .collect();
+        let pts: Vec<Poly<Ntt>> = (0..30)
+            .map(|_| sample::uniform_ntt(&c, &pt_limbs, &mut r).unwrap())
+            .collect();
+        // output 3 gets no terms; output 0 gets 20 (more than one lazy chunk at 60 bits)
+        let mut terms: Vec<(usize, usize, &Poly<Ntt>)> = Vec::new();
+        for (t, p) in pts.iter().enumerate() {
+            let o = if t < 20 { 0 } else { [1, 2, 4][t % 3] };
+            terms.push((o, (t * 7) % k, p));
+        }
+        let refs: Vec<&Poly<Ntt>> = xs.iter().collect();
+        let got = Poly::plain_matrix_mul(&refs, &terms, n_out).unwrap();
+        for (o, g) in got.iter().enumerate() {
+            let mut want = Poly::<Ntt>::zero(&c, &limbs).unwrap();
+            for &(_, i, p) in terms.iter().filter(|t| t.0 == o) {
+                want.mul_add_assign_subset(&xs[i], p).unwrap();
+            }
+            assert_eq!(g, &want, "n {n} output {o}");
+        }
+        // out-of-range indices and plaintexts missing an input prime are errors
+        assert!(Poly::plain_matrix_mul(&refs, &[(n_out, 0, &pts[0])], n_out).is_err());
+        assert!(Poly::plain_matrix_mul(&refs, &[(0, k, &pts[0])], n_out).is_err());
+        let short = sample::uniform_ntt(&c, &limbs[1..], &mut r).unwrap();
+        assert!(Poly::plain_matrix_mul(&refs, &[(0, 0, &short)], n_out).is_err());
+    }
+}

@@ -50,12 +50,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let pool = he::pool(args.threads)?;
     let threads = pool.current_num_threads();
-    let plain: Vec<Option<usize>> = pool.install(|| {
+    let plain_logits: Vec<Vec<f64>> = pool.install(|| {
         images
             .par_iter()
-            .map(|x| reference::run(&graph, x).map(|o| o.argmax()))
+            .map(|x| reference::run(&graph, x).map(|o| o.into_data()))
             .collect::<Result<_, _>>()
     })?;
+    let plain: Vec<Option<usize>> = plain_logits.iter().map(|o| top1(o)).collect();
     let calib = &images[..n.min(16)];
     let (plan, params) = pool.install(|| {
         he::plan(
@@ -103,6 +104,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .filter(|(p, l)| **p == Some(**l as usize))
         .count();
     let agree = enc.iter().zip(&plain).filter(|(a, b)| a == b).count();
+    // precision of the encrypted logits: -log2(max |enc - plain| / max |plain|) per image
+    let mut bits: Vec<f64> = r
+        .outputs
+        .iter()
+        .zip(&plain_logits)
+        .map(|(e, p)| {
+            let err = e
+                .iter()
+                .zip(p)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let top = p.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+            if err == 0.0 {
+                64.0
+            } else {
+                -(err / top.max(f64::MIN_POSITIVE)).log2()
+            }
+        })
+        .collect();
+    bits.sort_by(f64::total_cmp);
+    let bits_min = bits.first().copied().unwrap_or(0.0);
+    let bits_median = bits.get(bits.len() / 2).copied().unwrap_or(0.0);
     let latency_batch = eval_s / batches as f64;
     let throughput = n as f64 / eval_s * 3600.0;
     // a layout that packs several images per run can fill every slot with one
@@ -112,6 +135,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(), "dataset": args.dataset.name(), "packing": packing.name(),
             "n": n, "plain_accuracy": frac(plain_correct), "encrypted_accuracy": frac(enc_correct), "agreement": frac(agree),
+            "logit_bits_min": bits_min, "logit_bits_median": bits_median,
             "latency_s_per_image": eval_s / n as f64, "latency_s_per_batch": latency_batch, "batch_size": batch, "batches": batches,
             "throughput_images_per_hour": throughput, "throughput_full_batch_images_per_hour": full_throughput,
             "client_s": client_s, "wall_s": wall, "threads": threads, "params": plan.params, "depth": plan.depth, "peak_ciphertext_bytes": plan.peak_bytes,
@@ -138,6 +162,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         frac(enc_correct)
     );
     println!("agreement (top-1)   {:.4} ({agree}/{n})", frac(agree));
+    println!(
+        "logit precision     {bits_min:.1} bits min, {bits_median:.1} median (-log2 of the largest error relative to the largest plaintext logit)"
+    );
     match full_throughput {
         Some(full) => println!(
             "latency {latency_batch:.2} s per batch of up to {batch} images ({batches} batches); throughput {throughput:.0} images/hour ({full:.0} images/hour with full {capacity}-image batches)"

@@ -285,6 +285,30 @@ impl Backend for Encrypted {
         OpCounts::bump(&self.counts.add, 1);
         self.eval.mul_plain_add_assign(acc, x, pt).map_err(ckks_err)
     }
+    fn mul_plain_matrix(
+        &self,
+        xs: &[&Ciphertext],
+        terms: &[(usize, usize, &Plaintext)],
+        n_out: usize,
+    ) -> Result<Vec<Ciphertext>> {
+        let mut used = vec![false; n_out];
+        for &(o, _, _) in terms {
+            if let Some(u) = used.get_mut(o) {
+                *u = true;
+            }
+        }
+        if let Some(o) = used.iter().position(|u| !u) {
+            return Err(ExecError::Internal(format!(
+                "output {o} of a plaintext matrix has no term"
+            ))
+            .into());
+        }
+        OpCounts::bump(&self.counts.mul_plain, terms.len() as u64);
+        OpCounts::bump(&self.counts.add, (terms.len() - n_out) as u64);
+        self.eval
+            .mul_plain_matrix(xs, terms, n_out)
+            .map_err(ckks_err)
+    }
     fn encode_cached(&self, v: &[f64], level: usize, scale: Scale) -> Result<Arc<Plaintext>> {
         let c = &self.cache;
         if c.budget == 0 {

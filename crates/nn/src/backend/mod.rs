@@ -250,6 +250,36 @@ pub trait Backend: Sync + 'static {
             Some(a) => self.mul_plain_add_assign(a, x, pt),
         }
     }
+    /// `out[o] = sum over terms (o, i, pt) of xs[i] * pt` for `n_out` outputs, no rescale;
+    /// every output needs at least one term. Counts one plaintext product per term and one
+    /// addition per term after an output's first. The encrypted backend streams each input
+    /// and plaintext through memory once (`Evaluator::mul_plain_matrix`).
+    fn mul_plain_matrix(
+        &self,
+        xs: &[&Self::Ct],
+        terms: &[(usize, usize, &Self::Pt)],
+        n_out: usize,
+    ) -> Result<Vec<Self::Ct>> {
+        let mut accs: Vec<Option<Self::Ct>> = vec![None; n_out];
+        for &(o, i, pt) in terms {
+            let x = xs
+                .get(i)
+                .ok_or_else(|| ExecError::Internal(format!("product of missing input {i}")))?;
+            let acc = accs
+                .get_mut(o)
+                .ok_or_else(|| ExecError::Internal(format!("product for missing output {o}")))?;
+            self.accumulate_pt(acc, x, pt)?;
+        }
+        accs.into_iter()
+            .enumerate()
+            .map(|(o, a)| {
+                a.ok_or_else(|| {
+                    ExecError::Internal(format!("output {o} of a plaintext matrix has no term"))
+                        .into()
+                })
+            })
+            .collect()
+    }
     /// `out[o] = sum_k w[o * K + k] * xs[k]` with the constants at `const_scale`, no
     /// rescale: the linear combinations of a layer's outputs over shared inputs. Zero weights
     /// are skipped; an output whose weights are all zero is `xs[0] * 0`. Counts one constant

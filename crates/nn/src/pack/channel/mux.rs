@@ -255,12 +255,24 @@ pub(super) fn conv2d_lanes<B: Backend>(
     let level = b.level(x0);
     let cs = b.neutral_scale(x0)?;
     let keys: Vec<(usize, i64)> = groups.keys().copied().collect();
-    let parts: Vec<(usize, B::Ct)> = keys
+    // every rotated input once, in (input, baby step) order
+    let inputs: Vec<(usize, i64)> = babies
+        .iter()
+        .enumerate()
+        .flat_map(|(j, bs)| bs.iter().map(move |&beta| (j, beta)))
+        .collect();
+    let xs: Vec<&B::Ct> = inputs
+        .iter()
+        .map(|&(j, beta)| rot_of(j, beta))
+        .collect::<Result<_>>()?;
+    // the plaintexts of every (output sum, rotated input) pair
+    let pts: Vec<Vec<(usize, std::sync::Arc<B::Pt>)>> = keys
         .par_iter()
-        .map(|&(g, gamma)| -> Result<(usize, B::Ct)> {
-            let group = &groups[&(g, gamma)];
-            let mut acc: Option<B::Ct> = None;
+        .map(|key| -> Result<Vec<(usize, std::sync::Arc<B::Pt>)>> {
+            let gamma = key.1;
+            let group = &groups[key];
             let mut v = vec![0.0; slots];
+            let mut out = Vec::with_capacity(group.len());
             for (&(j, beta), ns) in group {
                 v.fill(0.0);
                 for &n in ns {
@@ -273,10 +285,24 @@ pub(super) fn conv2d_lanes<B: Backend>(
                         }
                     }
                 }
-                let pt = b.encode_cached(&v, level, cs)?;
-                b.accumulate_pt(&mut acc, rot_of(j, beta)?, &pt)?;
+                let i = inputs
+                    .binary_search(&(j, beta))
+                    .map_err(|_| exec_err("rotated input missing"))?;
+                out.push((i, b.encode_cached(&v, level, cs)?));
             }
-            let acc = b.sum_or_zero(acc, x0, cs)?;
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let products: Vec<(usize, usize, &B::Pt)> = pts
+        .iter()
+        .enumerate()
+        .flat_map(|(o, v)| v.iter().map(move |(i, p)| (o, *i, &**p)))
+        .collect();
+    let sums = b.mul_plain_matrix(&xs, &products, keys.len())?;
+    let parts: Vec<(usize, B::Ct)> = keys
+        .par_iter()
+        .zip(sums.into_par_iter())
+        .map(|(&(g, gamma), acc)| -> Result<(usize, B::Ct)> {
             if gamma == 0 {
                 Ok((g, acc))
             } else {
