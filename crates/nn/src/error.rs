@@ -154,6 +154,9 @@ pub enum NnError {
     /// The planner cannot find (or check) CKKS parameters for a model.
     #[error("planning failed: {0}")]
     Plan(String),
+    /// A polynomial approximation cannot be made as asked (degree, range, budget, data).
+    #[error("approximation: {0}")]
+    Approx(String),
     /// A homomorphic operation failed while executing a layer.
     #[error("node '{node}': {source}")]
     Ckks {

@@ -38,6 +38,7 @@ assert_eq!(out.data(), &[2.0, 4.0, 6.0, 8.0]);
 ```
 "#]
 
+pub mod approx;
 pub mod backend;
 pub mod data;
 pub mod error;

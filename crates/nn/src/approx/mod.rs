@@ -1,0 +1,618 @@
+//! Post-training approximation: polynomials in place of non-polynomial activations, so that a
+//! trained network runs under CKKS without retraining.
+//!
+//! * [`fit_grid`] and [`fit_uniform`]: the least-squares polynomial of a degree on an interval,
+//!   discrete on evenly spaced points (the reference papers' fixed-range ReLU/Swish table, e.g.
+//!   relu-rg5-deg2 = 0.09x^2 + 0.5x + 0.47, is this on 1001 points) or continuous under the
+//!   uniform weight (composite Gauss-Legendre quadrature with a breakpoint at ReLU's kink);
+//!   both solved in the Chebyshev basis by QR, then converted to powers of x.
+//! * [`fit_samples`]: distribution-aware fits (OLA): least squares against the empirical input
+//!   distribution of one activation layer, optionally widened by a range factor `r` (the fit
+//!   sees the samples times `r`) so the polynomial stays close on the tails.
+//! * [`allocate`]: dynamic programming over per-layer options (degree, cost, weighted error):
+//!   the allocation of least total weighted error whose total cost fits a budget.
+//! * [`influence`]: each activation layer's weight in the loss, `A_i = E[sum_j (dL/da_ij)^2]`,
+//!   estimated with the forward pass only: iid noise of variance `s^2` added to the layer's
+//!   outputs changes the loss by `dL` with `E[dL^2] ~= s^2 sum_j (dL/da_ij)^2` to first order,
+//!   so `A_i ~= mean(dL^2) / s^2` (a perturbation estimate instead of a backward pass).
+//! * [`activation_inputs`] captures the inputs of every activation on calibration images, and
+//!   [`replace_activations`] rewrites a graph with the chosen polynomials.
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::error::{NnError, Result};
+use crate::ir::{Activation, Graph, Op};
+use crate::reference::{self, activation};
+use crate::tensor::Tensor;
+
+/// Highest degree a fit may have (the polynomial circuits evaluate it; the power basis of a
+/// fit beyond this loses too many digits in f64).
+pub const MAX_FIT_DEGREE: usize = 31;
+
+fn approx_err(msg: impl Into<String>) -> NnError {
+    NnError::Approx(msg.into())
+}
+
+/// A polynomial fit of an activation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    /// The function approximated.
+    pub activation: Activation,
+    /// The interval the fit is made on.
+    pub interval: (f64, f64),
+    /// Degree.
+    pub degree: usize,
+    /// Coefficients in powers of x, lowest first (what [`Op::Polynomial`] takes).
+    pub coeffs: Vec<f64>,
+    /// Root-mean-square error under the fit's weight (uniform on the interval, or the
+    /// calibration samples).
+    pub rms_error: f64,
+    /// Largest absolute error on the interval (sampled at 4001 points).
+    pub max_error: f64,
+}
+
+/// 8-point Gauss-Legendre nodes and weights on [-1, 1].
+const GL8: [(f64, f64); 8] = [
+    (-0.960_289_856_497_536_3, 0.101_228_536_290_376_26),
+    (-0.796_666_477_413_626_7, 0.222_381_034_453_374_47),
+    (-0.525_532_409_916_329, 0.313_706_645_877_887_3),
+    (-0.183_434_642_495_649_8, 0.362_683_783_378_362),
+    (0.183_434_642_495_649_8, 0.362_683_783_378_362),
+    (0.525_532_409_916_329, 0.313_706_645_877_887_3),
+    (0.796_666_477_413_626_7, 0.222_381_034_453_374_47),
+    (0.960_289_856_497_536_3, 0.101_228_536_290_376_26),
+];
+
+/// Panels of the composite quadrature on each side of the breakpoint.
+const PANELS: usize = 256;
+
+/// Weighted least squares in the Chebyshev basis: `points` are `(t in [-1, 1], weight, f)`;
+/// returns the Chebyshev coefficients `c_0..c_d` minimizing `sum w (f - sum c_k T_k(t))^2`
+/// (Householder QR of the weighted design matrix: no normal equations).
+fn chebyshev_lsq(points: &[(f64, f64, f64)], degree: usize) -> Result<Vec<f64>> {
+    let m = points.len();
+    let n = degree + 1;
+    if m < n {
+        return Err(approx_err(format!(
+            "{m} points cannot determine a degree-{degree} polynomial"
+        )));
+    }
+    // column-major design matrix and right-hand side, rows scaled by sqrt(weight)
+    let mut a = vec![0.0; m * n];
+    let mut b = vec![0.0; m];
+    for (i, &(t, w, f)) in points.iter().enumerate() {
+        let sw = w.max(0.0).sqrt();
+        let (mut t0, mut t1) = (1.0, t);
+        for k in 0..n {
+            let tk = match k {
+                0 => 1.0,
+                1 => t,
+                _ => {
+                    let t2 = 2.0 * t * t1 - t0;
+                    t0 = t1;
+                    t1 = t2;
+                    t2
+                }
+            };
+            a[k * m + i] = sw * tk;
+        }
+        b[i] = sw * f;
+    }
+    // Householder QR, applied to b as we go
+    for k in 0..n {
+        let col = &mut a[k * m..(k + 1) * m];
+        let norm = col[k..].iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return Err(approx_err(format!(
+                "the data cannot determine a degree-{degree} polynomial (too few distinct points)"
+            )));
+        }
+        let alpha = if col[k] > 0.0 { -norm } else { norm };
+        let mut v: Vec<f64> = col[k..].to_vec();
+        v[0] -= alpha;
+        let vv: f64 = v.iter().map(|x| x * x).sum();
+        if vv > 0.0 {
+            for j in k..n {
+                let cj = &mut a[j * m + k..(j + 1) * m];
+                let s: f64 = cj.iter().zip(&v).map(|(x, y)| x * y).sum::<f64>() * 2.0 / vv;
+                for (x, y) in cj.iter_mut().zip(&v) {
+                    *x -= s * y;
+                }
+            }
+            let bk = &mut b[k..];
+            let s: f64 = bk.iter().zip(&v).map(|(x, y)| x * y).sum::<f64>() * 2.0 / vv;
+            for (x, y) in bk.iter_mut().zip(&v) {
+                *x -= s * y;
+            }
+        }
+    }
+    // back substitution R c = Q^T b
+    let mut c = vec![0.0; n];
+    for k in (0..n).rev() {
+        let mut s = b[k];
+        for j in k + 1..n {
+            s -= a[j * m + k] * c[j];
+        }
+        let r = a[k * m + k];
+        if r.abs() < 1e-300 {
+            return Err(approx_err("singular least-squares system"));
+        }
+        c[k] = s / r;
+    }
+    Ok(c)
+}
+
+/// Chebyshev series in `t` to powers of `t`.
+fn chebyshev_to_power(c: &[f64]) -> Vec<f64> {
+    let n = c.len();
+    let mut out = vec![0.0; n];
+    // T_0 = 1, T_1 = t, T_{k+1} = 2 t T_k - T_{k-1}, as power coefficient vectors
+    let mut prev = vec![0.0; n];
+    let mut cur = vec![0.0; n];
+    if n > 0 {
+        prev[0] = 1.0;
+    }
+    if n > 1 {
+        cur[1] = 1.0;
+    }
+    for (k, &ck) in c.iter().enumerate() {
+        let tk = match k {
+            0 => prev.clone(),
+            1 => cur.clone(),
+            _ => {
+                let mut next = vec![0.0; n];
+                for i in 0..n - 1 {
+                    next[i + 1] += 2.0 * cur[i];
+                }
+                for i in 0..n {
+                    next[i] -= prev[i];
+                }
+                prev = std::mem::replace(&mut cur, next);
+                cur.clone()
+            }
+        };
+        for (o, v) in out.iter_mut().zip(&tk) {
+            *o += ck * v;
+        }
+    }
+    out
+}
+
+/// `p(t)` with `t = (x - mid) / half` as powers of `x`.
+fn power_in_x(p: &[f64], mid: f64, half: f64) -> Vec<f64> {
+    let n = p.len();
+    let mut out = vec![0.0; n];
+    // (x - mid)^k / half^k expanded with binomial coefficients
+    for (k, &pk) in p.iter().enumerate() {
+        let mut binom = 1.0;
+        for (j, o) in out.iter_mut().enumerate().take(k + 1) {
+            // term C(k, j) x^j (-mid)^(k-j)
+            *o += pk * binom * (-mid).powi((k - j) as i32) / half.powi(k as i32);
+            binom = binom * (k - j) as f64 / (j + 1) as f64;
+        }
+    }
+    out
+}
+
+fn check_degree(degree: usize) -> Result<()> {
+    if degree == 0 || degree > MAX_FIT_DEGREE {
+        return Err(approx_err(format!(
+            "degree {degree} is outside 1..={MAX_FIT_DEGREE}; use a degree the polynomial circuits evaluate"
+        )));
+    }
+    Ok(())
+}
+
+fn max_error_on(a: Activation, coeffs: &[f64], (lo, hi): (f64, f64)) -> f64 {
+    (0..=4000)
+        .map(|i| {
+            let x = lo + (hi - lo) * i as f64 / 4000.0;
+            (activation(a, x) - reference::horner(coeffs, x)).abs()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The least-squares polynomial of `degree` for activation `a` on `[lo, hi]` under the uniform
+/// weight (continuous: composite Gauss-Legendre quadrature with a breakpoint at 0).
+pub fn fit_uniform(a: Activation, lo: f64, hi: f64, degree: usize) -> Result<Fit> {
+    check_degree(degree)?;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(approx_err(format!(
+            "the interval [{lo}, {hi}] is empty or not finite"
+        )));
+    }
+    let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+    // breakpoints: the ends and 0 where it is inside (ReLU's kink)
+    let mut breaks = vec![lo];
+    if lo < 0.0 && hi > 0.0 {
+        breaks.push(0.0);
+    }
+    breaks.push(hi);
+    let mut pts = Vec::with_capacity(breaks.len() * PANELS * GL8.len());
+    for w in breaks.windows(2) {
+        let h = (w[1] - w[0]) / PANELS as f64;
+        for p in 0..PANELS {
+            let a0 = w[0] + h * p as f64;
+            for &(node, weight) in &GL8 {
+                let x = a0 + h * (node + 1.0) / 2.0;
+                pts.push((
+                    (x - mid) / half,
+                    weight * h / 2.0 / (hi - lo),
+                    activation(a, x),
+                ));
+            }
+        }
+    }
+    let cheb = chebyshev_lsq(&pts, degree)?;
+    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
+    let rms_error = pts
+        .iter()
+        .map(|&(t, w, f)| {
+            let x = mid + half * t;
+            w * (f - reference::horner(&coeffs, x)).powi(2)
+        })
+        .sum::<f64>()
+        .sqrt();
+    let max_error = max_error_on(a, &coeffs, (lo, hi));
+    Ok(Fit {
+        activation: a,
+        interval: (lo, hi),
+        degree,
+        coeffs,
+        rms_error,
+        max_error,
+    })
+}
+
+/// The discrete least-squares polynomial of `degree` for activation `a` on `points` evenly
+/// spaced points of `[lo, hi]` (ends included): how the reference papers made their table
+/// (`numpy.polyfit` on `linspace(lo, hi, 1001)` reproduces it to the printed digits; the
+/// continuous fit of [`fit_uniform`] differs in the fourth decimal).
+pub fn fit_grid(a: Activation, lo: f64, hi: f64, degree: usize, points: usize) -> Result<Fit> {
+    check_degree(degree)?;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(approx_err(format!(
+            "the interval [{lo}, {hi}] is empty or not finite"
+        )));
+    }
+    if points <= degree {
+        return Err(approx_err(format!(
+            "{points} points cannot determine a degree-{degree} polynomial"
+        )));
+    }
+    let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+    let w = 1.0 / points as f64;
+    let pts: Vec<(f64, f64, f64)> = (0..points)
+        .map(|i| {
+            let x = lo + (hi - lo) * i as f64 / (points - 1) as f64;
+            ((x - mid) / half, w, activation(a, x))
+        })
+        .collect();
+    let cheb = chebyshev_lsq(&pts, degree)?;
+    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
+    let rms_error = pts
+        .iter()
+        .map(|&(t, w, f)| w * (f - reference::horner(&coeffs, mid + half * t)).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let max_error = max_error_on(a, &coeffs, (lo, hi));
+    Ok(Fit {
+        activation: a,
+        interval: (lo, hi),
+        degree,
+        coeffs,
+        rms_error,
+        max_error,
+    })
+}
+
+/// Points of the reference papers' fits ([`fit_grid`]).
+pub const REFERENCE_GRID_POINTS: usize = 1001;
+
+/// Largest number of samples a distribution-aware fit uses (an even subsample beyond).
+pub const MAX_FIT_SAMPLES: usize = 65_536;
+
+/// The least-squares polynomial of `degree` for activation `a` against the empirical
+/// distribution of `samples` (the inputs of one activation layer on calibration data), each
+/// sample widened by the range factor `r >= 1` (the fit sees `r x`: more weight on the tails,
+/// OLA's scaled distribution). The interval is the widened samples' range; `rms_error` is the
+/// root-mean-square error on the samples themselves (not widened).
+pub fn fit_samples(a: Activation, samples: &[f64], r: f64, degree: usize) -> Result<Fit> {
+    check_degree(degree)?;
+    if !(r.is_finite() && r >= 1.0) {
+        return Err(approx_err(format!("range factor {r} must be >= 1")));
+    }
+    let finite: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() != samples.len() {
+        return Err(approx_err("calibration samples contain NaN or infinity"));
+    }
+    let step = finite.len().div_ceil(MAX_FIT_SAMPLES).max(1);
+    let xs: Vec<f64> = finite.iter().step_by(step).map(|v| v * r).collect();
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if xs.len() <= degree || lo >= hi {
+        return Err(approx_err(format!(
+            "{} calibration samples spanning [{lo}, {hi}] cannot determine a degree-{degree} fit; calibrate on more images",
+            xs.len()
+        )));
+    }
+    let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+    let w = 1.0 / xs.len() as f64;
+    let pts: Vec<(f64, f64, f64)> = xs
+        .iter()
+        .map(|&x| ((x - mid) / half, w, activation(a, x)))
+        .collect();
+    let cheb = chebyshev_lsq(&pts, degree)?;
+    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
+    let rms_error = mse_on(a, &coeffs, &finite[..]).sqrt();
+    let max_error = max_error_on(a, &coeffs, (lo, hi));
+    Ok(Fit {
+        activation: a,
+        interval: (lo, hi),
+        degree,
+        coeffs,
+        rms_error,
+        max_error,
+    })
+}
+
+/// Mean squared error of `coeffs` against activation `a` on `samples`.
+pub fn mse_on(a: Activation, coeffs: &[f64], samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples
+        .iter()
+        .map(|&x| (activation(a, x) - reference::horner(coeffs, x)).powi(2))
+        .sum::<f64>()
+        / samples.len() as f64
+}
+
+/// One option of one layer for [`allocate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerOption {
+    /// Degree (or any label the caller maps back).
+    pub degree: usize,
+    /// Cost in integer units.
+    pub cost: u64,
+    /// Weighted error (influence x mean squared fit error).
+    pub error: f64,
+}
+
+/// Largest cost budget [`allocate`] takes (its table has `layers x (budget + 1)` entries).
+pub const MAX_BUDGET: u64 = 1 << 22;
+
+/// Dynamic programming (OLA's Algorithm 1): per layer, one option, minimizing the total error
+/// subject to total cost <= `budget`. Returns the chosen option index per layer. `O(layers x
+/// budget x options)`.
+pub fn allocate(options: &[Vec<LayerOption>], budget: u64) -> Result<Vec<usize>> {
+    if budget > MAX_BUDGET {
+        return Err(approx_err(format!(
+            "budget {budget} is above {MAX_BUDGET} cost units: use coarser units"
+        )));
+    }
+    let k = budget as usize + 1;
+    // best[k]: least error of the layers so far with total cost exactly <= k
+    let mut best = vec![0.0f64; k];
+    let mut choice: Vec<Vec<u32>> = Vec::with_capacity(options.len());
+    for (l, opts) in options.iter().enumerate() {
+        if opts.is_empty() {
+            return Err(approx_err(format!("layer {l} has no options")));
+        }
+        let mut next = vec![f64::INFINITY; k];
+        let mut pick = vec![u32::MAX; k];
+        for (c, slot) in next.iter_mut().enumerate() {
+            for (o, opt) in opts.iter().enumerate() {
+                let Some(rest) = (c as u64).checked_sub(opt.cost) else {
+                    continue;
+                };
+                let e = best[rest as usize] + opt.error;
+                if e < *slot {
+                    *slot = e;
+                    pick[c] = o as u32;
+                }
+            }
+        }
+        best = next;
+        choice.push(pick);
+    }
+    if !best.last().is_some_and(|e| e.is_finite()) {
+        let least: u64 = options
+            .iter()
+            .map(|o| o.iter().map(|x| x.cost).min().unwrap_or(0))
+            .sum();
+        return Err(approx_err(format!(
+            "budget {budget} is below the cheapest allocation ({least})"
+        )));
+    }
+    // walk back from the full budget
+    let mut c = budget;
+    let mut out = vec![0usize; options.len()];
+    for l in (0..options.len()).rev() {
+        let o = choice[l][c as usize] as usize;
+        out[l] = o;
+        c -= options[l][o].cost;
+    }
+    Ok(out)
+}
+
+/// The nodes with a non-polynomial activation, in graph order: `(node index, activation)`.
+pub fn activation_nodes(g: &Graph) -> Vec<(usize, Activation)> {
+    g.nodes()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match n.op {
+            Op::Activation(a) => Some((i, a)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The inputs of every non-polynomial activation over `images` (plaintext reference), keyed
+/// by node index; at most `max_per_layer` values per layer (an even subsample).
+pub fn activation_inputs(
+    g: &Graph,
+    images: &[Tensor],
+    max_per_layer: usize,
+) -> Result<HashMap<usize, Vec<f64>>> {
+    let nodes = activation_nodes(g);
+    let mut out: HashMap<usize, Vec<f64>> = nodes.iter().map(|&(i, _)| (i, Vec::new())).collect();
+    for x in images {
+        let vals = reference::run_all(g, x)?;
+        for &(i, _) in &nodes {
+            let v = &vals[g.nodes()[i].inputs[0]];
+            if let Some(s) = out.get_mut(&i) {
+                s.extend_from_slice(v.data());
+            }
+        }
+    }
+    for s in out.values_mut() {
+        if s.len() > max_per_layer {
+            let step = s.len().div_ceil(max_per_layer);
+            *s = s.iter().step_by(step).copied().collect();
+        }
+    }
+    Ok(out)
+}
+
+/// Cross-entropy of `logits` against class `label`.
+fn cross_entropy(logits: &[f64], label: usize) -> f64 {
+    let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+    lse - logits.get(label).copied().unwrap_or(m)
+}
+
+/// Runs `g` on `x` with `noise` added to the output of node `at` (if any).
+fn run_perturbed(g: &Graph, x: &Tensor, at: Option<(usize, &[f64])>) -> Result<Tensor> {
+    let mut vals: Vec<Option<Tensor>> = vec![None; g.values().len()];
+    vals[g.input()] = Some(x.clone().reshape(g.input_shape().to_vec())?);
+    for (i, node) in g.nodes().iter().enumerate() {
+        let ins: Vec<&Tensor> = node
+            .inputs
+            .iter()
+            .map(|&v| {
+                vals[v].as_ref().ok_or_else(|| {
+                    NnError::InvalidGraph(format!("value {v} used before it is computed"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut out = reference::eval_op(&node.op, &ins)?;
+        if let Some((n, noise)) = at
+            && n == i
+        {
+            let data: Vec<f64> = out
+                .data()
+                .iter()
+                .zip(noise.iter().chain(std::iter::repeat(&0.0)))
+                .map(|(v, e)| v + e)
+                .collect();
+            out = Tensor::new(out.shape().to_vec(), data)?;
+        }
+        vals[node.output] = Some(out);
+    }
+    vals[g.output()]
+        .take()
+        .ok_or_else(|| NnError::InvalidGraph("output not computed".into()))
+}
+
+/// Each activation layer's influence on the loss, `A_i = mean over images of sum_j
+/// (dL/da_ij)^2` with `L` the cross-entropy against `labels` (the plaintext prediction where
+/// a label is `None`), estimated with forward passes only: `A_i ~= mean(dL^2) / sigma^2` for
+/// iid Gaussian noise of standard deviation `sigma` on the layer's outputs (`draws` noise
+/// draws per image, seeded). Keyed by node index.
+pub fn influence(
+    g: &Graph,
+    images: &[Tensor],
+    labels: &[Option<usize>],
+    sigma: f64,
+    draws: usize,
+    seed: u64,
+) -> Result<HashMap<usize, f64>> {
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(approx_err(format!("noise level {sigma} must be positive")));
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let nodes = activation_nodes(g);
+    let mut sums: HashMap<usize, f64> = nodes.iter().map(|&(i, _)| (i, 0.0)).collect();
+    let mut count = 0usize;
+    for (k, x) in images.iter().enumerate() {
+        let base = run_perturbed(g, x, None)?;
+        let label = labels
+            .get(k)
+            .copied()
+            .flatten()
+            .or_else(|| base.argmax())
+            .unwrap_or(0);
+        let l0 = cross_entropy(base.data(), label);
+        for &(i, _) in &nodes {
+            let n = numel_of(g, g.nodes()[i].output);
+            for _ in 0..draws.max(1) {
+                let noise: Vec<f64> = (0..n).map(|_| sigma * gaussian(&mut rng)).collect();
+                let out = run_perturbed(g, x, Some((i, &noise)))?;
+                let d = cross_entropy(out.data(), label) - l0;
+                if let Some(s) = sums.get_mut(&i) {
+                    *s += d * d;
+                }
+            }
+        }
+        count += draws.max(1);
+    }
+    let denom = (count.max(1) as f64) * sigma * sigma;
+    Ok(sums.into_iter().map(|(i, s)| (i, s / denom)).collect())
+}
+
+/// A standard normal sample (Box-Muller).
+fn gaussian(rng: &mut ChaCha20Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn numel_of(g: &Graph, v: usize) -> usize {
+    g.shape(v).iter().product()
+}
+
+/// `g` with the activation of every node in `polys` (by node index) replaced by the
+/// polynomial (powers of x, lowest first); other nodes unchanged.
+pub fn replace_activations(g: &Graph, polys: &HashMap<usize, Vec<f64>>) -> Result<Graph> {
+    let mut out = g.empty_like();
+    let mut map: HashMap<usize, usize> = HashMap::new();
+    map.insert(g.input(), out.input());
+    for (i, n) in g.nodes().iter().enumerate() {
+        let inputs = n
+            .inputs
+            .iter()
+            .map(|v| {
+                map.get(v).copied().ok_or_else(|| {
+                    NnError::InvalidGraph(format!("node '{}' input missing", n.name))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let op = match (polys.get(&i), &n.op) {
+            (Some(c), Op::Activation(_)) => Op::Polynomial { coeffs: c.clone() },
+            (Some(_), other) => {
+                return Err(approx_err(format!(
+                    "node '{}' is {}, not a non-polynomial activation",
+                    n.name,
+                    other.kind()
+                )));
+            }
+            (None, op) => op.clone(),
+        };
+        let name = g
+            .value(n.output)
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| format!("{}_out", n.name));
+        let v = out.add_node(n.name.clone(), op, inputs, name)?;
+        map.insert(n.output, v);
+    }
+    let o = map
+        .get(&g.output())
+        .copied()
+        .ok_or_else(|| NnError::InvalidGraph("output missing".into()))?;
+    out.set_output(o)?;
+    Ok(out)
+}
