@@ -169,6 +169,8 @@ ACTIVATIONS = {
     "swish2": ("0.1x^2 + 0.5x + 0.24", lambda: Poly({2: 0.1, 1: 0.5, 0: 0.24})),
     "swish4": ("-0.001328x^4 + 0.128x^2 + 0.5x + 0.1773",
                lambda: Poly({4: -0.001328, 2: 0.128, 1: 0.5, 0: 0.1773})),
+    # not HE-friendly: the subject of post-training approximation (`henn approximate`)
+    "relu": ("ReLU", lambda: nn.ReLU()),
 }
 
 

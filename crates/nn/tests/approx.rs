@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
+
+use common::{M, assert_close, attr_int, values};
 
 use henn_nn::approx::{self, LayerOption};
 use henn_nn::ir::{Activation, Linear};
@@ -302,4 +306,94 @@ fn replaced_activations_evaluate_the_polynomial() {
     }
     let bad: HashMap<usize, Vec<f64>> = [(0, vec![0.0, 1.0])].into();
     assert!(approx::replace_activations(&g, &bad).is_err());
+}
+
+/// A model with a ReLU and a fused SiLU (Sigmoid + Mul) between Gemms, as an exporter writes it.
+fn relu_silu_model() -> Vec<u8> {
+    let mut m = M::new(&[1, 6]);
+    m.init("W1", &[8, 6], &values(48, 21))
+        .init("B1", &[8], &values(8, 22))
+        .init("W2", &[8, 8], &values(64, 23))
+        .init("W3", &[3, 8], &values(24, 24));
+    m.node(
+        "Gemm",
+        &["x", "W1", "B1"],
+        &["h1"],
+        vec![attr_int("transB", 1)],
+    )
+    .node("Relu", &["h1"], &["a1"], vec![])
+    .node("Gemm", &["a1", "W2"], &["h2"], vec![attr_int("transB", 1)])
+    .node("Sigmoid", &["h2"], &["s2"], vec![])
+    .node("Mul", &["h2", "s2"], &["a2"], vec![])
+    .node("Gemm", &["a2", "W3"], &["y"], vec![attr_int("transB", 1)]);
+    m.bytes()
+}
+
+/// Every method end to end on an imported model: the approximated ONNX model (Horner chains
+/// of Mul/Add in place of the activations, the fused SiLU's Sigmoid removed) imports without
+/// activations and computes what the approximated graph computes (float32 coefficients);
+/// OLA stays within its budget and matched to uniform degree 4 costs no more than it.
+#[test]
+fn approximated_onnx_models_import_and_equal_the_rewritten_graph() {
+    let bytes = relu_silu_model();
+    let g = henn_nn::onnx::import_bytes(&bytes).unwrap();
+    assert_eq!(approx::activation_nodes(&g).len(), 2);
+    let calib: Vec<Tensor> = (0..32)
+        .map(|k| {
+            Tensor::new(
+                vec![1, 6],
+                values(6, 100 + k)
+                    .iter()
+                    .map(|&v| 2.0 * f64::from(v))
+                    .collect(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let labels = vec![None; calib.len()];
+    let methods = [
+        approx::Method::Reference {
+            range: 5.0,
+            degree: 2,
+        },
+        approx::Method::Uniform { degree: 4 },
+        approx::Method::Ola {
+            degrees: vec![2, 3, 4, 6, 8],
+            budget: approx::Budget::UniformDegree(4),
+        },
+    ];
+    let mut costs = Vec::new();
+    for method in &methods {
+        let (pg, choices) = approx::approximate(&g, &calib, &labels, method, 1.0).unwrap();
+        assert_eq!(choices.len(), 2);
+        let reps = approx::onnx_replacements(&g, &choices).unwrap();
+        let out = henn_nn::onnx::edit::replace_with_polynomials(&bytes, &reps).unwrap();
+        let h = henn_nn::onnx::import_bytes(&out).unwrap();
+        assert!(approx::activation_nodes(&h).is_empty(), "{method:?}");
+        let h = henn_nn::rewrite::simplify(&h).unwrap();
+        for x in &calib[..4] {
+            let want = reference::run(&pg, x).unwrap();
+            let got = reference::run(&h, x).unwrap();
+            assert_close(got.data(), want.data(), 1e-5);
+        }
+        costs.push(choices.iter().map(|c| c.cost).sum::<f64>());
+        if let approx::Method::Ola { .. } = method {
+            assert!(choices.iter().all(|c| c.influence.is_some_and(|a| a > 0.0)));
+        }
+    }
+    assert!(
+        costs[2] <= costs[1] * (1.0 + 1e-9),
+        "OLA {} vs uniform {}",
+        costs[2],
+        costs[1]
+    );
+    // calibration is required by the distribution-aware methods
+    assert!(approx::approximate(&g, &[], &[], &methods[1], 1.0).is_err());
+    // a replacement whose tensor no node produces is refused
+    let bad = [henn_nn::onnx::edit::PolyReplacement {
+        input: "h1".into(),
+        output: "nope".into(),
+        coeffs: vec![0.0, 1.0, 0.5],
+    }];
+    assert!(henn_nn::onnx::edit::replace_with_polynomials(&bytes, &bad).is_err());
 }

@@ -294,8 +294,47 @@ pub fn dot_product_add_assign(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &M
         }
         return;
     }
-    for (xj, yj) in x[..terms].iter().zip(&y[..terms]) {
-        mul_add_assign(acc, xj, yj, m);
+    dot_product_add_assign_u128(acc, &x[..terms], &y[..terms], m);
+}
+
+/// Scalar [`dot_product_add_assign`] for any modulus (the primes above IFMA's 50 bits): the
+/// products of a block of coefficients summed unreduced in `u128` (as many terms as fit under
+/// 2^128), one Barrett reduction per coefficient and chunk of terms instead of one per
+/// product.
+fn dot_product_add_assign_u128(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &Modulus) {
+    const BLOCK: usize = 256;
+    let q = u128::from(m.value());
+    let sq = (q - 1) * (q - 1);
+    let kc = if sq == 0 {
+        x.len().max(1)
+    } else {
+        ((u128::MAX - q) / sq).clamp(1, 1 << 20) as usize
+    };
+    let len = x
+        .iter()
+        .chain(y)
+        .map(|s| s.len())
+        .min()
+        .unwrap_or(usize::MAX)
+        .min(acc.len());
+    let mut sums = [0u128; BLOCK];
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        let a = &mut acc[start..end];
+        for (xc, yc) in x.chunks(kc).zip(y.chunks(kc)) {
+            let s = &mut sums[..end - start];
+            for (d, &v) in s.iter_mut().zip(a.iter()) {
+                *d = u128::from(v);
+            }
+            for (xj, yj) in xc.iter().zip(yc) {
+                for ((d, &u), &v) in s.iter_mut().zip(&xj[start..end]).zip(&yj[start..end]) {
+                    *d += u128::from(u) * u128::from(v);
+                }
+            }
+            for (o, &d) in a.iter_mut().zip(s.iter()) {
+                *o = m.reduce_u128(d);
+            }
+        }
     }
 }
 

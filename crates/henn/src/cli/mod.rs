@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod approximate;
 mod bench;
 mod eval;
 mod eval_encrypted;
@@ -58,6 +59,8 @@ pub enum Command {
     Serve(service::ServeArgs),
     /// Client of `henn serve`: keys, session, encryption, inference, decryption.
     Client(service::ClientArgs),
+    /// Replace non-polynomial activations by fitted polynomials (reference, uniform, OLA).
+    Approximate(approximate::Args),
 }
 
 impl Command {
@@ -71,6 +74,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Approximate(a) => approximate::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Run(a) => run::run(a),

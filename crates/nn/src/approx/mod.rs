@@ -616,3 +616,238 @@ pub fn replace_activations(g: &Graph, polys: &HashMap<usize, Vec<f64>>) -> Resul
     out.set_output(o)?;
     Ok(out)
 }
+
+/// How [`approximate`] chooses each layer's polynomial.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    /// The reference papers' fit on `[-range, range]` (discrete, [`fit_grid`]) for every layer;
+    /// no calibration data needed.
+    Reference {
+        /// Half-width of the interval.
+        range: f64,
+        /// Degree.
+        degree: usize,
+    },
+    /// The same degree in every layer, each fitted to its layer's input distribution.
+    Uniform {
+        /// Degree.
+        degree: usize,
+    },
+    /// OLA: per-layer degrees from `degrees` chosen by [`allocate`] to minimize the sum of
+    /// influence x mean squared fit error within the cost `budget`.
+    Ola {
+        /// Candidate degrees.
+        degrees: Vec<usize>,
+        /// Total cost allowed.
+        budget: Budget,
+    },
+}
+
+/// A cost budget for [`Method::Ola`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// In planner cost units ([`crate::plan::counts_cost`] of the polynomial layers).
+    Cost(f64),
+    /// The cost of the same degree in every layer (OLA at matched cost).
+    UniformDegree(usize),
+}
+
+/// What [`approximate`] did to one activation layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerChoice {
+    /// Node name.
+    pub node: String,
+    /// Node index in the graph.
+    pub index: usize,
+    /// The fit (degree, interval, coefficients, errors).
+    pub fit: Fit,
+    /// Root-mean-square error on the layer's calibration inputs (NaN without calibration).
+    pub calib_rms: f64,
+    /// Influence `A_i` (OLA only).
+    pub influence: Option<f64>,
+    /// Planner cost of the layer's polynomial (elements x cost per element).
+    pub cost: f64,
+    /// Multiplicative depth of the layer's polynomial.
+    pub depth: usize,
+}
+
+/// Depth and cost per element of a degree-`d` polynomial as the layer code evaluates it: a
+/// one-element graph with a full degree-`d` polynomial planned and run on the simulated
+/// backend ([`crate::plan::plan_counts`], [`crate::plan::counts_cost`]).
+pub fn degree_cost(degree: usize) -> Result<(usize, f64)> {
+    use crate::pack::{LayoutKind, Room};
+    let mut g = Graph::new("poly", "x", vec![1, 1]);
+    let coeffs: Vec<f64> = (0..=degree).map(|k| 1.0 / (k + 1) as f64).collect();
+    let y = g.add_node("p", Op::Polynomial { coeffs }, vec![g.input()], "y")?;
+    g.set_output(y)?;
+    let depth = crate::plan::depth(&g, LayoutKind::Batch)?;
+    let primes: Vec<f64> = std::iter::repeat_n(40f64.exp2(), depth + 2).collect();
+    let layout = crate::plan::layout_plan(&g, LayoutKind::Batch, Room::of_chain(1024, &primes), 1)?;
+    let counts = crate::plan::plan_counts(&g, &layout)?;
+    Ok((depth, crate::plan::counts_cost(&counts)))
+}
+
+/// Grid points of the DP's cost axis.
+const COST_STEPS: f64 = 20_000.0;
+
+/// Replaces every non-polynomial activation of `g` by a polynomial chosen by `method`:
+/// `calib` are calibration inputs (with `labels` for the influence; `None` = the plaintext
+/// prediction), `range_factor` widens the calibration distribution (OLA's `r`). Returns the
+/// new graph and one [`LayerChoice`] per replaced layer.
+pub fn approximate(
+    g: &Graph,
+    calib: &[Tensor],
+    labels: &[Option<usize>],
+    method: &Method,
+    range_factor: f64,
+) -> Result<(Graph, Vec<LayerChoice>)> {
+    let nodes = activation_nodes(g);
+    if nodes.is_empty() {
+        return Err(approx_err(
+            "the model has no non-polynomial activation to approximate",
+        ));
+    }
+    let needs_calib = !matches!(method, Method::Reference { .. });
+    if needs_calib && calib.is_empty() {
+        return Err(approx_err(
+            "this method fits each layer to its input distribution: give calibration images",
+        ));
+    }
+    let inputs = if calib.is_empty() {
+        HashMap::new()
+    } else {
+        activation_inputs(g, calib, MAX_FIT_SAMPLES)?
+    };
+    let elements = |i: usize| numel_of(g, g.nodes()[i].inputs[0]) as f64;
+    let mut cost_cache: HashMap<usize, (usize, f64)> = HashMap::new();
+    let mut cost_of = |d: usize| -> Result<(usize, f64)> {
+        if let Some(c) = cost_cache.get(&d) {
+            return Ok(*c);
+        }
+        let c = degree_cost(d)?;
+        cost_cache.insert(d, c);
+        Ok(c)
+    };
+    let fit_layer = |i: usize, a: Activation, d: usize| -> Result<Fit> {
+        match method {
+            Method::Reference { range, .. } => {
+                fit_grid(a, -range, *range, d, REFERENCE_GRID_POINTS)
+            }
+            _ => fit_samples(a, &inputs[&i], range_factor, d),
+        }
+    };
+    let calib_rms = |i: usize, coeffs: &[f64], a: Activation| {
+        inputs
+            .get(&i)
+            .map_or(f64::NAN, |s| mse_on(a, coeffs, s).sqrt())
+    };
+    let mut choices = Vec::with_capacity(nodes.len());
+    match method {
+        Method::Reference { degree, .. } | Method::Uniform { degree } => {
+            let (depth, per) = cost_of(*degree)?;
+            for &(i, a) in &nodes {
+                let fit = fit_layer(i, a, *degree)?;
+                choices.push(LayerChoice {
+                    node: g.nodes()[i].name.clone(),
+                    index: i,
+                    calib_rms: calib_rms(i, &fit.coeffs, a),
+                    fit,
+                    influence: None,
+                    cost: per * elements(i),
+                    depth,
+                });
+            }
+        }
+        Method::Ola { degrees, budget } => {
+            if degrees.is_empty() {
+                return Err(approx_err("OLA needs candidate degrees"));
+            }
+            let infl = influence(g, calib, labels, 1e-3, 2, 0x01a)?;
+            // per layer and degree: fit, weighted error, cost
+            let mut table: Vec<Vec<(Fit, f64, f64, usize)>> = Vec::with_capacity(nodes.len());
+            for &(i, a) in &nodes {
+                let mut row = Vec::with_capacity(degrees.len());
+                for &d in degrees {
+                    let fit = fit_layer(i, a, d)?;
+                    let (depth, per) = cost_of(d)?;
+                    let err = infl[&i] * fit.rms_error * fit.rms_error;
+                    row.push((fit, err, per * elements(i), depth));
+                }
+                table.push(row);
+            }
+            let budget = match *budget {
+                Budget::Cost(c) => c,
+                Budget::UniformDegree(d) => {
+                    let (_, per) = cost_of(d)?;
+                    nodes.iter().map(|&(i, _)| per * elements(i)).sum()
+                }
+            };
+            if !(budget.is_finite() && budget > 0.0) {
+                return Err(approx_err(format!("budget {budget} must be positive")));
+            }
+            let unit = budget / COST_STEPS;
+            let opts: Vec<Vec<LayerOption>> = table
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .zip(degrees)
+                        .map(|((_, err, cost, _), &d)| LayerOption {
+                            degree: d,
+                            // round up: the allocation never exceeds the budget
+                            cost: (cost / unit - 1e-9).ceil().max(0.0) as u64,
+                            error: *err,
+                        })
+                        .collect()
+                })
+                .collect();
+            let pick = allocate(&opts, COST_STEPS as u64)?;
+            for ((&(i, a), row), p) in nodes.iter().zip(table).zip(pick) {
+                let (fit, _, cost, depth) = row
+                    .into_iter()
+                    .nth(p)
+                    .ok_or_else(|| approx_err("option out of range"))?;
+                choices.push(LayerChoice {
+                    node: g.nodes()[i].name.clone(),
+                    index: i,
+                    calib_rms: calib_rms(i, &fit.coeffs, a),
+                    fit,
+                    influence: infl.get(&i).copied(),
+                    cost,
+                    depth,
+                });
+            }
+        }
+    }
+    let polys: HashMap<usize, Vec<f64>> = choices
+        .iter()
+        .map(|c| (c.index, c.fit.coeffs.clone()))
+        .collect();
+    Ok((replace_activations(g, &polys)?, choices))
+}
+
+/// The ONNX edits that put `choices` into the model `g` was imported from: each activation's
+/// input and output tensor names (the importer keeps ONNX tensor names) and its polynomial.
+pub fn onnx_replacements(
+    g: &Graph,
+    choices: &[LayerChoice],
+) -> Result<Vec<crate::onnx::edit::PolyReplacement>> {
+    choices
+        .iter()
+        .map(|c| {
+            let n = g
+                .nodes()
+                .get(c.index)
+                .ok_or_else(|| approx_err(format!("node {} out of range", c.index)))?;
+            let name = |v: usize| {
+                g.value(v)
+                    .map(|x| x.name.clone())
+                    .ok_or_else(|| approx_err(format!("value {v} of '{}' missing", n.name)))
+            };
+            Ok(crate::onnx::edit::PolyReplacement {
+                input: name(n.inputs[0])?,
+                output: name(n.output)?,
+                coeffs: c.fit.coeffs.clone(),
+            })
+        })
+        .collect()
+}

@@ -159,6 +159,23 @@ impl DatasetKind {
     }
 }
 
+impl DatasetKind {
+    /// Files of the training split, relative to the data directory (CIFAR-10: its five
+    /// batches).
+    pub fn train_files(self) -> Vec<PathBuf> {
+        let d = PathBuf::from(self.name());
+        match self {
+            DatasetKind::Cifar10 => (1..=5)
+                .map(|i| d.join(format!("data_batch_{i}.bin")))
+                .collect(),
+            _ => vec![
+                d.join("train-images-idx3-ubyte"),
+                d.join("train-labels-idx1-ubyte"),
+            ],
+        }
+    }
+}
+
 impl fmt::Display for DatasetKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -192,6 +209,29 @@ pub fn load_test_split(kind: DatasetKind, data_dir: &Path) -> Result<LabeledImag
     match (kind, files.as_slice()) {
         (DatasetKind::Cifar10, [f]) => read_cifar10(f),
         (_, [images, labels]) => read_idx(images, labels),
+        _ => Err(NnError::InvalidGraph(
+            "unexpected data set file list".into(),
+        )),
+    }
+}
+
+/// Loads the first `limit` images of the training split (calibration data that the test
+/// split's figures do not see). A missing file gives [`NnError::DataMissing`].
+pub fn load_train_split(kind: DatasetKind, data_dir: &Path, limit: usize) -> Result<LabeledImages> {
+    let files: Vec<PathBuf> = kind
+        .train_files()
+        .into_iter()
+        .map(|f| data_dir.join(f))
+        .collect();
+    for f in &files {
+        if !f.exists() {
+            return Err(NnError::DataMissing { path: f.clone() });
+        }
+    }
+    match (kind, files.as_slice()) {
+        // the first batch holds 10,000 images: enough for any calibration
+        (DatasetKind::Cifar10, [f, ..]) => Ok(read_cifar10(f)?.truncated(limit)),
+        (_, [images, labels]) => Ok(read_idx(images, labels)?.truncated(limit)),
         _ => Err(NnError::InvalidGraph(
             "unexpected data set file list".into(),
         )),

@@ -5,6 +5,7 @@
 //! sub-expressions (initializers, `Constant` nodes, `Shape` of a static input, ...) are folded
 //! at import time, so constant operands end up inside the IR ops.
 
+pub mod edit;
 mod ops;
 pub mod tensor;
 
