@@ -39,6 +39,9 @@ All models were trained on a 2-core CPU (no GPU was available).
   recipe variants on the test set (square and swish2, one seed each; the test set is the only MNIST
   hold-out the reference papers report), so the figures carry a small selection bias; seed to
   seed variation of a single run is ~0.05 points.
+- `mnist_cnn3_relu`: the same network and recipe with ReLU (30 epochs, 3 clean), 99.34 %:
+  not HE-friendly as it is; the subject of post-training approximation (`henn approximate`,
+  tables in `docs/ACCURACY.md`).
 - `mnist_resnet10`: target >= 99.3 %. Trained as specified (no BatchNorm, convs with bias,
   square activations) with gradient-norm clipping 1.0, 20 epochs, the same augmentation and the
   last 2 epochs clean. (Earlier: 10 epochs with rotation +-5 deg / scale 0.95-1.05, 99.07 %.

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! session   client, server, wire types, both in one process
+//! approx    activation fits and OLA degrees (costs from the planner)
 //! plan      depth, magnitudes, parameters, layout plan, plan checks
 //! report    per-layer rows (data for the CLI)
 //! exec      scheduler
@@ -16,7 +17,9 @@
 use std::path::{Path, PathBuf};
 
 /// Floors, bottom to top (`report` sits beside the planner, above the executor).
-const FLOORS: [&str; 6] = ["backend", "pack", "exec", "report", "plan", "session"];
+const FLOORS: [&str; 7] = [
+    "backend", "pack", "exec", "report", "plan", "approx", "session",
+];
 /// Modules that know nothing of encryption.
 const GROUND: [&str; 8] = [
     "ir",

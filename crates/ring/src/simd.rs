@@ -305,11 +305,9 @@ fn dot_product_add_assign_u128(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &
     const BLOCK: usize = 256;
     let q = u128::from(m.value());
     let sq = (q - 1) * (q - 1);
-    let kc = if sq == 0 {
-        x.len().max(1)
-    } else {
-        ((u128::MAX - q) / sq).clamp(1, 1 << 20) as usize
-    };
+    let kc = (u128::MAX - q)
+        .checked_div(sq)
+        .map_or(x.len().max(1), |k| k.clamp(1, 1 << 20) as usize);
     let len = x
         .iter()
         .chain(y)

@@ -634,7 +634,8 @@ pub enum Method {
         degree: usize,
     },
     /// OLA: per-layer degrees from `degrees` chosen by [`allocate`] to minimize the sum of
-    /// influence x mean squared fit error within the cost `budget`.
+    /// influence x mean squared fit error within the cost `budget` (costs on a grid of
+    /// budget / 20,000, so within one grid unit per layer of it).
     Ola {
         /// Candidate degrees.
         degrees: Vec<usize>,
@@ -793,14 +794,24 @@ pub fn approximate(
                         .zip(degrees)
                         .map(|((_, err, cost, _), &d)| LayerOption {
                             degree: d,
-                            // round up: the allocation never exceeds the budget
-                            cost: (cost / unit - 1e-9).ceil().max(0.0) as u64,
+                            // nearest unit; the budget gets one unit of slack per layer
+                            // so that a matched uniform allocation always fits
+                            cost: (cost / unit).round().max(0.0) as u64,
                             error: *err,
                         })
                         .collect()
                 })
                 .collect();
-            let pick = allocate(&opts, COST_STEPS as u64)?;
+            let least: f64 = table
+                .iter()
+                .map(|row| row.iter().map(|r| r.2).fold(f64::INFINITY, f64::min))
+                .sum();
+            if least > budget * (1.0 + 1e-9) {
+                return Err(approx_err(format!(
+                    "budget {budget:.1} is below the cheapest allocation of these degrees ({least:.1}); raise it or add lower degrees"
+                )));
+            }
+            let pick = allocate(&opts, COST_STEPS as u64 + nodes.len() as u64)?;
             for ((&(i, a), row), p) in nodes.iter().zip(table).zip(pick) {
                 let (fit, _, cost, depth) = row
                     .into_iter()
