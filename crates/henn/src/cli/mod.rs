@@ -14,6 +14,7 @@ mod plan;
 mod plot;
 mod predict;
 mod profile;
+mod prune;
 mod run;
 mod service;
 
@@ -61,6 +62,8 @@ pub enum Command {
     Client(service::ClientArgs),
     /// Replace non-polynomial activations by fitted polynomials (reference, uniform, OLA).
     Approximate(approximate::Args),
+    /// L1-norm filter pruning of one convolution (and the matching inputs downstream).
+    Prune(prune::Args),
 }
 
 impl Command {
@@ -75,6 +78,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(a) => predict::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Approximate(a) => approximate::run(a),
+        Command::Prune(a) => prune::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Run(a) => run::run(a),

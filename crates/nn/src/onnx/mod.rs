@@ -7,6 +7,7 @@
 
 pub mod edit;
 mod ops;
+pub mod prune;
 pub mod tensor;
 
 use std::collections::HashMap;
