@@ -25,17 +25,18 @@ import common as C
 
 
 class CNN4(nn.Module):
-    def __init__(self, act: str, head: str = "gap"):
+    def __init__(self, act: str, head: str = "gap", channels=(32, 64, 128)):
         super().__init__()
         layers = []
         cin = 3
-        for cout in (32, 64, 128):
+        for cout in channels:
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout, eps=C.BN_EPS),
                        C.make_act(act), nn.AvgPool2d(2)]
             cin = cout
         self.features = nn.Sequential(*layers)
         if head == "gap":
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(128, 10))
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                                      nn.Linear(channels[-1], 10))
         else:
             self.head = nn.Sequential(nn.Flatten(1), nn.Linear(2048, 256), nn.Linear(256, 10))
 

@@ -15,16 +15,16 @@ import common as C
 
 
 class CNN3(nn.Module):
-    def __init__(self, act: str):
+    def __init__(self, act: str, c1: int = 5, c2: int = 50):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 5, 5, stride=2)
-        self.bn1 = nn.BatchNorm2d(5, eps=C.BN_EPS)
+        self.conv1 = nn.Conv2d(1, c1, 5, stride=2)
+        self.bn1 = nn.BatchNorm2d(c1, eps=C.BN_EPS)
         self.act1 = C.make_act(act)
-        self.conv2 = nn.Conv2d(5, 50, 5, stride=2)
-        self.bn2 = nn.BatchNorm2d(50, eps=C.BN_EPS)
+        self.conv2 = nn.Conv2d(c1, c2, 5, stride=2)
+        self.bn2 = nn.BatchNorm2d(c2, eps=C.BN_EPS)
         self.act2 = C.make_act(act)
         self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(800, 10)
+        self.fc = nn.Linear(c2 * 16, 10)
 
     def forward(self, x):
         x = self.act1(self.bn1(self.conv1(x)))
