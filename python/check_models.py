@@ -64,6 +64,8 @@ def run(model, x):
             y = i[0].reshape(n_, c, h // k[0], k[0], w // k[1], k[1]).mean(axis=(3, 5))
         elif t == "GlobalAveragePool":
             y = i[0].mean(axis=(2, 3), keepdims=True)
+        elif t == "Relu":
+            y = np.maximum(i[0], 0.0)
         else:
             raise NotImplementedError(t)
         env[n.output[0]] = y

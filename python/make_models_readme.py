@@ -65,6 +65,8 @@ All models were trained on a 2-core CPU (no GPU was available).
   re-encodings, not byte-identical to CIFAR-10, reported there to cost ~2-3 points; see that
   directory's README), so the accuracies are not directly comparable with published figures.
   More epochs (or a GPU) would close much of the gap; the script takes `--epochs`.
+- `cifar_cnn4_relu`: the same shape with ReLU, 15 epochs (one thread, beside a CI run), for
+  post-training approximation (`henn approximate`; `docs/ACCURACY.md`).
 - `cifar_cnn4_fc2048_swish4`: the earlier shape (flatten + FC 2048->256 + FC 256->10 instead of
   global pooling + FC 128->10; formerly `cifar_cnn4_swish4`): 30 epochs (~70-80 s each on the
   2-core CPU once alone, 47.6 min in all), 77.3 % on the JPEG-derived test batch.

@@ -329,14 +329,14 @@ fn check_node(graph: &Graph, node: &Node) -> Result<()> {
         Op::Activation(a) => {
             let hint = match a {
                 Activation::Relu => {
-                    "ReLU is not a polynomial: retrain with a polynomial activation (square, swish2) or approximate it with a polynomial first"
+                    "ReLU is not a polynomial: retrain with a polynomial activation (square, swish2) or fit one in its place (`henn approximate MODEL.onnx --calib DATASET:N --uniform 4 -o OUT.onnx`)"
                 }
                 Activation::Sigmoid
                 | Activation::Silu
                 | Activation::Gelu
                 | Activation::Erf
                 | Activation::Tanh => {
-                    "non-polynomial activation: replace it with a polynomial approximation first"
+                    "non-polynomial activation: replace it with a fitted polynomial first (`henn approximate MODEL.onnx --calib DATASET:N --uniform 4 -o OUT.onnx`)"
                 }
             };
             Err(unsupported(node, KIND, hint))

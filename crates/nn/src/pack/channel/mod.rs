@@ -278,7 +278,7 @@ impl<B: Backend> Layout<B> for ChannelLayout {
             }
             Op::Activation(_) => Err(at.unsupported(
                 KIND,
-                "non-polynomial activation: replace it with a polynomial approximation first",
+                "non-polynomial activation: replace it with a fitted polynomial first (`henn approximate MODEL.onnx --calib DATASET:N --uniform 4 -o OUT.onnx`)",
             )),
             Op::BatchNorm(_)
             | Op::Reshape { .. }

@@ -413,7 +413,7 @@ fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Ve
             Op::Activation(_) => {
                 return Err(unsupported(
                     node,
-                    "non-polynomial activation: replace it with a polynomial approximation first",
+                    "non-polynomial activation: replace it with a fitted polynomial first (`henn approximate MODEL.onnx --calib DATASET:N --uniform 4 -o OUT.onnx`)",
                 ));
             }
             Op::Add | Op::Mul => {
