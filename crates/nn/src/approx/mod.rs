@@ -215,6 +215,38 @@ fn max_error_on(a: Activation, coeffs: &[f64], (lo, hi): (f64, f64)) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The fit of `degree` on weighted points `(t, weight, f)` (`t` in [-1, 1] mapping onto
+/// `[lo, hi]`): least squares in the Chebyshev basis, powers of x, the RMS error under the
+/// points' weights (or on `samples` when given) and the largest error on the interval.
+fn solve(
+    a: Activation,
+    pts: &[(f64, f64, f64)],
+    (lo, hi): (f64, f64),
+    degree: usize,
+    samples: Option<&[f64]>,
+) -> Result<Fit> {
+    let (mid, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+    let cheb = chebyshev_lsq(pts, degree)?;
+    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
+    let rms_error = match samples {
+        Some(s) => mse_on(a, &coeffs, s).sqrt(),
+        None => pts
+            .iter()
+            .map(|&(t, w, f)| w * (f - reference::horner(&coeffs, mid + half * t)).powi(2))
+            .sum::<f64>()
+            .sqrt(),
+    };
+    let max_error = max_error_on(a, &coeffs, (lo, hi));
+    Ok(Fit {
+        activation: a,
+        interval: (lo, hi),
+        degree,
+        coeffs,
+        rms_error,
+        max_error,
+    })
+}
+
 /// The least-squares polynomial of `degree` for activation `a` on `[lo, hi]` under the uniform
 /// weight (continuous: composite Gauss-Legendre quadrature with a breakpoint at 0).
 pub fn fit_uniform(a: Activation, lo: f64, hi: f64, degree: usize) -> Result<Fit> {
@@ -246,25 +278,7 @@ pub fn fit_uniform(a: Activation, lo: f64, hi: f64, degree: usize) -> Result<Fit
             }
         }
     }
-    let cheb = chebyshev_lsq(&pts, degree)?;
-    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
-    let rms_error = pts
-        .iter()
-        .map(|&(t, w, f)| {
-            let x = mid + half * t;
-            w * (f - reference::horner(&coeffs, x)).powi(2)
-        })
-        .sum::<f64>()
-        .sqrt();
-    let max_error = max_error_on(a, &coeffs, (lo, hi));
-    Ok(Fit {
-        activation: a,
-        interval: (lo, hi),
-        degree,
-        coeffs,
-        rms_error,
-        max_error,
-    })
+    solve(a, &pts, (lo, hi), degree, None)
 }
 
 /// The discrete least-squares polynomial of `degree` for activation `a` on `points` evenly
@@ -291,22 +305,7 @@ pub fn fit_grid(a: Activation, lo: f64, hi: f64, degree: usize, points: usize) -
             ((x - mid) / half, w, activation(a, x))
         })
         .collect();
-    let cheb = chebyshev_lsq(&pts, degree)?;
-    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
-    let rms_error = pts
-        .iter()
-        .map(|&(t, w, f)| w * (f - reference::horner(&coeffs, mid + half * t)).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let max_error = max_error_on(a, &coeffs, (lo, hi));
-    Ok(Fit {
-        activation: a,
-        interval: (lo, hi),
-        degree,
-        coeffs,
-        rms_error,
-        max_error,
-    })
+    solve(a, &pts, (lo, hi), degree, None)
 }
 
 /// Points of the reference papers' fits ([`fit_grid`]).
@@ -345,18 +344,7 @@ pub fn fit_samples(a: Activation, samples: &[f64], r: f64, degree: usize) -> Res
         .iter()
         .map(|&x| ((x - mid) / half, w, activation(a, x)))
         .collect();
-    let cheb = chebyshev_lsq(&pts, degree)?;
-    let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
-    let rms_error = mse_on(a, &coeffs, &finite[..]).sqrt();
-    let max_error = max_error_on(a, &coeffs, (lo, hi));
-    Ok(Fit {
-        activation: a,
-        interval: (lo, hi),
-        degree,
-        coeffs,
-        rms_error,
-        max_error,
-    })
+    solve(a, &pts, (lo, hi), degree, Some(&finite))
 }
 
 /// Mean squared error of `coeffs` against activation `a` on `samples`.
