@@ -87,6 +87,25 @@ impl<R: Repr> Zeroize for Poly<R> {
 
 /// Coefficients per block of [`Poly::scalar_matrix_mul`] (4 KiB of `u64` per slice).
 const SMM_BLOCK: usize = 512;
+
+/// The outputs' coefficients as parallel tasks: task `j * blocks + b` holds block `b`
+/// ([`SMM_BLOCK`] coefficients) of limb `j` of every output, in output order.
+fn block_tasks<R: Repr>(outs: &mut [Poly<R>], limbs: usize, n: usize) -> Vec<Vec<&mut [u64]>> {
+    let nb = n.div_ceil(SMM_BLOCK);
+    let mut tasks: Vec<Vec<&mut [u64]>> = (0..limbs * nb)
+        .map(|_| Vec::with_capacity(outs.len()))
+        .collect();
+    for out in outs {
+        for (j, limb) in out.data.chunks_mut(n).enumerate() {
+            for (b, blk) in limb.chunks_mut(SMM_BLOCK).enumerate() {
+                if let Some(t) = tasks.get_mut(j * nb + b) {
+                    t.push(blk);
+                }
+            }
+        }
+    }
+    tasks
+}
 /// Inputs per tile of [`Poly::scalar_matrix_mul`]: a tile of input blocks (512 KiB) and the
 /// output blocks stay in L2 while every output consumes the tile.
 const SMM_TILE: usize = 128;
@@ -117,17 +136,7 @@ impl<R: Repr> Poly<R> {
             .map(|_| Self::zero(&first.ctx, &first.limbs))
             .collect::<Result<_>>()?;
         let nb = n.div_ceil(SMM_BLOCK);
-        let mut tasks: Vec<Vec<&mut [u64]>> =
-            (0..l * nb).map(|_| Vec::with_capacity(n_out)).collect();
-        for out in &mut outs {
-            for (j, limb) in out.data.chunks_mut(n).enumerate() {
-                for (b, blk) in limb.chunks_mut(SMM_BLOCK).enumerate() {
-                    if let Some(t) = tasks.get_mut(j * nb + b) {
-                        t.push(blk);
-                    }
-                }
-            }
-        }
+        let tasks = block_tasks(&mut outs, l, n);
         let ctx = &first.ctx;
         let limbs = &first.limbs;
         // per limb, weights in output-major order for the kernel
@@ -660,17 +669,7 @@ impl Poly<Ntt> {
             .map(|_| Self::zero(&first.ctx, &first.limbs))
             .collect::<Result<_>>()?;
         let nb = n.div_ceil(SMM_BLOCK);
-        let mut tasks: Vec<Vec<&mut [u64]>> =
-            (0..l * nb).map(|_| Vec::with_capacity(n_out)).collect();
-        for out in &mut outs {
-            for (j, limb) in out.data.chunks_mut(n).enumerate() {
-                for (b, blk) in limb.chunks_mut(SMM_BLOCK).enumerate() {
-                    if let Some(t) = tasks.get_mut(j * nb + b) {
-                        t.push(blk);
-                    }
-                }
-            }
-        }
+        let tasks = block_tasks(&mut outs, l, n);
         let ctx = &first.ctx;
         let limbs = &first.limbs;
         tasks.into_par_iter().enumerate().for_each(|(t, accs)| {

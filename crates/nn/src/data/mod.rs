@@ -196,11 +196,23 @@ impl FromStr for DatasetKind {
 /// `data/mnist/t10k-images-idx3-ubyte`. A missing file gives [`NnError::DataMissing`], whose
 /// message says to run `scripts/fetch-data.sh`.
 pub fn load_test_split(kind: DatasetKind, data_dir: &Path) -> Result<LabeledImages> {
-    let files: Vec<PathBuf> = kind
-        .test_files()
-        .into_iter()
-        .map(|f| data_dir.join(f))
-        .collect();
+    load_files(kind, data_dir, kind.test_files())
+}
+
+/// Loads the first `limit` images of the training split (calibration data that the test
+/// split's figures do not see). A missing file gives [`NnError::DataMissing`].
+pub fn load_train_split(kind: DatasetKind, data_dir: &Path, limit: usize) -> Result<LabeledImages> {
+    // CIFAR-10: the first batch holds 10,000 images, enough for any calibration
+    let mut files = kind.train_files();
+    if kind == DatasetKind::Cifar10 {
+        files.truncate(1);
+    }
+    Ok(load_files(kind, data_dir, files)?.truncated(limit))
+}
+
+/// One CIFAR-10 batch file, or IDX images and labels, under `data_dir`.
+fn load_files(kind: DatasetKind, data_dir: &Path, files: Vec<PathBuf>) -> Result<LabeledImages> {
+    let files: Vec<PathBuf> = files.into_iter().map(|f| data_dir.join(f)).collect();
     for f in &files {
         if !f.exists() {
             return Err(NnError::DataMissing { path: f.clone() });
@@ -209,29 +221,6 @@ pub fn load_test_split(kind: DatasetKind, data_dir: &Path) -> Result<LabeledImag
     match (kind, files.as_slice()) {
         (DatasetKind::Cifar10, [f]) => read_cifar10(f),
         (_, [images, labels]) => read_idx(images, labels),
-        _ => Err(NnError::InvalidGraph(
-            "unexpected data set file list".into(),
-        )),
-    }
-}
-
-/// Loads the first `limit` images of the training split (calibration data that the test
-/// split's figures do not see). A missing file gives [`NnError::DataMissing`].
-pub fn load_train_split(kind: DatasetKind, data_dir: &Path, limit: usize) -> Result<LabeledImages> {
-    let files: Vec<PathBuf> = kind
-        .train_files()
-        .into_iter()
-        .map(|f| data_dir.join(f))
-        .collect();
-    for f in &files {
-        if !f.exists() {
-            return Err(NnError::DataMissing { path: f.clone() });
-        }
-    }
-    match (kind, files.as_slice()) {
-        // the first batch holds 10,000 images: enough for any calibration
-        (DatasetKind::Cifar10, [f, ..]) => Ok(read_cifar10(f)?.truncated(limit)),
-        (_, [images, labels]) => Ok(read_idx(images, labels)?.truncated(limit)),
         _ => Err(NnError::InvalidGraph(
             "unexpected data set file list".into(),
         )),
