@@ -54,6 +54,13 @@ All models were trained on a 2-core CPU (no GPU was available).
   reached 98.98 % after 12 epochs only with recomputed statistics, no better than without
   BatchNorm; dropped.) No NaN or instability was observed.
 - `mnist_lola`, `mnist_tenseal`: 25 epochs each (peer networks, no accuracy target).
+- `sealion_{dnn30,dnn100,cnn16}`: SEALion's MNIST networks (square activations, no
+  BatchNorm, no augmentation, 30 epochs): SEALion reports 97.40 / 98.01 / 98.96 %.
+  `sealion_dnn100_l0`, `sealion_cnn16_l0`: the same networks trained with its activity
+  sparsifier (hard-concrete L0 gates on hidden units and convolution channels,
+  `python/train_sealion.py --l0`); closed units are removed at export, so the shipped files are
+  dense and smaller (100 -> 37 hidden units; 16 -> 3 channels, 3,236 -> 688 activations, where
+  SEALion's per-activation gates reach 762 at 98.91 %). Tables in `docs/ACCURACY.md`.
 
 - `cifar_cnn4_{square,swish2,swish4}`: the reference paper's 4-layer CNN exactly (three
   blocks conv3x3 p1 -> BN -> activation -> avgpool2, 3->32->64->128 channels, then global
@@ -65,6 +72,12 @@ All models were trained on a 2-core CPU (no GPU was available).
   re-encodings, not byte-identical to CIFAR-10, reported there to cost ~2-3 points; see that
   directory's README), so the accuracies are not directly comparable with published figures.
   More epochs (or a GPU) would close much of the gap; the script takes `--epochs`.
+- `cifar_cnn4_swish4_p10`, `_p20`, `_p30`: conv2 of `cifar_cnn4_swish4` L1-norm pruned by
+  10 / 20 / 30 % (`henn prune`, 64 -> 58 / 52 / 45 channels as in the reference paper), each
+  fine-tuned 8 epochs (`python/finetune_pruned.py`, one thread, two side by side). The
+  unpruned model fine-tuned the same 8 epochs reaches 69.40 % (not shipped), the fair
+  baseline for them. Reference: 76.69 / 73.18 / 65.20 % on the original images. Table in
+  `docs/ACCURACY.md`.
 - `cifar_cnn4_relu`: the same shape with ReLU, 15 epochs (one thread, beside a CI run), for
   post-training approximation (`henn approximate`; `docs/ACCURACY.md`).
 - `cifar_cnn4_fc2048_swish4`: the earlier shape (flatten + FC 2048->256 + FC 256->10 instead of

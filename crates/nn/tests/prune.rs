@@ -260,7 +260,12 @@ fn pruning_errors_are_named() {
     let g = import_bytes(&bytes).unwrap();
     let conv1 = g.nodes()[0].name.clone();
     assert!(prune_filters(&bytes, &conv1, 0.0).is_err());
-    assert!(prune_filters(&bytes, &conv1, 0.99).is_err(), "all filters");
+    assert!(prune_filters(&bytes, &conv1, 1.0).is_err(), "all filters");
+    // the count is rounded down (the reference paper's 58 / 52 / 45 of 64), at least one
+    for (ratio, removed) in [(0.99, 5), (0.3, 1), (0.1, 1), (0.5, 3)] {
+        let (_, rep) = prune_filters(&bytes, &conv1, ratio).unwrap();
+        assert_eq!(rep.removed.len(), removed, "ratio {ratio} of 6 filters");
+    }
     assert!(prune_channels(&bytes, &conv1, &[7]).is_err());
     let bn = g.nodes()[1].name.clone();
     assert!(

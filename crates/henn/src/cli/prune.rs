@@ -14,7 +14,8 @@ pub struct Args {
     /// The convolution to prune (its ONNX node name, as `henn inspect` lists it).
     #[arg(long)]
     pub layer: String,
-    /// Fraction of its filters to remove (those of the smallest L1 norm).
+    /// Fraction of its filters to remove (those of the smallest L1 norm; the count is rounded
+    /// down, at least one).
     #[arg(long)]
     pub ratio: f64,
     /// Where to write the pruned ONNX model.
