@@ -148,6 +148,53 @@ impl Tensor {
     }
 }
 
+/// `c = a b` for row-major `a` `[m, k]`, `b` `[k, n]`, `c` `[m, n]` (overwritten), by the
+/// `matrixmultiply` crate's cache-blocked, vectorised GEMM.
+fn matmul(a: &[f64], b: &[f64], c: &mut [f64], m: usize, k: usize, n: usize) -> Result<()> {
+    if a.len() != m * k || b.len() != k * n || c.len() != m * n {
+        return Err(mismatch(format!(
+            "matrix product [{m}, {k}] x [{k}, {n}] with buffers of {}, {}, {}",
+            a.len(),
+            b.len(),
+            c.len()
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    let (Ok(ki), Ok(ni)) = (isize::try_from(k), isize::try_from(n)) else {
+        return Err(mismatch("matrix dimensions overflow".into()));
+    };
+    // SAFETY: the three buffers hold exactly m x k, k x n and m x n elements (checked above),
+    // row-major with the given strides, so every index the kernel forms is in bounds; `c`
+    // is a unique borrow and does not alias `a` or `b`.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            ki,
+            1,
+            b.as_ptr(),
+            ni,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            ni,
+            1,
+        );
+    }
+    Ok(())
+}
+
+/// Convolution as a matrix product: the input windows unrolled into a `[ci kh kw, oh ow]`
+/// matrix (im2col; padding as zeros) times the weights `[co, ci kh kw]`, per image.
 fn conv2d(c: &Conv2d, x: &Tensor, out_shape: Vec<usize>) -> Result<Tensor> {
     let xs = x.shape();
     let ws = c.weight.shape();
@@ -158,34 +205,41 @@ fn conv2d(c: &Conv2d, x: &Tensor, out_shape: Vec<usize>) -> Result<Tensor> {
     let (pt, pl) = (c.pads[0], c.pads[1]);
     let xd = x.data();
     let wd = c.weight.data();
+    let (k, p) = (ci * kh * kw, oh * ow);
     let mut out = vec![0.0; numel(&out_shape)];
+    let mut cols = vec![0.0; k * p];
     for b in 0..n {
-        for o in 0..co {
-            let bias = c.bias.as_ref().map_or(0.0, |bb| bb[o]);
-            let obase = (b * co + o) * oh * ow;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0;
-                    for i in 0..ci {
-                        let xbase = (b * ci + i) * h * w;
-                        let wbase = (o * ci + i) * kh * kw;
-                        for ky in 0..kh {
-                            let iy = (oy * sh + ky) as isize - pt as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            let row = xbase + iy as usize * w;
-                            for kx in 0..kw {
-                                let ix = (ox * sw + kx) as isize - pl as isize;
-                                if ix < 0 || ix >= w as isize {
-                                    continue;
-                                }
-                                acc += xd[row + ix as usize] * wd[wbase + ky * kw + kx];
-                            }
+        for i in 0..ci {
+            let xbase = (b * ci + i) * h * w;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &mut cols[((i * kh + ky) * kw + kx) * p..][..p];
+                    for oy in 0..oh {
+                        let iy = (oy * sh + ky) as isize - pt as isize;
+                        let dst = &mut row[oy * ow..(oy + 1) * ow];
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = xbase + iy as usize * w;
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            let ix = (ox * sw + kx) as isize - pl as isize;
+                            *d = if ix < 0 || ix >= w as isize {
+                                0.0
+                            } else {
+                                xd[src + ix as usize]
+                            };
                         }
                     }
-                    out[obase + oy * ow + ox] = acc + bias;
                 }
+            }
+        }
+        let ob = &mut out[b * co * p..(b + 1) * co * p];
+        matmul(wd, &cols, ob, co, k, p)?;
+        if let Some(bias) = c.bias.as_ref() {
+            for (o, chunk) in ob.chunks_mut(p.max(1)).enumerate() {
+                let bv = bias.get(o).copied().unwrap_or(0.0);
+                chunk.iter_mut().for_each(|v| *v += bv);
             }
         }
     }

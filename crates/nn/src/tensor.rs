@@ -169,6 +169,21 @@ impl Tensor {
                 data,
             });
         }
+        // a scalar operand (polynomial coefficients, scale factors): no index arithmetic
+        if other.data.len() == 1 && out_shape == self.shape {
+            let c = other.data[0];
+            return Ok(Tensor {
+                shape: out_shape,
+                data: self.data.iter().map(|&a| f(a, c)).collect(),
+            });
+        }
+        if self.data.len() == 1 && out_shape == other.shape {
+            let c = self.data[0];
+            return Ok(Tensor {
+                shape: out_shape,
+                data: other.data.iter().map(|&b| f(c, b)).collect(),
+            });
+        }
         let n = out_shape.len();
         let out_strides = strides(&out_shape);
         let bstr = |s: &[usize]| -> Vec<usize> {
