@@ -329,7 +329,7 @@ fn relu_silu_model() -> Vec<u8> {
     m.bytes()
 }
 
-/// Every method end to end on an imported model: the approximated ONNX model (Horner chains
+/// Every method end to end on an imported model: the approximated ONNX model (Clenshaw chains
 /// of Mul/Add in place of the activations, the fused SiLU's Sigmoid removed) imports without
 /// activations and computes what the approximated graph computes (float32 coefficients);
 /// OLA stays within its budget and matched to uniform degree 4 costs no more than it.
@@ -394,6 +394,47 @@ fn approximated_onnx_models_import_and_equal_the_rewritten_graph() {
         input: "h1".into(),
         output: "nope".into(),
         coeffs: vec![0.0, 1.0, 0.5],
+        interval: (-1.0, 1.0),
     }];
     assert!(henn_nn::onnx::edit::replace_with_polynomials(&bytes, &bad).is_err());
+}
+
+/// A degree-24 ReLU fit on [-16, 16] written into the file (Chebyshev coefficients, Clenshaw's
+/// recurrence in Mul/Add/Sub nodes, float32 initializers) imports as the fitted polynomial to
+/// 1e-6 of the function's range; written in powers of x with float32 coefficients, the same fit
+/// was off by 3e-3. A degree-1 series (no Sub nodes) and an empty interval are checked too.
+#[test]
+fn high_degree_fits_survive_the_onnx_file() {
+    let mut m = M::new(&[1, 4]);
+    m.node("Relu", &["x"], &["y"], vec![]);
+    let bytes = m.bytes();
+    for degree in [1usize, 2, 24] {
+        let fit = approx::fit_uniform(henn_nn::ir::Activation::Relu, -16.0, 16.0, degree).unwrap();
+        let rep = henn_nn::onnx::edit::PolyReplacement {
+            input: "x".into(),
+            output: "y".into(),
+            coeffs: fit.chebyshev.clone(),
+            interval: fit.interval,
+        };
+        let out = henn_nn::onnx::edit::replace_with_polynomials(&bytes, &[rep]).unwrap();
+        let h = henn_nn::onnx::import_bytes(&out).unwrap();
+        assert!(approx::activation_nodes(&h).is_empty());
+        let mut worst = 0.0f64;
+        for k in 0..=40 {
+            let x0 = -16.0 + 32.0 * f64::from(k) / 40.0;
+            let xs = vec![x0, -x0, x0 / 3.0, 0.5 * x0];
+            let got = reference::run(&h, &Tensor::new(vec![1, 4], xs.clone()).unwrap()).unwrap();
+            for (g, x) in got.data().iter().zip(&xs) {
+                worst = worst.max((g - reference::horner(&fit.coeffs, *x)).abs());
+            }
+        }
+        assert!(worst < 16e-6, "degree {degree}: {worst:e}");
+    }
+    let bad = henn_nn::onnx::edit::PolyReplacement {
+        input: "x".into(),
+        output: "y".into(),
+        coeffs: vec![0.0, 1.0],
+        interval: (1.0, 1.0),
+    };
+    assert!(henn_nn::onnx::edit::replace_with_polynomials(&bytes, &[bad]).is_err());
 }

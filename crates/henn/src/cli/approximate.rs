@@ -152,8 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .zip(b.data())
             .fold(0.0f64, |m, (u, v)| m.max((u - v).abs()));
         if err > 1e-4 * scale {
+            let top = choices.iter().map(|c| c.fit.degree).max().unwrap_or(0);
             bail!(
-                "the written model differs from the approximated graph by {err:e} (internal error)"
+                "the written model differs from the approximated graph by {err:e} (largest \
+                 output {scale:e}): henn evaluates a polynomial in powers of its input, which \
+                 cancels too much above degree ~24 (the highest here is {top}); choose lower \
+                 degrees (--uniform, --degrees)"
             );
         }
     }

@@ -47,6 +47,9 @@ pub struct Fit {
     pub degree: usize,
     /// Coefficients in powers of x, lowest first (what [`Op::Polynomial`] takes).
     pub coeffs: Vec<f64>,
+    /// The same polynomial as a Chebyshev series in `t = (x - mid) / half` over `interval`
+    /// (well-conditioned at any degree: what the ONNX file stores).
+    pub chebyshev: Vec<f64>,
     /// Root-mean-square error under the fit's weight (uniform on the interval, or the
     /// calibration samples).
     pub rms_error: f64,
@@ -242,6 +245,7 @@ fn solve(
         interval: (lo, hi),
         degree,
         coeffs,
+        chebyshev: cheb,
         rms_error,
         max_error,
     })
@@ -845,7 +849,8 @@ pub fn onnx_replacements(
             Ok(crate::onnx::edit::PolyReplacement {
                 input: name(n.inputs[0])?,
                 output: name(n.output)?,
-                coeffs: c.fit.coeffs.clone(),
+                coeffs: c.fit.chebyshev.clone(),
+                interval: c.fit.interval,
             })
         })
         .collect()

@@ -1,5 +1,6 @@
 //! Edits of an ONNX model in place of re-export: activations replaced by polynomials written
-//! as Mul/Add chains (Horner's rule) that the importer recognizes as one polynomial again.
+//! as Mul/Add/Sub chains (Clenshaw's recurrence for a Chebyshev series) that the importer
+//! recognizes as one polynomial again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,15 +9,24 @@ use onnx_protobuf::{Message, ModelProto, NodeProto};
 use super::tensor::float_tensor_proto;
 use crate::error::{NnError, Result};
 
-/// One replacement: the tensor `output` is recomputed as `sum_k coeffs[k] * input^k`.
+/// One replacement: the tensor `output` is recomputed as the Chebyshev series
+/// `sum_k coeffs[k] T_k(t)` of `t = (input - mid) / half` on the interval `[lo, hi]`
+/// (`mid`, `half` its centre and half-width).
+///
+/// The file stores the Chebyshev coefficients, not powers of the input: they stay of the size
+/// of the function, where power coefficients of a high-degree fit cancel by many orders of
+/// magnitude and float32 initializers could not hold them (a degree-24 ReLU fit on [-16, 16]
+/// in powers is off by 3e-3 after rounding its coefficients to float32).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolyReplacement {
     /// The activation's input tensor.
     pub input: String,
     /// The activation's output tensor (its producer is removed).
     pub output: String,
-    /// Coefficients in powers of the input, lowest first (degree >= 1).
+    /// Chebyshev coefficients `c_0..c_d` (degree d >= 1).
     pub coeffs: Vec<f64>,
+    /// The interval `[lo, hi]` mapped onto `[-1, 1]`.
+    pub interval: (f64, f64),
 }
 
 fn node(op: &str, name: String, inputs: [&str; 2], output: String) -> NodeProto {
@@ -29,8 +39,9 @@ fn node(op: &str, name: String, inputs: [&str; 2], output: String) -> NodeProto 
 }
 
 /// The serialized model with every replacement applied: the producer of each `output` is
-/// removed, a Horner chain of Mul/Add nodes with float32 scalar initializers computes the
-/// polynomial from `input` into `output`, and nodes whose outputs no longer feed anything
+/// removed, Clenshaw's recurrence (`b_k = c_k + 2 t b_(k+1) - b_(k+2)`, `y = c_0 + t b_1 - b_2`)
+/// as Mul/Add/Sub nodes with float32 scalar initializers computes the series from `input`
+/// into `output`, and nodes whose outputs no longer feed anything
 /// are removed (e.g. the Sigmoid of a fused SiLU). The graph stays topologically sorted (the
 /// chain takes the removed node's place).
 pub fn replace_with_polynomials(bytes: &[u8], reps: &[PolyReplacement]) -> Result<Vec<u8>> {
@@ -70,33 +81,74 @@ pub fn replace_with_polynomials(bytes: &[u8], reps: &[PolyReplacement]) -> Resul
                 r.output
             )));
         }
+        let (lo, hi) = r.interval;
+        let half = (hi - lo) / 2.0;
+        if !(lo.is_finite() && hi.is_finite() && half > 0.0) {
+            return Err(NnError::InvalidModel(format!(
+                "the polynomial for '{}' has the empty or infinite interval [{lo}, {hi}]",
+                r.output
+            )));
+        }
         let base = format!("{}__poly", r.output);
         let c = |k: usize| format!("{base}_c{k}");
         for (k, &v) in r.coeffs.iter().enumerate() {
             inits.push(float_tensor_proto(&c(k), &[], &[v as f32]));
         }
-        // t = c_d x + c_{d-1}; then t = t x + c_k down to k = 0
-        let mut t = format!("{base}_m{d}");
-        nodes.push(node("Mul", t.clone(), [&r.input, &c(d)], t.clone()));
-        for k in (0..d).rev() {
-            if k + 1 < d {
-                let m = format!("{base}_m{k}");
-                nodes.push(node("Mul", m.clone(), [&t, &r.input], m.clone()));
-                t = m;
-            }
-            let out = if k == 0 {
-                r.output.clone()
+        let (s_name, o_name, two) = (
+            format!("{base}_scale"),
+            format!("{base}_offset"),
+            format!("{base}_two"),
+        );
+        inits.push(float_tensor_proto(&s_name, &[], &[(1.0 / half) as f32]));
+        inits.push(float_tensor_proto(
+            &o_name,
+            &[],
+            &[(-(lo + hi) / 2.0 / half) as f32],
+        ));
+        inits.push(float_tensor_proto(&two, &[], &[2.0]));
+        // t = input / half - mid / half, t2 = 2 t
+        let (ts, t, t2) = (
+            format!("{base}_ts"),
+            format!("{base}_t"),
+            format!("{base}_t2"),
+        );
+        nodes.push(node("Mul", ts.clone(), [&r.input, &s_name], ts.clone()));
+        nodes.push(node("Add", t.clone(), [&ts, &o_name], t.clone()));
+        nodes.push(node("Mul", t2.clone(), [&t, &two], t2.clone()));
+        // b[k] for k = 1..=d (b[d] = c_d, an initializer), b[d + 1] = 0
+        let b_name = |k: usize| if k == d { c(d) } else { format!("{base}_b{k}") };
+        for k in (1..d).rev() {
+            let m = format!("{base}_p{k}");
+            nodes.push(node("Mul", m.clone(), [&t2, &b_name(k + 1)], m.clone()));
+            let diff = if k + 2 <= d {
+                let sname = format!("{base}_s{k}");
+                nodes.push(node(
+                    "Sub",
+                    sname.clone(),
+                    [&m, &b_name(k + 2)],
+                    sname.clone(),
+                ));
+                sname
             } else {
-                format!("{base}_a{k}")
+                m
             };
-            nodes.push(node(
-                "Add",
-                format!("{base}_a{k}"),
-                [&t, &c(k)],
-                out.clone(),
-            ));
-            t = out;
+            nodes.push(node("Add", b_name(k), [&diff, &c(k)], b_name(k)));
         }
+        let m = format!("{base}_p0");
+        nodes.push(node("Mul", m.clone(), [&t, &b_name(1)], m.clone()));
+        let diff = if d >= 2 {
+            let sname = format!("{base}_s0");
+            nodes.push(node("Sub", sname.clone(), [&m, &b_name(2)], sname.clone()));
+            sname
+        } else {
+            m
+        };
+        nodes.push(node(
+            "Add",
+            format!("{base}_out"),
+            [&diff, &c(0)],
+            r.output.clone(),
+        ));
     }
     if let Some(missing) = reps.iter().find(|r| !found.contains(r.output.as_str())) {
         return Err(NnError::InvalidModel(format!(
