@@ -80,6 +80,12 @@ All models were trained on a 2-core CPU (no GPU was available).
   `docs/ACCURACY.md`.
 - `cifar_cnn4_relu`: the same shape with ReLU, 15 epochs (one thread, beside a CI run), for
   post-training approximation (`henn approximate`; `docs/ACCURACY.md`).
+- `resnet20_cifar_relu`: ResNet-20 (He et al.; 3 stages of 3 basic blocks, 16/32/64
+  channels, BN, ReLU, 1x1 conv + BN projection shortcuts; 272,474 parameters), 15 epochs on
+  the 2-core CPU (~145 s per epoch alone, one hour in all, part of it beside a CI run):
+  82.54 % on the JPEG-derived test set, where He et al. report 91.25 % after 164 epochs on the
+  original images. Not HE-friendly as it is: the subject of `henn approximate` (OLA);
+  `docs/ACCURACY.md`.
 - `cifar_cnn4_fc2048_swish4`: the earlier shape (flatten + FC 2048->256 + FC 256->10 instead of
   global pooling + FC 128->10; formerly `cifar_cnn4_swish4`): 30 epochs (~70-80 s each on the
   2-core CPU once alone, 47.6 min in all), 77.3 % on the JPEG-derived test batch.
