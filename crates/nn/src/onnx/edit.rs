@@ -117,9 +117,11 @@ pub fn replace_with_polynomials(bytes: &[u8], reps: &[PolyReplacement]) -> Resul
         nodes.push(node("Mul", t2.clone(), [&t, &two], t2.clone()));
         // b[k] for k = 1..=d (b[d] = c_d, an initializer), b[d + 1] = 0
         let b_name = |k: usize| if k == d { c(d) } else { format!("{base}_b{k}") };
-        for k in (1..d).rev() {
+        // b_k = c_k + 2 t b_(k+1) - b_(k+2) for k = d-1..1; y = c_0 + t b_1 - b_2 (k = 0)
+        for k in (0..d).rev() {
             let m = format!("{base}_p{k}");
-            nodes.push(node("Mul", m.clone(), [&t2, &b_name(k + 1)], m.clone()));
+            let factor = if k == 0 { &t } else { &t2 };
+            nodes.push(node("Mul", m.clone(), [factor, &b_name(k + 1)], m.clone()));
             let diff = if k + 2 <= d {
                 let sname = format!("{base}_s{k}");
                 nodes.push(node(
@@ -132,23 +134,13 @@ pub fn replace_with_polynomials(bytes: &[u8], reps: &[PolyReplacement]) -> Resul
             } else {
                 m
             };
-            nodes.push(node("Add", b_name(k), [&diff, &c(k)], b_name(k)));
+            let (name, out) = if k == 0 {
+                (format!("{base}_out"), r.output.clone())
+            } else {
+                (b_name(k), b_name(k))
+            };
+            nodes.push(node("Add", name, [&diff, &c(k)], out));
         }
-        let m = format!("{base}_p0");
-        nodes.push(node("Mul", m.clone(), [&t, &b_name(1)], m.clone()));
-        let diff = if d >= 2 {
-            let sname = format!("{base}_s0");
-            nodes.push(node("Sub", sname.clone(), [&m, &b_name(2)], sname.clone()));
-            sname
-        } else {
-            m
-        };
-        nodes.push(node(
-            "Add",
-            format!("{base}_out"),
-            [&diff, &c(0)],
-            r.output.clone(),
-        ));
     }
     if let Some(missing) = reps.iter().find(|r| !found.contains(r.output.as_str())) {
         return Err(NnError::InvalidModel(format!(
