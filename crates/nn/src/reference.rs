@@ -109,6 +109,9 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor> {
         Op::Pow { exponent } => Ok(x.map(|v| v.powi(*exponent as i32))),
         Op::Activation(a) => Ok(x.map(|v| activation(*a, v))),
         Op::Polynomial { coeffs } => Ok(x.map(|v| horner(coeffs, v))),
+        Op::Chebyshev { lo, hi, coeffs } => {
+            Ok(x.map(|v| crate::ir::poly::chebyshev_eval(coeffs, *lo, *hi, v)))
+        }
         Op::Identity => Ok(x.clone()),
     }
 }

@@ -399,16 +399,18 @@ fn approximated_onnx_models_import_and_equal_the_rewritten_graph() {
     assert!(henn_nn::onnx::edit::replace_with_polynomials(&bytes, &bad).is_err());
 }
 
-/// A degree-24 ReLU fit on [-16, 16] written into the file (Chebyshev coefficients, Clenshaw's
-/// recurrence in Mul/Add/Sub nodes, float32 initializers) imports as the fitted polynomial to
-/// 1e-6 of the function's range; written in powers of x with float32 coefficients, the same fit
-/// was off by 3e-3. A degree-1 series (no Sub nodes) and an empty interval are checked too.
+/// ReLU fits on [-16, 16] up to degree 63 written into the file (Chebyshev coefficients,
+/// Clenshaw's recurrence in Mul/Add/Sub nodes, float32 initializers) import as the fitted
+/// polynomial to 1e-6 of the function's range (written in powers of x with float32
+/// coefficients, a degree-24 fit was off by 3e-3): in powers of x up to degree 8, as a
+/// Chebyshev series on the fitted interval above. A degree-1 series (no Sub nodes) and an
+/// empty interval are checked too.
 #[test]
 fn high_degree_fits_survive_the_onnx_file() {
     let mut m = M::new(&[1, 4]);
     m.node("Relu", &["x"], &["y"], vec![]);
     let bytes = m.bytes();
-    for degree in [1usize, 2, 24] {
+    for degree in [1usize, 2, 8, 9, 24, 63] {
         let fit = approx::fit_uniform(henn_nn::ir::Activation::Relu, -16.0, 16.0, degree).unwrap();
         let rep = henn_nn::onnx::edit::PolyReplacement {
             input: "x".into(),
@@ -419,13 +421,30 @@ fn high_degree_fits_survive_the_onnx_file() {
         let out = henn_nn::onnx::edit::replace_with_polynomials(&bytes, &[rep]).unwrap();
         let h = henn_nn::onnx::import_bytes(&out).unwrap();
         assert!(approx::activation_nodes(&h).is_empty());
+        let simple = henn_nn::rewrite::simplify(&h).unwrap();
+        let op = &simple.nodes().last().unwrap().op;
+        if degree > 8 {
+            let henn_nn::ir::Op::Chebyshev { lo, hi, coeffs } = op else {
+                panic!("degree {degree} imported as {op}");
+            };
+            assert!(
+                (lo + 16.0).abs() < 1e-5 && (hi - 16.0).abs() < 1e-5,
+                "[{lo}, {hi}]"
+            );
+            assert_eq!(coeffs.len(), degree + 1);
+        } else if degree >= 2 {
+            assert!(matches!(op, henn_nn::ir::Op::Polynomial { .. }), "{op}");
+        }
         let mut worst = 0.0f64;
         for k in 0..=40 {
             let x0 = -16.0 + 32.0 * f64::from(k) / 40.0;
             let xs = vec![x0, -x0, x0 / 3.0, 0.5 * x0];
-            let got = reference::run(&h, &Tensor::new(vec![1, 4], xs.clone()).unwrap()).unwrap();
-            for (g, x) in got.data().iter().zip(&xs) {
-                worst = worst.max((g - reference::horner(&fit.coeffs, *x)).abs());
+            let t = Tensor::new(vec![1, 4], xs.clone()).unwrap();
+            let got = reference::run(&h, &t).unwrap();
+            let got_simple = reference::run(&simple, &t).unwrap();
+            for ((g, s), x) in got.data().iter().zip(got_simple.data()).zip(&xs) {
+                worst = worst.max((g - fit.eval(*x)).abs());
+                worst = worst.max((s - fit.eval(*x)).abs());
             }
         }
         assert!(worst < 16e-6, "degree {degree}: {worst:e}");

@@ -208,3 +208,42 @@ fn slots_backend_equals_reference_before_simplification() {
         }
     }
 }
+
+/// A high-degree Chebyshev series (the last generated config, degree 12 on [-4, 4]): the
+/// simplified graph folds its change of interval into the convolution before it (the series
+/// on [-1, 1], 4 levels = ceil(log2 13)); the graph as built spends one level more on it; both
+/// run on the slots backend as the reference computes.
+#[test]
+fn chebyshev_change_of_interval_folds_into_the_layer_before() {
+    let cfg = *kit::configs().last().unwrap();
+    assert!(matches!(cfg.act, kit::Act::Cheb));
+    let raw = kit::generated(&cfg, 77);
+    let simple = henn_nn::rewrite::simplify(&raw).unwrap();
+    let cheb_of = |g: &Graph| {
+        g.nodes()
+            .iter()
+            .find_map(|n| match &n.op {
+                henn_nn::Op::Chebyshev { lo, hi, .. } => Some((n.name.clone(), *lo, *hi)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (_, lo, hi) = cheb_of(&simple);
+    assert_eq!((lo, hi), (-1.0, 1.0));
+    assert_eq!(cheb_of(&raw).1, -4.0);
+    let kind = LayoutKind::Channel;
+    for (g, levels) in [(&simple, 4), (&raw, 5)] {
+        let imgs = run_images(g, kind, 3);
+        let chain = kit::chain_for(g, kind);
+        let plan = kit::plan_on(g, kind, &imgs, &chain);
+        let name = cheb_of(g).0;
+        let i = plan.layers.iter().position(|l| l.name == name).unwrap();
+        let before = plan.layers[i - 1].level;
+        assert_eq!(before - plan.layers[i].level, levels, "{name}");
+        let params = plan.ckks_params().unwrap();
+        let (out, _) = slots_run(g, &plan, &params, &imgs);
+        for (o, w) in out.iter().zip(kit::reference(g, &imgs)) {
+            assert_bits("chebyshev slots", o, &w, slots_bits(kind));
+        }
+    }
+}

@@ -111,13 +111,6 @@ fn rec_products(e: usize, lb: u32) -> usize {
     pq + rec_products(n - 1, lb)
 }
 
-/// Result of a recursive evaluation: a ciphertext, or a constant when all non-constant
-/// coefficients vanish.
-enum Term {
-    Const(f64),
-    Ct(Ciphertext),
-}
-
 impl Chebyshev {
     /// A polynomial from its Chebyshev coefficients on `[a, b]`.
     pub fn new(a: f64, b: f64, coeffs: Vec<f64>) -> Result<Self> {
@@ -251,53 +244,204 @@ impl Chebyshev {
         target: Scale,
         rlk: &RelinKey,
     ) -> Result<Ciphertext> {
+        self.evaluate_with(&WithRelin { ev, rlk }, ct, 1.0, target)
+    }
+
+    /// Levels [`Chebyshev::evaluate_with`] consumes for an input multiplier `mult`: the
+    /// change of interval costs a level unless the interval is `[-1, 1]` and `mult` is 1.
+    pub fn depth_with(&self, mult: f64) -> usize {
+        let p = self.plan();
+        p.depth + usize::from(self.unit_interval() && mult != 1.0)
+    }
+
+    /// [`Chebyshev::evaluate`] on any arithmetic implementing [`PolyArith`] (a real
+    /// evaluator, or a stand-in that tracks levels and scales): evaluates the polynomial at
+    /// `mult * ct` (the multiplier folds into the change of interval), landing at level
+    /// `level(ct) - self.depth_with(mult)` and at scale `target` exactly.
+    pub fn evaluate_with<A: PolyArith>(
+        &self,
+        ar: &A,
+        ct: &A::Ct,
+        mult: f64,
+        target: Scale,
+    ) -> std::result::Result<A::Ct, A::Error> {
         let d = self.degree();
         if d == 0 {
             return Err(CkksError::InvalidArgument(
                 "a constant polynomial needs no evaluation".into(),
-            ));
+            )
+            .into());
+        }
+        if !(mult.is_finite() && mult != 0.0) {
+            return Err(CkksError::InvalidArgument(format!(
+                "input multiplier {mult} must be finite and non-zero"
+            ))
+            .into());
         }
         let plan = self.plan();
-        if ct.level().0 < plan.depth {
-            return Err(CkksError::OutOfLevels);
+        let depth = self.depth_with(mult);
+        let level = ar.level(ct);
+        if level < depth {
+            return Err(CkksError::OutOfLevels.into());
         }
-        let y = if self.unit_interval() {
+        let y = if self.unit_interval() && mult == 1.0 {
             ct.clone()
         } else {
-            let alpha = 2.0 / (self.b - self.a);
+            let alpha = 2.0 / (self.b - self.a) * mult;
             let beta = -(self.a + self.b) / (self.b - self.a);
-            let q = ev.rescale_neutral_scale(ct)?;
-            let mut y = ev.mul_const(ct, alpha, q)?;
-            ev.rescale_assign(&mut y)?;
-            ev.add_const_assign(&mut y, beta)?;
+            let q = scale_of(ar.prime(level)?)?;
+            let mut y = ar.mul_const(ct, alpha, q)?;
+            ar.rescale_assign(&mut y)?;
+            if beta != 0.0 {
+                ar.add_const_assign(&mut y, beta)?;
+            }
             y
         };
         let lb = plan.log_baby;
-        let basis = Basis::compute(ev, y, d, lb, rlk)?;
-        let out_level = ct.level().0 - plan.depth;
+        let basis = Basis::compute(ar, y, d, lb)?;
+        let out_level = level - depth;
         let coeffs: Vec<f64> = self.coeffs.iter().take(d + 1).copied().collect();
         let ctx = RecCtx {
-            ev,
-            rlk,
+            ar,
             basis: &basis,
             lb,
         };
         match ctx.rec(&coeffs, target.value(), out_level)? {
             Term::Ct(c) => Ok(c),
-            Term::Const(_) => Err(CkksError::InvalidArgument(
-                "polynomial reduced to a constant".into(),
-            )),
+            Term::Const(_) => {
+                Err(CkksError::InvalidArgument("polynomial reduced to a constant".into()).into())
+            }
         }
     }
 }
 
-/// The Chebyshev basis `T_i(y)` a plan needs.
-struct Basis {
-    t: BTreeMap<usize, Ciphertext>,
+/// The homomorphic arithmetic the polynomial evaluation needs, so that one implementation
+/// serves the evaluator ([`Chebyshev::evaluate`]) and stand-ins that only track levels and
+/// scales (a planner's simulation) or compute on plain slots.
+pub trait PolyArith {
+    /// A ciphertext.
+    type Ct: Clone;
+    /// The error type (CKKS errors convert into it).
+    type Error: From<CkksError>;
+    /// Level of `a`.
+    fn level(&self, a: &Self::Ct) -> usize;
+    /// Scale of `a`.
+    fn scale(&self, a: &Self::Ct) -> Scale;
+    /// The prime a rescale at `level` divides by.
+    fn prime(&self, level: usize) -> std::result::Result<f64, Self::Error>;
+    /// `a` with primes dropped down to `level` (scale unchanged).
+    fn drop_level_to(
+        &self,
+        a: &Self::Ct,
+        level: usize,
+    ) -> std::result::Result<Self::Ct, Self::Error>;
+    /// `a * b` relinearized, no rescale (same level).
+    fn mul_relin(&self, a: &Self::Ct, b: &Self::Ct) -> std::result::Result<Self::Ct, Self::Error>;
+    /// `a^2` relinearized, no rescale.
+    fn square_relin(&self, a: &Self::Ct) -> std::result::Result<Self::Ct, Self::Error>;
+    /// `a += b` (same level and scale).
+    fn add_assign(&self, a: &mut Self::Ct, b: &Self::Ct) -> std::result::Result<(), Self::Error>;
+    /// `a -= b` (same level and scale).
+    fn sub_assign(&self, a: &mut Self::Ct, b: &Self::Ct) -> std::result::Result<(), Self::Error>;
+    /// `a += c` in every slot.
+    fn add_const_assign(&self, a: &mut Self::Ct, c: f64) -> std::result::Result<(), Self::Error>;
+    /// `a * c` with the constant at `const_scale`, no rescale.
+    fn mul_const(
+        &self,
+        a: &Self::Ct,
+        c: f64,
+        const_scale: Scale,
+    ) -> std::result::Result<Self::Ct, Self::Error>;
+    /// `acc += x * c` (constant at `const_scale`, `acc` at `x.scale * const_scale`).
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut Self::Ct,
+        x: &Self::Ct,
+        c: f64,
+        const_scale: Scale,
+    ) -> std::result::Result<(), Self::Error>;
+    /// Divides by the last prime.
+    fn rescale_assign(&self, a: &mut Self::Ct) -> std::result::Result<(), Self::Error>;
+    /// `a = 2 a` (no scale change).
+    fn double_assign(&self, a: &mut Self::Ct) -> std::result::Result<(), Self::Error> {
+        let t = a.clone();
+        self.add_assign(a, &t)
+    }
 }
 
-impl Basis {
-    fn compute(ev: &Evaluator, y: Ciphertext, d: usize, lb: u32, rlk: &RelinKey) -> Result<Self> {
+/// The evaluator with a relinearization key, as [`PolyArith`].
+struct WithRelin<'a> {
+    ev: &'a Evaluator,
+    rlk: &'a RelinKey,
+}
+
+impl PolyArith for WithRelin<'_> {
+    type Ct = Ciphertext;
+    type Error = CkksError;
+    fn level(&self, a: &Ciphertext) -> usize {
+        a.level().0
+    }
+    fn scale(&self, a: &Ciphertext) -> Scale {
+        a.scale()
+    }
+    fn prime(&self, level: usize) -> Result<f64> {
+        self.ev
+            .params()
+            .q()
+            .get(level)
+            .map(|&q| q as f64)
+            .ok_or(CkksError::OutOfLevels)
+    }
+    fn drop_level_to(&self, a: &Ciphertext, level: usize) -> Result<Ciphertext> {
+        self.ev.drop_level_to(a, Level(level))
+    }
+    fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.ev.mul_relin(a, b, self.rlk)
+    }
+    fn square_relin(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        self.ev.square_relin(a, self.rlk)
+    }
+    fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.ev.add_assign(a, b)
+    }
+    fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.ev.sub_assign(a, b)
+    }
+    fn add_const_assign(&self, a: &mut Ciphertext, c: f64) -> Result<()> {
+        self.ev.add_const_assign(a, c)
+    }
+    fn mul_const(&self, a: &Ciphertext, c: f64, const_scale: Scale) -> Result<Ciphertext> {
+        self.ev.mul_const(a, c, const_scale)
+    }
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut Ciphertext,
+        x: &Ciphertext,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        self.ev.mul_const_add_assign(acc, x, c, const_scale)
+    }
+    fn rescale_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        self.ev.rescale_assign(a)
+    }
+    fn double_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        self.ev.mul_int_assign(a, 2)
+    }
+}
+
+/// The Chebyshev basis `T_i(y)` a plan needs.
+struct Basis<C> {
+    t: BTreeMap<usize, C>,
+}
+
+impl<C: Clone> Basis<C> {
+    fn compute<A: PolyArith<Ct = C>>(
+        ar: &A,
+        y: C,
+        d: usize,
+        lb: u32,
+    ) -> std::result::Result<Self, A::Error> {
         let mut t = BTreeMap::new();
         t.insert(1usize, y);
         let baby_max = ((1usize << lb) - 1).min(d);
@@ -308,21 +452,21 @@ impl Basis {
         let mut b = Self { t };
         for i in wanted {
             if !b.t.contains_key(&i) {
-                let ti = b.make(ev, i, rlk)?;
+                let ti = b.make(ar, i)?;
                 b.t.insert(i, ti);
             }
         }
         Ok(b)
     }
 
-    fn get(&self, i: usize) -> Result<&Ciphertext> {
+    fn get(&self, i: usize) -> Result<&C> {
         self.t
             .get(&i)
             .ok_or_else(|| CkksError::InvalidArgument(format!("Chebyshev basis lacks T_{i}")))
     }
 
     /// `T_i` from lower terms (computing the missing ones first).
-    fn make(&mut self, ev: &Evaluator, i: usize, rlk: &RelinKey) -> Result<Ciphertext> {
+    fn make<A: PolyArith<Ct = C>>(&mut self, ar: &A, i: usize) -> std::result::Result<C, A::Error> {
         let j = 1usize << floor_log2(i);
         let (a, b, sub) = if i == j {
             (i / 2, i / 2, 0)
@@ -331,68 +475,68 @@ impl Basis {
         };
         for k in [a, b, sub] {
             if k >= 2 && !self.t.contains_key(&k) {
-                let tk = self.make(ev, k, rlk)?;
+                let tk = self.make(ar, k)?;
                 self.t.insert(k, tk);
             }
         }
         let (ta, tb) = (self.get(a)?, self.get(b)?);
-        let lvl = ta.level().min(tb.level());
+        let lvl = ar.level(ta).min(ar.level(tb));
         let mut p = if a == b {
-            let ta = ev.drop_level_to(ta, lvl)?;
-            ev.square_relin(&ta, rlk)?
+            let ta = ar.drop_level_to(ta, lvl)?;
+            ar.square_relin(&ta)?
         } else {
-            ev.mul_relin(
-                &ev.drop_level_to(ta, lvl)?,
-                &ev.drop_level_to(tb, lvl)?,
-                rlk,
-            )?
+            ar.mul_relin(&ar.drop_level_to(ta, lvl)?, &ar.drop_level_to(tb, lvl)?)?
         };
-        ev.mul_int_assign(&mut p, 2)?;
+        ar.double_assign(&mut p)?;
         if sub == 0 {
-            ev.add_const_assign(&mut p, -1.0)?;
+            ar.add_const_assign(&mut p, -1.0)?;
         } else {
-            let ts = ev.drop_level_to(self.get(sub)?, lvl)?;
-            let cs = Scale::new(p.scale().value() / ts.scale().value())
+            let ts = ar.drop_level_to(self.get(sub)?, lvl)?;
+            let cs = Scale::new(ar.scale(&p).value() / ar.scale(&ts).value())
                 .ok_or(CkksError::InvalidArgument("scale below 1".into()))?;
-            let ts = ev.mul_const(&ts, 1.0, cs)?;
-            ev.sub_assign(&mut p, &ts)?;
+            let ts = ar.mul_const(&ts, 1.0, cs)?;
+            ar.sub_assign(&mut p, &ts)?;
         }
-        ev.rescale_assign(&mut p)?;
+        ar.rescale_assign(&mut p)?;
         Ok(p)
     }
 }
 
-struct RecCtx<'a> {
-    ev: &'a Evaluator,
-    rlk: &'a RelinKey,
-    basis: &'a Basis,
+struct RecCtx<'a, A: PolyArith> {
+    ar: &'a A,
+    basis: &'a Basis<A::Ct>,
     lb: u32,
 }
 
-impl RecCtx<'_> {
-    fn prime(&self, level: usize) -> Result<f64> {
-        self.ev
-            .params()
-            .q()
-            .get(level)
-            .map(|&q| q as f64)
-            .ok_or(CkksError::OutOfLevels)
-    }
+/// Result of a recursive evaluation: a ciphertext, or a constant when all non-constant
+/// coefficients vanish.
+enum Term<C> {
+    Const(f64),
+    Ct(C),
+}
 
+impl<A: PolyArith> RecCtx<'_, A> {
     /// `T_i` at `level`, or an error naming the shortfall.
-    fn at(&self, i: usize, level: usize) -> Result<Ciphertext> {
+    fn at(&self, i: usize, level: usize) -> std::result::Result<A::Ct, A::Error> {
         let t = self.basis.get(i)?;
-        if t.level().0 < level {
+        let l = self.ar.level(t);
+        if l < level {
             return Err(CkksError::LevelMismatch {
-                lhs: t.level(),
+                lhs: Level(l),
                 rhs: Level(level),
-            });
+            }
+            .into());
         }
-        self.ev.drop_level_to(t, Level(level))
+        self.ar.drop_level_to(t, level)
     }
 
     /// Evaluates `sum c_i T_i` to exactly `scale` at `level`.
-    fn rec(&self, c: &[f64], scale: f64, level: usize) -> Result<Term> {
+    fn rec(
+        &self,
+        c: &[f64],
+        scale: f64,
+        level: usize,
+    ) -> std::result::Result<Term<A::Ct>, A::Error> {
         let Some(e) = effective_degree(c) else {
             return Ok(Term::Const(0.0));
         };
@@ -406,39 +550,50 @@ impl RecCtx<'_> {
         let n = 1usize << floor_log2(e);
         let (q, r) = split(c, n);
         let tn = self.at(n, level + 1)?;
-        let qs = scale * self.prime(level + 1)? / tn.scale().value();
+        let qs = scale * self.ar.prime(level + 1)? / self.ar.scale(&tn).value();
         let mut prod = match self.rec(&q, qs, level + 1)? {
-            Term::Const(v) => self.ev.mul_const(&tn, v, scale_of(qs)?)?,
-            Term::Ct(qc) => self.ev.mul_relin(&qc, &tn, self.rlk)?,
+            Term::Const(v) => self.ar.mul_const(&tn, v, scale_of(qs)?)?,
+            Term::Ct(qc) => self.ar.mul_relin(&qc, &tn)?,
         };
-        self.ev.rescale_assign(&mut prod)?;
+        self.ar.rescale_assign(&mut prod)?;
         match self.rec(&r, scale, level)? {
-            Term::Const(v) => self.ev.add_const_assign(&mut prod, v)?,
-            Term::Ct(rc) => self.ev.add_assign(&mut prod, &rc)?,
+            Term::Const(v) => {
+                if v != 0.0 {
+                    self.ar.add_const_assign(&mut prod, v)?;
+                }
+            }
+            Term::Ct(rc) => self.ar.add_assign(&mut prod, &rc)?,
         }
         Ok(Term::Ct(prod))
     }
 
-    fn leaf(&self, c: &[f64], scale: f64, level: usize) -> Result<Term> {
-        let qn = self.prime(level + 1)?;
-        let mut acc: Option<Ciphertext> = None;
+    fn leaf(
+        &self,
+        c: &[f64],
+        scale: f64,
+        level: usize,
+    ) -> std::result::Result<Term<A::Ct>, A::Error> {
+        let qn = self.ar.prime(level + 1)?;
+        let mut acc: Option<A::Ct> = None;
         for (i, &ci) in c.iter().enumerate().skip(1) {
             if ci == 0.0 {
                 continue;
             }
             let t = self.at(i, level + 1)?;
-            let cs = scale_of(scale * qn / t.scale().value())?;
+            let cs = scale_of(scale * qn / self.ar.scale(&t).value())?;
             match acc.as_mut() {
-                None => acc = Some(self.ev.mul_const(&t, ci, cs)?),
-                Some(a) => self.ev.mul_const_add_assign(a, &t, ci, cs)?,
+                None => acc = Some(self.ar.mul_const(&t, ci, cs)?),
+                Some(a) => self.ar.mul_const_add_assign(a, &t, ci, cs)?,
             }
         }
         let c0 = c.first().copied().unwrap_or(0.0);
         match acc {
             None => Ok(Term::Const(c0)),
             Some(mut a) => {
-                self.ev.rescale_assign(&mut a)?;
-                self.ev.add_const_assign(&mut a, c0)?;
+                self.ar.rescale_assign(&mut a)?;
+                if c0 != 0.0 {
+                    self.ar.add_const_assign(&mut a, c0)?;
+                }
                 Ok(Term::Ct(a))
             }
         }

@@ -7,5 +7,5 @@
 pub mod chebyshev;
 pub mod linear;
 
-pub use chebyshev::{Chebyshev, PolyEvalPlan};
+pub use chebyshev::{Chebyshev, PolyArith, PolyEvalPlan};
 pub use linear::{EncodedLinearTransform, Hoisting, LinearTransform};

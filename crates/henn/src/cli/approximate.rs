@@ -155,9 +155,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let top = choices.iter().map(|c| c.fit.degree).max().unwrap_or(0);
             bail!(
                 "the written model differs from the approximated graph by {err:e} (largest \
-                 output {scale:e}): henn evaluates a polynomial in powers of its input, which \
-                 cancels too much above degree ~24 (the highest here is {top}); choose lower \
-                 degrees (--uniform, --degrees)"
+                 output {scale:e}, highest degree {top}): the float32 Chebyshev coefficients \
+                 of the file do not hold these fits; choose lower degrees (--uniform, \
+                 --degrees) or a smaller range factor"
             );
         }
     }

@@ -24,13 +24,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{NnError, Result};
+use crate::ir::poly::{chebyshev_eval, chebyshev_to_power, clenshaw, polynomial_op, power_in_x};
 use crate::ir::{Activation, Graph, Op};
 use crate::reference::{self, activation};
 use crate::tensor::Tensor;
 
-/// Highest degree a fit may have (the polynomial circuits evaluate it; the power basis of a
-/// fit beyond this loses too many digits in f64).
-pub const MAX_FIT_DEGREE: usize = 31;
+/// Highest degree a fit may have. Fits are made, kept, written and (above degree
+/// [`POWER_MAX_DEGREE`](crate::ir::poly::POWER_MAX_DEGREE)) evaluated as Chebyshev series, so the limit is one of cost: a
+/// degree-63 polynomial takes 6 levels and about 20 ciphertext products per element.
+pub const MAX_FIT_DEGREE: usize = 63;
 
 fn approx_err(msg: impl Into<String>) -> NnError {
     NnError::Approx(msg.into())
@@ -45,7 +47,9 @@ pub struct Fit {
     pub interval: (f64, f64),
     /// Degree.
     pub degree: usize,
-    /// Coefficients in powers of x, lowest first (what [`Op::Polynomial`] takes).
+    /// Coefficients in powers of x, lowest first (what [`Op::Polynomial`] takes; they lose
+    /// digits in f64 at high degree, where [`Fit::eval`] and [`Fit::op`] use the Chebyshev
+    /// series).
     pub coeffs: Vec<f64>,
     /// The same polynomial as a Chebyshev series in `t = (x - mid) / half` over `interval`
     /// (well-conditioned at any degree: what the ONNX file stores).
@@ -55,6 +59,21 @@ pub struct Fit {
     pub rms_error: f64,
     /// Largest absolute error on the interval (sampled at 4001 points).
     pub max_error: f64,
+}
+
+impl Fit {
+    /// The fitted polynomial at `x` (Clenshaw on the Chebyshev series: exact to rounding at
+    /// any degree).
+    pub fn eval(&self, x: f64) -> f64 {
+        chebyshev_eval(&self.chebyshev, self.interval.0, self.interval.1, x)
+    }
+
+    /// The IR op of the fit, as the importer builds it from the written ONNX file
+    /// ([`polynomial_op`]: powers of x up to degree [`POWER_MAX_DEGREE`](crate::ir::poly::POWER_MAX_DEGREE), the Chebyshev
+    /// series above).
+    pub fn op(&self) -> Op {
+        polynomial_op(&self.chebyshev, self.interval.0, self.interval.1)
+    }
 }
 
 /// 8-point Gauss-Legendre nodes and weights on [-1, 1].
@@ -148,58 +167,6 @@ fn chebyshev_lsq(points: &[(f64, f64, f64)], degree: usize) -> Result<Vec<f64>> 
     Ok(c)
 }
 
-/// Chebyshev series in `t` to powers of `t`.
-fn chebyshev_to_power(c: &[f64]) -> Vec<f64> {
-    let n = c.len();
-    let mut out = vec![0.0; n];
-    // T_0 = 1, T_1 = t, T_{k+1} = 2 t T_k - T_{k-1}, as power coefficient vectors
-    let mut prev = vec![0.0; n];
-    let mut cur = vec![0.0; n];
-    if n > 0 {
-        prev[0] = 1.0;
-    }
-    if n > 1 {
-        cur[1] = 1.0;
-    }
-    for (k, &ck) in c.iter().enumerate() {
-        let tk = match k {
-            0 => prev.clone(),
-            1 => cur.clone(),
-            _ => {
-                let mut next = vec![0.0; n];
-                for i in 0..n - 1 {
-                    next[i + 1] += 2.0 * cur[i];
-                }
-                for i in 0..n {
-                    next[i] -= prev[i];
-                }
-                prev = std::mem::replace(&mut cur, next);
-                cur.clone()
-            }
-        };
-        for (o, v) in out.iter_mut().zip(&tk) {
-            *o += ck * v;
-        }
-    }
-    out
-}
-
-/// `p(t)` with `t = (x - mid) / half` as powers of `x`.
-fn power_in_x(p: &[f64], mid: f64, half: f64) -> Vec<f64> {
-    let n = p.len();
-    let mut out = vec![0.0; n];
-    // (x - mid)^k / half^k expanded with binomial coefficients
-    for (k, &pk) in p.iter().enumerate() {
-        let mut binom = 1.0;
-        for (j, o) in out.iter_mut().enumerate().take(k + 1) {
-            // term C(k, j) x^j (-mid)^(k-j)
-            *o += pk * binom * (-mid).powi((k - j) as i32) / half.powi(k as i32);
-            binom = binom * (k - j) as f64 / (j + 1) as f64;
-        }
-    }
-    out
-}
-
 fn check_degree(degree: usize) -> Result<()> {
     if degree == 0 || degree > MAX_FIT_DEGREE {
         return Err(approx_err(format!(
@@ -209,11 +176,11 @@ fn check_degree(degree: usize) -> Result<()> {
     Ok(())
 }
 
-fn max_error_on(a: Activation, coeffs: &[f64], (lo, hi): (f64, f64)) -> f64 {
+fn max_error_on(a: Activation, cheb: &[f64], (lo, hi): (f64, f64)) -> f64 {
     (0..=4000)
         .map(|i| {
             let x = lo + (hi - lo) * i as f64 / 4000.0;
-            (activation(a, x) - reference::horner(coeffs, x)).abs()
+            (activation(a, x) - chebyshev_eval(cheb, lo, hi, x)).abs()
         })
         .fold(0.0, f64::max)
 }
@@ -232,14 +199,14 @@ fn solve(
     let cheb = chebyshev_lsq(pts, degree)?;
     let coeffs = power_in_x(&chebyshev_to_power(&cheb), mid, half);
     let rms_error = match samples {
-        Some(s) => mse_on(a, &coeffs, s).sqrt(),
+        Some(s) => mse_of(a, &cheb, (lo, hi), s).sqrt(),
         None => pts
             .iter()
-            .map(|&(t, w, f)| w * (f - reference::horner(&coeffs, mid + half * t)).powi(2))
+            .map(|&(t, w, f)| w * (f - clenshaw(&cheb, t)).powi(2))
             .sum::<f64>()
             .sqrt(),
     };
-    let max_error = max_error_on(a, &coeffs, (lo, hi));
+    let max_error = max_error_on(a, &cheb, (lo, hi));
     Ok(Fit {
         activation: a,
         interval: (lo, hi),
@@ -359,6 +326,19 @@ pub fn mse_on(a: Activation, coeffs: &[f64], samples: &[f64]) -> f64 {
     samples
         .iter()
         .map(|&x| (activation(a, x) - reference::horner(coeffs, x)).powi(2))
+        .sum::<f64>()
+        / samples.len() as f64
+}
+
+/// Mean squared error of the Chebyshev series `cheb` on `[lo, hi]` against activation `a` on
+/// `samples`.
+fn mse_of(a: Activation, cheb: &[f64], (lo, hi): (f64, f64), samples: &[f64]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples
+        .iter()
+        .map(|&x| (activation(a, x) - chebyshev_eval(cheb, lo, hi, x)).powi(2))
         .sum::<f64>()
         / samples.len() as f64
 }
@@ -570,6 +550,25 @@ fn numel_of(g: &Graph, v: usize) -> usize {
 /// `g` with the activation of every node in `polys` (by node index) replaced by the
 /// polynomial (powers of x, lowest first); other nodes unchanged.
 pub fn replace_activations(g: &Graph, polys: &HashMap<usize, Vec<f64>>) -> Result<Graph> {
+    let ops: HashMap<usize, Op> = polys
+        .iter()
+        .map(|(&i, c)| (i, Op::Polynomial { coeffs: c.clone() }))
+        .collect();
+    replace_activations_with(g, &ops)
+}
+
+/// `g` with the activation of every node in `ops` (by node index) replaced by the given
+/// polynomial op ([`Op::Polynomial`] or [`Op::Chebyshev`]); other nodes unchanged.
+pub fn replace_activations_with(g: &Graph, ops: &HashMap<usize, Op>) -> Result<Graph> {
+    if let Some((_, op)) = ops
+        .iter()
+        .find(|(_, op)| !matches!(op, Op::Polynomial { .. } | Op::Chebyshev { .. }))
+    {
+        return Err(approx_err(format!(
+            "{} is not a polynomial to replace an activation with",
+            op.kind()
+        )));
+    }
     let mut out = g.empty_like();
     let mut map: HashMap<usize, usize> = HashMap::new();
     map.insert(g.input(), out.input());
@@ -583,8 +582,8 @@ pub fn replace_activations(g: &Graph, polys: &HashMap<usize, Vec<f64>>) -> Resul
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let op = match (polys.get(&i), &n.op) {
-            (Some(c), Op::Activation(_)) => Op::Polynomial { coeffs: c.clone() },
+        let op = match (ops.get(&i), &n.op) {
+            (Some(p), Op::Activation(_)) => p.clone(),
             (Some(_), other) => {
                 return Err(approx_err(format!(
                     "node '{}' is {}, not a non-polynomial activation",
@@ -671,7 +670,10 @@ pub fn degree_cost(degree: usize) -> Result<(usize, f64)> {
     use crate::pack::{LayoutKind, Room};
     let mut g = Graph::new("poly", "x", vec![1, 1]);
     let coeffs: Vec<f64> = (0..=degree).map(|k| 1.0 / (k + 1) as f64).collect();
-    let y = g.add_node("p", Op::Polynomial { coeffs }, vec![g.input()], "y")?;
+    // the form the importer gives a fit of this degree; a Chebyshev series on [-1, 1], as
+    // after its change of interval is folded into the layer before it
+    let op = polynomial_op(&coeffs, -1.0, 1.0);
+    let y = g.add_node("p", op, vec![g.input()], "y")?;
     g.set_output(y)?;
     let depth = crate::plan::depth(&g, LayoutKind::Batch)?;
     let primes: Vec<f64> = std::iter::repeat_n(40f64.exp2(), depth + 2).collect();
@@ -729,10 +731,10 @@ pub fn approximate(
             _ => fit_samples(a, &inputs[&i], range_factor, d),
         }
     };
-    let calib_rms = |i: usize, coeffs: &[f64], a: Activation| {
-        inputs
-            .get(&i)
-            .map_or(f64::NAN, |s| mse_on(a, coeffs, s).sqrt())
+    let calib_rms = |i: usize, fit: &Fit, a: Activation| {
+        inputs.get(&i).map_or(f64::NAN, |s| {
+            mse_of(a, &fit.chebyshev, fit.interval, s).sqrt()
+        })
     };
     let mut choices = Vec::with_capacity(nodes.len());
     match method {
@@ -743,7 +745,7 @@ pub fn approximate(
                 choices.push(LayerChoice {
                     node: g.nodes()[i].name.clone(),
                     index: i,
-                    calib_rms: calib_rms(i, &fit.coeffs, a),
+                    calib_rms: calib_rms(i, &fit, a),
                     fit,
                     influence: None,
                     cost: per * elements(i),
@@ -812,7 +814,7 @@ pub fn approximate(
                 choices.push(LayerChoice {
                     node: g.nodes()[i].name.clone(),
                     index: i,
-                    calib_rms: calib_rms(i, &fit.coeffs, a),
+                    calib_rms: calib_rms(i, &fit, a),
                     fit,
                     influence: infl.get(&i).copied(),
                     cost,
@@ -821,11 +823,8 @@ pub fn approximate(
             }
         }
     }
-    let polys: HashMap<usize, Vec<f64>> = choices
-        .iter()
-        .map(|c| (c.index, c.fit.coeffs.clone()))
-        .collect();
-    Ok((replace_activations(g, &polys)?, choices))
+    let ops: HashMap<usize, Op> = choices.iter().map(|c| (c.index, c.fit.op())).collect();
+    Ok((replace_activations_with(g, &ops)?, choices))
 }
 
 /// The ONNX edits that put `choices` into the model `g` was imported from: each activation's

@@ -144,6 +144,12 @@ pub(crate) fn ckks_err(source: CkksError) -> NnError {
     }
 }
 
+impl From<CkksError> for NnError {
+    fn from(source: CkksError) -> Self {
+        ckks_err(source)
+    }
+}
+
 /// `Scale` from a value, as a named error when it is not a valid scale.
 pub(crate) fn scale_of(v: f64) -> Result<Scale> {
     Scale::new(v).ok_or_else(|| ExecError::InvalidScale(v).into())

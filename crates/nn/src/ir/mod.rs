@@ -6,6 +6,7 @@
 //! shape (NCHW for images, batch size 1). Constant operands (weights, biases, scalars) live
 //! inside the [`Op`]; node inputs are always computed values.
 
+pub mod poly;
 mod shape;
 
 use std::collections::HashMap;
@@ -163,6 +164,18 @@ pub enum Op {
         /// Coefficients, lowest degree first.
         coeffs: Vec<f64>,
     },
+    /// Element-wise polynomial in the Chebyshev basis on `[lo, hi]`:
+    /// `sum_k coeffs[k] T_k(t)`, `t = (2x - lo - hi) / (hi - lo)` (high-degree fits; evaluated
+    /// by the baby-step giant-step Chebyshev circuit, stable where powers of x are not; see
+    /// [`poly::polynomial_op`]).
+    Chebyshev {
+        /// Lower end of the interval.
+        lo: f64,
+        /// Upper end of the interval.
+        hi: f64,
+        /// Chebyshev coefficients, lowest degree first.
+        coeffs: Vec<f64>,
+    },
     /// Copies its input.
     Identity,
 }
@@ -184,6 +197,7 @@ impl Op {
             | Op::Pow { .. }
             | Op::Activation(_)
             | Op::Polynomial { .. }
+            | Op::Chebyshev { .. }
             | Op::Identity => 1,
         }
     }
@@ -210,6 +224,7 @@ impl Op {
             Op::Activation(Activation::Erf) => "Erf",
             Op::Activation(Activation::Tanh) => "Tanh",
             Op::Polynomial { .. } => "Polynomial",
+            Op::Chebyshev { .. } => "Chebyshev",
             Op::Identity => "Identity",
         }
     }
@@ -224,7 +239,11 @@ impl Op {
     pub fn is_elementwise_unary(&self) -> bool {
         matches!(
             self,
-            Op::Pow { .. } | Op::Activation(_) | Op::Polynomial { .. } | Op::Identity
+            Op::Pow { .. }
+                | Op::Activation(_)
+                | Op::Polynomial { .. }
+                | Op::Chebyshev { .. }
+                | Op::Identity
         ) || matches!(self, Op::AddConst(c) | Op::MulConst(c) if c.len() == 1)
     }
 
@@ -238,6 +257,7 @@ impl Op {
             Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Vec::len),
             Op::AddConst(t) | Op::MulConst(t) => t.len(),
             Op::Polynomial { coeffs } => coeffs.len(),
+            Op::Chebyshev { coeffs, .. } => coeffs.len() + 2,
             Op::Reshape { .. }
             | Op::AvgPool(_)
             | Op::GlobalAvgPool
@@ -321,6 +341,12 @@ impl Op {
                 e.f64s(coeffs);
             }
             Op::Identity => e.tag(15),
+            Op::Chebyshev { lo, hi, coeffs } => {
+                e.tag(16);
+                e.f64(*lo);
+                e.f64(*hi);
+                e.f64s(coeffs);
+            }
         }
     }
 }
@@ -371,6 +397,11 @@ impl fmt::Display for Op {
             Op::Polynomial { coeffs } => {
                 write!(f, "Polynomial(degree={})", coeffs.len().saturating_sub(1))
             }
+            Op::Chebyshev { lo, hi, coeffs } => write!(
+                f,
+                "Chebyshev(degree={}, interval=[{lo}, {hi}])",
+                coeffs.len().saturating_sub(1)
+            ),
             other => f.write_str(other.kind()),
         }
     }

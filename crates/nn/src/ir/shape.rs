@@ -199,6 +199,10 @@ pub fn infer_shape(op: &Op, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
             })?;
             Ok(s)
         }
-        Op::Pow { .. } | Op::Activation(_) | Op::Polynomial { .. } | Op::Identity => Ok(x.to_vec()),
+        Op::Pow { .. }
+        | Op::Activation(_)
+        | Op::Polynomial { .. }
+        | Op::Chebyshev { .. }
+        | Op::Identity => Ok(x.to_vec()),
     }
 }

@@ -283,7 +283,8 @@ fn row_wise(graph: &Graph, node: &Node) -> bool {
         | Op::AddConst(_)
         | Op::MulConst(_)
         | Op::Pow { .. }
-        | Op::Polynomial { .. } => same_shape(),
+        | Op::Polynomial { .. }
+        | Op::Chebyshev { .. } => same_shape(),
         Op::Linear(_)
         | Op::Reshape { .. }
         | Op::GlobalAvgPool
@@ -379,6 +380,7 @@ fn check_node(graph: &Graph, node: &Node) -> Result<()> {
         | Op::MulConst(_)
         | Op::Pow { .. }
         | Op::Polynomial { .. }
+        | Op::Chebyshev { .. }
         | Op::Identity => Ok(()),
     }
 }
@@ -491,7 +493,8 @@ impl<B: Backend> Layout<B> for BatchLayout {
             | Op::AddConst(_)
             | Op::MulConst(_)
             | Op::Pow { .. }
-            | Op::Polynomial { .. } => {
+            | Op::Polynomial { .. }
+            | Op::Chebyshev { .. } => {
                 let op = Elementwise::of(node)
                     .ok_or_else(|| ExecError::Internal("element-wise op expected".into()))?;
                 let (cts, mult) = elementwise::eval(b, node, &op, &views, &all, &BatchConsts)?;
@@ -521,6 +524,7 @@ impl<B: Backend> Layout<B> for BatchLayout {
             | Op::Pow { .. }
             | Op::Activation(_)
             | Op::Polynomial { .. }
+            | Op::Chebyshev { .. }
             | Op::Identity => (row, row),
         })
     }

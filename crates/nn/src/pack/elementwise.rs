@@ -9,6 +9,9 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::{LayoutKind, View, unsupported};
+use henn_ckks::Scale;
+use henn_ckks::circuits::{Chebyshev, PolyArith};
+
 use crate::backend::Backend;
 use crate::error::{ExecError, NnError, Result};
 use crate::ir::{BatchNorm, Node, Op};
@@ -34,6 +37,8 @@ pub enum Elementwise<'a> {
     Affine(&'a BatchNorm),
     /// `sum_k c_k x^k`, lowest degree first.
     Polynomial(Cow<'a, [f64]>),
+    /// A Chebyshev series on an interval ([`Op::Chebyshev`]).
+    Chebyshev(Box<Chebyshev>),
 }
 
 impl<'a> Elementwise<'a> {
@@ -56,6 +61,9 @@ impl<'a> Elementwise<'a> {
                 Elementwise::Polynomial(Cow::Owned(c))
             }
             Op::Polynomial { coeffs } => Elementwise::Polynomial(Cow::Borrowed(coeffs)),
+            Op::Chebyshev { lo, hi, coeffs } => {
+                Elementwise::Chebyshev(Box::new(Chebyshev::new(*lo, *hi, coeffs.clone()).ok()?))
+            }
             Op::Conv2d(_)
             | Op::Linear(_)
             | Op::AvgPool(_)
@@ -189,6 +197,7 @@ pub fn eval<B: Backend>(
             (add_consts(b, node, consts.layout(), v, &ys, &tc)?, 1.0)
         }
         Elementwise::Polynomial(coeffs) => polynomial_at(b, x, flats, coeffs)?,
+        Elementwise::Chebyshev(p) => chebyshev_at(b, x, flats, p)?,
     })
 }
 
@@ -430,4 +439,82 @@ pub fn polynomial_at<B: Backend>(
     let f: Vec<f64> = e[..=d].iter().map(|&c| c / a).collect();
     let cts = par_map(flats.len(), |i| poly_eval(b, x.src.at(flats[i])?, &f))?;
     Ok((cts, a))
+}
+
+/// A [`Backend`] as the arithmetic of the Chebyshev circuit ([`Chebyshev::evaluate_with`]),
+/// so that the one implementation in henn-ckks runs on every backend.
+struct Arith<'b, B>(&'b B);
+
+impl<B: Backend> PolyArith for Arith<'_, B> {
+    type Ct = B::Ct;
+    type Error = NnError;
+    fn level(&self, a: &B::Ct) -> usize {
+        self.0.level(a)
+    }
+    fn scale(&self, a: &B::Ct) -> Scale {
+        self.0.scale(a)
+    }
+    fn prime(&self, level: usize) -> Result<f64> {
+        self.0.prime(level)
+    }
+    fn drop_level_to(&self, a: &B::Ct, level: usize) -> Result<B::Ct> {
+        let mut r = a.clone();
+        if self.0.level(a) > level {
+            self.0.drop_level_to_assign(&mut r, level)?;
+        }
+        Ok(r)
+    }
+    fn mul_relin(&self, a: &B::Ct, b: &B::Ct) -> Result<B::Ct> {
+        self.0.mul_relin(a, b)
+    }
+    fn square_relin(&self, a: &B::Ct) -> Result<B::Ct> {
+        self.0.square_relin(a)
+    }
+    fn add_assign(&self, a: &mut B::Ct, b: &B::Ct) -> Result<()> {
+        self.0.add_assign(a, b)
+    }
+    fn sub_assign(&self, a: &mut B::Ct, b: &B::Ct) -> Result<()> {
+        self.0.sub_assign(a, b)
+    }
+    fn add_const_assign(&self, a: &mut B::Ct, c: f64) -> Result<()> {
+        self.0.add_const_assign(a, c)
+    }
+    fn mul_const(&self, a: &B::Ct, c: f64, const_scale: Scale) -> Result<B::Ct> {
+        let mut r = a.clone();
+        self.0.mul_const_assign(&mut r, c, const_scale)?;
+        Ok(r)
+    }
+    fn mul_const_add_assign(
+        &self,
+        acc: &mut B::Ct,
+        x: &B::Ct,
+        c: f64,
+        const_scale: Scale,
+    ) -> Result<()> {
+        self.0.mul_const_add_assign(acc, x, c, const_scale)
+    }
+    fn rescale_assign(&self, a: &mut B::Ct) -> Result<()> {
+        self.0.rescale_assign(a)
+    }
+}
+
+/// A Chebyshev series at the ciphertexts `flats` of a value `x = m s`: the multiplier folds
+/// into the change of interval (one level, none when the interval is `[-1, 1]` and `m = 1`),
+/// then the baby-step giant-step circuit of henn-ckks; the outputs land at the input's scale
+/// with multiplier 1.
+pub fn chebyshev_at<B: Backend>(
+    b: &B,
+    x: View<'_, B::Ct>,
+    flats: &[usize],
+    p: &Chebyshev,
+) -> Result<(Vec<B::Ct>, f64)> {
+    let ar = Arith(b);
+    let cts = par_map(flats.len(), |i| {
+        let ct = x.src.at(flats[i])?;
+        if b.level(ct) < p.depth_with(x.mult) {
+            return Err(ExecError::OutOfLevels("in a Chebyshev polynomial").into());
+        }
+        p.evaluate_with(&ar, ct, x.mult, b.scale(ct))
+    })?;
+    Ok((cts, 1.0))
 }

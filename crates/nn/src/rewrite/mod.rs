@@ -13,7 +13,9 @@
 //!   constants (a polynomial activation as PyTorch exports it) replaced by one
 //!   [`Op::Polynomial`];
 //! * [`normalize_polynomial_inputs`]: the linear layer before a polynomial activation scaled
-//!   so that the polynomial's leading coefficient is +-1 (no blow-up of stored values);
+//!   so that the polynomial's leading coefficient is +-1 (no blow-up of stored values), or,
+//!   for a Chebyshev series, so that its interval becomes `[-1, 1]` (no level for the change
+//!   of interval);
 //! * [`simplify`]: all of the above until nothing changes.
 
 mod poly;
@@ -346,8 +348,37 @@ pub fn remove_identities(g: &Graph) -> Result<Graph> {
 pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
     let uses = g.use_counts();
     let mut scaled: HashMap<usize, Op> = HashMap::new();
-    let mut coeffs_of: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut coeffs_of: HashMap<usize, Op> = HashMap::new();
     for (ci, c) in g.nodes().iter().enumerate() {
+        if let (Op::Chebyshev { lo, hi, coeffs }, [v]) = (&c.op, c.inputs.as_slice()) {
+            // the change of interval folded into the layer: the series on [-1, 1]
+            if (*lo, *hi) == (-1.0, 1.0) {
+                continue;
+            }
+            let Some(pi) = g.producer(*v) else { continue };
+            if uses[*v] != 1 || scaled.contains_key(&pi) {
+                continue;
+            }
+            let p = &g.nodes()[pi];
+            let Some(axis) = out_axis(g, p) else { continue };
+            let Some(&n) = g.shape(p.output).get(axis) else {
+                continue;
+            };
+            let (a, b) = (2.0 / (hi - lo), -(lo + hi) / (hi - lo));
+            let Some(op) = scale_shift_out(&p.op, &vec![a; n], &vec![b; n]) else {
+                continue;
+            };
+            scaled.insert(pi, op);
+            coeffs_of.insert(
+                ci,
+                Op::Chebyshev {
+                    lo: -1.0,
+                    hi: 1.0,
+                    coeffs: coeffs.clone(),
+                },
+            );
+            continue;
+        }
         let (Op::Polynomial { coeffs }, [v]) = (&c.op, c.inputs.as_slice()) else {
             continue;
         };
@@ -374,11 +405,13 @@ pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
         scaled.insert(pi, op);
         coeffs_of.insert(
             ci,
-            coeffs
-                .iter()
-                .enumerate()
-                .map(|(k, &x)| x / t.powi(k as i32))
-                .collect(),
+            Op::Polynomial {
+                coeffs: coeffs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &x)| x / t.powi(k as i32))
+                    .collect(),
+            },
         );
     }
     if scaled.is_empty() {
@@ -390,7 +423,7 @@ pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
     for (i, n) in g.nodes().iter().enumerate() {
         let op = match (scaled.remove(&i), coeffs_of.remove(&i)) {
             (Some(op), _) => op,
-            (None, Some(coeffs)) => Op::Polynomial { coeffs },
+            (None, Some(op)) => op,
             (None, None) => n.op.clone(),
         };
         let inputs = map_inputs(&map, &n.inputs, &n.name)?;

@@ -39,6 +39,9 @@ pub enum Act {
     Cubic,
     /// A degree-4 Polynomial node.
     Poly,
+    /// A degree-12 Chebyshev series on [-4, 4] (a ReLU fit, as `henn approximate` makes
+    /// above degree 8).
+    Cheb,
 }
 
 pub fn act(g: &mut Graph, x: ValueId, a: Act, tag: &str, rng: &mut ChaCha8Rng) -> ValueId {
@@ -81,6 +84,21 @@ pub fn act(g: &mut Graph, x: ValueId, a: Act, tag: &str, rng: &mut ChaCha8Rng) -
                 n("out"),
             )
             .unwrap(),
+        Act::Cheb => {
+            let fit =
+                henn_nn::approx::fit_uniform(henn_nn::ir::Activation::Relu, -4.0, 4.0, 12).unwrap();
+            g.add_node(
+                n("cheb"),
+                Op::Chebyshev {
+                    lo: -4.0,
+                    hi: 4.0,
+                    coeffs: fit.chebyshev,
+                },
+                vec![x],
+                n("out"),
+            )
+            .unwrap()
+        }
     }
 }
 
@@ -232,7 +250,8 @@ pub fn generated(cfg: &Cfg, seed: u64) -> Graph {
 
 /// Kernels 1..5, strides 1-3, paddings 0-2, average (padded or not, counting the padding or
 /// not), sum and global pooling, all activation forms, residual blocks, one or two linear
-/// layers, convolutions the channel layout multiplexes (the last two); every config is
+/// layers, convolutions the channel layout multiplexes (the two before the last), a
+/// Chebyshev series of degree 12 (the last); every config is
 /// supported by every layout.
 pub fn configs() -> Vec<Cfg> {
     use Act::*;
@@ -251,6 +270,9 @@ pub fn configs() -> Vec<Cfg> {
         // convolutions whose outputs multiplex (only channel-uniform work up to the FC)
         Cfg { hw: 8, cin: 1, c1: 5, k1: 3, s1: 1, p1: 1, act: Poly, pool: Pool::None, residual: false, global: false, fc2: false },
         Cfg { hw: 7, cin: 2, c1: 3, k1: 3, s1: 2, p1: 1, act: Square, pool: Pool::None, residual: false, global: false, fc2: true },
+        // a high-degree Chebyshev series (its change of interval folded into conv1 once
+        // simplified, evaluated on the ciphertext before)
+        Cfg { hw: 8, cin: 1, c1: 3, k1: 3, s1: 1, p1: 1, act: Cheb, pool: Pool::Avg(2, 2, 0, true), residual: true, global: false, fc2: false },
     ];
     v
 }

@@ -288,7 +288,8 @@ impl<B: Backend> Layout<B> for ChannelLayout {
             | Op::AddConst(_)
             | Op::MulConst(_)
             | Op::Pow { .. }
-            | Op::Polynomial { .. } => {
+            | Op::Polynomial { .. }
+            | Op::Chebyshev { .. } => {
                 if let Some(y) = inputs.get(1)
                     && y.cts.len() != x.cts.len()
                 {

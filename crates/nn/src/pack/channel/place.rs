@@ -120,7 +120,7 @@ pub fn multiplexable(graph: &Graph) -> Vec<bool> {
         let out = node.output;
         let (ok, w) = match &node.op {
             Op::Linear(_) => (true, false),
-            Op::Polynomial { .. } | Op::Pow { .. } => (safe[out], true),
+            Op::Polynomial { .. } | Op::Chebyshev { .. } | Op::Pow { .. } => (safe[out], true),
             Op::Identity | Op::Reshape { .. } => (safe[out], work[out]),
             Op::AddConst(t) | Op::MulConst(t) => {
                 if t.as_uniform().is_some() {
@@ -433,7 +433,8 @@ fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Ve
             | Op::AddConst(_)
             | Op::MulConst(_)
             | Op::Pow { .. }
-            | Op::Polynomial { .. } => g,
+            | Op::Polynomial { .. }
+            | Op::Chebyshev { .. } => g,
         };
         if (out.reps > 1 || out.k > 1) && out.block_span() > out.bs {
             return Ok(None);
