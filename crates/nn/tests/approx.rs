@@ -329,6 +329,51 @@ fn relu_silu_model() -> Vec<u8> {
     m.bytes()
 }
 
+/// Bootstrap-aware OLA: each layer's cost is its elements times the planner's cost of the
+/// degree plus `depth / L` of a bootstrap ([`henn_nn::plan::bootstrap::BOOTSTRAP_COST`]), the
+/// budget is matched the same way, and a bootstrap that leaves no level is refused.
+#[test]
+fn ola_with_bootstraps_charges_each_level_a_share_of_a_bootstrap() {
+    let bytes = relu_silu_model();
+    let g = henn_nn::onnx::import_bytes(&bytes).unwrap();
+    let calib: Vec<Tensor> = (0..32)
+        .map(|k| {
+            let v = values(6, 300 + k)
+                .iter()
+                .map(|&v| 2.0 * f64::from(v))
+                .collect();
+            Tensor::new(vec![1, 6], v).unwrap()
+        })
+        .collect();
+    let labels = vec![None; calib.len()];
+    let ola = |levels| approx::Method::Ola {
+        degrees: vec![2, 3, 4, 8, 12],
+        budget: approx::Budget::UniformDegree(4),
+        bootstrap_levels: levels,
+    };
+    let (_, choices) = approx::approximate(&g, &calib, &labels, &ola(Some(9)), 1.0).unwrap();
+    let boot = henn_nn::plan::bootstrap::BOOTSTRAP_COST;
+    let mut total = 0.0;
+    let mut budget = 0.0;
+    let (d4, per4) = approx::degree_cost(4).unwrap();
+    for c in &choices {
+        let n = g.nodes()[c.index].inputs[0];
+        let elements: usize = g.shape(n).iter().product();
+        let (depth, per) = approx::degree_cost(c.fit.degree).unwrap();
+        assert_eq!(depth, c.depth);
+        let want = elements as f64 * (per + depth as f64 / 9.0 * boot);
+        assert!((c.cost - want).abs() < 1e-9 * want, "{} vs {want}", c.cost);
+        total += c.cost;
+        budget += elements as f64 * (per4 + d4 as f64 / 9.0 * boot);
+    }
+    // within the budget up to the DP's grid (one unit of budget / 20000 per layer)
+    assert!(
+        total <= budget * (1.0 + 2.0 / 20_000.0),
+        "{total} > {budget}"
+    );
+    assert!(approx::approximate(&g, &calib, &labels, &ola(Some(0)), 1.0).is_err());
+}
+
 /// Every method end to end on an imported model: the approximated ONNX model (Clenshaw chains
 /// of Mul/Add in place of the activations, the fused SiLU's Sigmoid removed) imports without
 /// activations and computes what the approximated graph computes (float32 coefficients);
@@ -360,6 +405,7 @@ fn approximated_onnx_models_import_and_equal_the_rewritten_graph() {
         approx::Method::Ola {
             degrees: vec![2, 3, 4, 6, 8],
             budget: approx::Budget::UniformDegree(4),
+            bootstrap_levels: None,
         },
     ];
     let mut costs = Vec::new();

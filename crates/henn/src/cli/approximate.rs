@@ -42,6 +42,11 @@ pub struct Args {
     /// OLA's candidate degrees.
     #[arg(long, value_delimiter = ',', default_value = "2,3,4,5,6,7,8")]
     pub degrees: Vec<usize>,
+    /// OLA for a network deeper than one modulus chain: L levels left by a bootstrap (9 for
+    /// the `boot` preset); each level a polynomial consumes then costs 1/L of a bootstrap of
+    /// its ciphertexts in the budget.
+    #[arg(long, requires = "ola")]
+    pub bootstrap_levels: Option<usize>,
     /// Range factor r >= 1: the fits see the calibration inputs times r (more weight on the
     /// tails, for inputs beyond the calibration range).
     #[arg(long, default_value_t = 1.0)]
@@ -112,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None, true) => Method::Ola {
             degrees: args.degrees.clone(),
             budget: args.budget.context("--ola needs --budget")?.0,
+            bootstrap_levels: args.bootstrap_levels,
         },
         _ => bail!("choose one method: --range R --degree D, --uniform D or --ola --budget B"),
     };

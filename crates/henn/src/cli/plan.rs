@@ -29,6 +29,15 @@ pub struct Args {
     /// on the simulated backend (the planner takes the cheapest).
     #[arg(long)]
     pub candidates: bool,
+    /// For a model deeper than one modulus chain: instead of a plan, the bootstraps it needs
+    /// with L levels left by each (9 for the `boot` preset), placed greedily on the simulated
+    /// run (the executor does not bootstrap yet).
+    #[arg(long, value_name = "L")]
+    pub bootstrap_levels: Option<usize>,
+    /// Slots of the bootstrapping ring for --bootstrap-levels (32768: the `boot` preset,
+    /// N = 2^16).
+    #[arg(long, default_value_t = 32768, requires = "bootstrap_levels")]
+    pub bootstrap_slots: usize,
     /// User-given CKKS parameters.
     #[command(flatten)]
     pub params: super::he::ParamArgs,
@@ -39,6 +48,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let graph = onnx::import_file(&args.model)
         .with_context(|| format!("importing {}", args.model.display()))?;
     let graph = rewrite::simplify(&graph)?;
+    if let Some(l) = args.bootstrap_levels {
+        let est = henn_nn::plan::bootstrap_estimate_for(
+            &graph,
+            args.packing,
+            l,
+            Some(args.bootstrap_slots),
+        )?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": args.model.display().to_string(),
+                    "packing": args.packing.to_string(),
+                    "depth": est.depth,
+                    "levels_after_bootstrap": est.levels_after,
+                    "bootstraps_on_longest_path": est.on_longest_path,
+                    "ciphertext_bootstraps": est.ciphertexts,
+                    "slots": args.bootstrap_slots,
+                    "before": est.before,
+                })
+            );
+        } else {
+            println!(
+                "{} under {} packing ({} slots): depth {}; with {} levels per bootstrap, {} \
+                 bootstraps on the longest path, {} ciphertext bootstraps per run",
+                args.model.display(),
+                args.packing,
+                args.bootstrap_slots,
+                est.depth,
+                est.levels_after,
+                est.on_longest_path,
+                est.ciphertexts
+            );
+            for (node, cts) in &est.before {
+                println!("  bootstrap {cts:>4} ciphertexts before {node}");
+            }
+        }
+        return Ok(());
+    }
     let (calib, _) = he::samples()?;
     let calib = if calib
         .first()

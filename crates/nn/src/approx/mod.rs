@@ -632,6 +632,11 @@ pub enum Method {
         degrees: Vec<usize>,
         /// Total cost allowed.
         budget: Budget,
+        /// For a network deeper than one modulus chain: the levels a bootstrap leaves. Each
+        /// level a polynomial consumes then also costs `1 / L` of a bootstrap of its
+        /// ciphertexts ([`crate::plan::bootstrap::BOOTSTRAP_COST`]), the amortized share of
+        /// the bootstraps its depth implies.
+        bootstrap_levels: Option<usize>,
     },
 }
 
@@ -753,7 +758,19 @@ pub fn approximate(
                 });
             }
         }
-        Method::Ola { degrees, budget } => {
+        Method::Ola {
+            degrees,
+            budget,
+            bootstrap_levels,
+        } => {
+            if *bootstrap_levels == Some(0) {
+                return Err(approx_err("a bootstrap must leave at least one level"));
+            }
+            let boot = |depth: usize| {
+                bootstrap_levels.map_or(0.0, |l| {
+                    depth as f64 / l as f64 * crate::plan::bootstrap::BOOTSTRAP_COST
+                })
+            };
             if degrees.is_empty() {
                 return Err(approx_err("OLA needs candidate degrees"));
             }
@@ -765,6 +782,7 @@ pub fn approximate(
                 for &d in degrees {
                     let fit = fit_layer(i, a, d)?;
                     let (depth, per) = cost_of(d)?;
+                    let per = per + boot(depth);
                     let err = infl[&i] * fit.rms_error * fit.rms_error;
                     row.push((fit, err, per * elements(i), depth));
                 }
@@ -773,7 +791,8 @@ pub fn approximate(
             let budget = match *budget {
                 Budget::Cost(c) => c,
                 Budget::UniformDegree(d) => {
-                    let (_, per) = cost_of(d)?;
+                    let (depth, per) = cost_of(d)?;
+                    let per = per + boot(depth);
                     nodes.iter().map(|&(i, _)| per * elements(i)).sum()
                 }
             };

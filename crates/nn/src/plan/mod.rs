@@ -14,6 +14,7 @@
 //! levels it states must be what this model and these parameters give, or it is refused
 //! with [`NnError::PlanMismatch`].
 
+pub mod bootstrap;
 mod calibrate;
 pub mod params;
 
@@ -23,6 +24,7 @@ use henn_ckks::{CkksParams, CkksParamsLiteral, Scale};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use bootstrap::{BootstrapEstimate, bootstrap_estimate, bootstrap_estimate_for};
 pub use calibrate::max_abs;
 pub use params::{check_params, choose_params, magnitude_bits};
 

@@ -93,6 +93,12 @@ pub fn choose_params(
             }
         }
     }
+    if s_min + head > 60 {
+        return Err(NnError::Plan(format!(
+            "values up to {max_abs:.3e} at a scale of 2^{s_min} ({target_precision_bits}-bit precision) need a base prime of {} bits, above the 60 a prime may have; calibrate on inputs like the model's data (values beyond a polynomial's fitted interval grow fast) or lower the target precision",
+            s_min + head
+        )));
+    }
     let q0 = (s_min + head).min(60);
     let need = q0 + d * s_min + q0;
     Err(NnError::Plan(format!(
