@@ -185,9 +185,15 @@ fn poly_op(p: &P) -> Op {
         (Some(ch), Some(c)) if ch.implicit && norm(c) <= norm(&ch.c) => {
             Op::Polynomial { coeffs: c.clone() }
         }
-        (Some(ch), _) => {
+        (Some(ch), power) => {
             let (lo, hi, c) = ch.interval();
-            polynomial_op(&c, lo, hi)
+            let sound =
+                lo.is_finite() && hi.is_finite() && lo < hi && c.iter().all(|v| v.is_finite());
+            match (sound, power) {
+                (true, _) => polynomial_op(&c, lo, hi),
+                (false, Some(p)) => Op::Polynomial { coeffs: p.clone() },
+                (false, None) => Op::Identity,
+            }
         }
         (None, Some(c)) => Op::Polynomial { coeffs: c.clone() },
         (None, None) => Op::Identity,
@@ -353,7 +359,7 @@ pub fn recognize_polynomials(g: &Graph) -> Result<Graph> {
                     .and_then(|i| g.nodes().get(i))
                     .is_some_and(|n| matches!(n.op, Op::Polynomial { .. } | Op::Chebyshev { .. })))
         })
-        .filter(|(_, p)| p.cheb.is_some() || p.coeffs.is_some())
+        .filter(|(_, p)| !matches!(poly_op(p), Op::Identity))
         .collect();
     if replace.is_empty() {
         return Ok(g.clone());
