@@ -277,7 +277,8 @@ fn low_level_query(client: &Client) -> Vec<u8> {
 fn sessions_expire_and_are_evicted_beyond_the_key_budget() {
     let images = mnist(1);
     let want = reference_top1(&images)[0];
-    // one session's keys fit, two do not; sessions unused for 3 s expire
+    // one session's keys fit, two do not; sessions unused for 10 s expire (long enough that
+    // session a outlives opening session b on a loaded 2-core machine: at 3 s it once did not)
     let probe = Running::start(config()).unwrap();
     let _ = open(&HttpClient::new(&probe.url()));
     let one = probe.app().sessions().bytes();
@@ -285,7 +286,7 @@ fn sessions_expire_and_are_evicted_beyond_the_key_budget() {
     drop(probe);
     let mut cfg = config();
     cfg.key_budget_bytes = one * 3 / 2;
-    cfg.session_ttl = Duration::from_secs(3);
+    cfg.session_ttl = Duration::from_secs(10);
     let server = Running::start(cfg).unwrap();
     let http = HttpClient::new(&server.url());
     // keys and queries made before the clock matters
@@ -308,7 +309,7 @@ fn sessions_expire_and_are_evicted_beyond_the_key_budget() {
         "evicted session",
     );
     assert_eq!(infer_top1(&http, &cb, &sb, &images[0]), want);
-    std::thread::sleep(Duration::from_millis(3600));
+    std::thread::sleep(Duration::from_millis(10_600));
     refused(
         http.raw("POST", &format!("/v1/sessions/{sb}/infer"), &qb),
         404,
