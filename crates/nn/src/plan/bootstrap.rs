@@ -5,11 +5,10 @@
 //! The executor does not insert bootstraps yet; this is the planner's figure for choosing
 //! polynomial degrees (OLA) and for sizing a deep network.
 
-use super::{PROBE_LEVELS, PROBE_PRIME_BITS, Simulated, probe_chain, probe_room, simulate};
+use super::{PROBE_LEVELS, probe_chain, probe_room, probe_run};
 use crate::error::{NnError, Result};
 use crate::ir::Graph;
 use crate::pack::{LayoutKind, LayoutPlan, Room};
-use henn_ckks::Scale;
 
 /// The cost of bootstrapping one ciphertext in [`super::counts_cost`] units (key switches):
 /// henn-ckks's `boot` preset (N = 2^16) takes 8.9 s on one thread, a rotation at the same
@@ -72,13 +71,7 @@ pub fn bootstrap_estimate(
             "a bootstrap must leave at least one level".into(),
         ));
     }
-    let sim = Simulated::new(probe_chain(), layout.room.slots);
-    let run = simulate(
-        graph,
-        layout,
-        &sim,
-        Scale::from_log2(f64::from(PROBE_PRIME_BITS)),
-    )?;
+    let run = probe_run(graph, layout)?;
     let nv = graph.values().len();
     // level and ciphertexts of every value in the probe run
     let mut level = vec![PROBE_LEVELS; nv];

@@ -402,15 +402,20 @@ pub fn simulate(
     exec::run_measured(sim, layout, graph, input, |_, _| Ok(()))
 }
 
-/// Levels `graph` consumes under `layout`, on the idealised probe chain.
-pub fn depth_under(graph: &Graph, layout: &LayoutPlan) -> Result<usize> {
+/// One run of `graph` under `layout` on the simulated backend over the idealised probe chain.
+fn probe_run(graph: &Graph, layout: &LayoutPlan) -> Result<RunOutput<SimCt>> {
     let sim = Simulated::new(probe_chain(), layout.room.slots);
-    let run = simulate(
+    simulate(
         graph,
         layout,
         &sim,
         Scale::from_log2(f64::from(PROBE_PRIME_BITS)),
-    )?;
+    )
+}
+
+/// Levels `graph` consumes under `layout`, on the idealised probe chain.
+pub fn depth_under(graph: &Graph, layout: &LayoutPlan) -> Result<usize> {
+    let run = probe_run(graph, layout)?;
     let lvl = run.output.cts.first().map_or(PROBE_LEVELS, |c| c.level);
     Ok(PROBE_LEVELS - lvl)
 }

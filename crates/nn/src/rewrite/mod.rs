@@ -350,45 +350,37 @@ pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
     let mut scaled: HashMap<usize, Op> = HashMap::new();
     let mut coeffs_of: HashMap<usize, Op> = HashMap::new();
     for (ci, c) in g.nodes().iter().enumerate() {
-        if let (Op::Chebyshev { lo, hi, coeffs }, [v]) = (&c.op, c.inputs.as_slice()) {
+        let [v] = c.inputs.as_slice() else { continue };
+        // per-channel scale and shift for the layer before, and the op after folding them
+        let (k, shift, folded) = match &c.op {
             // the change of interval folded into the layer: the series on [-1, 1]
-            if (*lo, *hi) == (-1.0, 1.0) {
-                continue;
-            }
-            let Some(pi) = g.producer(*v) else { continue };
-            if uses[*v] != 1 || scaled.contains_key(&pi) {
-                continue;
-            }
-            let p = &g.nodes()[pi];
-            let Some(axis) = out_axis(g, p) else { continue };
-            let Some(&n) = g.shape(p.output).get(axis) else {
-                continue;
-            };
-            let (a, b) = (2.0 / (hi - lo), -(lo + hi) / (hi - lo));
-            let Some(op) = scale_shift_out(&p.op, &vec![a; n], &vec![b; n]) else {
-                continue;
-            };
-            scaled.insert(pi, op);
-            coeffs_of.insert(
-                ci,
+            Op::Chebyshev { lo, hi, coeffs } if (*lo, *hi) != (-1.0, 1.0) => (
+                2.0 / (hi - lo),
+                -(lo + hi) / (hi - lo),
                 Op::Chebyshev {
                     lo: -1.0,
                     hi: 1.0,
                     coeffs: coeffs.clone(),
                 },
-            );
-            continue;
-        }
-        let (Op::Polynomial { coeffs }, [v]) = (&c.op, c.inputs.as_slice()) else {
-            continue;
+            ),
+            Op::Polynomial { coeffs } => {
+                let Some(d) = coeffs.iter().rposition(|&x| x != 0.0) else {
+                    continue;
+                };
+                let lead = coeffs[d].abs();
+                if d < 2 || !lead.is_finite() || (lead - 1.0).abs() < 1e-12 {
+                    continue;
+                }
+                let t = lead.powf(1.0 / d as f64);
+                let coeffs = coeffs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &x)| x / t.powi(k as i32))
+                    .collect();
+                (t, 0.0, Op::Polynomial { coeffs })
+            }
+            _ => continue,
         };
-        let Some(d) = coeffs.iter().rposition(|&x| x != 0.0) else {
-            continue;
-        };
-        let lead = coeffs[d].abs();
-        if d < 2 || !lead.is_finite() || (lead - 1.0).abs() < 1e-12 {
-            continue;
-        }
         let Some(pi) = g.producer(*v) else { continue };
         if uses[*v] != 1 || scaled.contains_key(&pi) {
             continue;
@@ -398,21 +390,11 @@ pub fn normalize_polynomial_inputs(g: &Graph) -> Result<Graph> {
         let Some(&n) = g.shape(p.output).get(axis) else {
             continue;
         };
-        let t = lead.powf(1.0 / d as f64);
-        let Some(op) = scale_shift_out(&p.op, &vec![t; n], &vec![0.0; n]) else {
+        let Some(op) = scale_shift_out(&p.op, &vec![k; n], &vec![shift; n]) else {
             continue;
         };
         scaled.insert(pi, op);
-        coeffs_of.insert(
-            ci,
-            Op::Polynomial {
-                coeffs: coeffs
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &x)| x / t.powi(k as i32))
-                    .collect(),
-            },
-        );
+        coeffs_of.insert(ci, folded);
     }
     if scaled.is_empty() {
         return Ok(g.clone());
