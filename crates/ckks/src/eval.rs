@@ -1,12 +1,14 @@
 //! The evaluator: homomorphic arithmetic with exact level and scale tracking. Every entry
 //! point checks parameter fingerprints, levels and scales and returns a named error.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use henn_ring::{Ntt, Poly};
 use rayon::prelude::*;
 
 use crate::ciphertext::{Ciphertext, Plaintext};
+use crate::encoding::Complex;
 use crate::error::{CkksError, Result};
 use crate::keys::{GaloisKey, GaloisKeys, KeySwitchKey, RelinKey};
 use crate::keyswitch::{Decomposed, apply_key, decompose, inner_product, lift_to_qp, mod_down};
@@ -40,6 +42,8 @@ impl ExtCiphertext {
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     params: Arc<CkksParams>,
+    /// Monomials `X^k` over every `q` prime in NTT form, by `k` (made on first use).
+    monomials: Arc<Mutex<HashMap<usize, Arc<Poly<Ntt>>>>>,
 }
 
 fn check_same_level(a: Level, b: Level) -> Result<()> {
@@ -64,6 +68,7 @@ impl Evaluator {
     pub fn new(params: &Arc<CkksParams>) -> Self {
         Self {
             params: params.clone(),
+            monomials: Arc::default(),
         }
     }
 
@@ -588,6 +593,123 @@ impl Evaluator {
         let mut r = self.square(a)?;
         self.relinearize_assign(&mut r, rlk)?;
         Ok(r)
+    }
+
+    // ----- monomials and complex pairs -----
+
+    /// `X^k` (`0 <= k < N`) over every `q` prime in NTT form, made once per evaluator.
+    fn monomial(&self, k: usize) -> Result<Arc<Poly<Ntt>>> {
+        let n = self.params.n();
+        if k >= n {
+            return Err(CkksError::InvalidParams(format!(
+                "monomial X^{k} of a ring of degree {n}"
+            )));
+        }
+        let mut map = self
+            .monomials
+            .lock()
+            .map_err(|_| CkksError::InvalidParams("monomial cache poisoned".into()))?;
+        if let Some(m) = map.get(&k) {
+            return Ok(m.clone());
+        }
+        let mut coeffs = vec![0i64; n];
+        coeffs[k] = 1;
+        let limbs = self.params.q_limbs(self.params.max_level());
+        let m = Arc::new(
+            Poly::<henn_ring::Coeff>::from_signed(self.params.ring(), &limbs, &coeffs)?.ntt(),
+        );
+        map.insert(k, m.clone());
+        Ok(m)
+    }
+
+    /// `a *= X^k`: exact, no level and no noise growth. `X^(N/2)` is `i` in every slot,
+    /// `X^(N/4)` a square root of `i` in every slot (`±(1 + i)/√2`, the sign by slot).
+    pub fn mul_monomial_assign(&self, a: &mut Ciphertext, k: usize) -> Result<()> {
+        self.check_ct(a)?;
+        let m = self.monomial(k)?;
+        for p in &mut a.parts {
+            p.mul_assign_prefix(&m)?;
+        }
+        Ok(())
+    }
+
+    /// `a *= i` in every slot (the monomial `X^(N/2)`): exact, no level.
+    pub fn mul_i_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        self.mul_monomial_assign(a, self.params.n() / 2)
+    }
+
+    /// `a += c` for a complex constant `c` in every slot (encoded at the ciphertext scale).
+    pub fn add_complex_const_assign(&self, a: &mut Ciphertext, c: Complex) -> Result<()> {
+        self.add_const_assign(a, c.re)?;
+        if c.im == 0.0 {
+            return Ok(());
+        }
+        let r = self.int_residues(c.im * a.scale.value(), a.level)?;
+        let i = self
+            .monomial(self.params.n() / 2)?
+            .select_limbs(&self.params.q_limbs(a.level))?;
+        a.parts
+            .first_mut()
+            .ok_or(CkksError::WrongSize {
+                expected: 2,
+                got: 0,
+            })?
+            .mul_scalar_add_assign(&i, &r)?;
+        Ok(())
+    }
+
+    /// The real and imaginary parts of `a`, each as a real-slot ciphertext in the form the
+    /// pair products need: `(a + conj a, (a - conj a) X^(N/4))`, i.e. `2 Re a` and
+    /// `2 i ζ Im a` with `ζ^2 = i` (one conjugation).
+    fn pair_parts(&self, a: &Ciphertext, gk: &GaloisKeys) -> Result<(Ciphertext, Ciphertext)> {
+        Self::check_size(a, 2)?;
+        let d = self.conjugate(a, gk)?;
+        let re2 = self.add(a, &d)?;
+        let mut im2 = self.sub(a, &d)?;
+        self.mul_monomial_assign(&mut im2, self.params.n() / 4)?;
+        Ok((re2, im2))
+    }
+
+    /// The slot-wise products of two pairs of real vectors packed as complex slots: for
+    /// `a = x1 + i x2` and `b = y1 + i y2` (every slot), returns `x1 y1 + i x2 y2`,
+    /// relinearized, at scale `4 scale(a) scale(b)` (the factor 4 is exact bookkeeping:
+    /// `a + conj a = 2 x1`). Two conjugations (one when `a` and `b` are the same ciphertext)
+    /// and one relinearization for the two products: what makes two images per complex slot
+    /// cost less than two ciphertexts.
+    pub fn mul_pair_relin(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+        rlk: &RelinKey,
+        gk: &GaloisKeys,
+    ) -> Result<Ciphertext> {
+        self.check_ct(a)?;
+        self.check_ct(b)?;
+        check_same_level(a.level, b.level)?;
+        let (ra, ia) = self.pair_parts(a, gk)?;
+        let (mut t, u) = if std::ptr::eq(a, b) {
+            (self.square(&ra)?, self.square(&ia)?)
+        } else {
+            let (rb, ib) = self.pair_parts(b, gk)?;
+            (self.mul(&ra, &rb)?, self.mul(&ia, &ib)?)
+        };
+        // (2 x1)(2 y1) - (2 i ζ x2)(2 i ζ y2) = 4 x1 y1 + 4 i x2 y2  (ζ^2 = i, i^2 i = -i)
+        self.sub_assign(&mut t, &u)?;
+        self.relinearize_assign(&mut t, rlk)?;
+        t.scale =
+            Scale::new(4.0 * a.scale.value() * b.scale.value()).ok_or(CkksError::OutOfLevels)?;
+        Ok(t)
+    }
+
+    /// [`Self::mul_pair_relin`] of `a` with itself: `x1^2 + i x2^2` for `a = x1 + i x2`,
+    /// at scale `4 scale(a)^2` (one conjugation, one relinearization).
+    pub fn square_pair_relin(
+        &self,
+        a: &Ciphertext,
+        rlk: &RelinKey,
+        gk: &GaloisKeys,
+    ) -> Result<Ciphertext> {
+        self.mul_pair_relin(a, a, rlk, gk)
     }
 
     // ----- levels -----

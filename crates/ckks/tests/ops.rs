@@ -704,3 +704,87 @@ fn keys_for_lower_levels() {
         serial::from_bytes_with_limits(&c.params, &bytes, &Limits::default()).unwrap();
     assert_eq!(back.level(), Level(1));
 }
+
+/// Two real vectors per complex slot: `i`, monomials, complex constants and the pair
+/// products (`x1 y1 + i x2 y2` from `x1 + i x2` and `y1 + i y2`) against f64, >= 20 bits
+/// after the product and a rescale, like a real multiplication.
+#[test]
+fn complex_pair_products_and_constants() {
+    let c = context(&TEST_INSECURE_LOGN12_L4);
+    let mut rng = TestContext::rng(90);
+    let s = c.params.slots();
+    let (top, scale) = (c.params.max_level(), c.params.default_scale());
+    let [x1, x2, y1, y2] = [91, 92, 93, 94].map(|seed| uniform_values(s, 1.0, seed));
+    let mut pack = |re: &[f64], im: &[f64]| -> Ciphertext {
+        let z: Vec<Complex> = re
+            .iter()
+            .zip(im)
+            .map(|(&a, &b)| Complex::new(a, b))
+            .collect();
+        let pt = c.encoder.encode_complex(&z, top, scale).unwrap();
+        c.encryptor.encrypt_sk(&pt, &c.sk, &mut rng).unwrap()
+    };
+    let unpack = |ct: &Ciphertext| -> (Vec<f64>, Vec<f64>) {
+        let z = c
+            .encoder
+            .decode_complex(&c.decryptor.decrypt(ct, &c.sk).unwrap())
+            .unwrap();
+        (
+            z.iter().map(|v| v.re).collect(),
+            z.iter().map(|v| v.im).collect(),
+        )
+    };
+    let a = pack(&x1, &x2);
+    let b = pack(&y1, &y2);
+    let e = &c.eval;
+
+    // times i: (x1 + i x2) i = -x2 + i x1, exactly, at the same level and scale
+    let mut ai = a.clone();
+    e.mul_i_assign(&mut ai).unwrap();
+    assert_eq!((ai.level(), ai.scale()), (a.level(), a.scale()));
+    let (re, im) = unpack(&ai);
+    let neg_x2: Vec<f64> = x2.iter().map(|v| -v).collect();
+    assert_precision("mul_i re", &re, &neg_x2, 22.0);
+    assert_precision("mul_i im", &im, &x1, 22.0);
+    // X^(N/4) twice is i
+    let mut aq = a.clone();
+    e.mul_monomial_assign(&mut aq, c.params.n() / 4).unwrap();
+    e.mul_monomial_assign(&mut aq, c.params.n() / 4).unwrap();
+    let (re2, im2) = unpack(&aq);
+    assert_precision("X^(N/4) squared re", &re2, &neg_x2, 22.0);
+    assert_precision("X^(N/4) squared im", &im2, &x1, 22.0);
+    assert!(e.mul_monomial_assign(&mut aq, c.params.n()).is_err());
+
+    // a complex constant in every slot
+    let mut ac = a.clone();
+    e.add_complex_const_assign(&mut ac, Complex::new(0.25, -0.625))
+        .unwrap();
+    let (re, im) = unpack(&ac);
+    let want_re: Vec<f64> = x1.iter().map(|v| v + 0.25).collect();
+    let want_im: Vec<f64> = x2.iter().map(|v| v - 0.625).collect();
+    assert_precision("complex const re", &re, &want_re, 22.0);
+    assert_precision("complex const im", &im, &want_im, 22.0);
+
+    // pair products and squares, then a rescale
+    let p = e.mul_pair_relin(&a, &b, &c.rlk, &c.gk).unwrap();
+    assert_eq!(p.size(), 2);
+    assert!(
+        p.scale()
+            .matches(Scale::new(4.0 * scale.value() * scale.value()).unwrap())
+    );
+    let (re, im) = unpack(&e.rescale(&p).unwrap());
+    let m1: Vec<f64> = x1.iter().zip(&y1).map(|(u, v)| u * v).collect();
+    let m2: Vec<f64> = x2.iter().zip(&y2).map(|(u, v)| u * v).collect();
+    assert_precision("pair product re", &re, &m1, 20.0);
+    assert_precision("pair product im", &im, &m2, 20.0);
+    let q = e.square_pair_relin(&a, &c.rlk, &c.gk).unwrap();
+    let (re, im) = unpack(&e.rescale(&q).unwrap());
+    let s1: Vec<f64> = x1.iter().map(|u| u * u).collect();
+    let s2: Vec<f64> = x2.iter().map(|u| u * u).collect();
+    assert_precision("pair square re", &re, &s1, 20.0);
+    assert_precision("pair square im", &im, &s2, 20.0);
+
+    // without the conjugation key: a named error
+    let no_conj = henn_ckks::GaloisKeys::default();
+    assert!(e.square_pair_relin(&a, &c.rlk, &no_conj).is_err());
+}
