@@ -360,3 +360,53 @@ fn row_streaming_equals_whole_layers_and_holds_less() {
         }
     }
 }
+
+/// More images than slots: two per complex slot (image `i` in the real part of slot `i`,
+/// image `slots + i` in its imaginary part). The plan says so, the client needs the
+/// conjugation key, and the encrypted outputs of every image (both halves) equal the
+/// reference: square, swish (x^2, x, constants, residual), cubic (products of distinct
+/// ciphertexts) and a Chebyshev series (baby-step giant-step products).
+#[test]
+fn two_images_per_complex_slot_equal_the_reference() {
+    let slots = 1usize << 10;
+    for (k, cfg) in [0usize, 1, 2, 12]
+        .into_iter()
+        .map(|k| (k, kit::configs()[k]))
+    {
+        let g = kit::generated(&cfg, 300 + k as u64);
+        let d = henn_nn::plan::depth(&g, LayoutKind::Batch).unwrap();
+        let lit = TestChain {
+            log_n: 11,
+            q0_bits: 55,
+            prime_bits: 40,
+            levels: d,
+            p_bits: 55,
+        }
+        .literal();
+        let imgs = kit::images(&g, slots + 37, 60 + k as u64);
+        let (plan, _) = make_plan(&g, &batch_opts(imgs.len()), &imgs[..16], Some(lit)).unwrap();
+        assert!(plan.layout.complex_pairs, "config {k}");
+        assert_eq!(plan.layout.value_slots(), 2 * slots);
+        let back = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
+        assert_eq!(back, plan);
+        let r = run_once(&g, &plan, &imgs, false).unwrap();
+        let want = kit::reference(&g, &imgs);
+        let mut worst = f64::INFINITY;
+        for i in [0, 1, slots - 1, slots, slots + 1, slots + 36] {
+            worst = worst.min(assert_bits(
+                &format!("config {k} image {i}"),
+                &r.outputs[i],
+                &want[i],
+                14.0,
+            ));
+        }
+        eprintln!("config {k}: depth {d}, worst {worst:.1} bits over both halves");
+    }
+    // fewer images than slots: one per slot, no conjugation key
+    let g = kit::generated(&kit::configs()[0], 300);
+    let lit = test_insecure_chain(henn_nn::plan::depth(&g, LayoutKind::Batch).unwrap()).literal();
+    let imgs = kit::images(&g, 8, 1);
+    let (plan, _) = make_plan(&g, &batch_opts(8), &imgs, Some(lit)).unwrap();
+    assert!(!plan.layout.complex_pairs);
+    assert!(!plan.to_json().unwrap().contains("complex_pairs"));
+}

@@ -362,6 +362,12 @@ pub trait PolyArith {
     ) -> std::result::Result<(), Self::Error>;
     /// Divides by the last prime.
     fn rescale_assign(&self, a: &mut Self::Ct) -> std::result::Result<(), Self::Error>;
+    /// The factor a product's scale carries on top of the product of its operands' scales:
+    /// 1 for a product of ciphertexts, 4 for the pair products of two real values per
+    /// complex slot (`Evaluator::mul_pair_relin`).
+    fn product_scale_factor(&self) -> f64 {
+        1.0
+    }
     /// `a = 2 a` (no scale change).
     fn double_assign(&self, a: &mut Self::Ct) -> std::result::Result<(), Self::Error> {
         let t = a.clone();
@@ -550,8 +556,10 @@ impl<A: PolyArith> RecCtx<'_, A> {
         let n = 1usize << floor_log2(e);
         let (q, r) = split(c, n);
         let tn = self.at(n, level + 1)?;
+        // the scale q must land at for `q T_n` to be at `scale * q_(l+1)` (a product of
+        // ciphertexts may carry a factor of its own; a constant product does not)
         let qs = scale * self.ar.prime(level + 1)? / self.ar.scale(&tn).value();
-        let mut prod = match self.rec(&q, qs, level + 1)? {
+        let mut prod = match self.rec(&q, qs / self.ar.product_scale_factor(), level + 1)? {
             Term::Const(v) => self.ar.mul_const(&tn, v, scale_of(qs)?)?,
             Term::Ct(qc) => self.ar.mul_relin(&qc, &tn)?,
         };

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use henn_ckks::{
-    Ciphertext, CkksParams, Encoder, Evaluator, GaloisElement, GaloisKeys, Level, Plaintext,
-    RelinKey, Scale,
+    Ciphertext, CkksParams, Complex, Encoder, Evaluator, GaloisElement, GaloisKeys, Level,
+    Plaintext, RelinKey, Scale,
 };
 
 use super::{Backend, OpCounts, ckks_err};
@@ -23,6 +23,7 @@ pub struct Encrypted {
     gk: GaloisKeys,
     counts: OpCounts,
     cache: Arc<PlaintextCache>,
+    pairs: bool,
 }
 
 /// Default memory budget of the plaintext cache.
@@ -109,7 +110,18 @@ impl Encrypted {
             gk,
             counts: OpCounts::default(),
             cache,
+            pairs: false,
         }
+    }
+
+    /// With `on`, every complex slot holds two real values (a plan with
+    /// [`crate::pack::LayoutPlan::complex_pairs`]): products become pair products
+    /// (`henn_ckks::Evaluator::mul_pair_relin`: one conjugation per operand, counted as a
+    /// rotation, and one relinearization) and a constant `c` is added as `c + c i`. Linear
+    /// ops with real constants need no change. Needs the conjugation key.
+    pub fn with_complex_pairs(mut self, on: bool) -> Self {
+        self.pairs = on;
+        self
     }
 
     /// Replaces the plaintext cache by an empty one of `bytes` (0 disables it).
@@ -170,6 +182,26 @@ impl Encrypted {
                 .into());
             }
         }
+        if self.pairs {
+            let g = GaloisElement::conjugation(n);
+            match self.gk.level_of(g) {
+                None => {
+                    return Err(ExecError::Input(
+                        "the plan packs two images per complex slot and needs the conjugation key: make the evaluation keys with this plan (Client::evaluation_keys)".into(),
+                    )
+                    .into());
+                }
+                Some(have) if have.0 < relin_level => {
+                    return Err(ExecError::KeyLevel {
+                        what: "conjugation key".into(),
+                        have: have.0,
+                        need: relin_level,
+                    }
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
         if self.rlk.level().0 < relin_level {
             return Err(ExecError::KeyLevel {
                 what: "relinearization key".into(),
@@ -198,6 +230,9 @@ impl Backend for Encrypted {
     fn counts(&self) -> &OpCounts {
         &self.counts
     }
+    fn complex_pairs(&self) -> Option<bool> {
+        Some(self.pairs)
+    }
     fn prime(&self, level: usize) -> Result<f64> {
         self.params
             .q()
@@ -224,6 +259,12 @@ impl Backend for Encrypted {
     }
     fn add_const_assign(&self, a: &mut Ciphertext, c: f64) -> Result<()> {
         OpCounts::bump(&self.counts.add, 1);
+        if self.pairs {
+            return self
+                .eval
+                .add_complex_const_assign(a, Complex::new(c, c))
+                .map_err(ckks_err);
+        }
         self.eval.add_const_assign(a, c).map_err(ckks_err)
     }
     fn mul_const_assign(&self, a: &mut Ciphertext, c: f64, const_scale: Scale) -> Result<()> {
@@ -348,11 +389,25 @@ impl Backend for Encrypted {
     fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
+        if self.pairs {
+            OpCounts::bump(&self.counts.rotate, 2);
+            return self
+                .eval
+                .mul_pair_relin(a, b, &self.rlk, &self.gk)
+                .map_err(ckks_err);
+        }
         self.eval.mul_relin(a, b, &self.rlk).map_err(ckks_err)
     }
     fn square_relin(&self, a: &Ciphertext) -> Result<Ciphertext> {
         OpCounts::bump(&self.counts.square, 1);
         OpCounts::bump(&self.counts.relin, 1);
+        if self.pairs {
+            OpCounts::bump(&self.counts.rotate, 1);
+            return self
+                .eval
+                .square_pair_relin(a, &self.rlk, &self.gk)
+                .map_err(ckks_err);
+        }
         self.eval.square_relin(a, &self.rlk).map_err(ckks_err)
     }
     fn rescale_assign(&self, a: &mut Ciphertext) -> Result<()> {

@@ -178,6 +178,23 @@ pub trait Backend: Sync + 'static {
     fn counts(&self) -> &OpCounts;
     /// The data prime `q_level` (the one a rescale at `level` divides by).
     fn prime(&self, level: usize) -> Result<f64>;
+    /// Whether products and added constants treat each complex slot as two real values
+    /// (`Some(true)`, see [`crate::pack::LayoutPlan::complex_pairs`]) or as one
+    /// (`Some(false)`); `None` for a backend whose slots are independent reals anyway (the
+    /// slots backend, which runs a paired plan as twice the slots). The executor refuses a
+    /// plan whose pairing the backend does not follow.
+    fn complex_pairs(&self) -> Option<bool> {
+        None
+    }
+    /// The factor the scale of a product of ciphertexts carries on top of the product of
+    /// the operands' scales: 4 for pair products ([`Backend::complex_pairs`]), else 1.
+    fn product_scale_factor(&self) -> f64 {
+        if self.complex_pairs() == Some(true) {
+            4.0
+        } else {
+            1.0
+        }
+    }
 
     /// Level of `a`.
     fn level(&self, a: &Self::Ct) -> usize;

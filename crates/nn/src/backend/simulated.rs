@@ -28,6 +28,8 @@ pub struct Simulated {
     rotations: Mutex<BTreeMap<i64, usize>>,
     /// Highest level of a relinearization (`None`: none yet).
     relin: Mutex<Option<usize>>,
+    /// Complex pairs: products as pair products (see `Encrypted::with_complex_pairs`).
+    pairs: bool,
 }
 
 pub(crate) fn check_add(a: (usize, Scale), b: (usize, Scale)) -> Result<()> {
@@ -96,6 +98,26 @@ impl Simulated {
             counts: OpCounts::default(),
             rotations: Mutex::new(BTreeMap::new()),
             relin: Mutex::new(None),
+            pairs: false,
+        }
+    }
+
+    /// With `on`, products are pair products as the encrypted backend makes them for a
+    /// plan with complex pairs: one conjugation per operand (counted as a rotation), one
+    /// relinearization, the scale 4 times the product of the scales.
+    pub fn with_complex_pairs(mut self, on: bool) -> Self {
+        self.pairs = on;
+        self
+    }
+
+    /// The factor on a product's scale and the conjugations of a product of `operands`
+    /// distinct ciphertexts (pair products; 1 and 0 otherwise).
+    fn pair_product(&self, operands: u64) -> f64 {
+        if self.pairs {
+            OpCounts::bump(&self.counts.rotate, operands);
+            4.0
+        } else {
+            1.0
         }
     }
 
@@ -172,6 +194,9 @@ impl Backend for Simulated {
     fn counts(&self) -> &OpCounts {
         &self.counts
     }
+    fn complex_pairs(&self) -> Option<bool> {
+        Some(self.pairs)
+    }
     fn prime(&self, level: usize) -> Result<f64> {
         self.primes
             .get(level)
@@ -241,18 +266,20 @@ impl Backend for Simulated {
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
         self.record_relin(a.level);
+        let f = self.pair_product(2);
         Ok(SimCt {
             level: a.level,
-            scale: scale_of(a.scale.value() * b.scale.value())?,
+            scale: scale_of(f * a.scale.value() * b.scale.value())?,
         })
     }
     fn square_relin(&self, a: &SimCt) -> Result<SimCt> {
         OpCounts::bump(&self.counts.square, 1);
         OpCounts::bump(&self.counts.relin, 1);
         self.record_relin(a.level);
+        let f = self.pair_product(1);
         Ok(SimCt {
             level: a.level,
-            scale: scale_of(a.scale.value() * a.scale.value())?,
+            scale: scale_of(f * a.scale.value() * a.scale.value())?,
         })
     }
     fn rescale_assign(&self, a: &mut SimCt) -> Result<()> {

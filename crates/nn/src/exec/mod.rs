@@ -132,6 +132,15 @@ pub fn run_with<B: Backend>(
             computed: graph.values().len().to_string(),
         });
     }
+    if let Some(pairs) = backend.complex_pairs()
+        && pairs != plan.complex_pairs
+    {
+        return Err(NnError::PlanMismatch {
+            what: format!("complex pairs of the {} backend", backend.name()),
+            stored: plan.complex_pairs.to_string(),
+            computed: pairs.to_string(),
+        });
+    }
     if input.cts.len() != plan.input.ciphertexts {
         return Err(ExecError::CiphertextCount {
             what: "input",

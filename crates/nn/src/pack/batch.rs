@@ -2,6 +2,13 @@
 //! element (pixel x channel), weights are scalar constants multiplied in without plaintext
 //! encoding. No rotations are needed. With one image this is per-pixel encryption.
 //!
+//! With more images than slots (up to N), two images share each complex slot: image `i` in
+//! the real part of slot `i`, image `N/2 + i` in its imaginary part
+//! ([`crate::pack::LayoutPlan::complex_pairs`]). Every linear op of this layout has real
+//! weights, so it acts on both images at once; the backend's products and added constants
+//! become pair operations (one conjugation and one relinearization for two images' squares),
+//! which is where twice the images cost less than twice the time.
+//!
 //! Linear layers are sums `sum_i w_i x_i` accumulated at scale `Δ q_l` and rescaled once per
 //! output. Each packed tensor carries a plaintext multiplier ([`Packed::mult`]) so that average
 //! pooling's `1/k^2`, scalar `Mul`s and activation leading coefficients cost no level: they are
@@ -394,12 +401,14 @@ impl LayoutRules for BatchLayout {
         graph.nodes().iter().try_for_each(|n| check_node(graph, n))
     }
 
+    /// Half the images: beyond one image per slot, two share each complex slot.
     fn required_slots(&self, _graph: &Graph, images: usize) -> Result<usize> {
-        Ok(images.max(1))
+        Ok(images.div_ceil(2).max(1))
     }
 
+    /// Up to two images per slot (complex pairs).
     fn images_per_run(&self, wanted: usize, slots: usize) -> usize {
-        wanted.min(slots).max(1)
+        wanted.min(slots.saturating_mul(2)).max(1)
     }
 
     /// Slots never mix in this layout: the images plus one empty slot, which stands for
@@ -412,9 +421,9 @@ impl LayoutRules for BatchLayout {
     fn plan(&self, graph: &Graph, room: Room, images: usize) -> Result<LayoutPlan> {
         self.check_supported(graph)?;
         let images = images.max(1);
-        if images > room.slots {
+        if images > 2 * room.slots {
             return Err(ExecError::SlotOverflow {
-                need: images,
+                need: images.div_ceil(2),
                 have: room.slots,
             }
             .into());
@@ -429,7 +438,13 @@ impl LayoutRules for BatchLayout {
                 })
             })
             .collect();
-        LayoutPlan::assemble(KIND, room, graph, values, images, 1)
+        let mut plan = LayoutPlan::assemble(KIND, room, graph, values, images, 1)?;
+        if images > room.slots {
+            // image i in the real part of slot i, image slots + i in its imaginary part
+            plan.complex_pairs = true;
+            plan.slots_needed = images.div_ceil(2);
+        }
+        Ok(plan)
     }
 }
 

@@ -457,6 +457,9 @@ impl<B: Backend> PolyArith for Arith<'_, B> {
     fn prime(&self, level: usize) -> Result<f64> {
         self.0.prime(level)
     }
+    fn product_scale_factor(&self) -> f64 {
+        self.0.product_scale_factor()
+    }
     fn drop_level_to(&self, a: &B::Ct, level: usize) -> Result<B::Ct> {
         let mut r = a.clone();
         if self.0.level(a) > level {

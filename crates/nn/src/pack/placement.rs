@@ -314,6 +314,17 @@ pub struct LayoutPlan {
     pub values: Vec<Option<Placement>>,
     /// The output.
     pub output: OutputMap,
+    /// Two real values per complex slot (the batch layout with more images than slots):
+    /// value slot `s < slots` is the real part of slot `s`, value slot `slots + s` its
+    /// imaginary part. Linear ops act on both at once; products of ciphertexts and constants
+    /// added go through the pair operations (see `henn_ckks::Evaluator::mul_pair_relin`),
+    /// and inputs are encoded at a quarter of the default scale (see [`Self::input_scale`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub complex_pairs: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Placements computed since the process started (diagnostics: the executor never computes
@@ -386,7 +397,30 @@ impl LayoutPlan {
                 ciphertexts: pout.ciphertexts(),
                 positions,
             },
+            complex_pairs: false,
         })
+    }
+
+    /// Real values one ciphertext holds: the slots, twice them with [`Self::complex_pairs`].
+    pub fn value_slots(&self) -> usize {
+        if self.complex_pairs {
+            2 * self.room.slots
+        } else {
+            self.room.slots
+        }
+    }
+
+    /// The scale inputs are encoded at, from the parameters' default: a quarter of it with
+    /// complex pairs, where every pair product multiplies the scale by 4 on top of the
+    /// product of the scales (`s -> 4 s^2 / q`): at `q / 4` that keeps the scale steady
+    /// through the network as `s -> s^2 / q` does at `q` (2 bits of precision for twice the
+    /// images).
+    pub fn input_scale(&self, default: henn_ckks::Scale) -> henn_ckks::Scale {
+        if self.complex_pairs {
+            henn_ckks::Scale::new(default.value() / 4.0).unwrap_or(default)
+        } else {
+            default
+        }
     }
 
     /// Placement of value `v`.
@@ -438,10 +472,10 @@ impl LayoutPlan {
                 })?;
                 for r in 0..reps {
                     let slot = s + r * self.input.replica_stride + i * self.image_stride;
-                    if slot >= self.room.slots {
+                    if slot >= self.value_slots() {
                         return Err(ExecError::SlotOverflow {
                             need: slot + 1,
-                            have: self.room.slots,
+                            have: self.value_slots(),
                         }
                         .into());
                     }
@@ -550,6 +584,11 @@ impl LayoutPlan {
             "images per run",
             self.images_per_run.to_string(),
             computed.images_per_run.to_string(),
+        )?;
+        diff(
+            "complex pairs",
+            self.complex_pairs.to_string(),
+            computed.complex_pairs.to_string(),
         )?;
         diff(
             "image stride",

@@ -35,7 +35,7 @@ pub fn max_abs(
         .kind
         .rules()
         .slots_for_magnitudes(layout, per_run)
-        .min(layout.room.slots);
+        .min(layout.value_slots());
     let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
     let maxima = runs
         .par_iter()

@@ -218,7 +218,7 @@ impl Plan {
         let room = Room::of_params(&params);
         let computed = layout_plan(graph, self.kind(), room, self.layout.images_per_run)?;
         self.layout.check_same(&computed, graph)?;
-        let sim = Simulated::for_params(&params);
+        let sim = Simulated::for_params(&params).with_complex_pairs(computed.complex_pairs);
         let run = simulate(graph, &computed, &sim, params.default_scale()).map_err(|e| {
             NnError::PlanMismatch {
                 what: "a run of the model under the plan's parameters".into(),
@@ -367,7 +367,8 @@ pub fn counts_cost(c: &Counts) -> f64 {
 
 /// The op counts of one run of `graph` under `layout` on the simulated backend.
 pub fn plan_counts(graph: &Graph, layout: &LayoutPlan) -> Result<Counts> {
-    let sim = Simulated::new(probe_chain(), layout.room.slots);
+    let sim =
+        Simulated::new(probe_chain(), layout.room.slots).with_complex_pairs(layout.complex_pairs);
     simulate(
         graph,
         layout,
@@ -383,7 +384,8 @@ pub fn plan_cost(graph: &Graph, layout: &LayoutPlan) -> Result<f64> {
     Ok(counts_cost(&plan_counts(graph, layout)?))
 }
 
-/// Runs the layer code on a simulated backend under `layout` (input at `scale`), with the
+/// Runs the layer code on a simulated backend under `layout` (input at the scale the layout
+/// encodes inputs at for the default `scale`, [`LayoutPlan::input_scale`]), with the
 /// executor's peak ciphertext memory: the same schedule (row streaming included) on
 /// ciphertexts of the simulated levels, `2 x N x (level + 1)` words each; a node's inputs and
 /// outputs are alive together, temporaries inside a layer (rotations, accumulators) come on
@@ -396,7 +398,7 @@ pub fn simulate(
 ) -> Result<RunOutput<SimCt>> {
     let input = Packed {
         shape: graph.input_shape().to_vec(),
-        cts: vec![sim.input(scale); layout.input.ciphertexts],
+        cts: vec![sim.input(layout.input_scale(scale)); layout.input.ciphertexts],
         mult: 1.0,
     };
     exec::run_measured(sim, layout, graph, input, |_, _| Ok(()))
@@ -404,7 +406,8 @@ pub fn simulate(
 
 /// One run of `graph` under `layout` on the simulated backend over the idealised probe chain.
 fn probe_run(graph: &Graph, layout: &LayoutPlan) -> Result<RunOutput<SimCt>> {
-    let sim = Simulated::new(probe_chain(), layout.room.slots);
+    let sim =
+        Simulated::new(probe_chain(), layout.room.slots).with_complex_pairs(layout.complex_pairs);
     simulate(
         graph,
         layout,
@@ -473,7 +476,7 @@ pub fn run_slots(
     rules.check_supported(graph)?;
     let room = Room::of_chain(slots, &primes);
     let layout = layout_plan(graph, kind, room, images.len())?;
-    let be = Slots::new(primes, slots);
+    let be = Slots::new(primes, layout.value_slots());
     let input = slots_input(&be, &layout, graph, images, scale)?;
     let (out, stats) = exec::run(&be, &layout, graph, input, |_, _| Ok(()))?;
     let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
@@ -587,7 +590,7 @@ fn plan_for(
             }
         }
     };
-    let sim = Simulated::for_params(&params);
+    let sim = Simulated::for_params(&params).with_complex_pairs(layout.complex_pairs);
     let run = simulate(graph, &layout, &sim, params.default_scale())?;
     let mut plan = Plan {
         format: PLAN_FORMAT,

@@ -163,7 +163,8 @@ pub fn check_params(
 /// Whether `graph` runs to the end on the chain of `lit` (simulated, idealised primes) with
 /// its output, up to `max_abs`, below half the base prime.
 fn fits_chain(graph: &Graph, layout: &LayoutPlan, lit: &CkksParamsLiteral, max_abs: f64) -> bool {
-    let sim = Simulated::with_bits(&lit.q_bits, layout.room.slots);
+    let sim = Simulated::with_bits(&lit.q_bits, layout.room.slots)
+        .with_complex_pairs(layout.complex_pairs);
     let scale = Scale::from_log2(lit.log_scale);
     match simulate(graph, layout, &sim, scale) {
         Ok(run) => run.output.cts.first().is_some_and(|c| {

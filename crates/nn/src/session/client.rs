@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use henn_ckks::{Ciphertext, CkksParams, Decryptor, Encoder, Encryptor, KeyGenerator, SecretKey};
+use henn_ckks::{
+    Ciphertext, CkksParams, Complex, Decryptor, Encoder, Encryptor, KeyGenerator, SecretKey,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
@@ -105,9 +107,21 @@ impl Client {
         let relin = kg
             .relin_key_at(&self.sk, henn_ckks::Level(self.plan.relin_level), &mut rng)
             .map_err(ckks_err)?;
-        let galois = kg
+        let mut galois = kg
             .galois_keys_at(&self.sk, &self.plan.rotation_keys(), &mut rng)
             .map_err(ckks_err)?;
+        if self.plan.layout.complex_pairs {
+            // pair products conjugate at every level a relinearization happens at
+            galois.insert(
+                kg.galois_key_at(
+                    &self.sk,
+                    henn_ckks::GaloisElement::conjugation(self.params.n()),
+                    henn_ckks::Level(self.plan.relin_level),
+                    &mut rng,
+                )
+                .map_err(ckks_err)?,
+            );
+        }
         Ok(EvaluationKeys {
             plan_fingerprint: self.plan.fingerprint.clone(),
             relin,
@@ -116,7 +130,7 @@ impl Client {
     }
 
     /// Packs `images` (at most the plan's images per run) as the layout plan says and
-    /// encrypts them with the secret key at the top level and the default scale.
+    /// encrypts them with the secret key at the top level and the plan's input scale.
     pub fn encrypt(&self, images: &[Tensor]) -> Result<PackedCiphertexts> {
         let enc = Encryptor::new(&self.params);
         let cts = self.encrypt_each(images, |pt, rng| enc.encrypt_sk(pt, &self.sk, rng))?;
@@ -137,14 +151,40 @@ impl Client {
     ) -> Result<Vec<C>> {
         let vectors = self.plan.layout.pack_inputs(images)?;
         let level = self.params.max_level();
-        let scale = self.params.default_scale();
+        let scale = self.plan.layout.input_scale(self.params.default_scale());
+        let pairs = self.plan.layout.complex_pairs;
+        let slots = self.params.slots();
         vectors
             .par_iter()
             .map_init(fresh_rng, |rng, v| {
-                let pt = self.encoder.encode(v, level, scale).map_err(ckks_err)?;
+                let pt = if pairs {
+                    // value slot s in the real part of slot s, slots + s in its imaginary part
+                    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+                    let z: Vec<Complex> = (0..slots)
+                        .map(|s| Complex::new(at(s), at(slots + s)))
+                        .collect();
+                    self.encoder.encode_complex(&z, level, scale)
+                } else {
+                    self.encoder.encode(v, level, scale)
+                }
+                .map_err(ckks_err)?;
                 f(&pt, rng).map_err(ckks_err)
             })
             .collect()
+    }
+
+    /// The value slots of a decrypted plaintext: the real slots, followed by the imaginary
+    /// parts with complex pairs.
+    fn decode_values(&self, pt: &henn_ckks::Plaintext) -> Result<Vec<f64>> {
+        if self.plan.layout.complex_pairs {
+            let z = self.encoder.decode_complex(pt).map_err(ckks_err)?;
+            Ok(z.iter()
+                .map(|c| c.re)
+                .chain(z.iter().map(|c| c.im))
+                .collect())
+        } else {
+            self.encoder.decode(pt).map_err(ckks_err)
+        }
     }
 
     /// [`Client::encrypt`] as a query to send: seeded ciphertexts (the uniform half of each is
@@ -176,7 +216,7 @@ impl Client {
                 let pt = dec
                     .decrypt_flooded(c, &self.sk, flood_bits, rng)
                     .map_err(ckks_err)?;
-                self.encoder.decode(&pt).map_err(ckks_err)
+                self.decode_values(&pt)
             })
             .collect::<Result<Vec<_>>>()?;
         self.plan
@@ -184,13 +224,14 @@ impl Client {
             .unpack_outputs(&slots, out.mult, out.images)
     }
 
-    /// Decrypts and decodes ciphertexts to their slot vectors.
+    /// Decrypts and decodes ciphertexts to their value slots (see
+    /// [`crate::pack::LayoutPlan::value_slots`]).
     pub fn decrypt_slots(&self, cts: &[Ciphertext]) -> Result<Vec<Vec<f64>>> {
         let dec = Decryptor::new(&self.params);
         cts.par_iter()
             .map(|c| {
                 let pt = dec.decrypt(c, &self.sk).map_err(ckks_err)?;
-                self.encoder.decode(&pt).map_err(ckks_err)
+                self.decode_values(&pt)
             })
             .collect()
     }

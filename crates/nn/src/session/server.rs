@@ -95,7 +95,8 @@ impl Server {
             .into());
         }
         let backend =
-            Encrypted::with_cache(&self.params, keys.relin, keys.galois, self.cache.clone());
+            Encrypted::with_cache(&self.params, keys.relin, keys.galois, self.cache.clone())
+                .with_complex_pairs(self.plan.layout.complex_pairs);
         backend.check_keys(&self.plan.rotation_keys(), self.plan.relin_level)?;
         Ok(ServerSession {
             server: self.clone(),
@@ -133,7 +134,7 @@ impl ServerSession {
     }
 
     /// Checks a run's input against the plan: its fingerprint, image count, multiplier,
-    /// and fresh ciphertexts (top level, default scale) of the server's parameters.
+    /// and fresh ciphertexts (top level, the plan's input scale) of the server's parameters.
     fn check_input(&self, input: &PackedCiphertexts) -> Result<()> {
         let (plan, params) = (&self.server.plan, &self.server.params);
         if input.plan_fingerprint != plan.fingerprint {
@@ -158,7 +159,7 @@ impl ServerSession {
             .into());
         }
         let top = params.max_level();
-        let scale = params.default_scale();
+        let scale = plan.layout.input_scale(params.default_scale());
         if let Some(c) = input
             .cts
             .iter()
