@@ -29,6 +29,10 @@ pub struct Args {
     /// caches: encoded weight plaintexts, allocator pages), as `henn eval` measures.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Images in the batch (batch packing): the samples repeated; more than the slots packs
+    /// two per complex slot. Default: the 16 samples.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub images: Option<u64>,
     /// User-given CKKS parameters.
     #[command(flatten)]
     pub params: super::he::ParamArgs,
@@ -65,7 +69,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let graph = onnx::import_file(&args.model)
         .with_context(|| format!("importing {}", args.model.display()))?;
     let graph = rewrite::simplify(&graph)?;
-    let images = inputs(graph.input_shape())?;
+    let samples = inputs(graph.input_shape())?;
+    let images: Vec<Tensor> = match args.images {
+        Some(n) => samples.iter().cycle().take(n as usize).cloned().collect(),
+        None => samples.clone(),
+    };
+    // per-layer errors against the reference for small batches (decrypting every layer of a
+    // full batch would cost more than the run)
+    let compare = images.len() <= samples.len();
     let pool = he::pool(args.threads)?;
     let threads = pool.current_num_threads();
     let (plan, r, run_on) = pool.install(|| -> anyhow::Result<_> {
@@ -73,15 +84,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &graph,
             args.packing,
             Images::Exactly(images.len()),
-            &images,
+            &samples,
             args.params.literal()?,
         )?;
         // one run: as many images as the layout packs (the others only calibrate)
         let run_on = &images[..plan.images_per_run().min(images.len())];
         let session = LocalSession::new(&graph, &plan)?;
-        let mut r = session.run(run_on, true)?;
+        let mut r = session.run(run_on, compare)?;
         for _ in 1..args.repeat {
-            r = session.run(run_on, true)?;
+            r = session.run(run_on, compare)?;
         }
         Ok((plan, r, run_on))
     })?;
