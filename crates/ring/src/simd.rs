@@ -206,14 +206,19 @@ pub fn matrix_mul_add_assign(
         }
         return;
     }
-    for (o, acc) in accs.iter_mut().enumerate() {
-        for (kk, x) in xs.iter().enumerate() {
-            let wc = w[o * k + kk];
-            if wc.value != 0 {
-                mul_shoup_add_assign(acc, x, wc, m);
+    #[cfg(target_arch = "x86_64")]
+    if avx512dq_ok() {
+        for (o, acc) in accs.iter_mut().enumerate() {
+            for (kk, x) in xs.iter().enumerate() {
+                let wc = w[o * k + kk];
+                if wc.value != 0 {
+                    mul_shoup_add_assign(acc, x, wc, m);
+                }
             }
         }
+        return;
     }
+    portable::matrix_mul_add_assign_lazy(accs, xs, w, m);
 }
 
 /// How many products `x w` (`x, w < q`) the IFMA matrix kernel sums before one reduction:
@@ -976,6 +981,140 @@ mod x86 {
 /// Portable reference versions, exposed for tests that compare them with the vector paths.
 pub mod portable {
     use crate::modulus::{Modulus, ShoupConst};
+
+    /// Coefficients per block of [`matrix_mul_add_assign_lazy`] (its sums stay in L1).
+    const LAZY_BLOCK: usize = 64;
+
+    /// The matrix kernel of `super::matrix_mul_add_assign` without AVX-512, with lazy
+    /// reduction: per block of coefficients and per output, the products of its terms are
+    /// summed unreduced and reduced once per chunk of terms that fits: in `u64` when
+    /// `q < 2^32` (32 x 32-bit products, vectorized where AVX2 is detected), in `u128`
+    /// otherwise. The same result as one Shoup multiply-add per term, with one reduction per
+    /// coefficient instead of one per product.
+    pub fn matrix_mul_add_assign_lazy(
+        accs: &mut [&mut [u64]],
+        xs: &[&[u64]],
+        w: &[ShoupConst],
+        m: &Modulus,
+    ) {
+        let q = m.value();
+        let len = accs
+            .iter()
+            .map(|a| a.len())
+            .chain(xs.iter().map(|x| x.len()))
+            .min()
+            .unwrap_or(0);
+        if q < 1 << 32 {
+            // q + kc (q - 1)^2 <= 2^64 - 1
+            let sq = ((q - 1) * (q - 1)).max(1);
+            let kc = ((u64::MAX - q) / sq).clamp(1, 1 << 20) as usize;
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected just above.
+                unsafe { lazy_u64_avx2(accs, xs, w, m, len, kc) };
+                return;
+            }
+            lazy_u64(accs, xs, w, m, len, kc);
+        } else {
+            let q = u128::from(q);
+            let sq = ((q - 1) * (q - 1)).max(1);
+            let kc = ((u128::MAX - q) / sq).clamp(1, 1 << 20) as usize;
+            lazy_u128(accs, xs, w, m, len, kc);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lazy_u64_avx2(
+        accs: &mut [&mut [u64]],
+        xs: &[&[u64]],
+        w: &[ShoupConst],
+        m: &Modulus,
+        len: usize,
+        kc: usize,
+    ) {
+        lazy_u64(accs, xs, w, m, len, kc);
+    }
+
+    /// `q < 2^32`: `u64` sums of at most `kc` products after the accumulator.
+    #[inline(always)]
+    fn lazy_u64(
+        accs: &mut [&mut [u64]],
+        xs: &[&[u64]],
+        w: &[ShoupConst],
+        m: &Modulus,
+        len: usize,
+        kc: usize,
+    ) {
+        let k = xs.len();
+        let mut sums = [0u64; LAZY_BLOCK];
+        for start in (0..len).step_by(LAZY_BLOCK) {
+            let end = (start + LAZY_BLOCK).min(len);
+            for (o, acc) in accs.iter_mut().enumerate() {
+                let a = &mut acc[start..end];
+                let s = &mut sums[..end - start];
+                s.copy_from_slice(a);
+                let ws = &w[o * k..(o + 1) * k];
+                for (xc, wc) in xs.chunks(kc).zip(ws.chunks(kc)) {
+                    for (x, wv) in xc.iter().zip(wc) {
+                        // both factors below q < 2^32: a 32 x 32-bit product
+                        let wv = u64::from(wv.value as u32);
+                        if wv == 0 {
+                            continue;
+                        }
+                        for (d, &v) in s.iter_mut().zip(&x[start..end]) {
+                            *d += u64::from(v as u32) * wv;
+                        }
+                    }
+                    for d in s.iter_mut() {
+                        *d = m.reduce(*d);
+                    }
+                }
+                a.copy_from_slice(s);
+            }
+        }
+    }
+
+    /// Any modulus: `u128` sums of at most `kc` products after the accumulator.
+    fn lazy_u128(
+        accs: &mut [&mut [u64]],
+        xs: &[&[u64]],
+        w: &[ShoupConst],
+        m: &Modulus,
+        len: usize,
+        kc: usize,
+    ) {
+        let k = xs.len();
+        let mut sums = [0u128; LAZY_BLOCK];
+        for start in (0..len).step_by(LAZY_BLOCK) {
+            let end = (start + LAZY_BLOCK).min(len);
+            for (o, acc) in accs.iter_mut().enumerate() {
+                let a = &mut acc[start..end];
+                let s = &mut sums[..end - start];
+                for (d, &v) in s.iter_mut().zip(a.iter()) {
+                    *d = u128::from(v);
+                }
+                let ws = &w[o * k..(o + 1) * k];
+                for (xc, wc) in xs.chunks(kc).zip(ws.chunks(kc)) {
+                    for (x, wv) in xc.iter().zip(wc) {
+                        let wv = u128::from(wv.value);
+                        if wv == 0 {
+                            continue;
+                        }
+                        for (d, &v) in s.iter_mut().zip(&x[start..end]) {
+                            *d += u128::from(v) * wv;
+                        }
+                    }
+                    for d in s.iter_mut() {
+                        *d = u128::from(m.reduce_u128(*d));
+                    }
+                }
+                for (o, &d) in a.iter_mut().zip(s.iter()) {
+                    *o = d as u64;
+                }
+            }
+        }
+    }
 
     /// Scalar `a = a * b mod q`.
     pub fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {

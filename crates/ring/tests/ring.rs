@@ -545,13 +545,20 @@ fn scalar_matrix_mul_equals_scalar_mul_add_loops() {
 #[test]
 fn matrix_kernel_equals_per_term_shoup() {
     // primes from 20 to 60 bits: lazy IFMA chunks of 2048 (capped), 64, 4 terms and the
-    // per-term paths; 1..7 outputs (every register-block width); lengths with a tail;
-    // accumulators that start non-zero
-    for bits in [20u32, 36, 45, 49, 50, 60] {
+    // per-term paths; the portable lazy kernel (u64 sums below 2^32, chunks of 4 terms at 31
+    // bits; u128 sums above, chunks of 255 at 60 bits), run here whatever the CPU; 1..7
+    // outputs (every register-block width); lengths with a tail; accumulators that start
+    // non-zero
+    for bits in [20u32, 31, 36, 45, 49, 50, 60] {
         let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
         let m = Modulus::new(q).unwrap();
         let mut r = rng(u64::from(bits));
-        for (n_out, k, len) in [(1usize, 3usize, 16usize), (7, 150, 77), (5, 9, 48)] {
+        for (n_out, k, len) in [
+            (1usize, 3usize, 16usize),
+            (7, 150, 77),
+            (5, 9, 48),
+            (2, 300, 130),
+        ] {
             let xs: Vec<Vec<u64>> = (0..k)
                 .map(|_| (0..len).map(|_| r.random_range(0..q)).collect())
                 .collect();
@@ -565,6 +572,9 @@ fn matrix_kernel_equals_per_term_shoup() {
             let mut refs: Vec<&mut [u64]> = accs.iter_mut().map(|a| a.as_mut_slice()).collect();
             let xr: Vec<&[u64]> = xs.iter().map(|x| x.as_slice()).collect();
             henn_ring::simd::matrix_mul_add_assign(&mut refs, &xr, &w, &m);
+            let mut lazy = init.clone();
+            let mut lrefs: Vec<&mut [u64]> = lazy.iter_mut().map(|a| a.as_mut_slice()).collect();
+            henn_ring::simd::portable::matrix_mul_add_assign_lazy(&mut lrefs, &xr, &w, &m);
             for o in 0..n_out {
                 for i in 0..len {
                     let mut want = init[o][i];
@@ -572,6 +582,10 @@ fn matrix_kernel_equals_per_term_shoup() {
                         want = m.add(want, m.mul(xs[kk][i], w[o * k + kk].value));
                     }
                     assert_eq!(accs[o][i], want, "{bits} bits, output {o}, element {i}");
+                    assert_eq!(
+                        lazy[o][i], want,
+                        "portable, {bits} bits, output {o}, element {i}"
+                    );
                 }
             }
         }
