@@ -115,8 +115,9 @@ fn user_params_that_do_not_fit_are_explained() {
     };
     let e = plan(test_insecure_chain(d - 2).literal(), 1);
     assert!(e.contains(&format!("needs depth {d}")), "{e}");
+    // 5000 images: two per complex slot, 2500 slots, more than N = 2^12 has
     let e = plan(test_insecure_chain(d).literal(), 5000);
-    assert!(e.contains("5000 slots"), "{e}");
+    assert!(e.contains("2500 slots"), "{e}");
     let mut lit = test_insecure_chain(d).literal();
     lit.security = henn_ckks::SecurityPolicy::Enforce { bits: 128 };
     let e = plan(lit, 1);

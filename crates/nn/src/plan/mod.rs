@@ -510,6 +510,59 @@ pub fn make_plan(
     }
 }
 
+/// Parameters, layout, depth and magnitudes that hold each other: parameters chosen for
+/// `depth` and values up to `mag` with at least `min_slots` slots, the layout made again for
+/// their room, depth and magnitudes measured again under it, until they settle.
+fn settle(
+    graph: &Graph,
+    opts: &PlanOptions,
+    images: usize,
+    calib: &[Tensor],
+    min_slots: usize,
+    mut depth: usize,
+    mut mag: f64,
+) -> Result<(CkksParamsLiteral, Arc<CkksParams>, LayoutPlan, usize, f64)> {
+    let kind = opts.layout;
+    let mut round = 0;
+    loop {
+        let lit = choose_params(
+            depth,
+            opts.target_precision_bits,
+            min_slots,
+            opts.security_bits,
+            mag,
+        )?;
+        let params = CkksParams::new(lit.clone())
+            .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+        let layout = layout_plan(graph, kind, Room::of_params(&params), images)?;
+        // the layout for the real room may differ from the probe's (replicas,
+        // multiplexing): measure again under it, with the real primes
+        let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
+        let d = depth_under(graph, &layout)?;
+        let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
+        if d <= depth && magnitude_bits(m) <= magnitude_bits(mag) {
+            return Ok((lit, params, layout, depth, m.max(mag)));
+        }
+        round += 1;
+        if round >= MAX_PLAN_ROUNDS {
+            return Err(NnError::Plan(format!(
+                "the parameters do not settle: after {round} rounds the layout for the chosen parameters still needs depth {d} and values up to {m:.3e} (parameters chosen for depth {depth}, values up to {mag:.3e})"
+            )));
+        }
+        depth = depth.max(d);
+        mag = mag.max(m);
+    }
+}
+
+/// The cost of one run under `layout` with `params`: the simulated op counts weighted by
+/// [`counts_cost`] (measured at one ring degree), times the ring degree and the number of
+/// primes, which every operation's work grows with.
+fn ring_cost(graph: &Graph, layout: &LayoutPlan, params: &CkksParams) -> Result<f64> {
+    Ok(counts_cost(&plan_counts(graph, layout)?)
+        * params.n() as f64
+        * (params.max_level().0 + 1) as f64)
+}
+
 fn plan_for(
     graph: &Graph,
     opts: &PlanOptions,
@@ -558,35 +611,37 @@ fn plan_for(
         None => {
             // probe: the layout for an idealised room, its depth and magnitudes
             let probe = layout_plan(graph, kind, probe_room(graph, kind, images)?, images)?;
-            let mut depth = depth_under(graph, &probe)?;
-            let mut mag = max_abs(graph, &probe, &probe_chain(), scale0, calib)?;
-            let mut round = 0;
-            loop {
-                let lit = choose_params(
-                    depth,
-                    opts.target_precision_bits,
-                    min_slots,
-                    opts.security_bits,
-                    mag,
-                )?;
-                let params = parse(&lit)?;
-                let layout = layout_plan(graph, kind, Room::of_params(&params), images)?;
-                // the layout for the real room may differ from the probe's (replicas,
-                // multiplexing): measure again under it, with the real primes
-                let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
-                let d = depth_under(graph, &layout)?;
-                let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
-                if d <= depth && magnitude_bits(m) <= magnitude_bits(mag) {
-                    break (lit, params, layout, depth, m.max(mag));
+            let depth = depth_under(graph, &probe)?;
+            let mag = max_abs(graph, &probe, &probe_chain(), scale0, calib)?;
+            let first = settle(graph, opts, images, calib, min_slots, depth, mag)?;
+            // the ring degree by cost: the next ring up has twice the slots, which can mean
+            // fewer ciphertexts and rotations (and no complex pairs); its layout is costed on
+            // the simulated backend first, and planned in full only when that promises less
+            let here = ring_cost(graph, &first.2, &first.1)?;
+            let up_room = Room {
+                slots: 2 * first.1.slots(),
+                prime_bits: Room::of_params(&first.1).prime_bits,
+            };
+            let up = match layout_plan(graph, kind, up_room, images) {
+                Ok(l) if (first.1.n() as u64) < (1 << 16) => {
+                    let d = depth_under(graph, &l)?;
+                    let est = counts_cost(&plan_counts(graph, &l)?)
+                        * (2 * first.1.n()) as f64
+                        * (d.max(first.3) + 1) as f64;
+                    if est < here {
+                        let m = max_abs(graph, &l, &probe_chain(), scale0, calib)?;
+                        settle(graph, opts, images, calib, up_room.slots, d.max(depth), m)
+                            .ok()
+                            .filter(|u| u.1.n() > first.1.n())
+                    } else {
+                        None
+                    }
                 }
-                round += 1;
-                if round >= MAX_PLAN_ROUNDS {
-                    return Err(NnError::Plan(format!(
-                        "the parameters do not settle: after {round} rounds the layout for the chosen parameters still needs depth {d} and values up to {m:.3e} (parameters chosen for depth {depth}, values up to {mag:.3e})"
-                    )));
-                }
-                depth = depth.max(d);
-                mag = mag.max(m);
+                _ => None,
+            };
+            match up {
+                Some(u) if ring_cost(graph, &u.2, &u.1)? < here => u,
+                _ => first,
             }
         }
     };
