@@ -128,8 +128,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let bits_median = bits.get(bits.len() / 2).copied().unwrap_or(0.0);
     let latency_batch = eval_s / batches as f64;
     let throughput = n as f64 / eval_s * 3600.0;
-    // a layout that packs several images per run can fill every slot with one
-    let capacity = packing.rules().images_per_run(usize::MAX, params.slots());
+    // a layout that packs several images per run can fill every value slot of this plan
+    // with one (two per complex slot when the plan pairs them, at the paired latency)
+    let capacity = packing
+        .rules()
+        .images_per_run(usize::MAX, params.slots())
+        .min(plan.layout.value_slots());
     let full_throughput = (capacity > 1).then(|| capacity as f64 / latency_batch * 3600.0);
     if args.json {
         let doc = serde_json::json!({
