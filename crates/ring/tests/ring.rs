@@ -637,3 +637,32 @@ fn plain_matrix_mul_equals_mul_add_loops() {
         assert!(Poly::plain_matrix_mul(&refs, &[(0, 0, &short)], n_out).is_err());
     }
 }
+
+#[test]
+fn small_prime_kernel_equals_portable_bit_for_bit() {
+    // the 32 x 32-bit kernel (AVX2 where detected and no AVX-512 kernel runs) for primes
+    // below 2^30, called directly (any CPU) and through the table's dispatch
+    let mut r = rng(3);
+    for &n in &[16usize, 1024, 8192] {
+        for bits in [17u32, 22, 27, 29, 30] {
+            let q = ntt_primes_near(bits, n, 1, &[], true).unwrap()[0];
+            if q >= henn_ring::ntt::AVX2_MODULUS_LIMIT {
+                continue;
+            }
+            let t = NttTable::new(n, q).unwrap();
+            let a: Vec<u64> = (0..n).map(|_| r.random_range(0..q)).collect();
+            let (mut x, mut y, mut z) = (a.clone(), a.clone(), a.clone());
+            t.forward_small(&mut x);
+            t.forward_portable(&mut y);
+            t.forward(&mut z);
+            assert_eq!(x, y, "forward n={n} q={q}");
+            assert_eq!(z, y, "forward ({:?}) n={n} q={q}", t.backend());
+            t.inverse_small(&mut x);
+            t.inverse_portable(&mut y);
+            t.inverse(&mut z);
+            assert_eq!(x, y, "inverse n={n} q={q}");
+            assert_eq!(z, y, "inverse ({:?}) n={n} q={q}", t.backend());
+            assert_eq!(x, a);
+        }
+    }
+}

@@ -27,7 +27,14 @@ pub enum NttBackend {
     Ifma,
     /// AVX-512F/DQ kernels with 64-bit Shoup products (moduli up to 2^61).
     Avx512,
+    /// The portable Harvey butterflies with 32 x 32-bit Shoup products (q < 2^30, so lazy
+    /// values stay below 2^32), compiled for AVX2, which vectorizes them; for CPUs without
+    /// AVX-512.
+    Avx2,
 }
+
+/// Largest modulus (exclusive) of the AVX2 kernel: `4q < 2^32`.
+pub const AVX2_MODULUS_LIMIT: u64 = 1 << 30;
 
 /// Precomputed tables for the negacyclic NTT of one prime.
 #[derive(Clone, Debug)]
@@ -45,6 +52,8 @@ pub struct NttTable {
     ifma: Option<ifma::IfmaNttTables>,
     #[cfg(target_arch = "x86_64")]
     avx512: Option<avx512::Avx512NttTables>,
+    /// Whether the AVX2 kernel runs (q < 2^30, AVX2 detected, no AVX-512 kernel).
+    avx2: bool,
 }
 
 /// Bit reversal of the low `bits` bits of `x`.
@@ -95,6 +104,14 @@ impl NttTable {
             _ if ifma.is_some() => None,
             _ => avx512::Avx512NttTables::new(n, q, psi),
         };
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = force != Some(NttBackend::Portable)
+            && ifma.is_none()
+            && avx512.is_none()
+            && q < AVX2_MODULUS_LIMIT
+            && std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
         Ok(Self {
             n,
             log_n,
@@ -107,6 +124,7 @@ impl NttTable {
             ifma,
             #[cfg(target_arch = "x86_64")]
             avx512,
+            avx2,
         })
     }
 
@@ -135,6 +153,9 @@ impl NttTable {
         if self.avx512.is_some() {
             return NttBackend::Avx512;
         }
+        if self.avx2 {
+            return NttBackend::Avx2;
+        }
         NttBackend::Portable
     }
 
@@ -154,6 +175,12 @@ impl NttTable {
             t.forward(a);
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: AVX2 was detected when the table was made (`avx2` is only set then).
+            unsafe { self.forward_avx2(a) };
+            return;
+        }
         self.forward_portable(a);
     }
 
@@ -168,6 +195,12 @@ impl NttTable {
         #[cfg(target_arch = "x86_64")]
         if let Some(t) = &self.avx512 {
             t.inverse(a);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: AVX2 was detected when the table was made (`avx2` is only set then).
+            unsafe { self.inverse_avx2(a) };
             return;
         }
         self.inverse_portable(a);
@@ -247,6 +280,109 @@ impl NttTable {
         }
         for x in a.iter_mut() {
             *x = m_.mul_shoup(*x, self.n_inv);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(&self, a: &mut [u64]) {
+        self.forward_small(a);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn inverse_avx2(&self, a: &mut [u64]) {
+        self.inverse_small(a);
+    }
+
+    /// The forward kernel for `q < 2^30` (inlined into the AVX2 entry point): Harvey's lazy
+    /// butterflies with values below `4q < 2^32`, so every product is 32 x 32 bits (a Shoup
+    /// quotient of 32 bits, `floor(w 2^32 / q)`, the top half of the 64-bit one) and the
+    /// inner loop vectorizes. Exposed for testing.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by n = a.len() by construction"
+    )]
+    #[inline(always)]
+    pub fn forward_small(&self, a: &mut [u64]) {
+        let n = self.n;
+        let a = &mut a[..n];
+        let q = self.modulus.value();
+        debug_assert!(q < AVX2_MODULUS_LIMIT);
+        let q32 = u64::from(q as u32);
+        let two_q = 2 * q;
+        let mut t = n;
+        let mut m = 1;
+        while m < n {
+            t >>= 1;
+            for i in 0..m {
+                let w = self.roots[m + i];
+                let wv = u64::from(w.value as u32);
+                let wq = u64::from((w.quotient >> 32) as u32);
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let u = if *x >= two_q { *x - two_q } else { *x };
+                    let yv = u64::from(*y as u32);
+                    let h = (yv * wq) >> 32;
+                    let v = yv * wv - h * q32;
+                    *x = u + v;
+                    *y = u + two_q - v;
+                }
+            }
+            m <<= 1;
+        }
+        for x in a.iter_mut() {
+            let mut v = *x;
+            if v >= two_q {
+                v -= two_q;
+            }
+            if v >= q {
+                v -= q;
+            }
+            *x = v;
+        }
+    }
+
+    /// The inverse kernel for `q < 2^30` (see [`Self::forward_small`]). Exposed for testing.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by n = a.len() by construction"
+    )]
+    #[inline(always)]
+    pub fn inverse_small(&self, a: &mut [u64]) {
+        let n = self.n;
+        let a = &mut a[..n];
+        let q = self.modulus.value();
+        debug_assert!(q < AVX2_MODULUS_LIMIT);
+        let q32 = u64::from(q as u32);
+        let two_q = 2 * q;
+        let mut t = 1;
+        let mut h = n >> 1;
+        while h >= 1 {
+            for i in 0..h {
+                let w = self.inv_roots[h + i];
+                let wv = u64::from(w.value as u32);
+                let wq = u64::from((w.quotient >> 32) as u32);
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let (u, v) = (*x, *y);
+                    let s = u + v;
+                    *x = if s >= two_q { s - two_q } else { s };
+                    let d = u64::from((u + two_q - v) as u32);
+                    let hq = (d * wq) >> 32;
+                    *y = d * wv - hq * q32;
+                }
+            }
+            t <<= 1;
+            h >>= 1;
+        }
+        let wv = u64::from(self.n_inv.value as u32);
+        let wq = u64::from((self.n_inv.quotient >> 32) as u32);
+        for x in a.iter_mut() {
+            let xv = u64::from(*x as u32);
+            let hq = (xv * wq) >> 32;
+            let r = xv * wv - hq * q32;
+            *x = if r >= q { r - q } else { r };
         }
     }
 
