@@ -1014,12 +1014,12 @@ pub mod portable {
                 unsafe { lazy_u64_avx2(accs, xs, w, m, len, kc) };
                 return;
             }
-            lazy_u64(accs, xs, w, m, len, kc);
+            lazy::<u64>(accs, xs, w, m, len, kc);
         } else {
             let q = u128::from(q);
             let sq = ((q - 1) * (q - 1)).max(1);
             let kc = ((u128::MAX - q) / sq).clamp(1, 1 << 20) as usize;
-            lazy_u128(accs, xs, w, m, len, kc);
+            lazy::<u128>(accs, xs, w, m, len, kc);
         }
     }
 
@@ -1033,50 +1033,63 @@ pub mod portable {
         len: usize,
         kc: usize,
     ) {
-        lazy_u64(accs, xs, w, m, len, kc);
+        lazy::<u64>(accs, xs, w, m, len, kc);
     }
 
-    /// `q < 2^32`: `u64` sums of at most `kc` products after the accumulator.
-    #[inline(always)]
-    fn lazy_u64(
-        accs: &mut [&mut [u64]],
-        xs: &[&[u64]],
-        w: &[ShoupConst],
-        m: &Modulus,
-        len: usize,
-        kc: usize,
-    ) {
-        let k = xs.len();
-        let mut sums = [0u64; LAZY_BLOCK];
-        for start in (0..len).step_by(LAZY_BLOCK) {
-            let end = (start + LAZY_BLOCK).min(len);
-            for (o, acc) in accs.iter_mut().enumerate() {
-                let a = &mut acc[start..end];
-                let s = &mut sums[..end - start];
-                s.copy_from_slice(a);
-                let ws = &w[o * k..(o + 1) * k];
-                for (xc, wc) in xs.chunks(kc).zip(ws.chunks(kc)) {
-                    for (x, wv) in xc.iter().zip(wc) {
-                        // both factors below q < 2^32: a 32 x 32-bit product
-                        let wv = u64::from(wv.value as u32);
-                        if wv == 0 {
-                            continue;
-                        }
-                        for (d, &v) in s.iter_mut().zip(&x[start..end]) {
-                            *d += u64::from(v as u32) * wv;
-                        }
-                    }
-                    for d in s.iter_mut() {
-                        *d = m.reduce(*d);
-                    }
-                }
-                a.copy_from_slice(s);
-            }
+    /// An unreduced sum of products: `u64` for `q < 2^32` (32 x 32-bit products, which
+    /// AVX2 vectorizes), `u128` otherwise.
+    trait LazySum: Copy + Default {
+        fn of(x: u64) -> Self;
+        /// `self + x w` (`x, w < q`).
+        fn mul_add(self, x: u64, w: u64) -> Self;
+        fn reduce(self, m: &Modulus) -> u64;
+        /// The value of a reduced sum.
+        fn low(self) -> u64;
+    }
+
+    impl LazySum for u64 {
+        #[inline(always)]
+        fn of(x: u64) -> Self {
+            x
+        }
+        #[inline(always)]
+        fn mul_add(self, x: u64, w: u64) -> Self {
+            // both factors below q < 2^32: a 32 x 32-bit product
+            self + u64::from(x as u32) * u64::from(w as u32)
+        }
+        #[inline(always)]
+        fn reduce(self, m: &Modulus) -> u64 {
+            m.reduce(self)
+        }
+        #[inline(always)]
+        fn low(self) -> u64 {
+            self
         }
     }
 
-    /// Any modulus: `u128` sums of at most `kc` products after the accumulator.
-    fn lazy_u128(
+    impl LazySum for u128 {
+        #[inline(always)]
+        fn of(x: u64) -> Self {
+            u128::from(x)
+        }
+        #[inline(always)]
+        fn mul_add(self, x: u64, w: u64) -> Self {
+            self + u128::from(x) * u128::from(w)
+        }
+        #[inline(always)]
+        fn reduce(self, m: &Modulus) -> u64 {
+            m.reduce_u128(self)
+        }
+        #[inline(always)]
+        fn low(self) -> u64 {
+            self as u64
+        }
+    }
+
+    /// Per block of coefficients and per output, sums of at most `kc` products after the
+    /// accumulator, one reduction per coefficient and chunk.
+    #[inline(always)]
+    fn lazy<S: LazySum>(
         accs: &mut [&mut [u64]],
         xs: &[&[u64]],
         w: &[ShoupConst],
@@ -1085,32 +1098,31 @@ pub mod portable {
         kc: usize,
     ) {
         let k = xs.len();
-        let mut sums = [0u128; LAZY_BLOCK];
+        let mut sums = [S::default(); LAZY_BLOCK];
         for start in (0..len).step_by(LAZY_BLOCK) {
             let end = (start + LAZY_BLOCK).min(len);
             for (o, acc) in accs.iter_mut().enumerate() {
                 let a = &mut acc[start..end];
                 let s = &mut sums[..end - start];
                 for (d, &v) in s.iter_mut().zip(a.iter()) {
-                    *d = u128::from(v);
+                    *d = S::of(v);
                 }
                 let ws = &w[o * k..(o + 1) * k];
                 for (xc, wc) in xs.chunks(kc).zip(ws.chunks(kc)) {
                     for (x, wv) in xc.iter().zip(wc) {
-                        let wv = u128::from(wv.value);
-                        if wv == 0 {
+                        if wv.value == 0 {
                             continue;
                         }
                         for (d, &v) in s.iter_mut().zip(&x[start..end]) {
-                            *d += u128::from(v) * wv;
+                            *d = d.mul_add(v, wv.value);
                         }
                     }
                     for d in s.iter_mut() {
-                        *d = u128::from(m.reduce_u128(*d));
+                        *d = S::of(d.reduce(m));
                     }
                 }
                 for (o, &d) in a.iter_mut().zip(s.iter()) {
-                    *o = d as u64;
+                    *o = d.low();
                 }
             }
         }
