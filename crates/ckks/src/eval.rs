@@ -81,6 +81,14 @@ impl Evaluator {
         self.params.check_id(ct.params_id)
     }
 
+    /// The first part of `a` (where plaintexts and constants are added).
+    fn c0_mut(a: &mut Ciphertext) -> Result<&mut Poly<Ntt>> {
+        a.parts.first_mut().ok_or(CkksError::WrongSize {
+            expected: 2,
+            got: 0,
+        })
+    }
+
     fn check_size(ct: &Ciphertext, expected: usize) -> Result<()> {
         if ct.parts.len() != expected {
             return Err(CkksError::WrongSize {
@@ -184,13 +192,7 @@ impl Evaluator {
         self.check_ct(a)?;
         check_same_scale(a.scale, pt.scale)?;
         let p = self.pt_at_level(pt, a.level)?;
-        a.parts
-            .first_mut()
-            .ok_or(CkksError::WrongSize {
-                expected: 2,
-                got: 0,
-            })?
-            .add_assign(&p)?;
+        Self::c0_mut(a)?.add_assign(&p)?;
         Ok(())
     }
 
@@ -200,13 +202,7 @@ impl Evaluator {
         check_same_scale(a.scale, pt.scale)?;
         let p = self.pt_at_level(pt, a.level)?;
         let mut r = a.clone();
-        r.parts
-            .first_mut()
-            .ok_or(CkksError::WrongSize {
-                expected: 2,
-                got: 0,
-            })?
-            .sub_assign(&p)?;
+        Self::c0_mut(&mut r)?.sub_assign(&p)?;
         Ok(r)
     }
 
@@ -237,13 +233,7 @@ impl Evaluator {
     pub fn add_const_assign(&self, a: &mut Ciphertext, c: f64) -> Result<()> {
         self.check_ct(a)?;
         let r = self.int_residues(c * a.scale.value(), a.level)?;
-        a.parts
-            .first_mut()
-            .ok_or(CkksError::WrongSize {
-                expected: 2,
-                got: 0,
-            })?
-            .add_scalar_assign(&r)?;
+        Self::c0_mut(a)?.add_scalar_assign(&r)?;
         Ok(())
     }
 
@@ -648,13 +638,7 @@ impl Evaluator {
         let i = self
             .monomial(self.params.n() / 2)?
             .select_limbs(&self.params.q_limbs(a.level))?;
-        a.parts
-            .first_mut()
-            .ok_or(CkksError::WrongSize {
-                expected: 2,
-                got: 0,
-            })?
-            .mul_scalar_add_assign(&i, &r)?;
+        Self::c0_mut(a)?.mul_scalar_add_assign(&i, &r)?;
         Ok(())
     }
 

@@ -66,6 +66,22 @@ pub fn bit_reverse(x: usize, bits: u32) -> usize {
     }
 }
 
+/// Brings lazy butterfly outputs from `[0, 4q)` to `[0, q)`.
+#[inline(always)]
+fn reduce_from_4q(a: &mut [u64], q: u64) {
+    let two_q = 2 * q;
+    for x in a.iter_mut() {
+        let mut v = *x;
+        if v >= two_q {
+            v -= two_q;
+        }
+        if v >= q {
+            v -= q;
+        }
+        *x = v;
+    }
+}
+
 impl NttTable {
     /// Builds the tables for degree `n` (a power of two, 16..=2^17) and prime `q ≡ 1 mod 2n`,
     /// using the smallest primitive `2n`-th root of unity.
@@ -236,16 +252,7 @@ impl NttTable {
             }
             m <<= 1;
         }
-        for x in a.iter_mut() {
-            let mut v = *x;
-            if v >= two_q {
-                v -= two_q;
-            }
-            if v >= q {
-                v -= q;
-            }
-            *x = v;
-        }
+        reduce_from_4q(a, q);
     }
 
     /// The portable inverse kernel (exposed for testing against the IFMA one).
@@ -331,16 +338,7 @@ impl NttTable {
             }
             m <<= 1;
         }
-        for x in a.iter_mut() {
-            let mut v = *x;
-            if v >= two_q {
-                v -= two_q;
-            }
-            if v >= q {
-                v -= q;
-            }
-            *x = v;
-        }
+        reduce_from_4q(a, q);
     }
 
     /// The inverse kernel for `q < 2^30` (see [`Self::forward_small`]). Exposed for testing.
