@@ -33,7 +33,7 @@ use crate::pack::{Grid, Packed};
 pub(super) const HOISTED_COST: f64 = 0.7;
 
 /// Cost of one product with its plaintext and the addition (`plan::counts_cost`'s weights).
-const PRODUCT_COST: f64 = 0.07 + 0.017 + 0.02;
+pub(super) const PRODUCT_COST: f64 = 0.07 + 0.017 + 0.02;
 
 /// One product of a multiplexed convolution: output ciphertext `g` gets
 /// `W[o, i, tap] x rot_{γ+β}(x_j)` on output lane `r_out`.
@@ -74,8 +74,43 @@ fn signed(k: i64, slots: usize) -> i64 {
     if r > n / 2 { r - n } else { r }
 }
 
-/// The terms of a convolution from `gi` to `go`, with the tap step in the giant part
-/// (`tap_giant`) or the baby part.
+/// How a term's rotation `R = block + sub + step` splits into a giant step `γ` (per output
+/// ciphertext, applied to a sum) and a baby step `β` (per input ciphertext, hoisted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// `γ` = block part, `β` = sub-lane part + tap step.
+    TapBaby,
+    /// `γ` = block part + tap step, `β` = sub-lane part.
+    TapGiant,
+    /// `β` = `R` modulo `m` (centred), `γ = R - β`: the whole rotation regrouped, e.g. rows
+    /// as giant steps and columns as baby steps, whatever part (tap, sub-lane) they come from.
+    Modulo(i64),
+}
+
+impl Split {
+    fn apply(self, block: i64, sub: i64, step: i64) -> (i64, i64) {
+        match self {
+            Split::TapBaby => (block, sub + step),
+            Split::TapGiant => (block + step, sub),
+            Split::Modulo(m) => {
+                let r = block + sub + step;
+                let mut beta = r.rem_euclid(m);
+                if beta > m / 2 {
+                    beta -= m;
+                }
+                (r - beta, beta)
+            }
+        }
+    }
+}
+
+/// Whether `gi` is replicated with all its lanes inside one block (every block a copy), so
+/// that an output lane reads the copy in its own block.
+fn replicated(gi: Grid) -> bool {
+    gi.reps > 1 && gi.k.max(1) <= gi.per_block()
+}
+
+/// The terms of a convolution from `gi` to `go` with rotations split by `split`.
 #[allow(clippy::too_many_arguments)]
 fn terms(
     gi: Grid,
@@ -85,7 +120,7 @@ fn terms(
     weight: &(impl Fn(usize, usize, usize) -> f64 + Sync),
     co: usize,
     ci: usize,
-    tap_giant: bool,
+    split: Split,
 ) -> Vec<Term> {
     let (ki, ko) = (gi.k.max(1), go.k.max(1));
     let mut v = Vec::new();
@@ -101,10 +136,9 @@ fn terms(
                     if i >= ci {
                         break;
                     }
-                    // a replicated input holds lane 0 in every block: read the copy in the
-                    // output lane's own block (no block rotation)
-                    let replica =
-                        gi.k <= 1 && gi.reps > 1 && gi.bs == go.bs && go.block(r_out) < gi.reps;
+                    // a replicated input holds its lanes in every block: read the copy in
+                    // the output lane's own block (no block rotation)
+                    let replica = replicated(gi) && gi.bs == go.bs && go.block(r_out) < gi.reps;
                     let block = if replica {
                         0
                     } else {
@@ -116,11 +150,7 @@ fn terms(
                         if w == 0.0 {
                             continue;
                         }
-                        let (gamma, beta) = if tap_giant {
-                            (block + tap.step, sub)
-                        } else {
-                            (block, sub + tap.step)
-                        };
+                        let (gamma, beta) = split.apply(block, sub, tap.step);
                         v.push(Term {
                             g,
                             j,
@@ -158,7 +188,21 @@ fn cost_of(terms: &[Term]) -> MuxCost {
     }
 }
 
-/// The cheaper of the two splits (tap step in the baby or the giant part) and its cost.
+/// The splits worth trying: the tap step on either side, and the whole rotation regrouped
+/// modulo each row step of either grid (rows giant, columns and nearby lanes baby).
+fn splits(gi: Grid, go: Grid) -> Vec<Split> {
+    let mut ms: Vec<usize> = [gi.ry, go.ry, gi.dy, go.dy, gi.ry / 2, go.ry / 2]
+        .into_iter()
+        .filter(|&m| m >= 2)
+        .collect();
+    ms.sort_unstable();
+    ms.dedup();
+    let mut v = vec![Split::TapBaby, Split::TapGiant];
+    v.extend(ms.into_iter().map(|m| Split::Modulo(m as i64)));
+    v
+}
+
+/// The cheapest split (see [`splits`]) and its cost.
 fn choose(
     gi: Grid,
     go: Grid,
@@ -168,14 +212,18 @@ fn choose(
     co: usize,
     ci: usize,
 ) -> (Vec<Term>, MuxCost) {
-    let a = terms(gi, go, tp, slots, weight, co, ci, false);
-    let b = terms(gi, go, tp, slots, weight, co, ci, true);
-    let (ca, cb) = (cost_of(&a), cost_of(&b));
-    if cb.weighted() < ca.weighted() {
-        (b, cb)
-    } else {
-        (a, ca)
+    let mut best: Option<(Vec<Term>, MuxCost)> = None;
+    for split in splits(gi, go) {
+        let t = terms(gi, go, tp, slots, weight, co, ci, split);
+        let c = cost_of(&t);
+        if best
+            .as_ref()
+            .is_none_or(|(_, b)| c.weighted() < b.weighted())
+        {
+            best = Some((t, c));
+        }
     }
+    best.unwrap_or_default()
 }
 
 /// The cost of [`conv2d_lanes`] for convolution `c` from `gi` to `go` (for the planner).
@@ -277,11 +325,14 @@ pub(super) fn conv2d_lanes<B: Backend>(
                 v.fill(0.0);
                 for &n in ns {
                     let t = &terms[n];
-                    let base = go.offset(t.r_out) as i64 + gamma;
-                    for &(s, inside) in &tp[t.tap].cover {
-                        if inside {
-                            let slot = (base + s as i64).rem_euclid(slots as i64) as usize;
-                            v[slot] += t.w;
+                    // a replicated output gets its weights in every copy
+                    for rep in 0..go.reps.max(1) {
+                        let base = (go.offset(t.r_out) + rep * go.bs) as i64 + gamma;
+                        for &(s, inside) in &tp[t.tap].cover {
+                            if inside {
+                                let slot = (base + s as i64).rem_euclid(slots as i64) as usize;
+                                v[slot] += t.w;
+                            }
                         }
                     }
                 }
@@ -335,7 +386,7 @@ pub(super) fn conv2d_lanes<B: Backend>(
                 }
             }
             if any {
-                add_slot_constants(b, &mut acc, x0, &bias, cs)?;
+                add_slot_constants(b, &mut acc, x0, &go.tile(bias), cs)?;
             }
             b.rescale_assign(&mut acc)?;
             Ok(acc)

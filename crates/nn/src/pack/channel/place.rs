@@ -55,7 +55,7 @@ fn spatial(node: &Node, shape: &[usize], g: Grid) -> Result<()> {
 }
 
 /// Block stride and blocks per ciphertext of a fully connected layer reading grid `g`.
-fn fc_blocks(g: Grid, out: usize, slots: Option<usize>) -> Result<(usize, usize)> {
+pub(super) fn fc_blocks(g: Grid, out: usize, slots: Option<usize>) -> Result<(usize, usize)> {
     let s = g.span().max(1).next_power_of_two();
     let avail = match slots {
         Some(n) => n / s,
@@ -95,7 +95,7 @@ fn input_grid(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Grid> {
             matches!(&node.op, Op::Conv2d(c) if c.weight.shape().first().copied().unwrap_or(0) >= 2)
                 && match mode {
                     // the first convolution reads the input: it multiplexes from replicas
-                    Mode::Lanes { .. } => node.inputs.first() == Some(&graph.input()),
+                    Mode::Lanes { .. } | Mode::Gaps => node.inputs.first() == Some(&graph.input()),
                     _ => mux.get(node.output).copied().unwrap_or(false),
                 }
         });
@@ -163,6 +163,12 @@ enum Mode {
     /// convolution. `eager`: a convolution reading replicas always multiplexes its output
     /// (else only where [`multiplexable`] says, keeping the replicas for the next one).
     Lanes { eager: bool },
+    /// As `Lanes { eager: false }`, and a convolution reading replicas keeps them and fills
+    /// the gaps its stride leaves with other channels (interleaved sub-lanes at the input's
+    /// own pixel spacing), or, where its output only feeds channel-uniform work up to a fully
+    /// connected layer, puts channels in both the blocks and their gaps: one product then
+    /// serves every lane of a block at once (each sub-lane with its own tap).
+    Gaps,
     /// Only convolutions from a replicated input feeding channel-uniform work up to a fully
     /// connected layer multiplex (blocks, see [`multiplexable`]).
     Replicated,
@@ -187,8 +193,12 @@ pub fn grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Option<Grid>>> {
 pub fn candidate_grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Vec<Option<Grid>>>> {
     let mut out: Vec<Vec<Option<Grid>>> = Vec::new();
     if room.is_some() {
-        for eager in [true, false] {
-            if let Ok(Some(gs)) = grids_with(graph, room, Mode::Lanes { eager }) {
+        for mode in [
+            Mode::Gaps,
+            Mode::Lanes { eager: true },
+            Mode::Lanes { eager: false },
+        ] {
+            if let Ok(Some(gs)) = grids_with(graph, room, mode) {
                 out.push(gs);
             }
         }
@@ -278,6 +288,51 @@ fn lanes_output(
     (mux_cost < plain_cost).then_some(mux)
 }
 
+/// The output grid of a convolution reading replicas `g` in [`Mode::Gaps`] (`o`: its
+/// output with `g`'s blocks): sub-lanes in the gaps of the strided output at the input's own
+/// pixel spacing, so that one rotation of the input serves every sub-lane (each with the tap
+/// that rotation brings it). `blocks`: channels in the blocks too, no replicas (for a value
+/// that only feeds channel-uniform work); else the replicas stay (for a next convolution).
+/// `None` where the stride leaves no gaps or the sub-lanes would collide.
+fn gaps_output(g: Grid, o: Grid, co: usize, blocks: bool) -> Option<Grid> {
+    let fy = if g.iy > 1 { g.dy } else { g.ry };
+    let fx = if g.ix > 1 { g.dx } else { g.rx };
+    if fy == 0 || fx == 0 || !o.ry.is_multiple_of(fy) || !o.rx.is_multiple_of(fx) {
+        return None;
+    }
+    let iy = if o.h > 1 { o.ry / fy } else { 1 };
+    let ix = if o.w > 1 { o.rx / fx } else { 1 };
+    let pb = iy * ix;
+    if pb < 2 {
+        return None;
+    }
+    let lanes = if blocks { g.reps * pb } else { pb };
+    let k = co.div_ceil(co.div_ceil(lanes));
+    let m = Grid {
+        c: co.div_ceil(k),
+        k,
+        reps: if blocks { 1 } else { g.reps },
+        iy,
+        ix,
+        dy: if iy > 1 { fy } else { 0 },
+        dx: if ix > 1 { fx } else { 0 },
+        ..o
+    };
+    // every lane's pixels distinct and inside the block
+    let mut seen = std::collections::HashSet::new();
+    for u in 0..pb.min(k) {
+        for i in 0..m.h {
+            for j in 0..m.w {
+                let s = m.offset(u) + m.slot(i, j);
+                if s >= m.bs || !seen.insert(s) {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(m)
+}
+
 /// [`grids`], with the input replicated where that pays (`replicate`); `None` when some
 /// replicated or multiplexed value's image does not fit its block.
 fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Vec<Option<Grid>>>> {
@@ -316,12 +371,19 @@ fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Ve
                 };
                 let legacy_mux = match mode {
                     Mode::Lanes { eager: true } => true,
-                    Mode::Lanes { eager: false } | Mode::Replicated => {
+                    Mode::Lanes { eager: false } | Mode::Replicated | Mode::Gaps => {
                         mux.get(node.output).copied().unwrap_or(false)
                     }
                     Mode::Plain => false,
                 };
-                if g.reps >= 2 && co >= 2 && legacy_mux {
+                let gapped = if mode == Mode::Gaps && g.reps >= 2 && co >= 2 {
+                    gaps_output(g, o, co, legacy_mux)
+                } else {
+                    None
+                };
+                if let Some(m) = gapped {
+                    o = m;
+                } else if g.reps >= 2 && co >= 2 && legacy_mux {
                     // one output channel per replica block
                     let k = co.div_ceil(co.div_ceil(g.reps));
                     o = Grid {
@@ -330,7 +392,7 @@ fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Ve
                         reps: 1,
                         ..o
                     };
-                } else if matches!(mode, Mode::Lanes { .. })
+                } else if matches!(mode, Mode::Lanes { .. } | Mode::Gaps)
                     && let Some(n) = slots
                 {
                     let spatial = Grid {
@@ -403,8 +465,7 @@ fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Ve
                     ));
                 }
                 let m = l.weight.shape().first().copied().unwrap_or(0);
-                let (s, bl) = fc_blocks(g, m, slots)?;
-                Grid::plain(m.div_ceil(bl), 1, bl, s * bl, s)
+                super::fc::method(g, m, slots)?.output_grid(m)
             }
             Op::BatchNorm(_) => {
                 spatial(node, in_shape, g)?;
