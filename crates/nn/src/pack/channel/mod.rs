@@ -23,13 +23,18 @@
 //!   padding are masked; accumulated at scale `Δ q_l` and rescaled once: one level.
 //! * Multiplexed convolution (`mux`, several lanes on either side, a replicated input
 //!   included): plaintexts of per-lane weights times baby-step rotations of each input,
-//!   giant-step rotations per output ciphertext; one level.
+//!   giant-step rotations per output ciphertext; one level. The gap placement (`place`,
+//!   `Mode::Gaps`) keeps the replicas through a strided convolution with its channels in the
+//!   gaps of each replica, so that one rotation of the input feeds every sub-lane.
 //! * Pooling without padding and global pooling (`pool`): separable rotate-and-add (no
 //!   level); padded average pooling uses masks like a depthwise convolution (one level).
 //! * Fully connected (`fc`): reads the gapped layout directly. The input span is rounded up
 //!   to a power of two `s` and the masks place output `j`'s partial products in its block, so
 //!   one rotate-and-sum (`log2 s` rotations) reduces every output of a ciphertext at once;
-//!   output `j` ends in slot `s * (j mod blocks)` of ciphertext `j / blocks`. One level.
+//!   output `j` ends in slot `s * (j mod blocks)` of ciphertext `j / blocks`. Or, when
+//!   cheaper (`fc::method`), *residue packing*: every output in one ciphertext, output `j` in
+//!   slot `j` (hoisted input rotations `0..-(m' - 1)`, one product per rotation carrying each
+//!   output's weights to the slots `= j mod m'`, one rotate-and-sum from `m'` up). One level.
 //! * Element-wise ops (polynomials, squares, residual additions, constants): the shared code
 //!   of [`crate::pack::elementwise`], constants mapped per ciphertext (a scalar where the
 //!   constant is uniform over the ciphertext's elements, else a slot vector).
