@@ -299,46 +299,7 @@ pub fn dot_product_add_assign(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &M
         }
         return;
     }
-    dot_product_add_assign_u128(acc, &x[..terms], &y[..terms], m);
-}
-
-/// Scalar [`dot_product_add_assign`] for any modulus (the primes above IFMA's 50 bits): the
-/// products of a block of coefficients summed unreduced in `u128` (as many terms as fit under
-/// 2^128), one Barrett reduction per coefficient and chunk of terms instead of one per
-/// product.
-fn dot_product_add_assign_u128(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &Modulus) {
-    const BLOCK: usize = 256;
-    let q = u128::from(m.value());
-    let sq = (q - 1) * (q - 1);
-    let kc = (u128::MAX - q)
-        .checked_div(sq)
-        .map_or(x.len().max(1), |k| k.clamp(1, 1 << 20) as usize);
-    let len = x
-        .iter()
-        .chain(y)
-        .map(|s| s.len())
-        .min()
-        .unwrap_or(usize::MAX)
-        .min(acc.len());
-    let mut sums = [0u128; BLOCK];
-    for start in (0..len).step_by(BLOCK) {
-        let end = (start + BLOCK).min(len);
-        let a = &mut acc[start..end];
-        for (xc, yc) in x.chunks(kc).zip(y.chunks(kc)) {
-            let s = &mut sums[..end - start];
-            for (d, &v) in s.iter_mut().zip(a.iter()) {
-                *d = u128::from(v);
-            }
-            for (xj, yj) in xc.iter().zip(yc) {
-                for ((d, &u), &v) in s.iter_mut().zip(&xj[start..end]).zip(&yj[start..end]) {
-                    *d += u128::from(u) * u128::from(v);
-                }
-            }
-            for (o, &d) in a.iter_mut().zip(s.iter()) {
-                *o = m.reduce_u128(d);
-            }
-        }
-    }
+    portable::dot_product_add_assign(acc, &x[..terms], &y[..terms], m);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1140,8 +1101,8 @@ pub mod portable {
             *d = m.reduce_u128(u128::from(x) * u128::from(y) + u128::from(*d));
         }
     }
-    /// Scalar two-output dot product with one reduction per coefficient (u128 sums; at most
-    /// 63 terms of 61-bit values fit).
+    /// Scalar two-output dot product `out0 = sum_j x_j b_j`, `out1 = sum_j x_j a_j` (mod q,
+    /// inputs reduced) with lazy sums (see [`dots`]).
     pub fn dot_product_2(
         out0: &mut [u64],
         out1: &mut [u64],
@@ -1150,16 +1111,123 @@ pub mod portable {
         a: &[&[u64]],
         m: &Modulus,
     ) {
-        for (k, (o0, o1)) in out0.iter_mut().zip(out1.iter_mut()).enumerate() {
-            let (mut s0, mut s1) = (0u128, 0u128);
-            for ((xj, bj), aj) in x.iter().zip(b).zip(a) {
-                if let (Some(&xv), Some(&bv), Some(&av)) = (xj.get(k), bj.get(k), aj.get(k)) {
-                    s0 += u128::from(xv) * u128::from(bv);
-                    s1 += u128::from(xv) * u128::from(av);
+        let len = x
+            .iter()
+            .chain(b)
+            .chain(a)
+            .map(|s| s.len())
+            .min()
+            .unwrap_or(usize::MAX)
+            .min(out0.len())
+            .min(out1.len());
+        let terms = x.len().min(b.len()).min(a.len());
+        let mut outs = [out0, out1];
+        run_dots(
+            &mut outs,
+            false,
+            &x[..terms],
+            &[&b[..terms], &a[..terms]],
+            m,
+            len,
+        );
+    }
+
+    /// Scalar `acc = acc + sum_j x_j y_j mod q` (inputs reduced) with lazy sums (see
+    /// [`dots`]).
+    pub fn dot_product_add_assign(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &Modulus) {
+        let len = x
+            .iter()
+            .chain(y)
+            .map(|s| s.len())
+            .min()
+            .unwrap_or(usize::MAX)
+            .min(acc.len());
+        let terms = x.len().min(y.len());
+        let mut outs = [acc];
+        run_dots(&mut outs, true, &x[..terms], &[&y[..terms]], m, len);
+    }
+
+    /// [`dots`] in `u64` for `q < 2^32` (compiled for AVX2 where detected, which vectorizes
+    /// the 32 x 32-bit products), in `u128` otherwise.
+    fn run_dots(
+        outs: &mut [&mut [u64]],
+        add: bool,
+        x: &[&[u64]],
+        ys: &[&[&[u64]]],
+        m: &Modulus,
+        len: usize,
+    ) {
+        let q = m.value();
+        if q < 1 << 32 {
+            let sq = ((q - 1) * (q - 1)).max(1);
+            let kc = ((u64::MAX - q) / sq).clamp(1, 1 << 20) as usize;
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected just above.
+                unsafe { dots_u64_avx2(outs, add, x, ys, m, len, kc) };
+                return;
+            }
+            dots::<u64>(outs, add, x, ys, m, len, kc);
+        } else {
+            let q = u128::from(q);
+            let sq = ((q - 1) * (q - 1)).max(1);
+            let kc = ((u128::MAX - q) / sq).clamp(1, 1 << 20) as usize;
+            dots::<u128>(outs, add, x, ys, m, len, kc);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dots_u64_avx2(
+        outs: &mut [&mut [u64]],
+        add: bool,
+        x: &[&[u64]],
+        ys: &[&[&[u64]]],
+        m: &Modulus,
+        len: usize,
+        kc: usize,
+    ) {
+        dots::<u64>(outs, add, x, ys, m, len, kc);
+    }
+
+    /// Per block of coefficients and per output `o`: `outs[o] (+)= sum_j x_j ys[o]_j`, the
+    /// products summed unreduced in `S` and reduced once per coefficient and chunk of `kc`
+    /// terms (the sums of a block stay in L1 while the terms stream through). The same
+    /// result as one modular multiply-add per term.
+    #[inline(always)]
+    fn dots<S: LazySum>(
+        outs: &mut [&mut [u64]],
+        add: bool,
+        x: &[&[u64]],
+        ys: &[&[&[u64]]],
+        m: &Modulus,
+        len: usize,
+        kc: usize,
+    ) {
+        let mut sums = [S::default(); LAZY_BLOCK];
+        for start in (0..len).step_by(LAZY_BLOCK) {
+            let end = (start + LAZY_BLOCK).min(len);
+            for (out, y) in outs.iter_mut().zip(ys) {
+                let o = &mut out[start..end];
+                let s = &mut sums[..end - start];
+                for (d, &v) in s.iter_mut().zip(o.iter()) {
+                    *d = if add { S::of(v) } else { S::default() };
+                }
+                for (xc, yc) in x.chunks(kc).zip(y.chunks(kc)) {
+                    for (xj, yj) in xc.iter().zip(yc.iter()) {
+                        for ((d, &u), &v) in s.iter_mut().zip(&xj[start..end]).zip(&yj[start..end])
+                        {
+                            *d = d.mul_add(u, v);
+                        }
+                    }
+                    for d in s.iter_mut() {
+                        *d = S::of(d.reduce(m));
+                    }
+                }
+                for (o, &d) in o.iter_mut().zip(s.iter()) {
+                    *o = d.low();
                 }
             }
-            *o0 = m.reduce_u128(s0);
-            *o1 = m.reduce_u128(s1);
         }
     }
     /// Scalar `a = a * w mod q`.

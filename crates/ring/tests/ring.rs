@@ -415,10 +415,12 @@ fn simd_kernels_equal_portable() {
 fn dot_product_2_equals_portable_and_naive() {
     use henn_ring::simd;
     let mut r = rng(10);
-    for bits in [35u32, 49, 50, 60, 61] {
+    // below 2^32 the portable kernels sum in u64 (AVX2-vectorized where detected), above in
+    // u128; both reduce once per chunk of terms
+    for bits in [20u32, 26, 30, 31, 35, 49, 50, 60, 61] {
         let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
         let m = Modulus::new(q).unwrap();
-        for (terms, len) in [(1usize, 16usize), (5, 1000), (11, 37), (63, 64)] {
+        for (terms, len) in [(1usize, 16usize), (5, 1000), (11, 37), (63, 64), (40, 130)] {
             let make = |r: &mut ChaCha20Rng| -> Vec<Vec<u64>> {
                 (0..terms)
                     .map(|_| {
@@ -449,6 +451,20 @@ fn dot_product_2_equals_portable_and_naive() {
             for k in 0..len {
                 let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], b[j][k])));
                 assert_eq!(o0[k], want);
+                let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], a[j][k])));
+                assert_eq!(o1[k], want);
+            }
+            // the accumulating form, from a non-zero start, with as many terms as a long
+            // plaintext-product sum (several reduction chunks for the larger primes)
+            let start: Vec<u64> = (0..len).map(|k| (k as u64 * 7919) % q).collect();
+            let mut acc = start.clone();
+            simd::dot_product_add_assign(&mut acc, &rx, &ra, &m);
+            let mut pacc = start.clone();
+            simd::portable::dot_product_add_assign(&mut pacc, &rx, &ra, &m);
+            for k in 0..len {
+                let want = (0..terms).fold(start[k], |s, j| m.add(s, m.mul(x[j][k], a[j][k])));
+                assert_eq!(acc[k], want, "q={q} terms={terms} k={k}");
+                assert_eq!(pacc[k], want, "q={q} terms={terms} k={k}");
             }
         }
     }
