@@ -682,3 +682,43 @@ fn small_prime_kernel_equals_portable_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn fma_kernel_equals_portable_bit_for_bit() {
+    // the AVX2 + FMA double-precision kernel for primes from 2^30 to 2^50 (where the CPU has
+    // AVX2 and FMA; the table's own dispatch takes it when no AVX-512 kernel runs), with the
+    // extreme inputs 0 and q - 1
+    let mut r = rng(4);
+    let fma = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    for &n in &[16usize, 32, 1024, 8192] {
+        for bits in [31u32, 36, 41, 45, 49, 50] {
+            let q = ntt_primes_near(bits, n, 1, &[], true).unwrap()[0];
+            let t = NttTable::new(n, q).unwrap();
+            let mut a: Vec<u64> = (0..n).map(|_| r.random_range(0..q)).collect();
+            a[0] = q - 1;
+            a[n - 1] = q - 1;
+            a[1] = 0;
+            let (mut x, mut y, mut z) = (a.clone(), a.clone(), a.clone());
+            let ran = t.forward_fma(&mut x).is_some();
+            assert_eq!(ran, fma && q < henn_ring::ntt::FMA_MODULUS_LIMIT, "q={q}");
+            if !ran {
+                continue;
+            }
+            t.forward_portable(&mut y);
+            t.forward(&mut z);
+            assert_eq!(x, y, "forward n={n} q={q}");
+            assert_eq!(z, y, "forward ({:?}) n={n} q={q}", t.backend());
+            let all_max = vec![q - 1; n];
+            let (mut u, mut v) = (all_max.clone(), all_max.clone());
+            t.forward_fma(&mut u).unwrap();
+            t.forward_portable(&mut v);
+            assert_eq!(u, v, "forward of q - 1 everywhere, n={n} q={q}");
+            t.inverse_fma(&mut x).unwrap();
+            t.inverse_portable(&mut y);
+            t.inverse(&mut z);
+            assert_eq!(x, y, "inverse n={n} q={q}");
+            assert_eq!(z, y, "inverse ({:?}) n={n} q={q}", t.backend());
+            assert_eq!(x, a);
+        }
+    }
+}

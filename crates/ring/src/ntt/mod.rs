@@ -12,6 +12,10 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod fma;
+#[cfg(target_arch = "x86_64")]
+pub use fma::FMA_MODULUS_LIMIT;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod ifma;
 
 use crate::error::{Result, RingError};
@@ -31,6 +35,9 @@ pub enum NttBackend {
     /// values stay below 2^32), compiled for AVX2, which vectorizes them; for CPUs without
     /// AVX-512.
     Avx2,
+    /// The portable Harvey butterflies in double precision with FMA-exact products
+    /// (q < 2^50), four lanes of AVX2; for CPUs without AVX-512 and primes from 2^30.
+    Avx2Fma,
 }
 
 /// Largest modulus (exclusive) of the AVX2 kernel: `4q < 2^32`.
@@ -54,6 +61,9 @@ pub struct NttTable {
     avx512: Option<avx512::Avx512NttTables>,
     /// Whether the AVX2 kernel runs (q < 2^30, AVX2 detected, no AVX-512 kernel).
     avx2: bool,
+    /// The AVX2 + FMA kernel's tables (2^30 <= q < 2^50, no AVX-512 kernel).
+    #[cfg(target_arch = "x86_64")]
+    fma: Option<fma::FmaNttTables>,
 }
 
 /// Bit reversal of the low `bits` bits of `x`.
@@ -128,7 +138,11 @@ impl NttTable {
             && std::is_x86_feature_detected!("avx2");
         #[cfg(not(target_arch = "x86_64"))]
         let avx2 = false;
-        Ok(Self {
+        #[cfg(target_arch = "x86_64")]
+        let fma_wanted =
+            force != Some(NttBackend::Portable) && ifma.is_none() && avx512.is_none() && !avx2;
+        #[allow(unused_mut, reason = "set only on x86_64")]
+        let mut t = Self {
             n,
             log_n,
             modulus,
@@ -141,7 +155,14 @@ impl NttTable {
             #[cfg(target_arch = "x86_64")]
             avx512,
             avx2,
-        })
+            #[cfg(target_arch = "x86_64")]
+            fma: None,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if fma_wanted {
+            t.fma = fma::FmaNttTables::new(&t);
+        }
+        Ok(t)
     }
 
     /// Ring degree.
@@ -172,6 +193,10 @@ impl NttTable {
         if self.avx2 {
             return NttBackend::Avx2;
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.fma.is_some() {
+            return NttBackend::Avx2Fma;
+        }
         NttBackend::Portable
     }
 
@@ -197,6 +222,12 @@ impl NttTable {
             unsafe { self.forward_avx2(a) };
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.fma {
+            // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
+            unsafe { self.forward_fma_inner(t, a) };
+            return;
+        }
         self.forward_portable(a);
     }
 
@@ -217,6 +248,12 @@ impl NttTable {
         if self.avx2 {
             // SAFETY: AVX2 was detected when the table was made (`avx2` is only set then).
             unsafe { self.inverse_avx2(a) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.fma {
+            // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
+            unsafe { self.inverse_fma_inner(t, a) };
             return;
         }
         self.inverse_portable(a);

@@ -1,0 +1,254 @@
+//! AVX2 + FMA negacyclic NTT for primes below 2^50 on CPUs without AVX-512: the butterflies
+//! of the portable kernel computed in double precision, four lanes at a time.
+//!
+//! Values (lazy, below `4q < 2^52`) are exact in an `f64`. A product `y w` (up to 2^102) is
+//! split exactly by one FMA into `hi + lo` (`hi` the rounded product, `lo = fma(y, w, -hi)`).
+//! The quotient estimate `floor(y (w / q))` is within one of `floor(y w / q)` (the relative
+//! error of two roundings, times a value below 2^52, is below 1), so
+//! `r = fma(-qt, q, hi) + lo` (both steps exact: integers below 2^52 in magnitude) lies in
+//! `[-q, 2q)`; adding `q` where negative gives Harvey's lazy product in `[0, 2q)`. The
+//! stages whose butterfly span is below the vector width run the portable scalar loop; the
+//! results are fully reduced at the end, so they equal the portable kernel's bit for bit.
+
+use core::arch::x86_64::*;
+
+use super::NttTable;
+
+/// Largest modulus (exclusive) of this kernel: lazy values below `4q <= 2^52` convert
+/// exactly between `u64` and `f64`.
+pub const FMA_MODULUS_LIMIT: u64 = 1 << 50;
+
+/// The twiddle factors as doubles: value and `value / q`, forward and inverse.
+#[derive(Clone, Debug)]
+pub(crate) struct FmaNttTables {
+    roots: Vec<f64>,
+    roots_q: Vec<f64>,
+    inv_roots: Vec<f64>,
+    inv_roots_q: Vec<f64>,
+}
+
+/// 2^52 as a double: `bits(2^52) | x` is the double `2^52 + x` for `x < 2^52`.
+const TWO52: f64 = 4_503_599_627_370_496.0;
+
+impl FmaNttTables {
+    /// Tables for `t`, or `None` when the prime is too large or the CPU lacks AVX2 or FMA.
+    pub(crate) fn new(t: &NttTable) -> Option<Self> {
+        let q = t.modulus.value();
+        if q >= FMA_MODULUS_LIMIT
+            || !std::is_x86_feature_detected!("avx2")
+            || !std::is_x86_feature_detected!("fma")
+        {
+            return None;
+        }
+        let qf = q as f64;
+        let v = |c: &[crate::modulus::ShoupConst]| -> (Vec<f64>, Vec<f64>) {
+            c.iter()
+                .map(|w| (w.value as f64, w.value as f64 / qf))
+                .unzip()
+        };
+        let (roots, roots_q) = v(&t.roots);
+        let (inv_roots, inv_roots_q) = v(&t.inv_roots);
+        Some(Self {
+            roots,
+            roots_q,
+            inv_roots,
+            inv_roots_q,
+        })
+    }
+}
+
+/// `u64 -> f64` in place for values below 2^52.
+#[inline(always)]
+fn to_f64(a: &mut [u64]) {
+    for x in a.iter_mut() {
+        *x = (f64::from_bits(*x | TWO52.to_bits()) - TWO52).to_bits();
+    }
+}
+
+/// `f64 -> u64` in place for non-negative integers below 2^52.
+#[inline(always)]
+fn to_u64(a: &mut [u64]) {
+    for x in a.iter_mut() {
+        *x = (f64::from_bits(*x) + TWO52).to_bits() & ((1u64 << 52) - 1);
+    }
+}
+
+/// Lazy `y w mod q` in `[0, 2q)` for `y < 4q`, four lanes (see the module docs).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_lazy(y: __m256d, w: __m256d, wq: __m256d, q: __m256d) -> __m256d {
+    let hi = _mm256_mul_pd(y, w);
+    let lo = _mm256_fmsub_pd(y, w, hi);
+    let qt = _mm256_floor_pd(_mm256_mul_pd(y, wq));
+    let r = _mm256_add_pd(_mm256_fnmadd_pd(qt, q, hi), lo);
+    let neg = _mm256_cmp_pd::<_CMP_LT_OQ>(r, _mm256_setzero_pd());
+    _mm256_add_pd(r, _mm256_and_pd(neg, q))
+}
+
+/// `x - m` where `x >= m`, four lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sub_if_ge(x: __m256d, m: __m256d) -> __m256d {
+    let ge = _mm256_cmp_pd::<_CMP_GE_OQ>(x, m);
+    _mm256_sub_pd(x, _mm256_and_pd(ge, m))
+}
+
+impl NttTable {
+    /// The forward kernel on AVX2 + FMA (q < 2^50), whichever kernel the table dispatches to
+    /// (tables made on the fly where another kernel runs). Exposed for testing; `None` where
+    /// the CPU or the prime does not allow it.
+    pub fn forward_fma(&self, a: &mut [u64]) -> Option<()> {
+        let owned;
+        let t = match &self.fma {
+            Some(t) => t,
+            None => {
+                owned = FmaNttTables::new(self)?;
+                &owned
+            }
+        };
+        // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
+        unsafe { self.forward_fma_inner(t, a) };
+        Some(())
+    }
+
+    /// The inverse kernel on AVX2 + FMA (q < 2^50), see [`NttTable::forward_fma`].
+    pub fn inverse_fma(&self, a: &mut [u64]) -> Option<()> {
+        let owned;
+        let t = match &self.fma {
+            Some(t) => t,
+            None => {
+                owned = FmaNttTables::new(self)?;
+                &owned
+            }
+        };
+        // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
+        unsafe { self.inverse_fma_inner(t, a) };
+        Some(())
+    }
+
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by n = a.len() by construction"
+    )]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward_fma_inner(&self, tf: &FmaNttTables, a: &mut [u64]) {
+        let n = self.n;
+        let a = &mut a[..n];
+        let q = self.modulus.value();
+        to_f64(a);
+        let qv = _mm256_set1_pd(q as f64);
+        let two_q = _mm256_set1_pd(2.0 * q as f64);
+        let p = a.as_mut_ptr().cast::<f64>();
+        let mut t = n;
+        let mut m = 1;
+        while m < n && t >= 8 {
+            t >>= 1;
+            for i in 0..m {
+                let w = _mm256_set1_pd(tf.roots[m + i]);
+                let wq = _mm256_set1_pd(tf.roots_q[m + i]);
+                let base = 2 * i * t;
+                let mut j = 0;
+                while j < t {
+                    // SAFETY: base + t + j + 3 < base + 2t <= n (t >= 4, a multiple of 4).
+                    let (px, py) = unsafe { (p.add(base + j), p.add(base + t + j)) };
+                    // SAFETY: in bounds as above; unaligned loads.
+                    let (x, y) = unsafe { (_mm256_loadu_pd(px), _mm256_loadu_pd(py)) };
+                    let u = sub_if_ge(x, two_q);
+                    let v = mul_lazy(y, w, wq, qv);
+                    let (x, y) = (
+                        _mm256_add_pd(u, v),
+                        _mm256_sub_pd(_mm256_add_pd(u, two_q), v),
+                    );
+                    // SAFETY: in bounds as above; unaligned stores.
+                    unsafe {
+                        _mm256_storeu_pd(px, x);
+                        _mm256_storeu_pd(py, y);
+                    }
+                    j += 4;
+                }
+            }
+            m <<= 1;
+        }
+        to_u64(a);
+        // the last stages (butterfly span below 4): the portable loop
+        let two_qu = 2 * q;
+        let m_ = &self.modulus;
+        while m < n {
+            t >>= 1;
+            for i in 0..m {
+                let w = self.roots[m + i];
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let u = if *x >= two_qu { *x - two_qu } else { *x };
+                    let v = m_.mul_shoup_lazy(*y, w);
+                    *x = u + v;
+                    *y = u + two_qu - v;
+                }
+            }
+            m <<= 1;
+        }
+        super::reduce_from_4q(a, q);
+    }
+
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "indices bounded by n = a.len() by construction"
+    )]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn inverse_fma_inner(&self, tf: &FmaNttTables, a: &mut [u64]) {
+        let n = self.n;
+        let a = &mut a[..n];
+        let q = self.modulus.value();
+        let two_qu = 2 * q;
+        let m_ = &self.modulus;
+        // the first stages (butterfly span below 4): the portable loop
+        let mut t = 1;
+        let mut h = n >> 1;
+        while h >= 1 && t < 4 {
+            for i in 0..h {
+                let w = self.inv_roots[h + i];
+                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
+                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let (u, v) = (*x, *y);
+                    let s = u + v;
+                    *x = if s >= two_qu { s - two_qu } else { s };
+                    *y = m_.mul_shoup_lazy(u + two_qu - v, w);
+                }
+            }
+            t <<= 1;
+            h >>= 1;
+        }
+        to_f64(a);
+        let qv = _mm256_set1_pd(q as f64);
+        let two_q = _mm256_set1_pd(2.0 * q as f64);
+        let p = a.as_mut_ptr().cast::<f64>();
+        while h >= 1 {
+            for i in 0..h {
+                let w = _mm256_set1_pd(tf.inv_roots[h + i]);
+                let wq = _mm256_set1_pd(tf.inv_roots_q[h + i]);
+                let base = 2 * i * t;
+                let mut j = 0;
+                while j < t {
+                    // SAFETY: base + t + j + 3 < base + 2t <= n (t >= 4, a multiple of 4).
+                    let (px, py) = unsafe { (p.add(base + j), p.add(base + t + j)) };
+                    // SAFETY: in bounds as above; unaligned loads.
+                    let (u, v) = unsafe { (_mm256_loadu_pd(px), _mm256_loadu_pd(py)) };
+                    let x = sub_if_ge(_mm256_add_pd(u, v), two_q);
+                    let y = mul_lazy(_mm256_sub_pd(_mm256_add_pd(u, two_q), v), w, wq, qv);
+                    // SAFETY: in bounds as above; unaligned stores.
+                    unsafe {
+                        _mm256_storeu_pd(px, x);
+                        _mm256_storeu_pd(py, y);
+                    }
+                    j += 4;
+                }
+            }
+            t <<= 1;
+            h >>= 1;
+        }
+        to_u64(a);
+        for x in a.iter_mut() {
+            *x = m_.mul_shoup(*x, self.n_inv);
+        }
+    }
+}
