@@ -169,22 +169,26 @@ fn terms(
 }
 
 fn cost_of(terms: &[Term]) -> MuxCost {
-    let mut babies = std::collections::BTreeSet::new();
-    let mut giants = std::collections::BTreeSet::new();
-    let mut products = std::collections::BTreeSet::new();
-    for t in terms {
-        if t.beta != 0 {
-            babies.insert((t.j, t.beta));
-        }
-        if t.gamma != 0 {
-            giants.insert((t.g, t.gamma));
-        }
-        products.insert((t.g, t.j, t.gamma, t.beta));
+    fn distinct<T: Ord>(mut v: Vec<T>) -> usize {
+        v.sort_unstable();
+        v.dedup();
+        v.len()
     }
+    let babies = terms
+        .iter()
+        .filter(|t| t.beta != 0)
+        .map(|t| (t.j, t.beta))
+        .collect();
+    let giants = terms
+        .iter()
+        .filter(|t| t.gamma != 0)
+        .map(|t| (t.g, t.gamma))
+        .collect();
+    let products = terms.iter().map(|t| (t.g, t.j, t.gamma, t.beta)).collect();
     MuxCost {
-        baby: babies.len(),
-        giant: giants.len(),
-        products: products.len(),
+        baby: distinct::<(usize, i64)>(babies),
+        giant: distinct::<(usize, i64)>(giants),
+        products: distinct::<(usize, usize, i64, i64)>(products),
     }
 }
 
