@@ -170,23 +170,8 @@ impl NttTable {
             m <<= 1;
         }
         to_u64(a);
-        // the last stages (butterfly span below 4): the portable loop
-        let two_qu = 2 * q;
-        let m_ = &self.modulus;
-        while m < n {
-            t >>= 1;
-            for i in 0..m {
-                let w = self.roots[m + i];
-                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
-                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                    let u = if *x >= two_qu { *x - two_qu } else { *x };
-                    let v = m_.mul_shoup_lazy(*y, w);
-                    *x = u + v;
-                    *y = u + two_qu - v;
-                }
-            }
-            m <<= 1;
-        }
+        // the last stages (butterfly spans below 4): the portable butterflies
+        self.forward_stages(a, m, t);
         super::reduce_from_4q(a, q);
     }
 
@@ -199,25 +184,10 @@ impl NttTable {
         let n = self.n;
         let a = &mut a[..n];
         let q = self.modulus.value();
-        let two_qu = 2 * q;
-        let m_ = &self.modulus;
-        // the first stages (butterfly span below 4): the portable loop
-        let mut t = 1;
-        let mut h = n >> 1;
-        while h >= 1 && t < 4 {
-            for i in 0..h {
-                let w = self.inv_roots[h + i];
-                let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
-                for (x, y) in lo.iter_mut().zip(hi.iter_mut()) {
-                    let (u, v) = (*x, *y);
-                    let s = u + v;
-                    *x = if s >= two_qu { s - two_qu } else { s };
-                    *y = m_.mul_shoup_lazy(u + two_qu - v, w);
-                }
-            }
-            t <<= 1;
-            h >>= 1;
-        }
+        // the first stages (butterfly spans below 4): the portable butterflies
+        self.inverse_stages(a, 1, 4);
+        let mut t = 4;
+        let mut h = n / 8;
         to_f64(a);
         let qv = _mm256_set1_pd(q as f64);
         let two_q = _mm256_set1_pd(2.0 * q as f64);
@@ -248,7 +218,7 @@ impl NttTable {
         }
         to_u64(a);
         for x in a.iter_mut() {
-            *x = m_.mul_shoup(*x, self.n_inv);
+            *x = self.modulus.mul_shoup(*x, self.n_inv);
         }
     }
 }

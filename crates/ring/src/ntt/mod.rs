@@ -260,18 +260,22 @@ impl NttTable {
     }
 
     /// The portable forward kernel (exposed for testing against the IFMA one).
+    pub fn forward_portable(&self, a: &mut [u64]) {
+        let a = &mut a[..self.n];
+        self.forward_stages(a, 1, self.n);
+        reduce_from_4q(a, self.modulus.value());
+    }
+
+    /// The portable forward butterflies from stage `m` (roots `m..2m`, each over `t / 2`
+    /// pairs) to the last, on lazy values in `[0, 4q)` (left lazy).
     #[allow(
         clippy::indexing_slicing,
         reason = "indices bounded by n = a.len() by construction"
     )]
-    pub fn forward_portable(&self, a: &mut [u64]) {
+    pub(crate) fn forward_stages(&self, a: &mut [u64], mut m: usize, mut t: usize) {
         let n = self.n;
-        let a = &mut a[..n];
-        let q = self.modulus.value();
-        let two_q = 2 * q;
+        let two_q = 2 * self.modulus.value();
         let m_ = &self.modulus;
-        let mut t = n;
-        let mut m = 1;
         while m < n {
             t >>= 1;
             for i in 0..m {
@@ -289,23 +293,29 @@ impl NttTable {
             }
             m <<= 1;
         }
-        reduce_from_4q(a, q);
     }
 
     /// The portable inverse kernel (exposed for testing against the IFMA one).
+    pub fn inverse_portable(&self, a: &mut [u64]) {
+        let a = &mut a[..self.n];
+        self.inverse_stages(a, 1, self.n);
+        for x in a.iter_mut() {
+            *x = self.modulus.mul_shoup(*x, self.n_inv);
+        }
+    }
+
+    /// The portable inverse butterflies of the stages with spans `t` from `t_from` up to
+    /// (excluding) `t_to`, on values in `[0, 2q)` (left in `[0, 2q)`).
     #[allow(
         clippy::indexing_slicing,
         reason = "indices bounded by n = a.len() by construction"
     )]
-    pub fn inverse_portable(&self, a: &mut [u64]) {
-        let n = self.n;
-        let a = &mut a[..n];
-        let q = self.modulus.value();
-        let two_q = 2 * q;
+    pub(crate) fn inverse_stages(&self, a: &mut [u64], t_from: usize, t_to: usize) {
+        let two_q = 2 * self.modulus.value();
         let m_ = &self.modulus;
-        let mut t = 1;
-        let mut h = n >> 1;
-        while h >= 1 {
+        let mut t = t_from;
+        while t < t_to {
+            let h = self.n / (2 * t);
             for i in 0..h {
                 let w = self.inv_roots[h + i];
                 let (lo, hi) = a[2 * i * t..2 * i * t + 2 * t].split_at_mut(t);
@@ -320,10 +330,6 @@ impl NttTable {
                 }
             }
             t <<= 1;
-            h >>= 1;
-        }
-        for x in a.iter_mut() {
-            *x = m_.mul_shoup(*x, self.n_inv);
         }
     }
 
