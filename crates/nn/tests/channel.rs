@@ -269,6 +269,29 @@ fn cifar_like(seed: u64) -> Graph {
     g
 }
 
+/// The grid of value `name` under layout plan `l`.
+fn grid_of(g: &Graph, l: &henn_nn::pack::LayoutPlan, name: &str) -> henn_nn::pack::Grid {
+    let v = g.values().iter().position(|v| v.name == name).unwrap();
+    l.values[v].and_then(|p| p.grid()).unwrap()
+}
+
+/// The outputs of `g` on image `x` under layout plan `l`, on the slots backend.
+fn run_on_slots(
+    g: &Graph,
+    l: &henn_nn::pack::LayoutPlan,
+    x: &Tensor,
+    primes: &[f64],
+    slots: usize,
+) -> Vec<f64> {
+    let be = henn_nn::backend::slots::Slots::new(primes.to_vec(), slots);
+    let input =
+        henn_nn::plan::slots_input(&be, l, g, std::slice::from_ref(x), Scale::from_log2(40.0))
+            .unwrap();
+    let (out, _) = henn_nn::exec::run(&be, l, g, input, |_, _| Ok(())).unwrap();
+    let dec: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
+    l.unpack_outputs(&dec, out.mult, 1).unwrap().remove(0)
+}
+
 /// Every candidate placement of a CIFAR-shaped network with a downsampling residual block,
 /// on the slots backend at 1024 and 4096 slots, equals the reference; the most multiplexed
 /// one interleaves channels into the gaps of strided values (several lanes per block) and
@@ -286,10 +309,7 @@ fn multiplexed_candidates_equal_the_reference() {
             "slots {slots}: {} candidates",
             cands.len()
         );
-        let grid = |l: &henn_nn::pack::LayoutPlan, name: &str| {
-            let v = g.values().iter().position(|v| v.name == name).unwrap();
-            l.values[v].and_then(|p| p.grid()).unwrap()
-        };
+        let grid = |l: &henn_nn::pack::LayoutPlan, name: &str| grid_of(&g, l, name);
         let lanes = &cands[0];
         let c2 = grid(lanes, "c2");
         assert!(c2.k >= 24 && c2.c == 1, "slots {slots}: conv2 {c2:?}");
@@ -297,22 +317,11 @@ fn multiplexed_candidates_equal_the_reference() {
         assert!(grid(lanes, "ra").k > 1, "residual sum multiplexed");
         for (ci, l) in cands.iter().enumerate() {
             for (i, x) in imgs.iter().enumerate() {
-                let be = henn_nn::backend::slots::Slots::new(primes.clone(), slots);
-                let input = henn_nn::plan::slots_input(
-                    &be,
-                    l,
-                    &g,
-                    std::slice::from_ref(x),
-                    Scale::from_log2(40.0),
-                )
-                .unwrap();
-                let (out, _) = henn_nn::exec::run(&be, l, &g, input, |_, _| Ok(())).unwrap();
-                let dec: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
-                let got = l.unpack_outputs(&dec, out.mult, 1).unwrap();
+                let got = run_on_slots(&g, l, x, &primes, slots);
                 let want = kit::reference(&g, std::slice::from_ref(x));
                 assert_bits(
                     &format!("slots {slots} candidate {ci} image {i}"),
-                    &got[0],
+                    &got,
                     &want[0],
                     SLOTS_BITS,
                 );
@@ -425,10 +434,7 @@ fn gap_placements_equal_the_reference() {
         let imgs = kit::images(&g, 2, 11 + n as u64);
         let want = kit::reference(&g, &imgs);
         let cands = KIND.rules().candidates(&g, room, 1).unwrap();
-        let grid = |l: &henn_nn::pack::LayoutPlan, name: &str| {
-            let v = g.values().iter().position(|v| v.name == name).unwrap();
-            l.values[v].and_then(|p| p.grid()).unwrap()
-        };
+        let grid = |l: &henn_nn::pack::LayoutPlan, name: &str| grid_of(&g, l, name);
         let gapped = cands
             .iter()
             .position(|l| {
@@ -441,21 +447,10 @@ fn gap_placements_equal_the_reference() {
         assert_eq!(grid(&cands[gapped], "logits").c, 1, "network {n}");
         for (ci, l) in cands.iter().enumerate() {
             for (i, x) in imgs.iter().enumerate() {
-                let be = henn_nn::backend::slots::Slots::new(primes.clone(), slots);
-                let input = henn_nn::plan::slots_input(
-                    &be,
-                    l,
-                    &g,
-                    std::slice::from_ref(x),
-                    Scale::from_log2(40.0),
-                )
-                .unwrap();
-                let (out, _) = henn_nn::exec::run(&be, l, &g, input, |_, _| Ok(())).unwrap();
-                let dec: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
-                let got = l.unpack_outputs(&dec, out.mult, 1).unwrap();
+                let got = run_on_slots(&g, l, x, &primes, slots);
                 assert_bits(
                     &format!("network {n} candidate {ci} image {i}"),
-                    &got[0],
+                    &got,
                     &want[i],
                     SLOTS_BITS,
                 );

@@ -98,31 +98,26 @@ impl NttTable {
     /// (tables made on the fly where another kernel runs). Exposed for testing; `None` where
     /// the CPU or the prime does not allow it.
     pub fn forward_fma(&self, a: &mut [u64]) -> Option<()> {
-        let owned;
-        let t = match &self.fma {
-            Some(t) => t,
-            None => {
-                owned = FmaNttTables::new(self)?;
-                &owned
-            }
-        };
-        // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
-        unsafe { self.forward_fma_inner(t, a) };
-        Some(())
+        self.with_fma_tables(|t| {
+            // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
+            unsafe { self.forward_fma_inner(t, a) }
+        })
     }
 
     /// The inverse kernel on AVX2 + FMA (q < 2^50), see [`NttTable::forward_fma`].
     pub fn inverse_fma(&self, a: &mut [u64]) -> Option<()> {
-        let owned;
-        let t = match &self.fma {
-            Some(t) => t,
-            None => {
-                owned = FmaNttTables::new(self)?;
-                &owned
-            }
-        };
-        // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
-        unsafe { self.inverse_fma_inner(t, a) };
+        self.with_fma_tables(|t| {
+            // SAFETY: `fma` tables exist only where AVX2 and FMA were detected.
+            unsafe { self.inverse_fma_inner(t, a) }
+        })
+    }
+
+    /// `f` on the table's FMA tables, or on ones made now; `None` where none can be made.
+    fn with_fma_tables(&self, f: impl FnOnce(&FmaNttTables)) -> Option<()> {
+        match &self.fma {
+            Some(t) => f(t),
+            None => f(&FmaNttTables::new(self)?),
+        }
         Some(())
     }
 
