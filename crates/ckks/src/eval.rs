@@ -335,7 +335,7 @@ impl Evaluator {
 
     /// `out[o] = sum over terms (o, i, pt) of xs[i] * pt` for `n_out` outputs (no rescale):
     /// the products of a layer whose outputs share rotated inputs, each input and plaintext
-    /// streamed through memory once (`Poly::plain_matrix_mul`). Inputs at one level and
+    /// streamed through memory once for all the parts (`Poly::plain_matrix_mul_parts`). Inputs at one level and
     /// scale, plaintexts at that level or above and one scale; an output without terms is 0.
     pub fn mul_plain_matrix(
         &self,
@@ -375,28 +375,20 @@ impl Evaluator {
             }
             check_same_scale(pt_scale, pt.scale)?;
         }
-        let mut parts: Vec<Vec<Poly<Ntt>>> = Vec::with_capacity(x0.parts.len());
-        for p in 0..x0.parts.len() {
-            let polys: Vec<&Poly<Ntt>> = xs.iter().map(|x| &x.parts[p]).collect();
-            let ts: Vec<(usize, usize, &Poly<Ntt>)> =
-                terms.iter().map(|&(o, i, pt)| (o, i, &pt.poly)).collect();
-            parts.push(Poly::plain_matrix_mul(&polys, &ts, n_out)?);
-        }
+        let inputs: Vec<Vec<&Poly<Ntt>>> = xs.iter().map(|x| x.parts.iter().collect()).collect();
+        let refs: Vec<&[&Poly<Ntt>]> = inputs.iter().map(|x| x.as_slice()).collect();
+        let ts: Vec<(usize, usize, &Poly<Ntt>)> =
+            terms.iter().map(|&(o, i, pt)| (o, i, &pt.poly)).collect();
         let scale = x0.scale.mul(pt_scale);
-        let mut outs: Vec<Ciphertext> = (0..n_out)
-            .map(|_| Ciphertext {
-                parts: Vec::with_capacity(parts.len()),
+        Ok(Poly::plain_matrix_mul_parts(&refs, &ts, n_out)?
+            .into_iter()
+            .map(|parts| Ciphertext {
+                parts,
                 level: x0.level,
                 scale,
                 params_id: x0.params_id,
             })
-            .collect();
-        for part in parts {
-            for (o, poly) in part.into_iter().enumerate() {
-                outs[o].parts.push(poly);
-            }
-        }
-        Ok(outs)
+            .collect())
     }
 
     /// `acc += x * pt` with no temporary ciphertext (the plaintext-mask counterpart of

@@ -95,6 +95,40 @@ fn modmul(c: &mut Criterion) {
     }
 }
 
+/// The lazy dot product of the plaintext products of a convolution: 32 terms over one limb,
+/// for a prime just below 2^32 (the scale-2^32 chains), 33- and 41-bit ones (the CIFAR CNNs'
+/// chains) and a 59-bit one; over whole limbs (memory-bound) and in cache-sized blocks.
+fn dot_product(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    const TERMS: usize = 32;
+    for (bits, below) in [(32u32, true), (33, true), (41, true), (59, true)] {
+        let q = ntt_primes_near(bits, N, 1, &[], below).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        let xs: Vec<Vec<u64>> = (0..TERMS).map(|_| random_limb(q, &mut rng)).collect();
+        let ys: Vec<Vec<u64>> = (0..TERMS).map(|_| random_limb(q, &mut rng)).collect();
+        let rx: Vec<&[u64]> = xs.iter().map(|v| v.as_slice()).collect();
+        let ry: Vec<&[u64]> = ys.iter().map(|v| v.as_slice()).collect();
+        let mut acc = vec![0u64; N];
+        let side = if below { "below" } else { "above" };
+        let mut g = c.benchmark_group(format!("dot_product/n={N}/terms={TERMS}"));
+        g.throughput(Throughput::Elements((N * TERMS) as u64));
+        g.bench_function(format!("q={bits}bit_{side}"), |b| {
+            b.iter(|| simd::dot_product_add_assign(black_box(&mut acc), &rx, &ry, &m))
+        });
+        // the same work in blocks that stay in the L2 cache: the kernel's own speed
+        let bx: Vec<&[u64]> = rx.iter().map(|v| &v[..512]).collect();
+        let by: Vec<&[u64]> = ry.iter().map(|v| &v[..512]).collect();
+        g.bench_function(format!("q={bits}bit_{side}_cached"), |b| {
+            b.iter(|| {
+                for _ in 0..N / 512 {
+                    simd::dot_product_add_assign(black_box(&mut acc[..512]), &bx, &by, &m)
+                }
+            })
+        });
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -105,6 +139,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = ntt, modmul
+    targets = ntt, modmul, dot_product
 }
 criterion_main!(benches);

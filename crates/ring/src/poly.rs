@@ -89,15 +89,20 @@ impl<R: Repr> Zeroize for Poly<R> {
 const SMM_BLOCK: usize = 512;
 
 /// The outputs' coefficients as parallel tasks: task `j * blocks + b` holds block `b`
-/// ([`SMM_BLOCK`] coefficients) of limb `j` of every output, in output order.
-fn block_tasks<R: Repr>(outs: &mut [Poly<R>], limbs: usize, n: usize) -> Vec<Vec<&mut [u64]>> {
-    let nb = n.div_ceil(SMM_BLOCK);
+/// (`block` coefficients) of limb `j` of every output, in output order.
+fn block_tasks<R: Repr>(
+    outs: &mut [Poly<R>],
+    limbs: usize,
+    n: usize,
+    block: usize,
+) -> Vec<Vec<&mut [u64]>> {
+    let nb = n.div_ceil(block);
     let mut tasks: Vec<Vec<&mut [u64]>> = (0..limbs * nb)
         .map(|_| Vec::with_capacity(outs.len()))
         .collect();
     for out in outs {
         for (j, limb) in out.data.chunks_mut(n).enumerate() {
-            for (b, blk) in limb.chunks_mut(SMM_BLOCK).enumerate() {
+            for (b, blk) in limb.chunks_mut(block).enumerate() {
                 if let Some(t) = tasks.get_mut(j * nb + b) {
                     t.push(blk);
                 }
@@ -106,6 +111,12 @@ fn block_tasks<R: Repr>(outs: &mut [Poly<R>], limbs: usize, n: usize) -> Vec<Vec
     }
     tasks
 }
+/// Coefficients per block of [`Poly::plain_matrix_mul_parts`] (16 KiB of `u64` per slice):
+/// each plaintext's block is a longer contiguous run for the prefetcher, while the rotated
+/// inputs' blocks of a layer still fit in the L2/L3 caches (measured on the CIFAR CNNs:
+/// 512 -> 2048 made their products 1.3-1.5x faster).
+const PMM_BLOCK: usize = 2048;
+
 /// Inputs per tile of [`Poly::scalar_matrix_mul`]: a tile of input blocks (512 KiB) and the
 /// output blocks stay in L2 while every output consumes the tile.
 const SMM_TILE: usize = 128;
@@ -136,7 +147,7 @@ impl<R: Repr> Poly<R> {
             .map(|_| Self::zero(&first.ctx, &first.limbs))
             .collect::<Result<_>>()?;
         let nb = n.div_ceil(SMM_BLOCK);
-        let tasks = block_tasks(&mut outs, l, n);
+        let tasks = block_tasks(&mut outs, l, n, SMM_BLOCK);
         let ctx = &first.ctx;
         let limbs = &first.limbs;
         // per limb, weights in output-major order for the kernel
@@ -616,27 +627,55 @@ impl Poly<Ntt> {
 
     /// `out[o] = sum over terms (o, i, p) of xs[i] * p`: products of inputs with plaintexts,
     /// summed per output, every `p` over a superset of the inputs' primes (an output without
-    /// terms is zero). Computed in blocks of [`SMM_BLOCK`] coefficients per limb (parallel
-    /// tasks): per output, the low and high halves of its products are summed unreduced in
-    /// cache-resident accumulators and reduced once per chunk of terms
-    /// ([`simd::dot_product_add_assign`]), and the inputs' blocks stay in the cache for all
-    /// the outputs that use them.
+    /// terms is zero). [`Poly::plain_matrix_mul_parts`] with one part per input.
     pub fn plain_matrix_mul(
         xs: &[&Self],
         terms: &[(usize, usize, &Self)],
         n_out: usize,
     ) -> Result<Vec<Self>> {
-        let first = xs.first().ok_or(RingError::LengthMismatch {
+        let parts: Vec<[&Self; 1]> = xs.iter().map(|&x| [x]).collect();
+        let refs: Vec<&[&Self]> = parts.iter().map(|p| p.as_slice()).collect();
+        Ok(Self::plain_matrix_mul_parts(&refs, terms, n_out)?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// `out[o][p] = sum over terms (o, i, pt) of xs[i][p] * pt` for inputs of several parts
+    /// (a ciphertext's polynomials, every input with as many), every `pt` over a superset of
+    /// the inputs' primes (an output without terms is zero). Computed in blocks of
+    /// [`PMM_BLOCK`] coefficients per limb (parallel tasks): per output, its products are
+    /// summed unreduced in cache-resident accumulators and reduced once per chunk of terms
+    /// ([`simd::dot_products_add_assign`]); each plaintext block is read from memory once
+    /// for all the parts, and the inputs' blocks stay in the cache for all the outputs that
+    /// use them.
+    pub fn plain_matrix_mul_parts(
+        xs: &[&[&Self]],
+        terms: &[(usize, usize, &Self)],
+        n_out: usize,
+    ) -> Result<Vec<Vec<Self>>> {
+        let no_input = RingError::LengthMismatch {
             expected: 1,
             got: 0,
-        })?;
+        };
+        let first = *xs.first().and_then(|x| x.first()).ok_or(no_input)?;
+        let n_parts = xs[0].len();
         for x in xs {
-            first.check_same_basis(x)?;
+            if x.len() != n_parts {
+                return Err(RingError::LengthMismatch {
+                    expected: n_parts,
+                    got: x.len(),
+                });
+            }
+            for part in x.iter() {
+                first.check_same_basis(part)?;
+            }
         }
         let (l, n) = (first.limbs.len(), first.n());
         // per output, its terms as (input, plaintext, limb positions of the plaintext
         // matching the inputs' limbs)
-        let mut by_out: Vec<Vec<(&Self, &Self, Vec<usize>)>> = vec![Vec::new(); n_out];
+        type Term<'a, P> = (&'a [&'a P], &'a P, Vec<usize>);
+        let mut by_out: Vec<Vec<Term<'_, Self>>> = vec![Vec::new(); n_out];
         for &(o, i, p) in terms {
             let (Some(list), Some(&x)) = (by_out.get_mut(o), xs.get(i)) else {
                 return Err(RingError::LengthMismatch {
@@ -665,31 +704,38 @@ impl Poly<Ntt> {
                 .collect::<Result<Vec<usize>>>()?;
             list.push((x, p, pos));
         }
-        let mut outs: Vec<Self> = (0..n_out)
+        // outputs in (output, part) order
+        let mut outs: Vec<Self> = (0..n_out * n_parts)
             .map(|_| Self::zero(&first.ctx, &first.limbs))
             .collect::<Result<_>>()?;
-        let nb = n.div_ceil(SMM_BLOCK);
-        let tasks = block_tasks(&mut outs, l, n);
+        let nb = n.div_ceil(PMM_BLOCK);
+        let tasks = block_tasks(&mut outs, l, n, PMM_BLOCK);
         let ctx = &first.ctx;
         let limbs = &first.limbs;
-        tasks.into_par_iter().enumerate().for_each(|(t, accs)| {
+        tasks.into_par_iter().enumerate().for_each(|(t, mut accs)| {
             let (j, b) = (t / nb, t % nb);
             let m = ctx.modulus_unchecked(limbs[j]);
-            let lo = b * SMM_BLOCK;
-            let hi = (lo + SMM_BLOCK).min(n);
-            let mut x_blocks: Vec<&[u64]> = Vec::new();
+            let lo = b * PMM_BLOCK;
+            let hi = (lo + PMM_BLOCK).min(n);
             let mut y_blocks: Vec<&[u64]> = Vec::new();
-            for (acc, list) in accs.into_iter().zip(&by_out) {
-                x_blocks.clear();
+            let mut x_blocks: Vec<Vec<&[u64]>> = vec![Vec::new(); n_parts];
+            for (acc, list) in accs.chunks_mut(n_parts).zip(&by_out) {
                 y_blocks.clear();
+                x_blocks.iter_mut().for_each(Vec::clear);
                 for (x, p, pos) in list {
-                    x_blocks.push(&x.data[j * n + lo..j * n + hi]);
                     y_blocks.push(&p.data[pos[j] * n + lo..pos[j] * n + hi]);
+                    for (blocks, part) in x_blocks.iter_mut().zip(x.iter()) {
+                        blocks.push(&part.data[j * n + lo..j * n + hi]);
+                    }
                 }
-                simd::dot_product_add_assign(acc, &x_blocks, &y_blocks, m);
+                let xr: Vec<&[&[u64]]> = x_blocks.iter().map(|v| v.as_slice()).collect();
+                simd::dot_products_add_assign(acc, &y_blocks, &xr, m);
             }
         });
-        Ok(outs)
+        let mut it = outs.into_iter();
+        Ok((0..n_out)
+            .map(|_| it.by_ref().take(n_parts).collect())
+            .collect())
     }
 
     /// `self += a * b` where `a` has the basis of `self` and `b` is over a superset of its

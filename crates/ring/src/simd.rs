@@ -302,6 +302,26 @@ pub fn dot_product_add_assign(acc: &mut [u64], x: &[&[u64]], y: &[&[u64]], m: &M
     portable::dot_product_add_assign(acc, &x[..terms], &y[..terms], m);
 }
 
+/// `accs[p][k] += sum_j y_j[k] * xs[p]_j[k] mod q` for every `p` (all inputs reduced): the
+/// dot products of several polynomials (a ciphertext's parts) with the same terms `y`
+/// (plaintexts), so that each block of `y` is read from memory once for all of them. As
+/// [`dot_product_add_assign`] per `p`.
+pub fn dot_products_add_assign(
+    accs: &mut [&mut [u64]],
+    y: &[&[u64]],
+    xs: &[&[&[u64]]],
+    m: &Modulus,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if ifma_ok(m) {
+        for (acc, x) in accs.iter_mut().zip(xs) {
+            dot_product_add_assign(acc, x, y, m);
+        }
+        return;
+    }
+    portable::dot_products_add_assign(accs, y, xs, m);
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
@@ -968,14 +988,18 @@ pub mod portable {
         if q < 1 << 32 {
             // q + kc (q - 1)^2 <= 2^64 - 1
             let sq = ((q - 1) * (q - 1)).max(1);
-            let kc = ((u64::MAX - q) / sq).clamp(1, 1 << 20) as usize;
+            let kc = ((u64::MAX - q) / sq).clamp(1, 1 << 20);
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 was detected just above.
                 unsafe { lazy_u64_avx2(accs, xs, w, m, len, kc) };
                 return;
             }
-            lazy::<u64>(accs, xs, w, m, len, kc);
+            if kc < SPLIT_BELOW {
+                lazy::<Split32>(accs, xs, w, m, len, SPLIT_TERMS);
+            } else {
+                lazy::<u64>(accs, xs, w, m, len, kc as usize);
+            }
         } else {
             let q = u128::from(q);
             let sq = ((q - 1) * (q - 1)).max(1);
@@ -992,9 +1016,13 @@ pub mod portable {
         w: &[ShoupConst],
         m: &Modulus,
         len: usize,
-        kc: usize,
+        kc: u64,
     ) {
-        lazy::<u64>(accs, xs, w, m, len, kc);
+        if kc < SPLIT_BELOW {
+            lazy::<Split32>(accs, xs, w, m, len, SPLIT_TERMS);
+        } else {
+            lazy::<u64>(accs, xs, w, m, len, kc as usize);
+        }
     }
 
     /// An unreduced sum of products: `u64` for `q < 2^32` (32 x 32-bit products, which
@@ -1027,6 +1055,44 @@ pub mod portable {
             self
         }
     }
+
+    /// A sum of 32 x 32-bit products kept as the sums of their low and high 32-bit halves
+    /// (`lo + hi 2^32`), for primes just below 2^32 where a plain `u64` sum holds a single
+    /// product: up to 2^31 terms between reductions, each one vectorizable multiply, mask,
+    /// shift and two additions.
+    #[derive(Clone, Copy, Default)]
+    struct Split32 {
+        lo: u64,
+        hi: u64,
+    }
+
+    impl LazySum for Split32 {
+        #[inline(always)]
+        fn of(x: u64) -> Self {
+            Self { lo: x, hi: 0 }
+        }
+        #[inline(always)]
+        fn mul_add(self, x: u64, w: u64) -> Self {
+            let p = u64::from(x as u32) * u64::from(w as u32);
+            Self {
+                lo: self.lo + (p & 0xffff_ffff),
+                hi: self.hi + (p >> 32),
+            }
+        }
+        #[inline(always)]
+        fn reduce(self, m: &Modulus) -> u64 {
+            m.reduce_u128((u128::from(self.hi) << 32) + u128::from(self.lo))
+        }
+        #[inline(always)]
+        fn low(self) -> u64 {
+            self.lo
+        }
+    }
+
+    /// Terms between reductions of a plain `u64` sum below which [`Split32`] sums instead.
+    const SPLIT_BELOW: u64 = 16;
+    /// Terms between reductions of a [`Split32`] sum (each half below `q + kc 2^32 < 2^64`).
+    const SPLIT_TERMS: usize = 1 << 20;
 
     impl LazySum for u128 {
         #[inline(always)]
@@ -1147,8 +1213,34 @@ pub mod portable {
         run_dots(&mut outs, true, &x[..terms], &[&y[..terms]], m, len);
     }
 
-    /// [`dots`] in `u64` for `q < 2^32` (compiled for AVX2 where detected, which vectorizes
-    /// the 32 x 32-bit products), in `u128` otherwise.
+    /// Scalar [`super::dot_products_add_assign`] with lazy sums (see [`dots`]).
+    pub fn dot_products_add_assign(
+        accs: &mut [&mut [u64]],
+        y: &[&[u64]],
+        xs: &[&[&[u64]]],
+        m: &Modulus,
+    ) {
+        let outs = accs.len().min(xs.len());
+        let terms = xs[..outs]
+            .iter()
+            .map(|x| x.len())
+            .min()
+            .unwrap_or(0)
+            .min(y.len());
+        let len = y[..terms]
+            .iter()
+            .chain(xs[..outs].iter().flat_map(|x| x[..terms].iter()))
+            .map(|s| s.len())
+            .chain(accs[..outs].iter().map(|a| a.len()))
+            .min()
+            .unwrap_or(0);
+        let ys: Vec<&[&[u64]]> = xs[..outs].iter().map(|x| &x[..terms]).collect();
+        run_dots(&mut accs[..outs], true, &y[..terms], &ys, m, len);
+    }
+
+    /// [`dots`] in `u64` for `q < 2^32` and `u128` above; where AVX2 is detected, the
+    /// sums by 32-bit halves of [`dots_halves_avx2`] for every `q < 2^50` except small ones
+    /// whose plain `u64` sums take many terms (vectorized too).
     fn run_dots(
         outs: &mut [&mut [u64]],
         add: bool,
@@ -1160,15 +1252,25 @@ pub mod portable {
         let q = m.value();
         if q < 1 << 32 {
             let sq = ((q - 1) * (q - 1)).max(1);
-            let kc = ((u64::MAX - q) / sq).clamp(1, 1 << 20) as usize;
+            let kc = ((u64::MAX - q) / sq).clamp(1, 1 << 20);
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 was detected just above.
                 unsafe { dots_u64_avx2(outs, add, x, ys, m, len, kc) };
                 return;
             }
-            dots::<u64>(outs, add, x, ys, m, len, kc);
+            if kc < SPLIT_BELOW {
+                dots::<Split32>(outs, add, x, ys, m, len, SPLIT_TERMS);
+            } else {
+                dots::<u64>(outs, add, x, ys, m, len, kc as usize);
+            }
         } else {
+            #[cfg(target_arch = "x86_64")]
+            if q < 1 << 50 && std::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected just above; q < 2^50.
+                unsafe { dots_halves_avx2::<true>(outs, add, x, ys, m, len) };
+                return;
+            }
             let q = u128::from(q);
             let sq = ((q - 1) * (q - 1)).max(1);
             let kc = ((u128::MAX - q) / sq).clamp(1, 1 << 20) as usize;
@@ -1185,9 +1287,115 @@ pub mod portable {
         ys: &[&[&[u64]]],
         m: &Modulus,
         len: usize,
-        kc: usize,
+        kc: u64,
     ) {
-        dots::<u64>(outs, add, x, ys, m, len, kc);
+        if kc < SPLIT_BELOW {
+            // SAFETY: AVX2 is enabled for this function.
+            unsafe { dots_halves_avx2::<false>(outs, add, x, ys, m, len) };
+        } else {
+            dots::<u64>(outs, add, x, ys, m, len, kc as usize);
+        }
+    }
+
+    /// Terms between reductions of [`dots_halves_avx2`] for `q < 2^50`: its middle sums
+    /// grow by less than `2^32 + 2^51` per term.
+    const WIDE_TERMS: usize = 1 << 12;
+
+    /// [`dots`] for `q < 2^50` in AVX2 registers, by 32-bit halves: with `x = x1 2^32 + x0`
+    /// and `y = y1 2^32 + y0` (`x1, y1 < 2^18`), `x y = a + b 2^32 + c 2^64` where
+    /// `a = low half of x0 y0`, `b = high half of x0 y0 + x0 y1 + x1 y0`, `c = x1 y1`: four
+    /// 32 x 32-bit vector products per four terms, summed in three `u64` accumulators per
+    /// coefficient, reduced once per coefficient and chunk of terms. Without `WIDE`
+    /// (`q < 2^32`: `x1 = y1 = 0`) one product and two sums, [`SPLIT_TERMS`] terms per
+    /// chunk. Per output and group of 8 coefficients, the sums stay in registers while the
+    /// terms stream through. Slices as in [`dots`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dots_halves_avx2<const WIDE: bool>(
+        outs: &mut [&mut [u64]],
+        add: bool,
+        x: &[&[u64]],
+        ys: &[&[&[u64]]],
+        m: &Modulus,
+        len: usize,
+    ) {
+        use core::arch::x86_64::*;
+        // coefficients per block: the sums (3 x 512 bytes) stay in L1 while each term's
+        // block streams through as one contiguous run, which the prefetcher follows
+        const G: usize = 64;
+        const V: usize = G / 4;
+        let per_chunk = if WIDE { WIDE_TERMS } else { SPLIT_TERMS };
+        let mask = _mm256_set1_epi64x(0xffff_ffff);
+        let full = len - len % G;
+        for (out, y) in outs.iter_mut().zip(ys) {
+            let terms = x.len().min(y.len());
+            for c in (0..full).step_by(G) {
+                for (chunk, j0) in (0..terms.max(1)).step_by(per_chunk).enumerate() {
+                    let j1 = (j0 + per_chunk).min(terms);
+                    let o = &mut out[c..c + G];
+                    let zero = _mm256_setzero_si256();
+                    let (mut a, mut b, mut cc) = ([zero; V], [zero; V], [zero; V]);
+                    if add || chunk > 0 {
+                        for (k, v) in a.iter_mut().enumerate() {
+                            // SAFETY: `o` holds G words, V vectors of four.
+                            *v = unsafe { _mm256_loadu_si256(o[4 * k..].as_ptr().cast()) };
+                        }
+                    }
+                    for (xj, yj) in x[j0..j1].iter().zip(&y[j0..j1]) {
+                        let (xj, yj) = (&xj[c..c + G], &yj[c..c + G]);
+                        for k in 0..V {
+                            // SAFETY: `xj`, `yj` hold G words each.
+                            let (xv, yv) = unsafe {
+                                (
+                                    _mm256_loadu_si256(xj[4 * k..].as_ptr().cast()),
+                                    _mm256_loadu_si256(yj[4 * k..].as_ptr().cast()),
+                                )
+                            };
+                            let p = _mm256_mul_epu32(xv, yv);
+                            a[k] = _mm256_add_epi64(a[k], _mm256_and_si256(p, mask));
+                            b[k] = _mm256_add_epi64(b[k], _mm256_srli_epi64::<32>(p));
+                            if WIDE {
+                                let (x1, y1) =
+                                    (_mm256_srli_epi64::<32>(xv), _mm256_srli_epi64::<32>(yv));
+                                let mid = _mm256_add_epi64(
+                                    _mm256_mul_epu32(xv, y1),
+                                    _mm256_mul_epu32(x1, yv),
+                                );
+                                b[k] = _mm256_add_epi64(b[k], mid);
+                                cc[k] = _mm256_add_epi64(cc[k], _mm256_mul_epu32(x1, y1));
+                            }
+                        }
+                    }
+                    let (mut la, mut lb, mut lc) = ([0u64; G], [0u64; G], [0u64; G]);
+                    for k in 0..V {
+                        // SAFETY: the arrays hold G words each.
+                        unsafe {
+                            _mm256_storeu_si256(la[4 * k..].as_mut_ptr().cast(), a[k]);
+                            _mm256_storeu_si256(lb[4 * k..].as_mut_ptr().cast(), b[k]);
+                            _mm256_storeu_si256(lc[4 * k..].as_mut_ptr().cast(), cc[k]);
+                        }
+                    }
+                    for (i, d) in o.iter_mut().enumerate() {
+                        *d = m.reduce_u128(
+                            u128::from(la[i])
+                                + (u128::from(lb[i]) << 32)
+                                + (u128::from(lc[i]) << 64),
+                        );
+                    }
+                }
+            }
+            for c in full..len {
+                let mut r = if add { out[c] } else { 0 };
+                // below 2^100 per product: a u128 sum holds 2^20 of them
+                for (xc, yc) in x[..terms].chunks(1 << 20).zip(y[..terms].chunks(1 << 20)) {
+                    let sum = xc.iter().zip(yc).fold(u128::from(r), |s, (xj, yj)| {
+                        s + u128::from(xj[c]) * u128::from(yj[c])
+                    });
+                    r = m.reduce_u128(sum);
+                }
+                out[c] = r;
+            }
+        }
     }
 
     /// Per block of coefficients and per output `o`: `outs[o] (+)= sum_j x_j ys[o]_j`, the

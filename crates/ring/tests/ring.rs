@@ -417,10 +417,20 @@ fn dot_product_2_equals_portable_and_naive() {
     let mut r = rng(10);
     // below 2^32 the portable kernels sum in u64 (AVX2-vectorized where detected), above in
     // u128; both reduce once per chunk of terms
-    for bits in [20u32, 26, 30, 31, 35, 49, 50, 60, 61] {
+    // (and by 32-bit halves just below 2^32 and up to 2^50 where AVX2 is detected, in
+    // blocks of 64 coefficients and chunks of 4096 terms)
+    for bits in [20u32, 26, 30, 31, 32, 33, 35, 41, 49, 50, 60, 61] {
         let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
         let m = Modulus::new(q).unwrap();
-        for (terms, len) in [(1usize, 16usize), (5, 1000), (11, 37), (63, 64), (40, 130)] {
+        let long = if bits <= 50 { 4100 } else { 3 };
+        for (terms, len) in [
+            (1usize, 16usize),
+            (5, 1000),
+            (11, 37),
+            (63, 64),
+            (40, 130),
+            (long, 67),
+        ] {
             let make = |r: &mut ChaCha20Rng| -> Vec<Vec<u64>> {
                 (0..terms)
                     .map(|_| {
@@ -437,22 +447,25 @@ fn dot_product_2_equals_portable_and_naive() {
                     .collect()
             };
             let (x, b, a) = (make(&mut r), make(&mut r), make(&mut r));
-            let (mut o0, mut o1) = (vec![0; len], vec![0; len]);
             let (rx, rb, ra): (Vec<&[u64]>, Vec<&[u64]>, Vec<&[u64]>) = (
                 x.iter().map(|s| s.as_slice()).collect(),
                 b.iter().map(|s| s.as_slice()).collect(),
                 a.iter().map(|s| s.as_slice()).collect(),
             );
-            simd::dot_product_2(&mut o0, &mut o1, &rx, &rb, &ra, &m);
-            let (mut p0, mut p1) = (vec![0; len], vec![0; len]);
-            simd::portable::dot_product_2(&mut p0, &mut p1, &rx, &rb, &ra, &m);
-            assert_eq!(o0, p0, "q={q} terms={terms}");
-            assert_eq!(o1, p1);
-            for k in 0..len {
-                let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], b[j][k])));
-                assert_eq!(o0[k], want);
-                let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], a[j][k])));
-                assert_eq!(o1[k], want);
+            // the two-output form takes at most 63 terms (a key switch's digits)
+            if terms <= 63 {
+                let (mut o0, mut o1) = (vec![0; len], vec![0; len]);
+                simd::dot_product_2(&mut o0, &mut o1, &rx, &rb, &ra, &m);
+                let (mut p0, mut p1) = (vec![0; len], vec![0; len]);
+                simd::portable::dot_product_2(&mut p0, &mut p1, &rx, &rb, &ra, &m);
+                assert_eq!(o0, p0, "q={q} terms={terms}");
+                assert_eq!(o1, p1);
+                for k in 0..len {
+                    let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], b[j][k])));
+                    assert_eq!(o0[k], want);
+                    let want = (0..terms).fold(0u64, |acc, j| m.add(acc, m.mul(x[j][k], a[j][k])));
+                    assert_eq!(o1[k], want);
+                }
             }
             // the accumulating form, from a non-zero start, with as many terms as a long
             // plaintext-product sum (several reduction chunks for the larger primes)
@@ -466,6 +479,17 @@ fn dot_product_2_equals_portable_and_naive() {
                 assert_eq!(acc[k], want, "q={q} terms={terms} k={k}");
                 assert_eq!(pacc[k], want, "q={q} terms={terms} k={k}");
             }
+            // several accumulators over the same terms (a ciphertext's parts times the same
+            // plaintexts)
+            let mut accs = [start.clone(), vec![1; len]];
+            {
+                let [a0, a1] = &mut accs;
+                simd::dot_products_add_assign(&mut [a0, a1], &ra, &[&rx, &rb], &m);
+            }
+            let mut p1 = vec![1; len];
+            simd::portable::dot_product_add_assign(&mut p1, &rb, &ra, &m);
+            assert_eq!(accs[0], acc, "q={q} terms={terms}");
+            assert_eq!(accs[1], p1, "q={q} terms={terms}");
         }
     }
 }
@@ -562,10 +586,11 @@ fn scalar_matrix_mul_equals_scalar_mul_add_loops() {
 fn matrix_kernel_equals_per_term_shoup() {
     // primes from 20 to 60 bits: lazy IFMA chunks of 2048 (capped), 64, 4 terms and the
     // per-term paths; the portable lazy kernel (u64 sums below 2^32, chunks of 4 terms at 31
-    // bits; u128 sums above, chunks of 255 at 60 bits), run here whatever the CPU; 1..7
+    // bits, sums by 32-bit halves just below 2^32; u128 sums above, chunks of 255 at 60
+    // bits), run here whatever the CPU; 1..7
     // outputs (every register-block width); lengths with a tail; accumulators that start
     // non-zero
-    for bits in [20u32, 31, 36, 45, 49, 50, 60] {
+    for bits in [20u32, 31, 32, 36, 45, 49, 50, 60] {
         let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
         let m = Modulus::new(q).unwrap();
         let mut r = rng(u64::from(bits));
@@ -610,13 +635,15 @@ fn matrix_kernel_equals_per_term_shoup() {
 
 #[test]
 fn plain_matrix_mul_equals_mul_add_loops() {
-    // n not a multiple of the block; 20- to 60-bit primes (lazy IFMA chunks of thousands, a
-    // few and one term, and the portable path); plaintexts over more primes than the inputs,
-    // in another order; an output with no terms is zero; bit-identical to per-term
-    // mul_add_assign_subset loops.
+    // one block and several; 20- to 60-bit primes (lazy IFMA chunks of thousands, a few and
+    // one term; without AVX-512 the u64 sums below 2^30, the half-word sums just below 2^32
+    // and up to 2^50, u128 above); plaintexts over more primes than the inputs, in another
+    // order; an output with no terms is zero; bit-identical to per-term
+    // mul_add_assign_subset loops, for one part and (each plaintext read once) for two.
     for (n, bits) in [
-        (2048usize, vec![50u32, 20, 36, 45]),
+        (4096usize, vec![50u32, 20, 36, 45]),
         (256, vec![60, 49, 30]),
+        (512, vec![32, 33, 41, 59]),
     ] {
         let c = ctx(n, &bits);
         let all: Vec<usize> = (0..bits.len()).collect();
@@ -646,6 +673,24 @@ fn plain_matrix_mul_equals_mul_add_loops() {
             }
             assert_eq!(g, &want, "n {n} output {o}");
         }
+        // two parts per input: the first as above, the second its own products
+        let second: Vec<Poly<Ntt>> = (0..k)
+            .map(|_| sample::uniform_ntt(&c, &limbs, &mut r).unwrap())
+            .collect();
+        let pairs: Vec<[&Poly<Ntt>; 2]> = xs.iter().zip(&second).map(|(a, b)| [a, b]).collect();
+        let prefs: Vec<&[&Poly<Ntt>]> = pairs.iter().map(|p| p.as_slice()).collect();
+        let got2 = Poly::plain_matrix_mul_parts(&prefs, &terms, n_out).unwrap();
+        for (o, g) in got2.iter().enumerate() {
+            assert_eq!(g.len(), 2);
+            assert_eq!(g[0], got[o]);
+            let mut want = Poly::<Ntt>::zero(&c, &limbs).unwrap();
+            for &(_, i, p) in terms.iter().filter(|t| t.0 == o) {
+                want.mul_add_assign_subset(&second[i], p).unwrap();
+            }
+            assert_eq!(g[1], want, "n {n} output {o}, second part");
+        }
+        let ragged: Vec<&[&Poly<Ntt>]> = vec![&pairs[0][..], &pairs[1][..1]];
+        assert!(Poly::plain_matrix_mul_parts(&ragged, &terms[..1], n_out).is_err());
         // out-of-range indices and plaintexts missing an input prime are errors
         assert!(Poly::plain_matrix_mul(&refs, &[(n_out, 0, &pts[0])], n_out).is_err());
         assert!(Poly::plain_matrix_mul(&refs, &[(0, k, &pts[0])], n_out).is_err());

@@ -33,6 +33,15 @@ pub struct Args {
     /// two per complex slot. Default: the 16 samples.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub images: Option<u64>,
+    /// Profile on the first 16 test images of this data set (mnist, fashion-mnist,
+    /// cifar10), which also calibrate the parameters; default: the embedded MNIST samples
+    /// when they fit the model, else fixed pseudo-random images in [0, 1] (whose activations
+    /// can be far larger than real ones, and so the chosen primes).
+    #[arg(long)]
+    pub dataset: Option<henn_nn::data::DatasetKind>,
+    /// Directory holding the data sets (as fetched by scripts/fetch-data.sh).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
     /// User-given CKKS parameters.
     #[command(flatten)]
     pub params: super::he::ParamArgs,
@@ -69,7 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let graph = onnx::import_file(&args.model)
         .with_context(|| format!("importing {}", args.model.display()))?;
     let graph = rewrite::simplify(&graph)?;
-    let samples = inputs(graph.input_shape())?;
+    let samples = match args.dataset {
+        Some(_) => he::calibration_images(graph.input_shape(), args.dataset, &args.data_dir)?,
+        None => inputs(graph.input_shape())?,
+    };
     let images: Vec<Tensor> = match args.images {
         Some(n) => samples.iter().cycle().take(n as usize).cloned().collect(),
         None => samples.clone(),
@@ -108,12 +120,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} with {} packing, run {} of {} ({} images), {threads} threads",
+        "{} with {} packing, run {} of {} ({} images{}), {threads} threads",
         args.model.display(),
         args.packing,
         args.repeat,
         args.repeat,
-        images.len()
+        images.len(),
+        args.dataset
+            .map(|d| format!(" of the {d} test set"))
+            .unwrap_or_default()
     );
     println!("parameters: {}", he::params_line(&plan));
     he::print_layer_table(&rows);
