@@ -117,6 +117,28 @@ impl BasisConverter {
         }
         let n = self.ctx.n();
         let l_in = self.from.len();
+        if let [from] = self.from[..] {
+            // one source prime q (Q = q, Q/q = 1): the value itself, or its centred
+            // representative, reduced modulo each target prime; the general formula's result
+            let ctx = &self.ctx;
+            let q = ctx.modulus_unchecked(from).value();
+            let mut out = Poly::<Coeff>::zero(&self.ctx, &self.to)?;
+            let src = input.data();
+            out.data_mut()
+                .par_chunks_mut(n)
+                .zip(self.to.par_iter())
+                .for_each(|(dst, &j)| {
+                    let p = ctx.modulus_unchecked(j);
+                    if centered {
+                        simd::reduce_centered_into(dst, src, q, p);
+                    } else {
+                        for (d, &x) in dst.iter_mut().zip(src) {
+                            *d = p.reduce(x);
+                        }
+                    }
+                });
+            return Ok(out);
+        }
         // t_i = x_i * (Q/q_i)^{-1} mod q_i
         let mut t = Vec::with_capacity(n * (l_in + 1));
         t.resize(n * l_in, 0u64);

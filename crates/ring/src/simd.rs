@@ -322,6 +322,67 @@ pub fn dot_products_add_assign(
     portable::dot_products_add_assign(accs, y, xs, m);
 }
 
+/// `dst[k] = centred(src[k]) mod p`, where `centred(x)` is `x - q` for `x > q / 2` and `x`
+/// otherwise (`src` reduced modulo `q`): a centred conversion from one prime to another. In
+/// double precision on AVX2 + FMA for `q, p < 2^50` (a floor quotient within one, corrected),
+/// with Barrett reductions otherwise; the same result either way.
+pub fn reduce_centered_into(dst: &mut [u64], src: &[u64], q: u64, p: &Modulus) {
+    let len = dst.len().min(src.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if q < 1 << 50
+        && p.value() < 1 << 50
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        done = len - len % 4;
+        // SAFETY: AVX2 and FMA were detected just above; both moduli below 2^50.
+        unsafe { fma_reduce_centered(&mut dst[..done], &src[..done], q, p.value()) };
+    }
+    let half = q / 2;
+    for (d, &x) in dst[done..len].iter_mut().zip(&src[done..len]) {
+        let v = if x > half {
+            x as i64 - q as i64
+        } else {
+            x as i64
+        };
+        *d = p.reduce_i64(v);
+    }
+}
+
+/// [`reduce_centered_into`] four lanes at a time in doubles (lengths a multiple of 4).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_reduce_centered(dst: &mut [u64], src: &[u64], q: u64, p: u64) {
+    use core::arch::x86_64::*;
+    // 2^52 as a double: its bits | x is the double 2^52 + x for x < 2^52
+    const TWO52: f64 = 4_503_599_627_370_496.0;
+    let two52 = _mm256_set1_pd(TWO52);
+    let two52_bits = _mm256_castpd_si256(two52);
+    let (qf, pf) = (_mm256_set1_pd(q as f64), _mm256_set1_pd(p as f64));
+    let half = _mm256_set1_pd((q / 2) as f64);
+    let p_inv = _mm256_set1_pd(1.0 / p as f64);
+    let zero = _mm256_setzero_pd();
+    for (d, x) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+        // SAFETY: four words each.
+        let xi = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
+        let xf = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(xi, two52_bits)), two52);
+        // centred value, |v| < 2^49
+        let v = _mm256_sub_pd(xf, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(xf, half), qf));
+        // v - floor(v / p) p, exact (|result| < 2^51), in [-p, 2p): one correction each way
+        let qt = _mm256_floor_pd(_mm256_mul_pd(v, p_inv));
+        let r = _mm256_fnmadd_pd(qt, pf, v);
+        let r = _mm256_add_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(r, zero), pf));
+        let r = _mm256_sub_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(r, pf), pf));
+        let ri = _mm256_and_si256(
+            _mm256_castpd_si256(_mm256_add_pd(r, two52)),
+            _mm256_set1_epi64x((1 << 52) - 1),
+        );
+        // SAFETY: four words.
+        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), ri) };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;

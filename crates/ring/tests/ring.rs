@@ -263,6 +263,63 @@ fn centred_conversion_is_exact_up_to_a_small_centred_multiple() {
 }
 
 #[test]
+fn one_prime_conversion_is_the_centred_value() {
+    // from one prime (a key switch's digit, one special prime): exactly the centred
+    // representative modulo each target (u = 0), plain or centred; targets below and above
+    // 2^50 (the double-precision path and Barrett), sources of 33 to 61 bits; the edge values
+    // 0, q/2, q/2 + 1, q - 1 and a length that is not a multiple of four
+    for src_bits in [33u32, 49, 61] {
+        let n = 4096;
+        let c = ctx(n, &[src_bits, 33, 41, 50, 60]);
+        let q = c.modulus(0).unwrap().value();
+        let p33 = c.modulus(1).unwrap().value() as i128;
+        let mut r = rng(70 + u64::from(src_bits));
+        // random values, and centred values within one of a multiple of the 33-bit target
+        // (where a floor quotient in doubles may be off by one either way)
+        let mut vals: Vec<u64> = (0..n)
+            .map(|k| {
+                if k % 2 == 0 {
+                    r.random_range(0..q)
+                } else {
+                    let most = (q as i128 / 2 / p33).max(1);
+                    let v = r.random_range(-most..=most) * p33 + r.random_range(-1..=1);
+                    v.rem_euclid(q as i128) as u64
+                }
+            })
+            .collect();
+        vals[..4].copy_from_slice(&[0, q / 2, q / 2 + 1, q - 1]);
+        let coeffs: Vec<i128> = vals.iter().map(|&v| v as i128).collect();
+        let x = Poly::<Coeff>::from_signed_i128(&c, &[0], &coeffs).unwrap();
+        let conv = BasisConverter::new(&c, &[0], &[1, 2, 3, 4]).unwrap();
+        let centred = conv.convert_centered(&x).unwrap();
+        let plain = conv.convert(&x).unwrap();
+        for (k, &v) in vals.iter().enumerate() {
+            let cv = if v > q / 2 {
+                v as i128 - q as i128
+            } else {
+                v as i128
+            };
+            for ((m, a), (_, b)) in centred.iter_limbs().zip(plain.iter_limbs()) {
+                assert_eq!(a[k], m.reduce_i128(cv), "q {q} p {} k {k}", m.value());
+                assert_eq!(b[k], m.reduce_i128(v as i128));
+            }
+        }
+        // and the slice kernel on a length with a tail
+        let m = c.modulus(2).unwrap();
+        let mut dst = vec![0; 7];
+        henn_ring::simd::reduce_centered_into(&mut dst, &vals[..7], q, m);
+        for (d, &v) in dst.iter().zip(&vals) {
+            let cv = if v > q / 2 {
+                v as i128 - q as i128
+            } else {
+                v as i128
+            };
+            assert_eq!(*d, m.reduce_i128(cv));
+        }
+    }
+}
+
+#[test]
 fn mod_down_divides_by_p() {
     let n = 64;
     let c = ctx(n, &[50, 45, 60, 61]);

@@ -7,7 +7,9 @@
 //! error of two roundings, times a value below 2^52, is below 1), so
 //! `r = fma(-qt, q, hi) + lo` (both steps exact: integers below 2^52 in magnitude) lies in
 //! `[-q, 2q)`; adding `q` where negative gives Harvey's lazy product in `[0, 2q)`. The
-//! stages whose butterfly span is below the vector width run the portable scalar loop; the
+//! stages whose butterfly span is below the vector width (2 and 1) shuffle two vectors into
+//! the butterflies' two sides (128-bit halves for span 2, even and odd lanes for span 1)
+//! with their factors stored in lane order (the portable scalar loop below n = 16); the
 //! results are fully reduced at the end, so they equal the portable kernel's bit for bit.
 
 use core::arch::x86_64::*;
@@ -18,13 +20,36 @@ use super::NttTable;
 /// exactly between `u64` and `f64`.
 pub const FMA_MODULUS_LIMIT: u64 = 1 << 50;
 
-/// The twiddle factors as doubles: value and `value / q`, forward and inverse.
+/// The twiddle factors as doubles: value and `value / q`, forward and inverse; and those of
+/// the two stages with butterfly spans 2 and 1 in the lane order of their shuffled vectors
+/// (span 2: each factor twice; span 1: factors `i, i + 2, i + 1, i + 3` per four).
 #[derive(Clone, Debug)]
 pub(crate) struct FmaNttTables {
     roots: Vec<f64>,
     roots_q: Vec<f64>,
     inv_roots: Vec<f64>,
     inv_roots_q: Vec<f64>,
+    /// Span 2 then span 1, forward: `(value, value / q)` per lane.
+    fwd_short: [(Vec<f64>, Vec<f64>); 2],
+    /// Span 1 then span 2, inverse.
+    inv_short: [(Vec<f64>, Vec<f64>); 2],
+}
+
+/// Smallest degree of the vectorized short stages (two blocks of four per vector pair).
+const SHORT_MIN_N: usize = 16;
+
+/// The factors of the span-2 and span-1 stages in lane order (see [`FmaNttTables`]), from
+/// the stage's factors `w[k]` (`k` over the blocks or pairs).
+fn short_tables(w2: &[f64], w1: &[f64]) -> [Vec<f64>; 2] {
+    let span2 = w2.iter().flat_map(|&v| [v, v]).collect();
+    let span1 = w1
+        .chunks(4)
+        .flat_map(|c| match c {
+            [a, b, c, d] => vec![*a, *c, *b, *d],
+            _ => c.to_vec(),
+        })
+        .collect();
+    [span2, span1]
 }
 
 /// 2^52 as a double: `bits(2^52) | x` is the double `2^52 + x` for `x < 2^52`.
@@ -48,11 +73,25 @@ impl FmaNttTables {
         };
         let (roots, roots_q) = v(&t.roots);
         let (inv_roots, inv_roots_q) = v(&t.inv_roots);
+        let n = t.n;
+        let (mut fwd_short, mut inv_short) = Default::default();
+        if n >= SHORT_MIN_N {
+            // forward: span 2 uses factors n/4.., span 1 uses n/2..; inverse: span 1 uses
+            // n/2.., span 2 uses n/4..
+            let [a, b] = short_tables(&roots[n / 4..n / 2], &roots[n / 2..n]);
+            let [aq, bq] = short_tables(&roots_q[n / 4..n / 2], &roots_q[n / 2..n]);
+            fwd_short = [(a, aq), (b, bq)];
+            let [a, b] = short_tables(&inv_roots[n / 4..n / 2], &inv_roots[n / 2..n]);
+            let [aq, bq] = short_tables(&inv_roots_q[n / 4..n / 2], &inv_roots_q[n / 2..n]);
+            inv_short = [(b, bq), (a, aq)];
+        }
         Some(Self {
             roots,
             roots_q,
             inv_roots,
             inv_roots_q,
+            fwd_short,
+            inv_short,
         })
     }
 }
@@ -164,10 +203,57 @@ impl NttTable {
             }
             m <<= 1;
         }
+        if n < SHORT_MIN_N {
+            to_u64(a);
+            // the last stages (butterfly spans below 4): the portable butterflies
+            self.forward_stages(a, m, t);
+            super::reduce_from_4q(a, q);
+            return;
+        }
+        let q1 = qv;
+        // span 2: blocks i, i + 1 of four as x = [a0 a1 b0 b1], y = [a2 a3 b2 b3]
+        let (w2, w2q) = (&tf.fwd_short[0].0, &tf.fwd_short[0].1);
+        for i in (0..n / 4).step_by(2) {
+            // SAFETY: 4i + 7 < n (i + 1 < n / 4); the factor tables hold n / 2 entries.
+            unsafe {
+                let p0 = p.add(4 * i);
+                let (v0, v1) = (_mm256_loadu_pd(p0), _mm256_loadu_pd(p0.add(4)));
+                let x = _mm256_permute2f128_pd::<0x20>(v0, v1);
+                let y = _mm256_permute2f128_pd::<0x31>(v0, v1);
+                let w = _mm256_loadu_pd(w2.as_ptr().add(2 * i));
+                let wq = _mm256_loadu_pd(w2q.as_ptr().add(2 * i));
+                let u = sub_if_ge(x, two_q);
+                let v = mul_lazy(y, w, wq, qv);
+                let (x, y) = (
+                    _mm256_add_pd(u, v),
+                    _mm256_sub_pd(_mm256_add_pd(u, two_q), v),
+                );
+                _mm256_storeu_pd(p0, _mm256_permute2f128_pd::<0x20>(x, y));
+                _mm256_storeu_pd(p0.add(4), _mm256_permute2f128_pd::<0x31>(x, y));
+            }
+        }
+        // span 1: pairs i..i + 4 as x = [a0 a4 a2 a6], y = [a1 a5 a3 a7]; the results fully
+        // reduced from [0, 4q)
+        let (w1, w1q) = (&tf.fwd_short[1].0, &tf.fwd_short[1].1);
+        for i in (0..n / 2).step_by(4) {
+            // SAFETY: 2i + 7 < n (i + 3 < n / 2); the factor tables hold n / 2 entries.
+            unsafe {
+                let p0 = p.add(2 * i);
+                let (v0, v1) = (_mm256_loadu_pd(p0), _mm256_loadu_pd(p0.add(4)));
+                let x = _mm256_unpacklo_pd(v0, v1);
+                let y = _mm256_unpackhi_pd(v0, v1);
+                let w = _mm256_loadu_pd(w1.as_ptr().add(i));
+                let wq = _mm256_loadu_pd(w1q.as_ptr().add(i));
+                let u = sub_if_ge(x, two_q);
+                let v = mul_lazy(y, w, wq, qv);
+                let x = sub_if_ge(sub_if_ge(_mm256_add_pd(u, v), two_q), q1);
+                let y = _mm256_sub_pd(_mm256_add_pd(u, two_q), v);
+                let y = sub_if_ge(sub_if_ge(y, two_q), q1);
+                _mm256_storeu_pd(p0, _mm256_unpacklo_pd(x, y));
+                _mm256_storeu_pd(p0.add(4), _mm256_unpackhi_pd(x, y));
+            }
+        }
         to_u64(a);
-        // the last stages (butterfly spans below 4): the portable butterflies
-        self.forward_stages(a, m, t);
-        super::reduce_from_4q(a, q);
     }
 
     #[allow(
@@ -179,13 +265,50 @@ impl NttTable {
         let n = self.n;
         let a = &mut a[..n];
         let q = self.modulus.value();
-        // the first stages (butterfly spans below 4): the portable butterflies
-        self.inverse_stages(a, 1, 4);
-        let mut t = 4;
-        let mut h = n / 8;
-        to_f64(a);
         let qv = _mm256_set1_pd(q as f64);
         let two_q = _mm256_set1_pd(2.0 * q as f64);
+        if n < SHORT_MIN_N {
+            // the first stages (butterfly spans below 4): the portable butterflies
+            self.inverse_stages(a, 1, 4);
+            to_f64(a);
+        } else {
+            to_f64(a);
+            let p = a.as_mut_ptr().cast::<f64>();
+            // span 1 (pairs, shuffled as in the forward kernel), then span 2 (blocks)
+            let (w1, w1q) = (&tf.inv_short[0].0, &tf.inv_short[0].1);
+            for i in (0..n / 2).step_by(4) {
+                // SAFETY: 2i + 7 < n; the factor tables hold n / 2 entries.
+                unsafe {
+                    let p0 = p.add(2 * i);
+                    let (v0, v1) = (_mm256_loadu_pd(p0), _mm256_loadu_pd(p0.add(4)));
+                    let (u, v) = (_mm256_unpacklo_pd(v0, v1), _mm256_unpackhi_pd(v0, v1));
+                    let w = _mm256_loadu_pd(w1.as_ptr().add(i));
+                    let wq = _mm256_loadu_pd(w1q.as_ptr().add(i));
+                    let x = sub_if_ge(_mm256_add_pd(u, v), two_q);
+                    let y = mul_lazy(_mm256_sub_pd(_mm256_add_pd(u, two_q), v), w, wq, qv);
+                    _mm256_storeu_pd(p0, _mm256_unpacklo_pd(x, y));
+                    _mm256_storeu_pd(p0.add(4), _mm256_unpackhi_pd(x, y));
+                }
+            }
+            let (w2, w2q) = (&tf.inv_short[1].0, &tf.inv_short[1].1);
+            for i in (0..n / 4).step_by(2) {
+                // SAFETY: 4i + 7 < n; the factor tables hold n / 2 entries.
+                unsafe {
+                    let p0 = p.add(4 * i);
+                    let (v0, v1) = (_mm256_loadu_pd(p0), _mm256_loadu_pd(p0.add(4)));
+                    let u = _mm256_permute2f128_pd::<0x20>(v0, v1);
+                    let v = _mm256_permute2f128_pd::<0x31>(v0, v1);
+                    let w = _mm256_loadu_pd(w2.as_ptr().add(2 * i));
+                    let wq = _mm256_loadu_pd(w2q.as_ptr().add(2 * i));
+                    let x = sub_if_ge(_mm256_add_pd(u, v), two_q);
+                    let y = mul_lazy(_mm256_sub_pd(_mm256_add_pd(u, two_q), v), w, wq, qv);
+                    _mm256_storeu_pd(p0, _mm256_permute2f128_pd::<0x20>(x, y));
+                    _mm256_storeu_pd(p0.add(4), _mm256_permute2f128_pd::<0x31>(x, y));
+                }
+            }
+        }
+        let mut t = 4;
+        let mut h = n / 8;
         let p = a.as_mut_ptr().cast::<f64>();
         while h >= 1 {
             for i in 0..h {
@@ -211,9 +334,24 @@ impl NttTable {
             t <<= 1;
             h >>= 1;
         }
-        to_u64(a);
-        for x in a.iter_mut() {
-            *x = self.modulus.mul_shoup(*x, self.n_inv);
+        if n < SHORT_MIN_N {
+            to_u64(a);
+            for x in a.iter_mut() {
+                *x = self.modulus.mul_shoup(*x, self.n_inv);
+            }
+            return;
         }
+        // times 1/n, fully reduced, still in doubles
+        let ni = self.n_inv.value as f64;
+        let (w, wq) = (_mm256_set1_pd(ni), _mm256_set1_pd(ni / q as f64));
+        for j in (0..n).step_by(4) {
+            // SAFETY: j + 3 < n (n a multiple of 4: n >= 16 here).
+            unsafe {
+                let px = p.add(j);
+                let x = mul_lazy(_mm256_loadu_pd(px), w, wq, qv);
+                _mm256_storeu_pd(px, sub_if_ge(x, qv));
+            }
+        }
+        to_u64(a);
     }
 }
