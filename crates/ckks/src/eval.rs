@@ -335,8 +335,9 @@ impl Evaluator {
 
     /// `out[o] = sum over terms (o, i, pt) of xs[i] * pt` for `n_out` outputs (no rescale):
     /// the products of a layer whose outputs share rotated inputs, each input and plaintext
-    /// streamed through memory once for all the parts (`Poly::plain_matrix_mul_parts`). Inputs at one level and
-    /// scale, plaintexts at that level or above and one scale; an output without terms is 0.
+    /// streamed through memory once for all the parts (`Poly::plain_matrix_mul_parts`).
+    /// Inputs at one level and scale, plaintexts at that level or above and one scale; an
+    /// output without terms is 0.
     pub fn mul_plain_matrix(
         &self,
         xs: &[&Ciphertext],
