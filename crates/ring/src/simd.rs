@@ -1445,17 +1445,18 @@ pub mod portable {
                     }
                 }
             }
-            for c in full..len {
-                let mut r = if add { out[c] } else { 0 };
-                // below 2^100 per product: a u128 sum holds 2^20 of them
-                for (xc, yc) in x[..terms].chunks(1 << 20).zip(y[..terms].chunks(1 << 20)) {
-                    let sum = xc.iter().zip(yc).fold(u128::from(r), |s, (xj, yj)| {
-                        s + u128::from(xj[c]) * u128::from(yj[c])
-                    });
-                    r = m.reduce_u128(sum);
-                }
-                out[c] = r;
+        }
+        if full < len {
+            // the last coefficients (fewer than a block): the u128 sums of `dots`
+            fn tail<'a>(v: &[&'a [u64]], from: usize, to: usize) -> Vec<&'a [u64]> {
+                v.iter().map(|s| &s[from..to]).collect()
             }
+            let xt = tail(x, full, len);
+            let yt: Vec<Vec<&[u64]>> = ys.iter().map(|y| tail(y, full, len)).collect();
+            let yr: Vec<&[&[u64]]> = yt.iter().map(|v| v.as_slice()).collect();
+            let mut ot: Vec<&mut [u64]> = outs.iter_mut().map(|o| &mut o[full..len]).collect();
+            // below 2^100 per product: a u128 sum holds 2^20 of them
+            dots::<u128>(&mut ot, add, &xt, &yr, m, len - full, 1 << 20);
         }
     }
 
