@@ -1368,8 +1368,8 @@ pub mod portable {
     /// 32 x 32-bit vector products per four terms, summed in three `u64` accumulators per
     /// coefficient, reduced once per coefficient and chunk of terms. Without `WIDE`
     /// (`q < 2^32`: `x1 = y1 = 0`) one product and two sums, [`SPLIT_TERMS`] terms per
-    /// chunk. Per output and group of 8 coefficients, the sums stay in registers while the
-    /// terms stream through. Slices as in [`dots`].
+    /// chunk. Per output and block of 64 coefficients, the sums stay in L1 while each term's
+    /// block streams through (fewer than 64 left: [`dots`] in `u128`). Slices as in [`dots`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn dots_halves_avx2<const WIDE: bool>(
