@@ -283,6 +283,12 @@ impl Encoder {
         self.encode_over(values, level, scale, limbs)
     }
 
+    /// [`Self::encode_complex_ext`] for real values (missing slots are zero).
+    pub fn encode_ext(&self, values: &[f64], level: Level, scale: Scale) -> Result<Plaintext> {
+        let v: Vec<Complex> = values.iter().map(|&x| Complex::new(x, 0.0)).collect();
+        self.encode_complex_ext(&v, level, scale)
+    }
+
     /// Encodes real values at `level` and `scale` (missing slots are zero).
     pub fn encode(&self, values: &[f64], level: Level, scale: Scale) -> Result<Plaintext> {
         let v: Vec<Complex> = values.iter().map(|&x| Complex::new(x, 0.0)).collect();

@@ -980,6 +980,69 @@ impl Evaluator {
         Ok(())
     }
 
+    /// [`Self::mul_plain_matrix`] over extended ciphertexts: `out[o] = sum over terms
+    /// (o, i, pt) of xs[i] * pt` with plaintexts encoded over `Q_level ∪ P`
+    /// ([`crate::Encoder::encode_ext`]), each plaintext read once for both parts. Every
+    /// output needs at least one term.
+    pub fn ext_mul_plain_matrix(
+        &self,
+        xs: &[&ExtCiphertext],
+        terms: &[(usize, usize, &Plaintext)],
+        n_out: usize,
+    ) -> Result<Vec<ExtCiphertext>> {
+        let x0 = *xs.first().ok_or(CkksError::InvalidArgument(
+            "ext_mul_plain_matrix without inputs".into(),
+        ))?;
+        for x in xs {
+            check_same_level(x0.level, x.level)?;
+            check_same_scale(x0.scale, x.scale)?;
+        }
+        let pt_scale = match terms.first() {
+            Some((_, _, pt)) => pt.scale,
+            None => {
+                return Err(CkksError::InvalidArgument(
+                    "ext_mul_plain_matrix without terms".into(),
+                ));
+            }
+        };
+        for (_, _, pt) in terms {
+            self.params.check_id(pt.params_id)?;
+            check_same_scale(pt_scale, pt.scale)?;
+            if pt.poly.num_limbs() < x0.c0.num_limbs() {
+                return Err(CkksError::InvalidArgument(format!(
+                    "plaintext over {} primes for extended ciphertexts over {}: encode it with \
+                     encode_ext at level {}",
+                    pt.poly.num_limbs(),
+                    x0.c0.num_limbs(),
+                    x0.level
+                )));
+            }
+        }
+        let inputs: Vec<[&Poly<Ntt>; 2]> = xs.iter().map(|x| [&x.c0, &x.c1]).collect();
+        let refs: Vec<&[&Poly<Ntt>]> = inputs.iter().map(|x| x.as_slice()).collect();
+        let ts: Vec<(usize, usize, &Poly<Ntt>)> =
+            terms.iter().map(|&(o, i, pt)| (o, i, &pt.poly)).collect();
+        let scale = x0.scale.mul(pt_scale);
+        Poly::plain_matrix_mul_parts(&refs, &ts, n_out)?
+            .into_iter()
+            .map(|parts| {
+                let [c0, c1]: [Poly<Ntt>; 2] =
+                    parts
+                        .try_into()
+                        .map_err(|p: Vec<Poly<Ntt>>| CkksError::WrongSize {
+                            got: p.len(),
+                            expected: 2,
+                        })?;
+                Ok(ExtCiphertext {
+                    c0,
+                    c1,
+                    level: x0.level,
+                    scale,
+                })
+            })
+            .collect()
+    }
+
     /// `acc += x` (same level and scale).
     pub fn ext_add_assign(&self, acc: &mut ExtCiphertext, x: &ExtCiphertext) -> Result<()> {
         check_same_level(acc.level, x.level)?;

@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use henn_ckks::{
-    Ciphertext, CkksParams, Complex, Encoder, Evaluator, GaloisElement, GaloisKeys, Level,
-    Plaintext, RelinKey, Scale,
+    Ciphertext, CkksParams, Complex, Encoder, Evaluator, ExtCiphertext, GaloisElement, GaloisKeys,
+    Level, Plaintext, RelinKey, Scale,
 };
+use rayon::prelude::*;
 
+use super::bsgs::{self, Bsgs, DiagFn};
 use super::{Backend, OpCounts, ckks_err};
 use crate::error::{ExecError, Result};
 
@@ -60,15 +62,20 @@ struct CachedPt {
     values: Vec<f64>,
     level: usize,
     scale_bits: u64,
+    /// Encoded over `Q_level ∪ P` (double hoisting) rather than `Q_level`.
+    ext: bool,
     pt: Arc<Plaintext>,
 }
 
-fn content_hash(v: &[f64], level: usize, scale: Scale) -> u64 {
+fn content_hash(v: &[f64], level: usize, scale: Scale, ext: bool) -> u64 {
     // a multiply-xorshift mix of the words (a lookup key, not a defence: entries are compared
     // value by value), several times faster than SipHash on the 2^13-word masks
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mix = |h: u64, x: u64| (h ^ x).wrapping_mul(K).rotate_left(29);
-    let mut h = mix(mix(K, level as u64), scale.value().to_bits());
+    let mut h = mix(
+        mix(K, level as u64 + (u64::from(ext) << 32)),
+        scale.value().to_bits(),
+    );
     // trailing zeros do not change the encoding
     let end = v.iter().rposition(|&x| x != 0.0).map_or(0, |i| i + 1);
     for (i, x) in v[..end].iter().enumerate() {
@@ -143,6 +150,144 @@ impl Encrypted {
     /// The parameters.
     pub fn params(&self) -> &Arc<CkksParams> {
         &self.params
+    }
+
+    /// [`Backend::encode_cached`], over `Q_level ∪ P` with `ext` (the plaintexts of a
+    /// double-hoisted sum; an encoding either way counts once).
+    fn cached(&self, v: &[f64], level: usize, scale: Scale, ext: bool) -> Result<Arc<Plaintext>> {
+        let c = &self.cache;
+        if c.budget == 0 {
+            return Ok(Arc::new(self.encode_fresh(v, level, scale, ext)?));
+        }
+        let key = content_hash(v, level, scale, ext);
+        let bits = scale.value().to_bits();
+        let find = |map: &HashMap<u64, Vec<CachedPt>>| {
+            map.get(&key).and_then(|b| {
+                b.iter()
+                    .find(|e| {
+                        e.level == level
+                            && e.ext == ext
+                            && e.scale_bits == bits
+                            && same_values(&e.values, v)
+                    })
+                    .map(|e| e.pt.clone())
+            })
+        };
+        if let Some(pt) = c.map.lock().ok().and_then(|m| find(&m)) {
+            OpCounts::bump(&self.counts.encode, 1);
+            return Ok(pt);
+        }
+        let pt = Arc::new(self.encode_fresh(v, level, scale, ext)?);
+        let primes = level + 1 + if ext { self.params.p_limbs().len() } else { 0 };
+        let size = primes * self.params.n() * 8 + v.len() * 8;
+        if c.bytes.load(Ordering::Relaxed) + size <= c.budget
+            && let Ok(mut m) = c.map.lock()
+        {
+            if let Some(found) = find(&m) {
+                return Ok(found);
+            }
+            c.bytes.fetch_add(size, Ordering::Relaxed);
+            m.entry(key).or_default().push(CachedPt {
+                values: v.to_vec(),
+                level,
+                scale_bits: bits,
+                ext,
+                pt: pt.clone(),
+            });
+        }
+        Ok(pt)
+    }
+
+    /// Encodes `v` at `level` and `scale`, over `Q_level ∪ P` with `ext`; counts one
+    /// encoding.
+    fn encode_fresh(&self, v: &[f64], level: usize, scale: Scale, ext: bool) -> Result<Plaintext> {
+        if !ext {
+            return self.encode(v, level, scale);
+        }
+        OpCounts::bump(&self.counts.encode, 1);
+        self.encoder
+            .encode_ext(v, Level(level), scale)
+            .map_err(ckks_err)
+    }
+
+    /// [`Backend::bsgs_sum`] double-hoisted: per input one decomposition, its baby steps
+    /// left over `Q ∪ P` (no ModDown), the products over `Q ∪ P` with plaintexts encoded
+    /// there, each group's giant rotation from its sum's `c_1` brought down once and left
+    /// over `Q ∪ P` again, and one ModDown per output.
+    fn bsgs_double(
+        &self,
+        xs: &[&Ciphertext],
+        spec: &Bsgs,
+        diag: &DiagFn<'_>,
+        level: usize,
+        scale: Scale,
+    ) -> Result<Vec<Option<Ciphertext>>> {
+        spec.check(xs.len())?;
+        let babies: Vec<i64> = spec.inputs.iter().map(|e| e.1).collect();
+        let giants: Vec<i64> = spec.groups.iter().map(|e| e.1).collect();
+        self.check_rotations(&babies)?;
+        self.check_rotations(&giants)?;
+        let n_babies = babies.iter().filter(|&&k| k != 0).count();
+        let n_giants = giants.iter().filter(|&&k| k != 0).count();
+        OpCounts::bump(&self.counts.rotate_hoisted, n_babies as u64);
+        OpCounts::bump(&self.counts.rotate, n_giants as u64);
+        let per_input: Vec<Vec<ExtCiphertext>> = (0..xs.len())
+            .into_par_iter()
+            .map(|j| -> Result<Vec<ExtCiphertext>> {
+                let steps = spec.steps_of(j);
+                let x = xs[j];
+                if steps.iter().all(|&k| k == 0) {
+                    return steps
+                        .iter()
+                        .map(|_| self.eval.lift_ext(x).map_err(ckks_err))
+                        .collect();
+                }
+                let dec = self.eval.hoist(x).map_err(ckks_err)?;
+                steps
+                    .par_iter()
+                    .map(|&k| {
+                        self.eval
+                            .rotate_hoisted_ext(x, &dec, k, &self.gk)
+                            .map_err(ckks_err)
+                    })
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        let rotated: Vec<&ExtCiphertext> = per_input.iter().flatten().collect();
+        let slots = self.slots();
+        let pts: Vec<Arc<Plaintext>> = (0..spec.terms.len())
+            .into_par_iter()
+            .map(|t| self.cached(&bsgs::diag_vector(slots, t, diag), level, scale, true))
+            .collect::<Result<_>>()?;
+        let terms = bsgs::product_terms(spec, &pts);
+        OpCounts::bump(&self.counts.mul_plain, terms.len() as u64);
+        OpCounts::bump(
+            &self.counts.add,
+            terms.len().saturating_sub(spec.groups.len()) as u64,
+        );
+        let sums = self
+            .eval
+            .ext_mul_plain_matrix(&rotated, &terms, spec.groups.len())
+            .map_err(ckks_err)?;
+        let outs = bsgs::into_outputs(
+            spec,
+            sums,
+            |acc, gamma| {
+                self.eval
+                    .ext_rotate(&acc, gamma, &self.gk)
+                    .map_err(ckks_err)
+            },
+            |a, p| {
+                OpCounts::bump(&self.counts.add, 1);
+                self.eval.ext_add_assign(a, p).map_err(ckks_err)
+            },
+        )?;
+        outs.into_par_iter()
+            .map(|o| {
+                o.map(|x| self.eval.ext_mod_down(x).map_err(ckks_err))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// Checks that the Galois keys cover every rotation step in `steps`.
@@ -351,40 +496,21 @@ impl Backend for Encrypted {
             .map_err(ckks_err)
     }
     fn encode_cached(&self, v: &[f64], level: usize, scale: Scale) -> Result<Arc<Plaintext>> {
-        let c = &self.cache;
-        if c.budget == 0 {
-            return Ok(Arc::new(self.encode(v, level, scale)?));
+        self.cached(v, level, scale, false)
+    }
+    fn bsgs_sum(
+        &self,
+        xs: &[&Ciphertext],
+        spec: &Bsgs,
+        diag: &DiagFn<'_>,
+        level: usize,
+        scale: Scale,
+    ) -> Result<Vec<Option<Ciphertext>>> {
+        if spec.double {
+            self.bsgs_double(xs, spec, diag, level, scale)
+        } else {
+            bsgs::single_hoisted(self, xs, spec, diag, level, scale)
         }
-        let key = content_hash(v, level, scale);
-        let bits = scale.value().to_bits();
-        let find = |map: &HashMap<u64, Vec<CachedPt>>| {
-            map.get(&key).and_then(|b| {
-                b.iter()
-                    .find(|e| e.level == level && e.scale_bits == bits && same_values(&e.values, v))
-                    .map(|e| e.pt.clone())
-            })
-        };
-        if let Some(pt) = c.map.lock().ok().and_then(|m| find(&m)) {
-            OpCounts::bump(&self.counts.encode, 1);
-            return Ok(pt);
-        }
-        let pt = Arc::new(self.encode(v, level, scale)?);
-        let size = (level + 1) * self.params.n() * 8 + v.len() * 8;
-        if c.bytes.load(Ordering::Relaxed) + size <= c.budget
-            && let Ok(mut m) = c.map.lock()
-        {
-            if let Some(found) = find(&m) {
-                return Ok(found);
-            }
-            c.bytes.fetch_add(size, Ordering::Relaxed);
-            m.entry(key).or_default().push(CachedPt {
-                values: v.to_vec(),
-                level,
-                scale_bits: bits,
-                pt: pt.clone(),
-            });
-        }
-        Ok(pt)
     }
     fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         OpCounts::bump(&self.counts.mul, 1);

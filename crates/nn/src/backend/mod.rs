@@ -13,6 +13,7 @@
 //!
 //! This floor knows nothing of graphs, layouts or plans.
 
+pub mod bsgs;
 pub mod encrypted;
 pub mod simulated;
 pub mod slots;
@@ -302,6 +303,25 @@ pub trait Backend: Sync + 'static {
                 })
             })
             .collect()
+    }
+    /// A baby-step giant-step sum of plaintext products (see [`bsgs::Bsgs`]): for every
+    /// output `o`, the sum over its groups `(o, γ)` of `rot_γ(sum over the group's terms t
+    /// of rot_β(xs[j]) * encode(diag(t)))` with the plaintexts at `level` and `scale`; `None`
+    /// for an output without groups. No rescale. Counts the baby steps as hoisted rotations,
+    /// the non-zero giant steps as rotations, and the products and additions as
+    /// [`Backend::mul_plain_matrix`] does, however it is evaluated.
+    fn bsgs_sum(
+        &self,
+        xs: &[&Self::Ct],
+        spec: &bsgs::Bsgs,
+        diag: &bsgs::DiagFn<'_>,
+        level: usize,
+        scale: Scale,
+    ) -> Result<Vec<Option<Self::Ct>>>
+    where
+        Self: Sized,
+    {
+        bsgs::single_hoisted(self, xs, spec, diag, level, scale)
     }
     /// `out[o] = sum_k w[o * K + k] * xs[k]` with the constants at `const_scale`, no
     /// rescale: the linear combinations of a layer's outputs over shared inputs. Zero weights

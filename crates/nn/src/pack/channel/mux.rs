@@ -12,18 +12,19 @@
 //! `out_g = sum_γ rot_γ( sum_{j, β} P_{g,j,γ,β} * rot_β(x_j) )`, where `P` holds weight
 //! `W[o, i, t]` at slot `offset_out(r_o) + s + γ` for every output pixel whose tap is inside
 //! the image (padding and garbage slots get 0). Which part the tap step joins is chosen per
-//! layer by the rotation count. A replicated input (the image copied into every block) is
+//! layer by the rotation count, and with it whether the sum is evaluated double-hoisted
+//! (baby steps and products over `Q ∪ P`, one ModDown per output; [`Backend::bsgs_sum`])
+//! where the weights promise that to pay. A replicated input (the image copied into every block) is
 //! read from the copy in the output lane's own block: no block rotation at all. Everything
 //! accumulates at `x.scale * q_l` and is rescaled once: one level, as every convolution.
 //! The weights sit in the plaintexts at the full scale `q_l` (no split with a mask).
 
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
 use super::conv::{Tap, taps};
-use super::{add_slot_constants, bias_at, exec_err, par_map, rotations};
+use super::{add_slot_constants, bias_at, exec_err};
 use crate::backend::Backend;
+use crate::backend::bsgs::Bsgs;
 use crate::error::Result;
 use crate::ir::Conv2d;
 use crate::pack::{Grid, Packed};
@@ -34,6 +35,27 @@ pub(super) const HOISTED_COST: f64 = 0.7;
 
 /// Cost of one product with its plaintext and the addition (`plan::counts_cost`'s weights).
 pub(super) const PRODUCT_COST: f64 = 0.07 + 0.017 + 0.02;
+
+/// Relative cost of a double-hoisted baby step (the key's inner product and the
+/// automorphism over `Q ∪ P`, no ModDown) against a plain rotation: measured at 0.65 of a
+/// single-hoisted one (cifar_cnn4_swish4's second convolution, 140 baby steps).
+const DOUBLE_BABY_COST: f64 = HOISTED_COST * 0.65;
+
+/// Relative cost of a double-hoisted giant step (ModDown of one part, the key switch left
+/// over `Q ∪ P`; the other part's ModDown once per output) against a plain rotation
+/// (measured 0.9, the same layer's 62 giant steps).
+const DOUBLE_GIANT_COST: f64 = 0.9;
+
+/// Double hoisting is chosen where its weighted cost is below this fraction of the
+/// single-hoisted one: the weights miss the memory traffic of the extended rotated inputs
+/// (one more prime each, all kept until the products). Measured on mnist_resnet10 (2
+/// threads, AVX2): the convolutions promised at least 8 % less ran 15-30 % faster, those
+/// promised 5-7 % less between 6 % faster and 8 % slower.
+const DOUBLE_MARGIN: f64 = 0.92;
+
+/// Data primes assumed by [`MuxCost::weighted`] (the planner compares placements before it
+/// knows levels).
+const TYPICAL_PRIMES: usize = 7;
 
 /// One product of a multiplexed convolution: output ciphertext `g` gets
 /// `W[o, i, tap] x rot_{γ+β}(x_j)` on output lane `r_out`.
@@ -58,12 +80,30 @@ pub struct MuxCost {
     pub giant: usize,
     /// Plaintext products.
     pub products: usize,
+    /// Evaluated double-hoisted (see [`crate::backend::bsgs::Bsgs::double`]).
+    pub double: bool,
 }
 
 impl MuxCost {
-    /// A cost in units of one plain rotation (the weights of `plan::counts_cost`).
+    /// A cost in units of one plain rotation (the weights of `plan::counts_cost`), for
+    /// ciphertexts at a level the caller does not know (see [`Self::weighted_at`]).
     pub fn weighted(&self) -> f64 {
-        self.baby as f64 * HOISTED_COST + self.giant as f64 + self.products as f64 * PRODUCT_COST
+        self.weighted_at(TYPICAL_PRIMES)
+    }
+
+    /// [`Self::weighted`] for inputs over `primes` data primes (a double-hoisted product
+    /// also runs over the special prime).
+    pub fn weighted_at(&self, primes: usize) -> f64 {
+        if self.double {
+            let extra = (primes + 1) as f64 / primes.max(1) as f64;
+            self.baby as f64 * DOUBLE_BABY_COST
+                + self.giant as f64 * DOUBLE_GIANT_COST
+                + self.products as f64 * PRODUCT_COST * extra
+        } else {
+            self.baby as f64 * HOISTED_COST
+                + self.giant as f64
+                + self.products as f64 * PRODUCT_COST
+        }
     }
 }
 
@@ -189,6 +229,7 @@ fn cost_of(terms: &[Term]) -> MuxCost {
         baby: distinct::<(usize, i64)>(babies),
         giant: distinct::<(usize, i64)>(giants),
         products: distinct::<(usize, usize, i64, i64)>(products),
+        double: false,
     }
 }
 
@@ -206,7 +247,9 @@ fn splits(gi: Grid, go: Grid) -> Vec<Split> {
     v
 }
 
-/// The cheapest split (see [`splits`]) and its cost.
+/// The cheapest split (see [`splits`]) and evaluation (single- or double-hoisted) for
+/// inputs over `primes` data primes, and its cost.
+#[allow(clippy::too_many_arguments)]
 fn choose(
     gi: Grid,
     go: Grid,
@@ -215,14 +258,24 @@ fn choose(
     weight: &(impl Fn(usize, usize, usize) -> f64 + Sync),
     co: usize,
     ci: usize,
+    primes: usize,
 ) -> (Vec<Term>, MuxCost) {
     let mut best: Option<(Vec<Term>, MuxCost)> = None;
     for split in splits(gi, go) {
         let t = terms(gi, go, tp, slots, weight, co, ci, split);
-        let c = cost_of(&t);
+        let single = cost_of(&t);
+        let double = MuxCost {
+            double: true,
+            ..single
+        };
+        let c = if double.weighted_at(primes) < DOUBLE_MARGIN * single.weighted_at(primes) {
+            double
+        } else {
+            single
+        };
         if best
             .as_ref()
-            .is_none_or(|(_, b)| c.weighted() < b.weighted())
+            .is_none_or(|(_, b)| c.weighted_at(primes) < b.weighted_at(primes))
         {
             best = Some((t, c));
         }
@@ -240,7 +293,7 @@ pub fn lanes_cost(c: &Conv2d, gi: Grid, go: Grid, slots: usize) -> MuxCost {
         let tap = &tp[t];
         wd[((o * ci + i) * kh + tap.ky) * kw + tap.kx]
     };
-    choose(gi, go, &tp, slots, &weight, co, ci).1
+    choose(gi, go, &tp, slots, &weight, co, ci, TYPICAL_PRIMES).1
 }
 
 /// Convolution from grid `gi` to grid `go`, either or both multiplexed (see the module docs).
@@ -275,103 +328,61 @@ pub(super) fn conv2d_lanes<B: Backend>(
         let tap = &tp[t];
         wd[((o * ci + i) * kh + tap.ky) * kw + tap.kx] * m
     };
-    let (terms, _) = choose(gi, go, &tp, slots, &weight, co, ci);
-    // baby steps per input ciphertext, hoisted
-    let mut babies: Vec<Vec<i64>> = vec![Vec::new(); gi.c];
-    for t in &terms {
-        babies[t.j].push(t.beta);
-    }
-    for s in &mut babies {
-        s.sort_unstable();
-        s.dedup();
-    }
-    let rots: Vec<Vec<B::Ct>> = par_map(gi.c, |j| rotations(b, &x.cts[j], &babies[j]))?;
-    let rot_of = |j: usize, beta: i64| -> Result<&B::Ct> {
-        babies[j]
-            .binary_search(&beta)
-            .ok()
-            .and_then(|k| rots[j].get(k))
-            .ok_or_else(|| exec_err(format!("baby step {beta} of input {j} missing")))
-    };
-    // per output ciphertext and giant step: the (input, baby step) products
-    type Group = BTreeMap<(usize, i64), Vec<usize>>;
+    let primes = b.level(x0) + 1;
+    let (terms, cost) = choose(gi, go, &tp, slots, &weight, co, ci, primes);
+    // rotated inputs (input, baby step) and groups (output, giant step), sorted
+    let mut inputs: Vec<(usize, i64)> = terms.iter().map(|t| (t.j, t.beta)).collect();
+    inputs.sort_unstable();
+    inputs.dedup();
+    // per group, per rotated input: the terms summed into one plaintext
+    type Group = BTreeMap<usize, Vec<usize>>;
     let mut groups: BTreeMap<(usize, i64), Group> = BTreeMap::new();
     for (n, t) in terms.iter().enumerate() {
+        let r = inputs
+            .binary_search(&(t.j, t.beta))
+            .map_err(|_| exec_err("rotated input missing"))?;
         groups
             .entry((t.g, t.gamma))
             .or_default()
-            .entry((t.j, t.beta))
+            .entry(r)
             .or_default()
             .push(n);
     }
-    let level = b.level(x0);
-    let cs = b.neutral_scale(x0)?;
-    let keys: Vec<(usize, i64)> = groups.keys().copied().collect();
-    // every rotated input once, in (input, baby step) order
-    let inputs: Vec<(usize, i64)> = babies
-        .iter()
-        .enumerate()
-        .flat_map(|(j, bs)| bs.iter().map(move |&beta| (j, beta)))
-        .collect();
-    let xs: Vec<&B::Ct> = inputs
-        .iter()
-        .map(|&(j, beta)| rot_of(j, beta))
-        .collect::<Result<_>>()?;
-    // the plaintexts of every (output sum, rotated input) pair
-    let pts: Vec<Vec<(usize, std::sync::Arc<B::Pt>)>> = keys
-        .par_iter()
-        .map(|key| -> Result<Vec<(usize, std::sync::Arc<B::Pt>)>> {
-            let gamma = key.1;
-            let group = &groups[key];
-            let mut v = vec![0.0; slots];
-            let mut out = Vec::with_capacity(group.len());
-            for (&(j, beta), ns) in group {
-                v.fill(0.0);
-                for &n in ns {
-                    let t = &terms[n];
-                    // a replicated output gets its weights in every copy
-                    for rep in 0..go.reps.max(1) {
-                        let base = (go.offset(t.r_out) + rep * go.bs) as i64 + gamma;
-                        for &(s, inside) in &tp[t.tap].cover {
-                            if inside {
-                                let slot = (base + s as i64).rem_euclid(slots as i64) as usize;
-                                v[slot] += t.w;
-                            }
-                        }
-                    }
-                }
-                let i = inputs
-                    .binary_search(&(j, beta))
-                    .map_err(|_| exec_err("rotated input missing"))?;
-                out.push((i, b.encode_cached(&v, level, cs)?));
-            }
-            Ok(out)
-        })
-        .collect::<Result<_>>()?;
-    let products: Vec<(usize, usize, &B::Pt)> = pts
-        .iter()
-        .enumerate()
-        .flat_map(|(o, v)| v.iter().map(move |(i, p)| (o, *i, &**p)))
-        .collect();
-    let sums = b.mul_plain_matrix(&xs, &products, keys.len())?;
-    let parts: Vec<(usize, B::Ct)> = keys
-        .par_iter()
-        .zip(sums.into_par_iter())
-        .map(|(&(g, gamma), acc)| -> Result<(usize, B::Ct)> {
-            if gamma == 0 {
-                Ok((g, acc))
-            } else {
-                Ok((g, b.rotate(&acc, gamma)?))
-            }
-        })
-        .collect::<Result<_>>()?;
-    let mut outs: Vec<Option<B::Ct>> = vec![None; go.c];
-    for (g, p) in parts {
-        match outs[g].as_mut() {
-            None => outs[g] = Some(p),
-            Some(a) => b.add_assign(a, &p)?,
+    let mut spec = Bsgs {
+        inputs,
+        groups: groups.keys().copied().collect(),
+        terms: Vec::new(),
+        n_out: go.c,
+        double: cost.double,
+    };
+    // the terms of each product plaintext
+    let mut members: Vec<&[usize]> = Vec::new();
+    for (gi_, group) in groups.values().enumerate() {
+        for (&r, ns) in group {
+            spec.terms.push((gi_, r));
+            members.push(ns);
         }
     }
+    let level = b.level(x0);
+    let cs = b.neutral_scale(x0)?;
+    let diag = |p: usize, v: &mut [f64]| {
+        let gamma = spec.groups[spec.terms[p].0].1;
+        for &n in members[p] {
+            let t = &terms[n];
+            // a replicated output gets its weights in every copy
+            for rep in 0..go.reps.max(1) {
+                let base = (go.offset(t.r_out) + rep * go.bs) as i64 + gamma;
+                for &(s, inside) in &tp[t.tap].cover {
+                    if inside {
+                        let slot = (base + s as i64).rem_euclid(slots as i64) as usize;
+                        v[slot] += t.w;
+                    }
+                }
+            }
+        }
+    };
+    let xs: Vec<&B::Ct> = x.cts.iter().collect();
+    let outs = b.bsgs_sum(&xs, &spec, &diag, level, cs)?;
     outs.into_iter()
         .enumerate()
         .map(|(g, acc)| {
