@@ -50,7 +50,7 @@ const DOUBLE_GIANT_COST: f64 = 0.9;
 /// single-hoisted one: the weights miss the memory traffic of the extended rotated inputs
 /// (one more prime each, all kept until the products). Measured on mnist_resnet10 (2
 /// threads, AVX2): the convolutions promised at least 8 % less ran 15-30 % faster, those
-/// promised 5-7 % less between 6 % faster and 8 % slower.
+/// promised 5-7 % less between 6 % faster and 13 % slower.
 const DOUBLE_MARGIN: f64 = 0.92;
 
 /// Data primes assumed by [`MuxCost::weighted`] (the planner compares placements before it
