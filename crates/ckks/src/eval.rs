@@ -358,23 +358,14 @@ impl Evaluator {
                 });
             }
         }
-        let pt_scale = match terms.first() {
-            Some((_, _, pt)) => pt.scale,
-            None => {
-                return Err(CkksError::InvalidArgument(
-                    "mul_plain_matrix without terms".into(),
-                ));
-            }
-        };
+        let pt_scale = self.matrix_pt_scale(terms, "mul_plain_matrix")?;
         for (_, _, pt) in terms {
-            self.params.check_id(pt.params_id)?;
             if pt.level < x0.level {
                 return Err(CkksError::LevelMismatch {
                     lhs: x0.level,
                     rhs: pt.level,
                 });
             }
-            check_same_scale(pt_scale, pt.scale)?;
         }
         let inputs: Vec<Vec<&Poly<Ntt>>> = xs.iter().map(|x| x.parts.iter().collect()).collect();
         let refs: Vec<&[&Poly<Ntt>]> = inputs.iter().map(|x| x.as_slice()).collect();
@@ -980,6 +971,19 @@ impl Evaluator {
         Ok(())
     }
 
+    /// The common scale of a plaintext matrix's terms, after checking each plaintext's
+    /// parameters (`what`: the operation, for the error without terms).
+    fn matrix_pt_scale(&self, terms: &[(usize, usize, &Plaintext)], what: &str) -> Result<Scale> {
+        let Some((_, _, first)) = terms.first() else {
+            return Err(CkksError::InvalidArgument(format!("{what} without terms")));
+        };
+        for (_, _, pt) in terms {
+            self.params.check_id(pt.params_id)?;
+            check_same_scale(first.scale, pt.scale)?;
+        }
+        Ok(first.scale)
+    }
+
     /// [`Self::mul_plain_matrix`] over extended ciphertexts: `out[o] = sum over terms
     /// (o, i, pt) of xs[i] * pt` with plaintexts encoded over `Q_level ∪ P`
     /// ([`crate::Encoder::encode_ext`]), each plaintext read once for both parts. Every
@@ -997,17 +1001,8 @@ impl Evaluator {
             check_same_level(x0.level, x.level)?;
             check_same_scale(x0.scale, x.scale)?;
         }
-        let pt_scale = match terms.first() {
-            Some((_, _, pt)) => pt.scale,
-            None => {
-                return Err(CkksError::InvalidArgument(
-                    "ext_mul_plain_matrix without terms".into(),
-                ));
-            }
-        };
+        let pt_scale = self.matrix_pt_scale(terms, "ext_mul_plain_matrix")?;
         for (_, _, pt) in terms {
-            self.params.check_id(pt.params_id)?;
-            check_same_scale(pt_scale, pt.scale)?;
             if pt.poly.num_limbs() < x0.c0.num_limbs() {
                 return Err(CkksError::InvalidArgument(format!(
                     "plaintext over {} primes for extended ciphertexts over {}: encode it with \

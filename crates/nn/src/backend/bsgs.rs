@@ -82,6 +82,28 @@ pub(super) fn diag_vector(slots: usize, t: usize, diag: &DiagFn<'_>) -> Vec<f64>
     v
 }
 
+/// The rotated copies of `x`, one per step (zero steps reuse `x`), one hoisted batch.
+pub fn rotations<B: Backend>(b: &B, x: &B::Ct, steps: &[i64]) -> Result<Vec<B::Ct>> {
+    let nz: Vec<i64> = steps.iter().copied().filter(|&k| k != 0).collect();
+    let mut rots = if nz.is_empty() {
+        Vec::new()
+    } else {
+        b.rotate_hoisted(x, &nz)?
+    }
+    .into_iter();
+    steps
+        .iter()
+        .map(|&k| {
+            if k == 0 {
+                Ok(x.clone())
+            } else {
+                rots.next()
+                    .ok_or_else(|| ExecError::Internal("missing rotation".into()).into())
+            }
+        })
+        .collect()
+}
+
 /// The products as `(group, rotated input, plaintext)` for a matrix product.
 pub(super) fn product_terms<'a, P>(spec: &Bsgs, pts: &'a [Arc<P>]) -> Vec<(usize, usize, &'a P)> {
     spec.terms
@@ -137,27 +159,7 @@ pub fn single_hoisted<B: Backend>(
     // hoisted rotations per input, in `inputs` order
     let per_input: Vec<Vec<B::Ct>> = (0..xs.len())
         .into_par_iter()
-        .map(|j| -> Result<Vec<B::Ct>> {
-            let steps = spec.steps_of(j);
-            let nz: Vec<i64> = steps.iter().copied().filter(|&k| k != 0).collect();
-            let mut rots = if nz.is_empty() {
-                Vec::new()
-            } else {
-                b.rotate_hoisted(xs[j], &nz)?
-            }
-            .into_iter();
-            steps
-                .iter()
-                .map(|&k| {
-                    if k == 0 {
-                        Ok(xs[j].clone())
-                    } else {
-                        rots.next()
-                            .ok_or_else(|| ExecError::Internal("missing rotation".into()).into())
-                    }
-                })
-                .collect()
-        })
+        .map(|j| -> Result<Vec<B::Ct>> { rotations(b, xs[j], &spec.steps_of(j)) })
         .collect::<Result<_>>()?;
     let rotated: Vec<&B::Ct> = per_input.iter().flatten().collect();
     let pts: Vec<Arc<B::Pt>> = (0..spec.terms.len())

@@ -92,26 +92,7 @@ fn rot_sum<B: Backend>(b: &B, x: &B::Ct, steps: &[i64]) -> Result<B::Ct> {
     Ok(acc)
 }
 
-/// The rotated copies of `x`, one per step (zero steps reuse `x`), one hoisted batch.
-fn rotations<B: Backend>(b: &B, x: &B::Ct, steps: &[i64]) -> Result<Vec<B::Ct>> {
-    let nz: Vec<i64> = steps.iter().copied().filter(|&k| k != 0).collect();
-    let mut rots = if nz.is_empty() {
-        Vec::new()
-    } else {
-        b.rotate_hoisted(x, &nz)?
-    }
-    .into_iter();
-    steps
-        .iter()
-        .map(|&k| {
-            if k == 0 {
-                Ok(x.clone())
-            } else {
-                rots.next().ok_or_else(|| exec_err("missing rotation"))
-            }
-        })
-        .collect()
-}
+use crate::backend::bsgs::rotations;
 
 /// Entry `o` of an optional bias vector (0 without one).
 fn bias_at(bias: &Option<Vec<f64>>, o: usize) -> f64 {
