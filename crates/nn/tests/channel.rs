@@ -205,6 +205,11 @@ fn encrypted_shipped_model_with_a_multiplexed_convolution() {
 /// 1x1 stride-2 convolution), global average pooling and a linear layer. Its strided values
 /// leave gaps the multiplexed placement fills with interleaved channels.
 fn cifar_like(seed: u64) -> Graph {
+    cifar_like_with(seed, [6, 12, 24])
+}
+
+/// [`cifar_like`] with the three blocks' output channels `widths`.
+fn cifar_like_with(seed: u64, widths: [usize; 3]) -> Graph {
     use henn_nn::ir::{AvgPool, Linear};
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -229,7 +234,7 @@ fn cifar_like(seed: u64) -> Graph {
     let sq = |g: &mut Graph, x, tag: &str| g.add_node(tag, Op::Mul, vec![x, x], tag).unwrap();
     let mut x = g.input();
     let mut ci = 3;
-    for (b, co) in [6usize, 12, 24].into_iter().enumerate() {
+    for (b, co) in widths.into_iter().enumerate() {
         let c = g
             .add_node(
                 format!("conv{b}"),
@@ -246,11 +251,11 @@ fn cifar_like(seed: u64) -> Graph {
     }
     // residual block with a downsampling skip: 24 x 2 x 2 -> 32 x 1 x 1
     let y = g
-        .add_node("res.conv", conv(&mut rng, 32, 24, 3, 2), vec![x], "rc")
+        .add_node("res.conv", conv(&mut rng, 32, ci, 3, 2), vec![x], "rc")
         .unwrap();
     let y = sq(&mut g, y, "res.sq");
     let s = g
-        .add_node("res.skip", conv(&mut rng, 32, 24, 1, 2), vec![x], "rs")
+        .add_node("res.skip", conv(&mut rng, 32, ci, 1, 2), vec![x], "rs")
         .unwrap();
     let y = g.add_node("res.add", Op::Add, vec![y, s], "ra").unwrap();
     let y = g
@@ -474,4 +479,86 @@ fn gap_placements_equal_the_reference() {
             assert!(c1.reps > 1 && c1.iy * c1.ix == 4, "planner: {c1:?}");
         }
     }
+}
+
+/// With repacking allowed (`Room::repack`), the CIFAR-shaped network's poolings fill their
+/// gaps with the channels of other ciphertexts (a convolution output in merge order, the
+/// pooled value in fewer ciphertexts); every such candidate equals the reference on the
+/// slots backend at 1024 and 2048 slots, and the merge order is a permutation of the
+/// channels.
+#[test]
+fn repacked_poolings_equal_the_reference() {
+    let g = cifar_like_with(5, [16, 24, 24]);
+    let imgs = kit::images(&g, 2, 6);
+    let primes = test_insecure_chain(20).ideal_primes();
+    for slots in [1024usize, 2048] {
+        let room = henn_nn::pack::Room::of_chain(slots, &primes).with_repack(true);
+        let cands = KIND.rules().candidates(&g, room, 1).unwrap();
+        let repacked: Vec<_> = cands
+            .iter()
+            .filter(|l| {
+                l.values
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.grid())
+                    .any(|gr| gr.merged() > 1)
+            })
+            .collect();
+        assert!(!repacked.is_empty(), "slots {slots}: nothing repacked");
+        for (ci, l) in repacked.iter().enumerate() {
+            let grid = |name: &str| grid_of(&g, l, name);
+            let (c0, p0) = (grid("sq0"), grid("p0"));
+            if c0.merged() > 1 {
+                assert_eq!(p0.c * c0.merged(), c0.c, "slots {slots}: {c0:?} -> {p0:?}");
+                assert_eq!(p0.k, c0.k * c0.merged());
+                let n = c0.c * c0.k;
+                let mut seen = vec![false; n];
+                for ch in 0..n {
+                    let (ct, lane) = c0.lane_of(ch);
+                    assert_eq!(c0.channel_at(ct, lane), ch);
+                    assert!(ct < c0.c && lane < c0.k && !seen[ct * c0.k + lane]);
+                    seen[ct * c0.k + lane] = true;
+                }
+            }
+            for (i, x) in imgs.iter().enumerate() {
+                let got = run_on_slots(&g, l, x, &primes, slots);
+                let want = kit::reference(&g, std::slice::from_ref(x));
+                assert_bits(
+                    &format!("slots {slots} repacked candidate {ci} image {i}"),
+                    &got,
+                    &want[0],
+                    SLOTS_BITS,
+                );
+            }
+        }
+    }
+}
+
+/// The CIFAR-shaped network encrypted on a chain with levels to spare: the planner repacks
+/// its poolings (fewer ciphertexts for the next convolutions) and the logits are within 12
+/// bits of the reference; the server's check of the plan recomputes the same layout.
+#[test]
+fn encrypted_repacked_poolings() {
+    let g = cifar_like_with(6, [16, 24, 24]);
+    let imgs = kit::images(&g, 1, 10);
+    let depth = henn_nn::plan::depth(&g, KIND).unwrap();
+    let plan = kit::plan_on(&g, KIND, &imgs, &test_insecure_chain(depth + 3));
+    let merged = plan
+        .layout
+        .values
+        .iter()
+        .flatten()
+        .filter_map(|p| p.grid())
+        .filter(|gr| gr.merged() > 1)
+        .count();
+    assert!(merged > 0, "no repacked pooling: {:?}", plan.layout.values);
+    plan.check(&g).unwrap();
+    let s = LocalSession::new(&g, &plan).unwrap();
+    let r = s.run(&imgs, false).unwrap();
+    let want = kit::reference(&g, &imgs);
+    let bits = assert_bits("cifar_like repacked", &r.outputs[0], &want[0], 12.0);
+    eprintln!(
+        "cifar_like repacked: {bits:.1} bits, depth {} -> {}, {:.3} s",
+        depth, plan.depth, r.timings.eval_s
+    );
 }

@@ -23,6 +23,12 @@ pub struct Room {
     pub slots: usize,
     /// `ceil(log2(q_1))`.
     pub prime_bits: u32,
+    /// Whether poolings may fill their strided gaps with the channels of other ciphertexts
+    /// (a *repacking*: masks and rotations, one more level each; the channel layout's
+    /// `Grid::my`, `Grid::mx`). The planner tries the plan with and without and keeps the
+    /// cheaper for its parameters.
+    #[serde(default)]
+    pub repack: bool,
 }
 
 impl Room {
@@ -38,6 +44,7 @@ impl Room {
         Room {
             slots,
             prime_bits: q1.log2().ceil() as u32,
+            repack: false,
         }
     }
 
@@ -45,6 +52,11 @@ impl Room {
     pub fn of_params(p: &henn_ckks::CkksParams) -> Self {
         let primes: Vec<f64> = p.q().iter().map(|&q| q as f64).collect();
         Self::of_chain(p.slots(), &primes)
+    }
+
+    /// The same room with repacking allowed or not.
+    pub fn with_repack(self, repack: bool) -> Self {
+        Room { repack, ..self }
     }
 }
 
@@ -88,6 +100,12 @@ pub struct Grid {
     /// Slot offset between interleaved sub-lane columns.
     #[serde(default)]
     pub dx: usize,
+    /// Rows of ciphertexts a later pooling merges into one (1: none): see [`Grid::lane_of`].
+    #[serde(default = "one")]
+    pub my: usize,
+    /// Columns of ciphertexts a later pooling merges into one (1: none).
+    #[serde(default = "one")]
+    pub mx: usize,
 }
 
 fn one() -> usize {
@@ -110,7 +128,56 @@ impl Grid {
             ix: 1,
             dy: 0,
             dx: 0,
+            my: 1,
+            mx: 1,
         }
+    }
+
+    /// Ciphertexts merged into one by a later pooling (`my mx`; 1: none).
+    pub fn merged(&self) -> usize {
+        (self.my * self.mx).max(1)
+    }
+
+    /// Ciphertext and lane of channel `ch`. Normally `(ch / k, ch % k)`. A grid in *merge
+    /// order* (`my mx > 1`) orders its channels for a pooling that fills its strided gaps with
+    /// the channels of `my x mx` ciphertexts: ciphertext `p = py mx + px` of each group moves
+    /// by `py ry + px rx`, every lane staying in its block, so that the merged grid (lanes
+    /// `k my mx`, sub-lanes `iy my x ix mx`) holds channel `ch` where its own order (`ch / k'`,
+    /// `ch % k'`) says. Sub-lane row `a' = a + iy py`, column `b' = b + ix px`.
+    pub fn lane_of(&self, ch: usize) -> (usize, usize) {
+        let k = self.k.max(1);
+        let m = self.merged();
+        if m <= 1 {
+            return (ch / k, ch % k);
+        }
+        let (iy, ix) = (self.iy.max(1), self.ix.max(1));
+        let (my, mx) = (self.my.max(1), self.mx.max(1));
+        let pb = self.per_block();
+        let (ct2, lane2) = (ch / (k * m), ch % (k * m));
+        let (blk, u2) = (lane2 / (pb * m), lane2 % (pb * m));
+        let (a2, b2) = (u2 / (ix * mx), u2 % (ix * mx));
+        let (py, a) = (a2 / iy, a2 % iy);
+        let (px, b) = (b2 / ix, b2 % ix);
+        debug_assert!(py < my && px < mx);
+        (ct2 * m + py * mx + px, blk * pb + a * ix + b)
+    }
+
+    /// The channel in lane `r` of ciphertext `ct` (the inverse of [`Grid::lane_of`]).
+    pub fn channel_at(&self, ct: usize, r: usize) -> usize {
+        let k = self.k.max(1);
+        let m = self.merged();
+        if m <= 1 {
+            return ct * k + r;
+        }
+        let (iy, ix) = (self.iy.max(1), self.ix.max(1));
+        let mx = self.mx.max(1);
+        let pb = self.per_block();
+        let (ct2, p) = (ct / m, ct % m);
+        let (py, px) = (p / mx, p % mx);
+        let (blk, u) = (r / pb, r % pb);
+        let (a, b) = (u / ix, u % ix);
+        let (a2, b2) = (a + iy * py, b + ix * px);
+        ct2 * k * m + blk * pb * m + a2 * ix * mx + b2
     }
 
     /// Sub-lanes per block.
@@ -176,10 +243,10 @@ impl Grid {
         let per = (self.h * self.w).max(1);
         let r = f % per;
         let ch = f / per;
-        let k = self.k.max(1);
+        let (ct, lane) = self.lane_of(ch);
         (
-            ch / k,
-            self.offset(ch % k) + self.slot(r / self.w.max(1), r % self.w.max(1)),
+            ct,
+            self.offset(lane) + self.slot(r / self.w.max(1), r % self.w.max(1)),
         )
     }
 

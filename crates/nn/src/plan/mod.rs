@@ -215,7 +215,9 @@ impl Plan {
         self.verify_fingerprint()?;
         self.check_graph(graph)?;
         let params = self.ckks_params()?;
-        let room = Room::of_params(&params);
+        // the plan says whether its poolings may repack; the rest of the room is the
+        // parameters'
+        let room = Room::of_params(&params).with_repack(self.layout.room.repack);
         let computed = layout_plan(graph, self.kind(), room, self.layout.images_per_run)?;
         self.layout.check_same(&computed, graph)?;
         let sim = Simulated::for_params(&params).with_complex_pairs(computed.complex_pairs);
@@ -510,9 +512,13 @@ pub fn make_plan(
     }
 }
 
+/// Parameters (literal and checked), layout, depth and magnitude bound, settled.
+type Settled = (CkksParamsLiteral, Arc<CkksParams>, LayoutPlan, usize, f64);
+
 /// Parameters, layout, depth and magnitudes that hold each other: parameters chosen for
 /// `depth` and values up to `mag` with at least `min_slots` slots, the layout made again for
 /// their room, depth and magnitudes measured again under it, until they settle.
+#[allow(clippy::too_many_arguments)]
 fn settle(
     graph: &Graph,
     opts: &PlanOptions,
@@ -521,9 +527,13 @@ fn settle(
     min_slots: usize,
     mut depth: usize,
     mut mag: f64,
-) -> Result<(CkksParamsLiteral, Arc<CkksParams>, LayoutPlan, usize, f64)> {
+    repack: bool,
+) -> Result<Settled> {
     let kind = opts.layout;
     let mut round = 0;
+    // a settled plan whose layout needs fewer levels than its parameters have (the probe's
+    // room can need more: e.g. more poolings to repack): tried once more with that depth
+    let mut fallback: Option<Settled> = None;
     loop {
         let lit = choose_params(
             depth,
@@ -534,14 +544,28 @@ fn settle(
         )?;
         let params = CkksParams::new(lit.clone())
             .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
-        let layout = layout_plan(graph, kind, Room::of_params(&params), images)?;
+        let layout = layout_plan(
+            graph,
+            kind,
+            Room::of_params(&params).with_repack(repack),
+            images,
+        )?;
         // the layout for the real room may differ from the probe's (replicas,
         // multiplexing): measure again under it, with the real primes
         let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
         let d = depth_under(graph, &layout)?;
         let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
         if d <= depth && magnitude_bits(m) <= magnitude_bits(mag) {
-            return Ok((lit, params, layout, depth, m.max(mag)));
+            let done = (lit, params, layout, depth, m.max(mag));
+            if d < depth && fallback.is_none() {
+                fallback = Some(done);
+                depth = d;
+                continue;
+            }
+            return Ok(done);
+        }
+        if let Some(f) = fallback {
+            return Ok(f);
         }
         round += 1;
         if round >= MAX_PLAN_ROUNDS {
@@ -574,7 +598,6 @@ fn plan_for(
     let rules = kind.rules();
     let images = rules.images_per_run(images, usize::MAX);
     let min_slots = rules.required_slots(graph, images)?;
-    let scale0 = Scale::from_log2(f64::from(PROBE_PRIME_BITS));
     let parse = |lit: &CkksParamsLiteral| {
         CkksParams::new(lit.clone()).map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))
     };
@@ -605,43 +628,50 @@ fn plan_for(
             };
             check_params(graph, layout.as_ref(), &lit, depth, min_slots, max_abs)?;
             let params = parse(&lit)?;
-            let layout = layout_plan(graph, kind, Room::of_params(&params), images)?;
-            (lit, params, layout, depth, max_abs)
+            let room = Room::of_params(&params);
+            let layout = layout_plan(graph, kind, room, images)?;
+            // repacked poolings where the user's chain has their levels and they cost less
+            let repacked = layout_plan(graph, kind, room.with_repack(true), images)
+                .ok()
+                .filter(|l| *l != layout)
+                .and_then(|l| {
+                    let d = depth_under(graph, &l).ok()?;
+                    let m = calibrate::max_abs(
+                        graph,
+                        &l,
+                        &primes,
+                        Scale::from_log2(lit.log_scale),
+                        calib,
+                    )
+                    .ok()?;
+                    check_params(graph, Some(&l), &lit, d, min_slots, m).ok()?;
+                    let cheaper = plan_cost(graph, &l).ok()? < plan_cost(graph, &layout).ok()?;
+                    cheaper.then_some((l, d, m))
+                });
+            match repacked {
+                Some((l, d, m)) => (lit, params, l, d, m),
+                None => (lit, params, layout, depth, max_abs),
+            }
         }
         None => {
-            // probe: the layout for an idealised room, its depth and magnitudes
-            let probe = layout_plan(graph, kind, probe_room(graph, kind, images)?, images)?;
-            let depth = depth_under(graph, &probe)?;
-            let mag = max_abs(graph, &probe, &probe_chain(), scale0, calib)?;
-            let first = settle(graph, opts, images, calib, min_slots, depth, mag)?;
-            // the ring degree by cost: the next ring up has twice the slots, which can mean
-            // fewer ciphertexts and rotations (and no complex pairs); its layout is costed on
-            // the simulated backend first, and planned in full only when that promises less
-            let here = ring_cost(graph, &first.2, &first.1)?;
-            let up_room = Room {
-                slots: 2 * first.1.slots(),
-                prime_bits: Room::of_params(&first.1).prime_bits,
+            let plain = plan_auto(graph, opts, images, calib, min_slots, false)?;
+            // repacked poolings (one more level each): planned in full where the layout
+            // differs, kept where the parameters they need make a run cheaper
+            let room = probe_room(graph, kind, images)?;
+            let differs = layout_plan(graph, kind, room.with_repack(true), images).ok()
+                != Some(layout_plan(graph, kind, room, images)?);
+            let repacked = if differs {
+                plan_auto(graph, opts, images, calib, min_slots, true).ok()
+            } else {
+                None
             };
-            let up = match layout_plan(graph, kind, up_room, images) {
-                Ok(l) if (first.1.n() as u64) < (1 << 16) => {
-                    let d = depth_under(graph, &l)?;
-                    let est = counts_cost(&plan_counts(graph, &l)?)
-                        * (2 * first.1.n()) as f64
-                        * (d.max(first.3) + 1) as f64;
-                    if est < here {
-                        let m = max_abs(graph, &l, &probe_chain(), scale0, calib)?;
-                        settle(graph, opts, images, calib, up_room.slots, d.max(depth), m)
-                            .ok()
-                            .filter(|u| u.1.n() > first.1.n())
-                    } else {
-                        None
-                    }
+            match repacked {
+                Some(r)
+                    if ring_cost(graph, &r.2, &r.1)? < ring_cost(graph, &plain.2, &plain.1)? =>
+                {
+                    r
                 }
-                _ => None,
-            };
-            match up {
-                Some(u) if ring_cost(graph, &u.2, &u.1)? < here => u,
-                _ => first,
+                _ => plain,
             }
         }
     };
@@ -665,4 +695,66 @@ fn plan_for(
     };
     plan.fingerprint = plan.digest()?;
     Ok((plan, params))
+}
+
+/// The parameters and layout chosen automatically for `images` per run (no repacking, or
+/// repacked poolings where the layout can: `repack`): probe the layout for an idealised room,
+/// its depth and magnitudes, settle parameters for them, then the next ring degree by cost.
+fn plan_auto(
+    graph: &Graph,
+    opts: &PlanOptions,
+    images: usize,
+    calib: &[Tensor],
+    min_slots: usize,
+    repack: bool,
+) -> Result<Settled> {
+    let kind = opts.layout;
+    let scale0 = Scale::from_log2(f64::from(PROBE_PRIME_BITS));
+    let probe = layout_plan(
+        graph,
+        kind,
+        probe_room(graph, kind, images)?.with_repack(repack),
+        images,
+    )?;
+    let depth = depth_under(graph, &probe)?;
+    let mag = max_abs(graph, &probe, &probe_chain(), scale0, calib)?;
+    let first = settle(graph, opts, images, calib, min_slots, depth, mag, repack)?;
+    // the ring degree by cost: the next ring up has twice the slots, which can mean
+    // fewer ciphertexts and rotations (and no complex pairs); its layout is costed on
+    // the simulated backend first, and planned in full only when that promises less
+    let here = ring_cost(graph, &first.2, &first.1)?;
+    let up_room = Room {
+        slots: 2 * first.1.slots(),
+        ..Room::of_params(&first.1).with_repack(repack)
+    };
+    let up = match layout_plan(graph, kind, up_room, images) {
+        Ok(l) if (first.1.n() as u64) < (1 << 16) => {
+            let d = depth_under(graph, &l)?;
+            let est = counts_cost(&plan_counts(graph, &l)?)
+                * (2 * first.1.n()) as f64
+                * (d.max(first.3) + 1) as f64;
+            if est < here {
+                let m = max_abs(graph, &l, &probe_chain(), scale0, calib)?;
+                settle(
+                    graph,
+                    opts,
+                    images,
+                    calib,
+                    up_room.slots,
+                    d.max(depth),
+                    m,
+                    repack,
+                )
+                .ok()
+                .filter(|u| u.1.n() > first.1.n())
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    Ok(match up {
+        Some(u) if ring_cost(graph, &u.2, &u.1)? < here => u,
+        _ => first,
+    })
 }

@@ -166,15 +166,15 @@ fn terms(
     let mut v = Vec::new();
     for g in 0..go.c {
         for r_out in 0..ko {
-            let o = g * ko + r_out;
+            let o = go.channel_at(g, r_out);
             if o >= co {
-                break;
+                continue;
             }
             for j in 0..gi.c {
                 for r_in in 0..ki {
-                    let i = j * ki + r_in;
+                    let i = gi.channel_at(j, r_in);
                     if i >= ci {
-                        break;
+                        continue;
                     }
                     // a replicated input holds its lanes in every block: read the copy in
                     // the output lane's own block (no block rotation)
@@ -390,7 +390,7 @@ pub(super) fn conv2d_lanes<B: Backend>(
             let mut bias = vec![0.0; go.span()];
             let mut any = false;
             for r in 0..go.k.max(1) {
-                let o = g * go.k.max(1) + r;
+                let o = go.channel_at(g, r);
                 let bv = bias_at(&c.bias, o);
                 if o < co && bv != 0.0 {
                     any = true;

@@ -201,6 +201,12 @@ pub fn candidate_grids(graph: &Graph, room: Option<Room>) -> Result<Vec<Vec<Opti
             if let Ok(Some(gs)) = grids_with(graph, room, mode) {
                 out.push(gs);
             }
+            // the same with every pooling that can fill its gaps repacked (one level each)
+            if room.is_some_and(|r| r.repack)
+                && let Ok(Some(gs)) = grids_with_repack(graph, room, mode, true)
+            {
+                out.push(gs);
+            }
         }
     }
     out.push(fallback_grids(graph, room)?);
@@ -319,23 +325,146 @@ fn gaps_output(g: Grid, o: Grid, co: usize, blocks: bool) -> Option<Grid> {
         ..o
     };
     // every lane's pixels distinct and inside the block
+    lanes_fit(m).then_some(m)
+}
+
+/// The average pooling `v` reaches through element-wise ops on it alone (every value on the
+/// way read by one node only and not the graph output), with that pooling's output value.
+fn pooled_by(graph: &Graph, mut v: usize) -> Option<(&crate::ir::AvgPool, usize)> {
+    loop {
+        if v == graph.output() {
+            return None;
+        }
+        let mut readers = graph.nodes().iter().filter(|n| n.inputs.contains(&v));
+        let node = readers.next()?;
+        if readers.next().is_some() {
+            return None;
+        }
+        match &node.op {
+            Op::AvgPool(p) => return Some((p, node.output)),
+            Op::BatchNorm(_)
+            | Op::Identity
+            | Op::AddConst(_)
+            | Op::MulConst(_)
+            | Op::Pow { .. }
+            | Op::Polynomial { .. }
+            | Op::Chebyshev { .. } => v = node.output,
+            Op::Mul if node.inputs.iter().all(|&i| i == v) => v = node.output,
+            _ => return None,
+        }
+    }
+}
+
+/// Whether every lane's pixels of `m` are distinct and inside its block.
+fn lanes_fit(m: Grid) -> bool {
     let mut seen = std::collections::HashSet::new();
-    for u in 0..pb.min(k) {
+    for u in 0..m.per_block().min(m.k.max(1)) {
         for i in 0..m.h {
             for j in 0..m.w {
                 let s = m.offset(u) + m.slot(i, j);
                 if s >= m.bs || !seen.insert(s) {
-                    return None;
+                    return false;
                 }
             }
         }
     }
-    Some(m)
+    true
+}
+
+/// The output grid of an average pooling (no padding, strides `[sy, sx]`, output `h x w`)
+/// of `g`: the strided (gapped) grid, or, for `g` in merge order ([`Grid::lane_of`]), the
+/// grid with `my x mx` ciphertexts merged into the gaps.
+fn pooled_grid(g: Grid, stride: [usize; 2], h: usize, w: usize, c: usize) -> Grid {
+    let [sy, sx] = stride;
+    let o = Grid {
+        c: c.div_ceil(g.k.max(1)),
+        h,
+        w,
+        ry: g.ry * sy,
+        rx: g.rx * sx,
+        ..g
+    };
+    let m = g.merged();
+    if m <= 1 {
+        return o;
+    }
+    let (iy, ix) = (g.iy.max(1) * g.my, g.ix.max(1) * g.mx);
+    let mut r = Grid {
+        c: g.c / m,
+        k: g.k.max(1) * m,
+        iy,
+        ix,
+        dy: if iy > 1 {
+            if g.iy > 1 { g.dy } else { g.ry }
+        } else {
+            0
+        },
+        dx: if ix > 1 {
+            if g.ix > 1 { g.dx } else { g.rx }
+        } else {
+            0
+        },
+        my: 1,
+        mx: 1,
+        reps: 1,
+        ..o
+    };
+    if g.k <= 1 {
+        r.bs = 0;
+        r.bs = r.block_span().max(1).next_power_of_two();
+    }
+    r
+}
+
+/// The merge order (`my`, `mx`) for a value on grid `g` that average pooling `p` (output
+/// `h x w`, `c` channels) reads: the ciphertexts whose channels fill the pooled gaps, the
+/// merged grid checked to fit its blocks and the slots; `None` where nothing merges.
+fn merge_order(
+    g: Grid,
+    p: &crate::ir::AvgPool,
+    h: usize,
+    w: usize,
+    c: usize,
+    slots: usize,
+) -> Option<(usize, usize)> {
+    if p.pads.iter().any(|&v| v != 0) || g.reps > 1 || g.merged() > 1 || g.c < 2 {
+        return None;
+    }
+    let k = g.k.max(1);
+    if !k.is_multiple_of(g.per_block()) {
+        return None;
+    }
+    // the merged sub-lanes form one regular lattice
+    if (g.iy > 1 && g.ry != g.iy * g.dy) || (g.ix > 1 && g.rx != g.ix * g.dx) {
+        return None;
+    }
+    let [sy, sx] = p.stride;
+    let sy = if h > 1 { sy } else { 1 };
+    let sx = if w > 1 { sx } else { 1 };
+    [(sy, sx), (1, sx), (sy, 1)]
+        .into_iter()
+        .filter(|&(my, mx)| my * mx >= 2 && g.c.is_multiple_of(my * mx))
+        .find(|&(my, mx)| {
+            let r = pooled_grid(Grid { my, mx, ..g }, p.stride, h, w, c);
+            r.span() <= slots && lanes_fit(r)
+        })
 }
 
 /// [`grids`], with the input replicated where that pays (`replicate`); `None` when some
 /// replicated or multiplexed value's image does not fit its block.
 fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Vec<Option<Grid>>>> {
+    grids_with_repack(graph, room, mode, false)
+}
+
+/// [`grids_with`]; `repack`: every convolution output that an average pooling reads through
+/// element-wise ops takes the merge order where the pooling can fill its gaps with the
+/// channels of other ciphertexts ([`merge_order`]), and the pooling merges them.
+fn grids_with_repack(
+    graph: &Graph,
+    room: Option<Room>,
+    mode: Mode,
+    repack: bool,
+) -> Result<Option<Vec<Option<Grid>>>> {
     let slots = room.map(|r| r.slots);
     let mut gs: Vec<Option<Grid>> = vec![None; graph.values().len()];
     let g0 = input_grid(graph, room.filter(|_| mode != Mode::Plain), mode)?;
@@ -409,19 +538,28 @@ fn grids_with(graph: &Graph, room: Option<Room>, mode: Mode) -> Result<Option<Ve
                         o = m;
                     }
                 }
+                if repack
+                    && let Some(n) = slots
+                    && let Some((p, pv)) = pooled_by(graph, node.output)
+                {
+                    let ps = graph.shape(pv);
+                    if let Some((my, mx)) = merge_order(o, p, ps[2], ps[3], ps[1], n) {
+                        o.my = my;
+                        o.mx = mx;
+                    }
+                }
                 check_grid(Some(node), o, slots)?;
                 o
             }
             Op::AvgPool(p) => {
                 spatial(node, in_shape, g)?;
-                let o = Grid {
-                    c: out_shape[1].div_ceil(g.k.max(1)),
-                    h: out_shape[2],
-                    w: out_shape[3],
-                    ry: g.ry * p.stride[0],
-                    rx: g.rx * p.stride[1],
-                    ..g
-                };
+                if g.merged() > 1 && p.pads.iter().any(|&v| v != 0) {
+                    return Err(unsupported(
+                        node,
+                        "a padded pooling of a value in merge order",
+                    ));
+                }
+                let o = pooled_grid(g, p.stride, out_shape[2], out_shape[3], out_shape[1]);
                 check_grid(Some(node), o, slots)?;
                 o
             }

@@ -28,6 +28,10 @@ pub(super) fn avg_pool<B: Backend>(
             let r = rot_sum(b, &x.cts[i], &cols)?;
             rot_sum(b, &r, &rows)
         })?;
+        if gi.merged() > 1 {
+            let channels = x.shape.get(1).copied().unwrap_or(0);
+            return Ok((merge(b, &cts, gi, go, channels, x.mult / full)?, 1.0));
+        }
         return Ok((cts, x.mult / full));
     }
     let tp = taps(gi, go, p.kernel, p.stride, p.pads);
@@ -76,6 +80,70 @@ pub(super) fn avg_pool<B: Backend>(
         Ok(a)
     })?;
     Ok((cts, 1.0))
+}
+
+/// The repacking of a pooling whose input grid `gi` is in merge order ([`Grid::lane_of`]):
+/// `pooled` are the pooled ciphertexts (the strided grid of `gi`, garbage in the gaps);
+/// ciphertext `p = py mx + px` of each group of `my mx` keeps its channels' grid positions
+/// (a mask, times the multiplier `mult`) and moves by `py ry + px rx` (`gi`'s steps) into
+/// the gaps of the first: `m - 1` rotations, `m` products and one rescale per merged
+/// ciphertext (one level). Lanes without a channel stay zero.
+fn merge<B: Backend>(
+    b: &B,
+    pooled: &[B::Ct],
+    gi: Grid,
+    go: Grid,
+    channels: usize,
+    mult: f64,
+) -> Result<Vec<B::Ct>> {
+    let m = gi.merged();
+    let gp = Grid {
+        h: go.h,
+        w: go.w,
+        ry: go.ry,
+        rx: go.rx,
+        ..gi
+    };
+    let x0 = pooled
+        .first()
+        .ok_or_else(|| exec_err("pooling without input ciphertexts"))?;
+    let (level, cs) = (b.level(x0), b.neutral_scale(x0)?);
+    let slots = b.slots();
+    par_map(go.c, |t| {
+        let mut acc: Option<B::Ct> = None;
+        for p in 0..m {
+            let ct = t * m + p;
+            let Some(c) = pooled.get(ct) else {
+                continue;
+            };
+            let shift = (p / gi.mx) * gi.ry + (p % gi.mx) * gi.rx;
+            let mut mask = vec![0.0; slots];
+            for r in 0..gp.k.max(1) {
+                if gp.channel_at(ct, r) >= channels {
+                    continue;
+                }
+                for i in 0..gp.h {
+                    for j in 0..gp.w {
+                        let s = gp.offset(r) + gp.slot(i, j) + shift;
+                        let d = mask
+                            .get_mut(s)
+                            .ok_or_else(|| exec_err("a repacked lane outside the slots"))?;
+                        *d = mult;
+                    }
+                }
+            }
+            let pt = b.encode_cached(&mask, level, cs)?;
+            let moved = if shift == 0 {
+                c.clone()
+            } else {
+                b.rotate(c, -(shift as i64))?
+            };
+            b.accumulate_pt(&mut acc, &moved, &pt)?;
+        }
+        let mut a = acc.ok_or_else(|| exec_err("an empty repacking"))?;
+        b.rescale_assign(&mut a)?;
+        Ok(a)
+    })
 }
 
 /// Sum over the `h x w` grid of each ciphertext into slot 0 (separable rotate-and-add).
