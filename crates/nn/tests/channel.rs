@@ -488,10 +488,14 @@ fn gap_placements_equal_the_reference() {
 /// channels.
 #[test]
 fn repacked_poolings_equal_the_reference() {
-    let g = cifar_like_with(5, [16, 24, 24]);
-    let imgs = kit::images(&g, 2, 6);
     let primes = test_insecure_chain(20).ideal_primes();
-    for slots in [1024usize, 2048] {
+    for (g, slots) in [
+        (cifar_like_with(5, [16, 24, 24]), 1024usize),
+        (cifar_like_with(5, [16, 24, 24]), 2048),
+        (pool_then_conv(7), 1024),
+        (pool_then_conv(7), 2048),
+    ] {
+        let imgs = kit::images(&g, 2, 6);
         let room = henn_nn::pack::Room::of_chain(slots, &primes).with_repack(true);
         let cands = KIND.rules().candidates(&g, room, 1).unwrap();
         let repacked: Vec<_> = cands
@@ -524,7 +528,10 @@ fn repacked_poolings_equal_the_reference() {
                 let got = run_on_slots(&g, l, x, &primes, slots);
                 let want = kit::reference(&g, std::slice::from_ref(x));
                 assert_bits(
-                    &format!("slots {slots} repacked candidate {ci} image {i}"),
+                    &format!(
+                        "{} slots {slots} repacked candidate {ci} image {i}",
+                        g.name()
+                    ),
                     &got,
                     &want[0],
                     SLOTS_BITS,
@@ -532,6 +539,42 @@ fn repacked_poolings_equal_the_reference() {
             }
         }
     }
+}
+
+/// conv 3x3 (3 -> 16 channels, 16 x 16) -> square -> average pool 2x2 -> conv 3x3 (16 -> 8):
+/// the pooled pixels reach the output where they are (no global pooling to hide a
+/// misplaced one).
+fn pool_then_conv(seed: u64) -> Graph {
+    use henn_nn::ir::AvgPool;
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut g = Graph::new("pool_then_conv", "x", vec![1, 3, 16, 16]);
+    let conv = |rng: &mut rand_chacha::ChaCha8Rng, co: usize, ci: usize| {
+        Op::Conv2d(Conv2d {
+            weight: kit::rand_tensor(rng, vec![co, ci, 3, 3], 1.0 / (ci * 9) as f64),
+            bias: Some((0..co).map(|o| 0.002 * o as f64 - 0.01).collect()),
+            stride: [1, 1],
+            pads: [1; 4],
+        })
+    };
+    let x = g.input();
+    let c = g
+        .add_node("conv0", conv(&mut rng, 16, 3), vec![x], "c0")
+        .unwrap();
+    let a = g.add_node("sq0", Op::Mul, vec![c, c], "sq0").unwrap();
+    let pool = Op::AvgPool(AvgPool {
+        kernel: [2, 2],
+        stride: [2, 2],
+        pads: [0; 4],
+        count_include_pad: true,
+    });
+    let p = g.add_node("pool0", pool, vec![a], "p0").unwrap();
+    let y = g
+        .add_node("conv1", conv(&mut rng, 8, 16), vec![p], "c1")
+        .unwrap();
+    g.set_output(y).unwrap();
+    g.validate().unwrap();
+    g
 }
 
 /// The CIFAR-shaped network encrypted on a chain with levels to spare: the planner repacks
@@ -542,6 +585,19 @@ fn encrypted_repacked_poolings() {
     let g = cifar_like_with(6, [16, 24, 24]);
     let imgs = kit::images(&g, 1, 10);
     let depth = henn_nn::plan::depth(&g, KIND).unwrap();
+    // a chain without levels to spare: no repacking
+    let tight = kit::plan_on(&g, KIND, &imgs, &test_insecure_chain(depth));
+    assert!(
+        !tight.layout.room.repack
+            && tight
+                .layout
+                .values
+                .iter()
+                .flatten()
+                .filter_map(|p| p.grid())
+                .all(|gr| gr.merged() <= 1),
+        "repacked without the levels"
+    );
     let plan = kit::plan_on(&g, KIND, &imgs, &test_insecure_chain(depth + 3));
     let merged = plan
         .layout
@@ -552,6 +608,7 @@ fn encrypted_repacked_poolings() {
         .filter(|gr| gr.merged() > 1)
         .count();
     assert!(merged > 0, "no repacked pooling: {:?}", plan.layout.values);
+    assert!(plan.layout.room.repack && plan.depth > depth);
     plan.check(&g).unwrap();
     let s = LocalSession::new(&g, &plan).unwrap();
     let r = s.run(&imgs, false).unwrap();
