@@ -609,6 +609,8 @@ fn encrypted_repacked_poolings() {
         .count();
     assert!(merged > 0, "no repacked pooling: {:?}", plan.layout.values);
     assert!(plan.layout.room.repack && plan.depth > depth);
+    // what a server receives: the plan as JSON, checked against the graph
+    let plan = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
     plan.check(&g).unwrap();
     let s = LocalSession::new(&g, &plan).unwrap();
     let r = s.run(&imgs, false).unwrap();

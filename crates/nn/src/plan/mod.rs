@@ -535,28 +535,35 @@ fn settle(
     // room can need more: e.g. more poolings to repack): tried once more with that depth
     let mut fallback: Option<Settled> = None;
     loop {
-        let lit = choose_params(
-            depth,
-            opts.target_precision_bits,
-            min_slots,
-            opts.security_bits,
-            mag,
-        )?;
-        let params = CkksParams::new(lit.clone())
-            .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
-        let layout = layout_plan(
-            graph,
-            kind,
-            Room::of_params(&params).with_repack(repack),
-            images,
-        )?;
-        // the layout for the real room may differ from the probe's (replicas,
-        // multiplexing): measure again under it, with the real primes
-        let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
-        let d = depth_under(graph, &layout)?;
-        let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
+        let attempt = (|| -> Result<(Settled, usize, f64)> {
+            let lit = choose_params(
+                depth,
+                opts.target_precision_bits,
+                min_slots,
+                opts.security_bits,
+                mag,
+            )?;
+            let params = CkksParams::new(lit.clone())
+                .map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))?;
+            let layout = layout_plan(
+                graph,
+                kind,
+                Room::of_params(&params).with_repack(repack),
+                images,
+            )?;
+            // the layout for the real room may differ from the probe's (replicas,
+            // multiplexing): measure again under it, with the real primes
+            let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
+            let d = depth_under(graph, &layout)?;
+            let m = max_abs(graph, &layout, &primes, params.default_scale(), calib)?;
+            Ok(((lit, params, layout, depth, m.max(mag)), d, m))
+        })();
+        let (done, d, m) = match attempt {
+            Ok(a) => a,
+            // a failed retry with less depth: the plan that had settled
+            Err(e) => return fallback.ok_or(e),
+        };
         if d <= depth && magnitude_bits(m) <= magnitude_bits(mag) {
-            let done = (lit, params, layout, depth, m.max(mag));
             if d < depth && fallback.is_none() {
                 fallback = Some(done);
                 depth = d;
@@ -633,7 +640,7 @@ fn plan_for(
             // repacked poolings where the user's chain has their levels and they cost less
             let repacked = layout_plan(graph, kind, room.with_repack(true), images)
                 .ok()
-                .filter(|l| *l != layout)
+                .filter(|l| l.values != layout.values)
                 .and_then(|l| {
                     let d = depth_under(graph, &l).ok()?;
                     let m = calibrate::max_abs(
@@ -658,8 +665,9 @@ fn plan_for(
             // repacked poolings (one more level each): planned in full where the layout
             // differs, kept where the parameters they need make a run cheaper
             let room = probe_room(graph, kind, images)?;
-            let differs = layout_plan(graph, kind, room.with_repack(true), images).ok()
-                != Some(layout_plan(graph, kind, room, images)?);
+            let plain_values = layout_plan(graph, kind, room, images)?.values;
+            let differs = layout_plan(graph, kind, room.with_repack(true), images)
+                .is_ok_and(|l| l.values != plain_values);
             let repacked = if differs {
                 plan_auto(graph, opts, images, calib, min_slots, true).ok()
             } else {
