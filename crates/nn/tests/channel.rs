@@ -280,6 +280,11 @@ fn grid_of(g: &Graph, l: &henn_nn::pack::LayoutPlan, name: &str) -> henn_nn::pac
     l.values[v].and_then(|p| p.grid()).unwrap()
 }
 
+/// The grids of every value of layout plan `l`.
+fn grids(l: &henn_nn::pack::LayoutPlan) -> impl Iterator<Item = henn_nn::pack::Grid> + '_ {
+    l.values.iter().flatten().filter_map(|p| p.grid())
+}
+
 /// The outputs of `g` on image `x` under layout plan `l`, on the slots backend.
 fn run_on_slots(
     g: &Graph,
@@ -343,15 +348,7 @@ fn encrypted_multiplexed_residual_network() {
     let g = cifar_like(4);
     let imgs = kit::images(&g, 1, 9);
     let plan = kit::plan_on(&g, KIND, &imgs, &kit::chain_for(&g, KIND));
-    let k_max = plan
-        .layout
-        .values
-        .iter()
-        .flatten()
-        .filter_map(|p| p.grid())
-        .map(|gr| gr.k)
-        .max()
-        .unwrap();
+    let k_max = grids(&plan.layout).map(|gr| gr.k).max().unwrap();
     assert!(k_max >= 12, "multiplexed: {k_max}");
     let s = LocalSession::new(&g, &plan).unwrap();
     let r = s.run(&imgs, false).unwrap();
@@ -500,13 +497,7 @@ fn repacked_poolings_equal_the_reference() {
         let cands = KIND.rules().candidates(&g, room, 1).unwrap();
         let repacked: Vec<_> = cands
             .iter()
-            .filter(|l| {
-                l.values
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| p.grid())
-                    .any(|gr| gr.merged() > 1)
-            })
+            .filter(|l| grids(l).any(|gr| gr.merged() > 1))
             .collect();
         assert!(!repacked.is_empty(), "slots {slots}: nothing repacked");
         for (ci, l) in repacked.iter().enumerate() {
@@ -588,25 +579,11 @@ fn encrypted_repacked_poolings() {
     // a chain without levels to spare: no repacking
     let tight = kit::plan_on(&g, KIND, &imgs, &test_insecure_chain(depth));
     assert!(
-        !tight.layout.room.repack
-            && tight
-                .layout
-                .values
-                .iter()
-                .flatten()
-                .filter_map(|p| p.grid())
-                .all(|gr| gr.merged() <= 1),
+        !tight.layout.room.repack && grids(&tight.layout).all(|gr| gr.merged() <= 1),
         "repacked without the levels"
     );
     let plan = kit::plan_on(&g, KIND, &imgs, &test_insecure_chain(depth + 3));
-    let merged = plan
-        .layout
-        .values
-        .iter()
-        .flatten()
-        .filter_map(|p| p.grid())
-        .filter(|gr| gr.merged() > 1)
-        .count();
+    let merged = grids(&plan.layout).filter(|gr| gr.merged() > 1).count();
     assert!(merged > 0, "no repacked pooling: {:?}", plan.layout.values);
     assert!(plan.layout.room.repack && plan.depth > depth);
     // what a server receives: the plan as JSON, checked against the graph
