@@ -28,6 +28,10 @@ pub struct LayerRow {
     pub ciphertexts: usize,
     /// Max |decrypted - reference| after the layer (when the secret key was at hand).
     pub max_abs_error: Option<f64>,
+    /// The same error as predicted from CKKS's noise on the slots backend
+    /// ([`crate::plan::predicted_layer_errors`]), when computed.
+    #[serde(default)]
+    pub predicted_error: Option<f64>,
 }
 
 /// Builds the rows from an executor run and optional per-layer errors.
@@ -46,8 +50,17 @@ pub fn rows(stats: &[LayerStat], errors: Option<&[f64]>) -> Vec<LayerRow> {
             log2_scale: s.log2_scale,
             ciphertexts: s.ciphertexts,
             max_abs_error: errors.and_then(|e| e.get(i).copied()),
+            predicted_error: None,
         })
         .collect()
+}
+
+/// The rows with the predicted per-layer errors (one per layer, in the rows' order).
+pub fn with_predicted(mut rows: Vec<LayerRow>, predicted: &[f64]) -> Vec<LayerRow> {
+    for (r, &p) in rows.iter_mut().zip(predicted) {
+        r.predicted_error = Some(p);
+    }
+    rows
 }
 
 /// Total counts over all layers.

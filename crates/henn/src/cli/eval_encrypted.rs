@@ -139,7 +139,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(), "dataset": args.dataset.name(), "packing": packing.name(),
             "n": n, "plain_accuracy": frac(plain_correct), "encrypted_accuracy": frac(enc_correct), "agreement": frac(agree),
-            "logit_bits_min": bits_min, "logit_bits_median": bits_median,
+            "logit_bits_min": bits_min, "logit_bits_median": bits_median, "predicted_logit_bits": plan.predicted_bits,
             "latency_s_per_image": eval_s / n as f64, "latency_s_per_batch": latency_batch, "batch_size": batch, "batches": batches,
             "throughput_images_per_hour": throughput, "throughput_full_batch_images_per_hour": full_throughput,
             "client_s": client_s, "wall_s": wall, "threads": threads, "params": plan.params, "depth": plan.depth, "peak_ciphertext_bytes": plan.peak_bytes,
@@ -167,7 +167,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     );
     println!("agreement (top-1)   {:.4} ({agree}/{n})", frac(agree));
     println!(
-        "logit precision     {bits_min:.1} bits min, {bits_median:.1} median (-log2 of the largest error relative to the largest plaintext logit)"
+        "logit precision     {bits_min:.1} bits min, {bits_median:.1} median (-log2 of the largest error relative to the largest plaintext logit; the plan predicted {:.1})",
+        plan.predicted_bits
     );
     match full_throughput {
         Some(full) => println!(

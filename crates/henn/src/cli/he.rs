@@ -254,7 +254,7 @@ pub fn params_line(p: &Plan) -> String {
 /// Renders the per-layer table.
 pub fn print_layer_table(rows: &[LayerRow]) {
     println!(
-        "{:<28} {:<13} {:>9} {:>6} {:>8} {:>7} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>8} {:>5} {:>7} {:>9}",
+        "{:<28} {:<13} {:>9} {:>6} {:>8} {:>7} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>8} {:>5} {:>7} {:>9} {:>9}",
         "layer",
         "op",
         "time s",
@@ -270,16 +270,20 @@ pub fn print_layer_table(rows: &[LayerRow]) {
         "add",
         "level",
         "log2 Δ",
-        "max err"
+        "max err",
+        "predicted"
     );
     for r in rows {
         let c = &r.counts;
         let err = r
             .max_abs_error
             .map_or_else(|| "-".to_string(), |e| format!("{e:.2e}"));
+        let predicted = r
+            .predicted_error
+            .map_or_else(|| "-".to_string(), |e| format!("{e:.2e}"));
         let name: String = r.name.chars().take(28).collect();
         println!(
-            "{:<28} {:<13} {:>9.3} {:>5.1}% {:>8} {:>7} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>8} {:>5} {:>7.2} {:>9}",
+            "{:<28} {:<13} {:>9.3} {:>5.1}% {:>8} {:>7} {:>6} {:>6} {:>6} {:>7} {:>5} {:>5} {:>8} {:>5} {:>7.2} {:>9} {:>9}",
             name,
             r.op,
             r.time_s,
@@ -295,7 +299,8 @@ pub fn print_layer_table(rows: &[LayerRow]) {
             c.add,
             r.level,
             r.log2_scale,
-            err
+            err,
+            predicted
         );
     }
 }

@@ -110,11 +110,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("{}", he::plan_header(&args.model, &plan));
     println!(
-        "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}, {}",
+        "batch {} images ({} slots), log2(QP) = {}, max |value| {:.3e}, predicted output precision {:.1} bits, {}",
         plan.images_per_run(),
         params.slots(),
         params.log_qp(),
         plan.max_abs,
+        plan.predicted_bits,
         he::memory_line(&plan)
     );
     he::print_layer_table(&report::rows(&plan.layers, None));

@@ -91,8 +91,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let compare = images.len() <= samples.len();
     let pool = he::pool(args.threads)?;
     let threads = pool.current_num_threads();
-    let (plan, r, run_on) = pool.install(|| -> anyhow::Result<_> {
-        let (plan, _params) = he::plan(
+    let (plan, r, run_on, predicted) = pool.install(|| -> anyhow::Result<_> {
+        let (plan, params) = he::plan(
             &graph,
             args.packing,
             Images::Exactly(images.len()),
@@ -106,10 +106,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for _ in 1..args.repeat {
             r = session.run(run_on, compare)?;
         }
-        Ok((plan, r, run_on))
+        // the errors CKKS's noise model predicts, beside the measured ones
+        let predicted = if compare {
+            Some(henn_nn::plan::predicted_layer_errors(
+                &graph,
+                &plan.layout,
+                &params,
+                run_on,
+            )?)
+        } else {
+            None
+        };
+        Ok((plan, r, run_on, predicted))
     })?;
     let images = run_on;
     let rows = report::rows(&r.layers, r.layer_errors.as_deref());
+    let rows = match &predicted {
+        Some(p) => report::with_predicted(rows, p),
+        None => rows,
+    };
     if args.json {
         let doc = serde_json::json!({
             "model": args.model.display().to_string(), "packing": args.packing.name(), "threads": threads,

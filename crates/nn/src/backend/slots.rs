@@ -1,7 +1,11 @@
 //! The slots backend: cleartext slot vectors in the packed layout, exact f64 arithmetic, with
-//! the same level and scale bookkeeping (and checks) as the encrypted backend.
+//! the same level and scale bookkeeping (and checks) as the encrypted backend; optionally
+//! with CKKS's noise added where the encrypted backend's operations add it ([`Noise`]), to
+//! predict the precision of an encrypted run.
 
-use henn_ckks::Scale;
+use henn_ckks::{CkksParams, Scale, SecretDistribution};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::simulated::{
     check_add, check_drop, check_mul_levels, check_pt_level, check_rescale, check_slots,
@@ -26,7 +30,133 @@ pub struct Slots {
     primes: Vec<f64>,
     slots: usize,
     counts: OpCounts,
+    noise: Option<Noise>,
 }
+
+/// CKKS's noise as it reaches the slots: for each operation that adds error to a ciphertext,
+/// the standard deviation of the error of one slot's real part, in units of `1 / scale`
+/// (a ciphertext at scale `Δ` gets slot errors of standard deviation `std / Δ`). An error
+/// polynomial with independent coefficients of variance `v` puts `N v / 2` on the real part
+/// of each slot (the canonical embedding sums `N` coefficients times roots of unity).
+///
+/// - fresh secret-key encryption: `v = σ² + 1/12` (the error and the encoding's rounding);
+/// - rescaling (and the ModDown of key switching): `v = (1 + h) / 12`, the rounding of
+///   `c_0 + c_1 s` with a secret of `h` non-zero coefficients;
+/// - key switching at level `l`: `v = N σ² / 12 · Σ_d k_d (Q_d / P)² + k_P (1 + h) / 12`:
+///   each centred digit `d` of `k_d` primes (uniform below `Q_d`, lifted to `Q ∪ P` by fast
+///   base conversion, which sums `k_d` such terms) times the key's error, divided by the
+///   special modulus `P` of `k_P` primes, plus the ModDown's rounding (again a fast base
+///   conversion, of `k_P` terms).
+///
+/// - encoding a plaintext: the rounding of its coefficients at its own scale; measured
+///   (`tests/noise.rs`), it puts `N / 12` on a slot's real part (`v = 1/6`), twice what
+///   independent uniform roundings would.
+///   Small against a weight, but a product spreads it over every slot, the garbage slots a
+///   layout leaves off its grid (values as large as any) included, and a rotate-and-sum
+///   gathers hundreds of those slots into one output.
+///
+/// Constants are rounded exactly as CKKS rounds them (an integer times the ciphertext).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Noise {
+    fresh: f64,
+    rescale: f64,
+    encode: f64,
+    key_switch: Vec<f64>,
+}
+
+impl Noise {
+    /// The noise of CKKS parameters `params` (error σ of `henn_ring::sample`).
+    pub fn for_params(params: &CkksParams) -> Self {
+        let n = params.n() as f64;
+        let sigma2 = henn_ring::sample::GAUSSIAN_SIGMA.powi(2);
+        let h = match params.literal().secret {
+            SecretDistribution::Ternary => 2.0 * n / 3.0,
+            SecretDistribution::SparseTernary { hamming_weight } => hamming_weight as f64,
+        };
+        let slot = |v: f64| (n * v / 2.0).sqrt();
+        let round = (1.0 + h) / 12.0;
+        let log_p: f64 = params.p().iter().map(|&p| (p as f64).log2()).sum();
+        let specials = params.p().len().max(1) as f64;
+        let alpha = params.alpha().max(1);
+        let log_q: Vec<f64> = params.q().iter().map(|&q| (q as f64).log2()).collect();
+        let key_switch = (0..log_q.len())
+            .map(|l| {
+                // a digit of k primes, lifted by fast base conversion, has k times the
+                // variance of one uniform below its modulus
+                let digits: f64 = log_q[..=l]
+                    .chunks(alpha)
+                    .map(|d| d.len() as f64 * (2.0 * (d.iter().sum::<f64>() - log_p)).exp2())
+                    .sum();
+                slot(n * sigma2 / 12.0 * digits + specials * round)
+            })
+            .collect();
+        Self {
+            fresh: slot(sigma2 + 1.0 / 12.0),
+            rescale: slot(round),
+            encode: slot(1.0 / 6.0),
+            key_switch,
+        }
+    }
+
+    /// Slot error (times the scale) of a fresh encryption.
+    pub fn fresh(&self) -> f64 {
+        self.fresh
+    }
+
+    /// Slot error (times the scale) of a rescale.
+    pub fn rescale(&self) -> f64 {
+        self.rescale
+    }
+
+    /// Slot error (times the scale) of a plaintext's encoding.
+    pub fn encode(&self) -> f64 {
+        self.encode
+    }
+
+    /// Slot error (times the scale) of a key switch at `level`.
+    pub fn key_switch(&self, level: usize) -> f64 {
+        self.key_switch
+            .get(level)
+            .or(self.key_switch.last())
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+/// Adds independent Gaussian errors of standard deviation `std` to `v`, drawn from a
+/// generator seeded by the values themselves and `tag` (the same operation on the same
+/// values gets the same errors however the executor's threads interleave, so a prediction is
+/// reproducible).
+fn add_noise(v: &mut [f64], std: f64, tag: u64) {
+    if std == 0.0 || v.is_empty() {
+        return;
+    }
+    let mut h = tag ^ 0x9e37_79b9_7f4a_7c15;
+    for x in v.iter() {
+        h = (h ^ x.to_bits())
+            .wrapping_mul(0x100_0000_01b3)
+            .rotate_left(29);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(h);
+    for pair in v.chunks_mut(2) {
+        // Box-Muller: two standard normals from two uniforms in (0, 1]
+        let u1: f64 = 1.0 - rng.random::<f64>();
+        let u2: f64 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let t = std::f64::consts::TAU * u2;
+        pair[0] += r * t.cos();
+        if let Some(y) = pair.get_mut(1) {
+            *y += r * t.sin();
+        }
+    }
+}
+
+/// Tags of the operations that add noise (seeds of [`add_noise`]).
+const TAG_FRESH: u64 = 1;
+const TAG_RESCALE: u64 = 2;
+const TAG_ROTATE: u64 = 3;
+const TAG_RELIN: u64 = 4;
+const TAG_ENCODE: u64 = 5;
 
 /// The constant a CKKS constant product really applies: `round(c * scale) / scale`.
 fn quantize(c: f64, scale: Scale) -> f64 {
@@ -40,6 +170,24 @@ impl Slots {
             primes,
             slots,
             counts: OpCounts::default(),
+            noise: None,
+        }
+    }
+
+    /// The same backend adding CKKS's noise (`noise`) where the encrypted backend's
+    /// operations add it: fresh inputs, plaintext encodings, rescales, rotations and
+    /// relinearizations.
+    pub fn with_noise(self, noise: Noise) -> Self {
+        Self {
+            noise: Some(noise),
+            ..self
+        }
+    }
+
+    fn noisy(&self, a: &mut SlotCt, std: impl Fn(&Noise) -> f64, tag: u64) {
+        if let Some(n) = &self.noise {
+            let s = std(n) / a.scale.value();
+            add_noise(&mut a.v, s, tag.wrapping_add((a.level as u64) << 8));
         }
     }
 
@@ -58,11 +206,13 @@ impl Slots {
         check_slots(values.len(), self.slots)?;
         let mut v = values.to_vec();
         v.resize(self.slots, 0.0);
-        Ok(SlotCt {
+        let mut ct = SlotCt {
             v,
             level: self.primes.len().saturating_sub(1),
             scale,
-        })
+        };
+        self.noisy(&mut ct, Noise::fresh, TAG_FRESH);
+        Ok(ct)
     }
 }
 
@@ -139,7 +289,9 @@ impl Backend for Slots {
         OpCounts::bump(&self.counts.encode, 1);
         let mut v = v.to_vec();
         v.resize(self.slots, 0.0);
-        Ok(SlotCt { v, level, scale })
+        let mut pt = SlotCt { v, level, scale };
+        self.noisy(&mut pt, Noise::encode, TAG_ENCODE);
+        Ok(pt)
     }
     fn mul_plain_assign(&self, a: &mut SlotCt, pt: &SlotCt) -> Result<()> {
         check_pt_level(a.level, pt.level)?;
@@ -165,20 +317,24 @@ impl Backend for Slots {
         check_mul_levels(a.level, b.level)?;
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
-        Ok(SlotCt {
+        let mut c = SlotCt {
             v: a.v.iter().zip(&b.v).map(|(x, y)| x * y).collect(),
             level: a.level,
             scale: scale_of(a.scale.value() * b.scale.value())?,
-        })
+        };
+        self.noisy(&mut c, |n| n.key_switch(a.level), TAG_RELIN);
+        Ok(c)
     }
     fn square_relin(&self, a: &SlotCt) -> Result<SlotCt> {
         OpCounts::bump(&self.counts.square, 1);
         OpCounts::bump(&self.counts.relin, 1);
-        Ok(SlotCt {
+        let mut c = SlotCt {
             v: a.v.iter().map(|x| x * x).collect(),
             level: a.level,
             scale: scale_of(a.scale.value() * a.scale.value())?,
-        })
+        };
+        self.noisy(&mut c, |n| n.key_switch(a.level), TAG_RELIN);
+        Ok(c)
     }
     fn rescale_assign(&self, a: &mut SlotCt) -> Result<()> {
         check_rescale(a.level)?;
@@ -186,6 +342,7 @@ impl Backend for Slots {
         OpCounts::bump(&self.counts.rescale, 1);
         a.level -= 1;
         a.scale = scale_of(a.scale.value() / q)?;
+        self.noisy(a, Noise::rescale, TAG_RESCALE);
         Ok(())
     }
     fn drop_level_to_assign(&self, a: &mut SlotCt, level: usize) -> Result<()> {
@@ -195,11 +352,25 @@ impl Backend for Slots {
     }
     fn rotate(&self, a: &SlotCt, k: i64) -> Result<SlotCt> {
         OpCounts::bump(&self.counts.rotate, 1);
-        Ok(rotated(a, k))
+        let mut r = rotated(a, k);
+        if k != 0 {
+            self.noisy(&mut r, |n| n.key_switch(a.level), TAG_ROTATE);
+        }
+        Ok(r)
     }
     fn rotate_hoisted(&self, a: &SlotCt, ks: &[i64]) -> Result<Vec<SlotCt>> {
         OpCounts::bump(&self.counts.rotate_hoisted, ks.len() as u64);
-        Ok(ks.iter().map(|&k| rotated(a, k)).collect())
+        Ok(ks
+            .iter()
+            .map(|&k| {
+                let mut r = rotated(a, k);
+                // a rotation by 0 is the input itself (no key switch)
+                if k != 0 {
+                    self.noisy(&mut r, |n| n.key_switch(a.level), TAG_ROTATE);
+                }
+                r
+            })
+            .collect())
     }
 }
 

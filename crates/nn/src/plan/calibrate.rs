@@ -1,17 +1,18 @@
-//! Magnitudes for parameter selection, measured under the layout that will run: the slots
+//! Magnitudes for parameter selection and the precision a plan is predicted to have, measured under the layout that will run: the slots
 //! backend replays the layer code under the layout plan on calibration images, and every
 //! slot of every layer output counts, the slots a layout leaves off its grid (garbage from
 //! rotations, biases and activations of it) included, because they too must stay below the
 //! primes.
 
-use henn_ckks::Scale;
+use henn_ckks::{CkksParams, Scale};
 use rayon::prelude::*;
 
-use crate::backend::slots::Slots;
+use crate::backend::slots::{Noise, Slots};
 use crate::error::{NnError, Result};
 use crate::exec;
 use crate::ir::Graph;
 use crate::pack::LayoutPlan;
+use crate::reference;
 use crate::tensor::Tensor;
 
 /// The largest absolute slot value over the input and all layer outputs of `graph` under
@@ -59,4 +60,123 @@ pub fn max_abs(
         })
         .collect::<Result<Vec<f64>>>()?;
     Ok(maxima.into_iter().fold(0.0, f64::max))
+}
+
+/// The precision an encrypted run of `graph` under `layout` with `params` is predicted to
+/// have, in bits: per image of `images`, `-log2` of its largest output error relative to its
+/// largest output (what `henn eval` reports as logit bits), between a slots run with CKKS's
+/// noise ([`Noise`]: fresh encryption, plaintext encodings, rescales, key switches;
+/// constants rounded as CKKS rounds them) and the f64 reference; the median over the images. Runs of
+/// `layout.images_per_run` images each, in parallel; the noise is seeded by the values, so
+/// the prediction is the same on every machine and thread count.
+pub fn predicted_bits(
+    graph: &Graph,
+    layout: &LayoutPlan,
+    params: &CkksParams,
+    images: &[Tensor],
+) -> Result<f64> {
+    if images.is_empty() {
+        return Err(NnError::Plan(
+            "no calibration images to predict the precision on".into(),
+        ));
+    }
+    let per_run = layout.images_per_run.max(1);
+    let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
+    let scale = params.default_scale();
+    let noise = Noise::for_params(params);
+    let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
+    let bits = runs
+        .par_iter()
+        .map(|run| -> Result<Vec<f64>> {
+            let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
+            let input = super::slots_input(&be, layout, graph, run, scale)?;
+            let (out, _) = exec::run(&be, layout, graph, input, |_, _| Ok(()))?;
+            let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
+            let noisy = layout.unpack_outputs(&decoded, out.mult, run.len())?;
+            run.iter()
+                .zip(&noisy)
+                .map(|(image, n)| {
+                    let exact = reference::run(graph, image)?.into_data();
+                    let err = exact
+                        .iter()
+                        .zip(n)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    let top = exact.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+                    Ok(if err == 0.0 {
+                        64.0
+                    } else {
+                        -(err / top.max(f64::MIN_POSITIVE)).log2()
+                    })
+                })
+                .collect()
+        })
+        .collect::<Result<Vec<Vec<f64>>>>()?;
+    let mut bits: Vec<f64> = bits.into_iter().flatten().collect();
+    bits.sort_by(f64::total_cmp);
+    Ok(bits.get(bits.len() / 2).copied().unwrap_or(0.0))
+}
+
+/// Per node of `graph`, the largest absolute error of its output predicted for an encrypted
+/// run under `layout` with `params` (a slots run with CKKS's noise, see [`predicted_bits`],
+/// against the f64 reference), over `images`: what `henn profile` measures per layer.
+pub fn predicted_layer_errors(
+    graph: &Graph,
+    layout: &LayoutPlan,
+    params: &CkksParams,
+    images: &[Tensor],
+) -> Result<Vec<f64>> {
+    let per_run = layout.images_per_run.max(1);
+    let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
+    let scale = params.default_scale();
+    let noise = Noise::for_params(params);
+    let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
+    let errors = runs
+        .par_iter()
+        .map(|run| -> Result<Vec<f64>> {
+            let refs: Vec<Vec<Tensor>> = run
+                .iter()
+                .map(|x| reference::run_all(graph, x))
+                .collect::<Result<_>>()?;
+            let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
+            let input = super::slots_input(&be, layout, graph, run, scale)?;
+            let mut errors = vec![0.0f64; graph.nodes().len()];
+            exec::run(&be, layout, graph, input, |ni, part| {
+                let node = graph
+                    .nodes()
+                    .get(ni)
+                    .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+                let numel: usize = part.shape.iter().product();
+                let slots: Vec<Vec<f64>> = part.cts.iter().map(|c| c.v.clone()).collect();
+                let got = layout.unpack_part(
+                    node.output,
+                    numel,
+                    part.flats,
+                    &slots,
+                    part.mult,
+                    run.len(),
+                )?;
+                let mut e = 0.0f64;
+                for (d, r) in got.iter().zip(&refs) {
+                    if let Some(want) = r.get(node.output) {
+                        for &(f, a) in d {
+                            if let Some(b) = want.data().get(f) {
+                                e = e.max((a - b).abs());
+                            }
+                        }
+                    }
+                }
+                if let Some(slot) = errors.get_mut(ni) {
+                    *slot = slot.max(e);
+                }
+                Ok(())
+            })?;
+            Ok(errors)
+        })
+        .collect::<Result<Vec<Vec<f64>>>>()?;
+    Ok(errors
+        .into_iter()
+        .fold(vec![0.0; graph.nodes().len()], |a, b| {
+            a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect()
+        }))
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use bootstrap::{BootstrapEstimate, bootstrap_estimate, bootstrap_estimate_for};
-pub use calibrate::max_abs;
+pub use calibrate::{max_abs, predicted_bits, predicted_layer_errors};
 pub use params::{check_params, choose_params, magnitude_bits};
 
 use crate::backend::Counts;
@@ -108,6 +108,11 @@ pub struct Plan {
     pub output_multiplier: f64,
     /// Largest absolute slot value measured under the layout (sizes the base prime).
     pub max_abs: f64,
+    /// Predicted precision of the outputs in bits (median over the calibration images of
+    /// `-log2(max error / max |output|)`, from a slots run with CKKS's noise: see
+    /// [`predicted_bits`]); 0 in plans made before it was recorded.
+    #[serde(default)]
+    pub predicted_bits: f64,
     /// Expected level, scale and op counts per layer (from the simulated backend).
     pub layers: Vec<LayerStat>,
     /// Estimated peak bytes of the ciphertexts alive at once on the server (the simulated
@@ -608,7 +613,7 @@ fn plan_for(
     let parse = |lit: &CkksParamsLiteral| {
         CkksParams::new(lit.clone()).map_err(|e| NnError::Plan(format!("parameters rejected: {e}")))
     };
-    let (lit, params, layout, depth, max_abs) = match given {
+    let chosen: (Settled, Option<f64>) = match given {
         Some(lit) => {
             // the user's parameters: the layout for their room, then depth and magnitudes
             // under it, checked with an explanation
@@ -655,9 +660,13 @@ fn plan_for(
                     let cheaper = plan_cost(graph, &l).ok()? < plan_cost(graph, &layout).ok()?;
                     cheaper.then_some((l, d, m))
                 });
+            let plain = (lit.clone(), params.clone(), layout, depth, max_abs);
             match repacked {
-                Some((l, d, m)) => (lit, params, l, d, m),
-                None => (lit, params, layout, depth, max_abs),
+                Some((l, d, m)) => {
+                    let r = (lit, params, l, d, m);
+                    keep_precise(graph, opts, calib, r, plain)?
+                }
+                None => (plain, None),
             }
         }
         None => {
@@ -677,11 +686,16 @@ fn plan_for(
                 Some(r)
                     if ring_cost(graph, &r.2, &r.1)? < ring_cost(graph, &plain.2, &plain.1)? =>
                 {
-                    r
+                    keep_precise(graph, opts, calib, r, plain)?
                 }
-                _ => plain,
+                _ => (plain, None),
             }
         }
+    };
+    let ((lit, params, layout, depth, max_abs), bits) = chosen;
+    let predicted_bits = match bits {
+        Some(b) => b,
+        None => predicted_bits(graph, &layout, &params, calib)?,
     };
     let sim = Simulated::for_params(&params).with_complex_pairs(layout.complex_pairs);
     let run = simulate(graph, &layout, &sim, params.default_scale())?;
@@ -697,12 +711,36 @@ fn plan_for(
         relin_level: sim.relin_level(),
         output_multiplier: run.output.mult,
         max_abs,
+        predicted_bits: (predicted_bits * 10.0).round() / 10.0,
         layers: run.layers,
         peak_bytes: run.peak_bytes,
         fingerprint: String::new(),
     };
     plan.fingerprint = plan.digest()?;
     Ok((plan, params))
+}
+
+/// Between a cheaper plan with repacked poolings and the plain one: the repacked plan where
+/// its predicted precision ([`predicted_bits`]) meets the target or is no worse than the
+/// plain plan's, otherwise the plain one (the repacked chain's smaller primes can cost more
+/// bits than the target allows). Returns the choice with its predicted bits.
+fn keep_precise(
+    graph: &Graph,
+    opts: &PlanOptions,
+    calib: &[Tensor],
+    repacked: Settled,
+    plain: Settled,
+) -> Result<(Settled, Option<f64>)> {
+    let r = predicted_bits(graph, &repacked.2, &repacked.1, calib)?;
+    if r >= f64::from(opts.target_precision_bits) {
+        return Ok((repacked, Some(r)));
+    }
+    let p = predicted_bits(graph, &plain.2, &plain.1, calib)?;
+    Ok(if r >= p {
+        (repacked, Some(r))
+    } else {
+        (plain, Some(p))
+    })
 }
 
 /// The parameters and layout chosen automatically for `images` per run (no repacking, or
