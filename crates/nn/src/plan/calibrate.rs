@@ -67,8 +67,8 @@ pub fn max_abs(
 /// largest output (what `henn eval` reports as logit bits), between a slots run with CKKS's
 /// noise ([`Noise`]: fresh encryption, plaintext encodings, rescales, key switches;
 /// constants rounded as CKKS rounds them) and the f64 reference; the median over the images. Runs of
-/// `layout.images_per_run` images each, in parallel; the noise is seeded by the values, so
-/// the prediction is the same on every machine and thread count.
+/// `layout.images_per_run` images each, in parallel, each run on one thread; the noise is
+/// seeded by the values, so the prediction is the same on every call and thread count.
 pub fn predicted_bits(
     graph: &Graph,
     layout: &LayoutPlan,
@@ -90,7 +90,9 @@ pub fn predicted_bits(
         .map(|run| -> Result<Vec<f64>> {
             let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
             let input = super::slots_input(&be, layout, graph, run, scale)?;
-            let (out, _) = exec::run(&be, layout, graph, input, |_, _| Ok(()))?;
+            // one thread per run: the executor's sums then always add in the same order, so
+            // the values (and the noise they seed) are the same bits on every call
+            let (out, _) = sequential(|| exec::run(&be, layout, graph, input, |_, _| Ok(())))??;
             let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
             let noisy = layout.unpack_outputs(&decoded, out.mult, run.len())?;
             run.iter()
@@ -141,36 +143,38 @@ pub fn predicted_layer_errors(
             let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
             let input = super::slots_input(&be, layout, graph, run, scale)?;
             let mut errors = vec![0.0f64; graph.nodes().len()];
-            exec::run(&be, layout, graph, input, |ni, part| {
-                let node = graph
-                    .nodes()
-                    .get(ni)
-                    .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
-                let numel: usize = part.shape.iter().product();
-                let slots: Vec<Vec<f64>> = part.cts.iter().map(|c| c.v.clone()).collect();
-                let got = layout.unpack_part(
-                    node.output,
-                    numel,
-                    part.flats,
-                    &slots,
-                    part.mult,
-                    run.len(),
-                )?;
-                let mut e = 0.0f64;
-                for (d, r) in got.iter().zip(&refs) {
-                    if let Some(want) = r.get(node.output) {
-                        for &(f, a) in d {
-                            if let Some(b) = want.data().get(f) {
-                                e = e.max((a - b).abs());
+            sequential(|| {
+                exec::run(&be, layout, graph, input, |ni, part| {
+                    let node = graph
+                        .nodes()
+                        .get(ni)
+                        .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+                    let numel: usize = part.shape.iter().product();
+                    let slots: Vec<Vec<f64>> = part.cts.iter().map(|c| c.v.clone()).collect();
+                    let got = layout.unpack_part(
+                        node.output,
+                        numel,
+                        part.flats,
+                        &slots,
+                        part.mult,
+                        run.len(),
+                    )?;
+                    let mut e = 0.0f64;
+                    for (d, r) in got.iter().zip(&refs) {
+                        if let Some(want) = r.get(node.output) {
+                            for &(f, a) in d {
+                                if let Some(b) = want.data().get(f) {
+                                    e = e.max((a - b).abs());
+                                }
                             }
                         }
                     }
-                }
-                if let Some(slot) = errors.get_mut(ni) {
-                    *slot = slot.max(e);
-                }
-                Ok(())
-            })?;
+                    if let Some(slot) = errors.get_mut(ni) {
+                        *slot = slot.max(e);
+                    }
+                    Ok(())
+                })
+            })??;
             Ok(errors)
         })
         .collect::<Result<Vec<Vec<f64>>>>()?;
@@ -179,4 +183,13 @@ pub fn predicted_layer_errors(
         .fold(vec![0.0; graph.nodes().len()], |a, b| {
             a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect()
         }))
+}
+
+/// Runs `f` on a pool of one thread (the caller's parallelism stays across runs).
+fn sequential<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| NnError::Plan(format!("a thread pool for the precision prediction: {e}")))?;
+    Ok(pool.install(f))
 }
