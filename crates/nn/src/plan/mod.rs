@@ -62,7 +62,9 @@ pub struct PlanOptions {
     pub layout: LayoutKind,
     /// Images per run.
     pub images: Images,
-    /// Target precision in bits; the scale is at least this plus 8 bits.
+    /// Target precision in bits: the scale is at least this plus 8 bits, and a cheaper plan
+    /// with repacked poolings is kept only where its predicted output precision
+    /// ([`predicted_bits`]) meets this or is no worse than the plain plan's.
     pub target_precision_bits: u32,
     /// Security level (128, 192 or 256).
     pub security_bits: u32,
