@@ -56,12 +56,19 @@ pub struct Slots {
 ///   gathers hundreds of those slots into one output.
 ///
 /// Constants are rounded exactly as CKKS rounds them (an integer times the ciphertext).
+///
+/// With two images per complex slot ([`Noise::paired`]) the encrypted ciphertexts carry a
+/// quarter of the scale the slots backend keeps (inputs at a quarter scale, pair products
+/// at four times the product of the scales), so every ciphertext error is 4x larger against
+/// the values, and a pair product conjugates one operand: half its key-switch error lands
+/// on each image of that operand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Noise {
     fresh: f64,
     rescale: f64,
     encode: f64,
     key_switch: Vec<f64>,
+    pairs: bool,
 }
 
 impl Noise {
@@ -95,6 +102,18 @@ impl Noise {
             rescale: slot(round),
             encode: slot(1.0 / 6.0),
             key_switch,
+            pairs: false,
+        }
+    }
+
+    /// The noise of a run with two images per complex slot (see above).
+    pub fn paired(self) -> Self {
+        Self {
+            fresh: 4.0 * self.fresh,
+            rescale: 4.0 * self.rescale,
+            key_switch: self.key_switch.iter().map(|k| 4.0 * k).collect(),
+            pairs: true,
+            ..self
         }
     }
 
@@ -157,6 +176,7 @@ const TAG_RESCALE: u64 = 2;
 const TAG_ROTATE: u64 = 3;
 const TAG_RELIN: u64 = 4;
 const TAG_ENCODE: u64 = 5;
+const TAG_CONJUGATE: u64 = 6;
 
 /// The constant a CKKS constant product really applies: `round(c * scale) / scale`.
 fn quantize(c: f64, scale: Scale) -> f64 {
@@ -181,6 +201,24 @@ impl Slots {
         Self {
             noise: Some(noise),
             ..self
+        }
+    }
+
+    /// The operand a pair product conjugates: with paired noise, half a key switch's error
+    /// on each image (the same values otherwise).
+    fn conjugated<'a>(&self, a: &'a SlotCt) -> std::borrow::Cow<'a, SlotCt> {
+        match &self.noise {
+            Some(n) if n.pairs => {
+                let mut c = a.clone();
+                let std = 0.5 * n.key_switch(a.level) / a.scale.value();
+                add_noise(
+                    &mut c.v,
+                    std,
+                    TAG_CONJUGATE.wrapping_add((a.level as u64) << 8),
+                );
+                std::borrow::Cow::Owned(c)
+            }
+            _ => std::borrow::Cow::Borrowed(a),
         }
     }
 
@@ -317,6 +355,7 @@ impl Backend for Slots {
         check_mul_levels(a.level, b.level)?;
         OpCounts::bump(&self.counts.mul, 1);
         OpCounts::bump(&self.counts.relin, 1);
+        let a = self.conjugated(a);
         let mut c = SlotCt {
             v: a.v.iter().zip(&b.v).map(|(x, y)| x * y).collect(),
             level: a.level,
@@ -328,8 +367,9 @@ impl Backend for Slots {
     fn square_relin(&self, a: &SlotCt) -> Result<SlotCt> {
         OpCounts::bump(&self.counts.square, 1);
         OpCounts::bump(&self.counts.relin, 1);
+        let c = self.conjugated(a);
         let mut c = SlotCt {
-            v: a.v.iter().map(|x| x * x).collect(),
+            v: a.v.iter().zip(&c.v).map(|(x, y)| x * y).collect(),
             level: a.level,
             scale: scale_of(a.scale.value() * a.scale.value())?,
         };

@@ -83,7 +83,7 @@ pub fn predicted_bits(
     let per_run = layout.images_per_run.max(1);
     let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
     let scale = params.default_scale();
-    let noise = Noise::for_params(params);
+    let noise = noise_of(params, layout);
     let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
     let bits = runs
         .par_iter()
@@ -131,7 +131,7 @@ pub fn predicted_layer_errors(
     let per_run = layout.images_per_run.max(1);
     let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
     let scale = params.default_scale();
-    let noise = Noise::for_params(params);
+    let noise = noise_of(params, layout);
     let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
     let errors = runs
         .par_iter()
@@ -192,4 +192,14 @@ fn sequential<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
         .build()
         .map_err(|e| NnError::Plan(format!("a thread pool for the precision prediction: {e}")))?;
     Ok(pool.install(f))
+}
+
+/// CKKS's noise for a run of `layout` with `params` (paired where the layout pairs images).
+fn noise_of(params: &CkksParams, layout: &LayoutPlan) -> Noise {
+    let noise = Noise::for_params(params);
+    if layout.complex_pairs {
+        noise.paired()
+    } else {
+        noise
+    }
 }
