@@ -6,6 +6,40 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Counts;
 use crate::exec::LayerStat;
+use crate::tensor::Tensor;
+
+/// Precision of `got` against `want` in bits: `-log2(max |got - want| / max |want|)` (64
+/// when they are equal): the logit bits `henn eval` reports and the planner predicts.
+pub fn logit_bits(got: &[f64], want: &[f64]) -> f64 {
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let top = want.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+    if err == 0.0 {
+        64.0
+    } else {
+        -(err / top.max(f64::MIN_POSITIVE)).log2()
+    }
+}
+
+/// The largest absolute error of part of an intermediate value `value` (per image, `(flat
+/// element, value)` pairs) against the reference's intermediates `refs` (per image, every
+/// value of the graph).
+pub fn part_error(got: &[Vec<(usize, f64)>], refs: &[Vec<Tensor>], value: usize) -> f64 {
+    let mut e = 0.0f64;
+    for (d, r) in got.iter().zip(refs) {
+        if let Some(want) = r.get(value) {
+            for &(f, a) in d {
+                if let Some(b) = want.data().get(f) {
+                    e = e.max((a - b).abs());
+                }
+            }
+        }
+    }
+    e
+}
 
 /// One row of the per-layer table.
 #[derive(Debug, Clone, Serialize, Deserialize)]

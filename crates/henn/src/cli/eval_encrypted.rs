@@ -109,19 +109,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .outputs
         .iter()
         .zip(&plain_logits)
-        .map(|(e, p)| {
-            let err = e
-                .iter()
-                .zip(p)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            let top = p.iter().fold(0.0f64, |a, b| a.max(b.abs()));
-            if err == 0.0 {
-                64.0
-            } else {
-                -(err / top.max(f64::MIN_POSITIVE)).log2()
-            }
-        })
+        .map(|(e, p)| henn_nn::report::logit_bits(e, p))
         .collect();
     bits.sort_by(f64::total_cmp);
     let bits_min = bits.first().copied().unwrap_or(0.0);

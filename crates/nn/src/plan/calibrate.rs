@@ -13,6 +13,7 @@ use crate::exec;
 use crate::ir::Graph;
 use crate::pack::LayoutPlan;
 use crate::reference;
+use crate::report;
 use crate::tensor::Tensor;
 
 /// The largest absolute slot value over the input and all layer outputs of `graph` under
@@ -64,56 +65,31 @@ pub fn max_abs(
 
 /// The precision an encrypted run of `graph` under `layout` with `params` is predicted to
 /// have, in bits: per image of `images`, `-log2` of its largest output error relative to its
-/// largest output (what `henn eval` reports as logit bits), between a slots run with CKKS's
-/// noise ([`Noise`]: fresh encryption, plaintext encodings, rescales, key switches;
-/// constants rounded as CKKS rounds them) and the f64 reference; the median over the images. Runs of
-/// `layout.images_per_run` images each, in parallel, each run on one thread; the noise is
-/// seeded by the values, so the prediction is the same on every call and thread count.
+/// largest output (what `henn eval` reports as logit bits, [`report::logit_bits`]), between a
+/// slots run with CKKS's noise ([`Noise`]: fresh encryption, plaintext encodings, rescales,
+/// key switches; constants rounded as CKKS rounds them) and the f64 reference; the median
+/// over the images. Runs of `layout.images_per_run` images each, in parallel, each run on
+/// one thread; the noise is seeded by the values, so the prediction is the same on every
+/// call and thread count.
 pub fn predicted_bits(
     graph: &Graph,
     layout: &LayoutPlan,
     params: &CkksParams,
     images: &[Tensor],
 ) -> Result<f64> {
-    if images.is_empty() {
-        return Err(NnError::Plan(
-            "no calibration images to predict the precision on".into(),
-        ));
-    }
-    let per_run = layout.images_per_run.max(1);
-    let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
-    let scale = params.default_scale();
-    let noise = noise_of(params, layout);
-    let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
-    let bits = runs
-        .par_iter()
-        .map(|run| -> Result<Vec<f64>> {
-            let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
-            let input = super::slots_input(&be, layout, graph, run, scale)?;
-            // one thread per run: the executor's sums then always add in the same order, so
-            // the values (and the noise they seed) are the same bits on every call
-            let (out, _) = sequential(|| exec::run(&be, layout, graph, input, |_, _| Ok(())))??;
-            let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
-            let noisy = layout.unpack_outputs(&decoded, out.mult, run.len())?;
-            run.iter()
-                .zip(&noisy)
-                .map(|(image, n)| {
-                    let exact = reference::run(graph, image)?.into_data();
-                    let err = exact
-                        .iter()
-                        .zip(n)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f64::max);
-                    let top = exact.iter().fold(0.0f64, |a, b| a.max(b.abs()));
-                    Ok(if err == 0.0 {
-                        64.0
-                    } else {
-                        -(err / top.max(f64::MIN_POSITIVE)).log2()
-                    })
-                })
-                .collect()
-        })
-        .collect::<Result<Vec<Vec<f64>>>>()?;
+    let bits = noisy_runs(layout, params, images, |be, run| {
+        let input = super::slots_input(be, layout, graph, run, params.default_scale())?;
+        let (out, _) = exec::run(be, layout, graph, input, |_, _| Ok(()))?;
+        let decoded: Vec<Vec<f64>> = out.cts.iter().map(|c| c.v.clone()).collect();
+        let noisy = layout.unpack_outputs(&decoded, out.mult, run.len())?;
+        run.iter()
+            .zip(&noisy)
+            .map(|(image, n)| {
+                let exact = reference::run(graph, image)?.into_data();
+                Ok(report::logit_bits(n, &exact))
+            })
+            .collect::<Result<Vec<f64>>>()
+    })?;
     let mut bits: Vec<f64> = bits.into_iter().flatten().collect();
     bits.sort_by(f64::total_cmp);
     Ok(bits.get(bits.len() / 2).copied().unwrap_or(0.0))
@@ -128,61 +104,64 @@ pub fn predicted_layer_errors(
     params: &CkksParams,
     images: &[Tensor],
 ) -> Result<Vec<f64>> {
-    let per_run = layout.images_per_run.max(1);
+    let nodes = graph.nodes().len();
+    let errors = noisy_runs(layout, params, images, |be, run| {
+        let refs: Vec<Vec<Tensor>> = run
+            .iter()
+            .map(|x| reference::run_all(graph, x))
+            .collect::<Result<_>>()?;
+        let input = super::slots_input(be, layout, graph, run, params.default_scale())?;
+        let mut errors = vec![0.0f64; nodes];
+        exec::run(be, layout, graph, input, |ni, part| {
+            let node = graph
+                .nodes()
+                .get(ni)
+                .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
+            let numel: usize = part.shape.iter().product();
+            let slots: Vec<Vec<f64>> = part.cts.iter().map(|c| c.v.clone()).collect();
+            let got =
+                layout.unpack_part(node.output, numel, part.flats, &slots, part.mult, run.len())?;
+            if let Some(slot) = errors.get_mut(ni) {
+                *slot = slot.max(report::part_error(&got, &refs, node.output));
+            }
+            Ok(())
+        })?;
+        Ok(errors)
+    })?;
+    Ok(errors.into_iter().fold(vec![0.0; nodes], |a, b| {
+        a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect()
+    }))
+}
+
+/// `f` on a slots backend with CKKS's noise for `layout` and `params` (paired where the
+/// layout pairs images), per run of `layout.images_per_run` images of `images`: the runs in
+/// parallel, each on one thread, so that the executor's sums always add in the same order
+/// and the values (and the noise they seed) are the same bits on every call.
+fn noisy_runs<T: Send>(
+    layout: &LayoutPlan,
+    params: &CkksParams,
+    images: &[Tensor],
+    f: impl Fn(&Slots, &[Tensor]) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    if images.is_empty() {
+        return Err(NnError::Plan(
+            "no calibration images to predict the precision on".into(),
+        ));
+    }
     let primes: Vec<f64> = params.q().iter().map(|&q| q as f64).collect();
-    let scale = params.default_scale();
-    let noise = noise_of(params, layout);
-    let runs: Vec<&[Tensor]> = images.chunks(per_run).collect();
-    let errors = runs
-        .par_iter()
-        .map(|run| -> Result<Vec<f64>> {
-            let refs: Vec<Vec<Tensor>> = run
-                .iter()
-                .map(|x| reference::run_all(graph, x))
-                .collect::<Result<_>>()?;
+    let noise = Noise::for_params(params);
+    let noise = if layout.complex_pairs {
+        noise.paired()
+    } else {
+        noise
+    };
+    let runs: Vec<&[Tensor]> = images.chunks(layout.images_per_run.max(1)).collect();
+    runs.par_iter()
+        .map(|run| {
             let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
-            let input = super::slots_input(&be, layout, graph, run, scale)?;
-            let mut errors = vec![0.0f64; graph.nodes().len()];
-            sequential(|| {
-                exec::run(&be, layout, graph, input, |ni, part| {
-                    let node = graph
-                        .nodes()
-                        .get(ni)
-                        .ok_or_else(|| NnError::InvalidGraph("node index".into()))?;
-                    let numel: usize = part.shape.iter().product();
-                    let slots: Vec<Vec<f64>> = part.cts.iter().map(|c| c.v.clone()).collect();
-                    let got = layout.unpack_part(
-                        node.output,
-                        numel,
-                        part.flats,
-                        &slots,
-                        part.mult,
-                        run.len(),
-                    )?;
-                    let mut e = 0.0f64;
-                    for (d, r) in got.iter().zip(&refs) {
-                        if let Some(want) = r.get(node.output) {
-                            for &(f, a) in d {
-                                if let Some(b) = want.data().get(f) {
-                                    e = e.max((a - b).abs());
-                                }
-                            }
-                        }
-                    }
-                    if let Some(slot) = errors.get_mut(ni) {
-                        *slot = slot.max(e);
-                    }
-                    Ok(())
-                })
-            })??;
-            Ok(errors)
+            sequential(|| f(&be, run))?
         })
-        .collect::<Result<Vec<Vec<f64>>>>()?;
-    Ok(errors
-        .into_iter()
-        .fold(vec![0.0; graph.nodes().len()], |a, b| {
-            a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect()
-        }))
+        .collect()
 }
 
 /// Runs `f` on a pool of one thread (the caller's parallelism stays across runs).
@@ -192,14 +171,4 @@ fn sequential<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
         .build()
         .map_err(|e| NnError::Plan(format!("a thread pool for the precision prediction: {e}")))?;
     Ok(pool.install(f))
-}
-
-/// CKKS's noise for a run of `layout` with `params` (paired where the layout pairs images).
-fn noise_of(params: &CkksParams, layout: &LayoutPlan) -> Noise {
-    let noise = Noise::for_params(params);
-    if layout.complex_pairs {
-        noise.paired()
-    } else {
-        noise
-    }
 }

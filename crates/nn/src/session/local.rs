@@ -144,16 +144,7 @@ impl LocalSession {
                 part.mult,
                 images.len(),
             )?;
-            let mut e = 0.0f64;
-            for (i, d) in dec.iter().enumerate() {
-                if let Some(want) = refs.get(i).and_then(|r| r.get(node.output)) {
-                    for &(f, a) in d {
-                        if let Some(b) = want.data().get(f) {
-                            e = e.max((a - b).abs());
-                        }
-                    }
-                }
-            }
+            let e = crate::report::part_error(&dec, refs, node.output);
             if let Some(slot) = errors.get_mut(ni) {
                 *slot = slot.max(e);
             }
