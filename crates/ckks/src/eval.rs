@@ -651,6 +651,15 @@ impl Evaluator {
         rlk: &RelinKey,
         gk: &GaloisKeys,
     ) -> Result<Ciphertext> {
+        let mut t = self.mul_pair(a, b, gk)?;
+        self.relinearize_assign(&mut t, rlk)?;
+        Ok(t)
+    }
+
+    /// [`Self::mul_pair_relin`] without the relinearization: three parts (relinearize later,
+    /// e.g. after a linear layer has summed many of them into fewer ciphertexts). The
+    /// conjugations are key switches all the same.
+    pub fn mul_pair(&self, a: &Ciphertext, b: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
         self.check_ct(a)?;
         self.check_ct(b)?;
         check_same_level(a.level, b.level)?;
@@ -663,7 +672,6 @@ impl Evaluator {
         };
         // (2 x1)(2 y1) - (2 i ζ x2)(2 i ζ y2) = 4 x1 y1 + 4 i x2 y2  (ζ^2 = i, i^2 i = -i)
         self.sub_assign(&mut t, &u)?;
-        self.relinearize_assign(&mut t, rlk)?;
         t.scale =
             Scale::new(4.0 * a.scale.value() * b.scale.value()).ok_or(CkksError::OutOfLevels)?;
         Ok(t)
@@ -678,6 +686,11 @@ impl Evaluator {
         gk: &GaloisKeys,
     ) -> Result<Ciphertext> {
         self.mul_pair_relin(a, a, rlk, gk)
+    }
+
+    /// [`Self::square_pair_relin`] without the relinearization (three parts).
+    pub fn square_pair(&self, a: &Ciphertext, gk: &GaloisKeys) -> Result<Ciphertext> {
+        self.mul_pair(a, a, gk)
     }
 
     // ----- levels -----

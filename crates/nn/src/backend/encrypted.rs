@@ -536,6 +536,24 @@ impl Backend for Encrypted {
         }
         self.eval.square_relin(a, &self.rlk).map_err(ckks_err)
     }
+    fn square(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        OpCounts::bump(&self.counts.square, 1);
+        if self.pairs {
+            OpCounts::bump(&self.counts.rotate, 1);
+            return self.eval.square_pair(a, &self.gk).map_err(ckks_err);
+        }
+        self.eval.square(a).map_err(ckks_err)
+    }
+    fn relinearize_assign(&self, a: &mut Ciphertext) -> Result<()> {
+        if a.size() <= 2 {
+            return Ok(());
+        }
+        OpCounts::bump(&self.counts.relin, 1);
+        self.eval.relinearize_assign(a, &self.rlk).map_err(ckks_err)
+    }
+    fn unrelinearized(&self, a: &Ciphertext) -> bool {
+        a.size() > 2
+    }
     fn rescale_assign(&self, a: &mut Ciphertext) -> Result<()> {
         OpCounts::bump(&self.counts.rescale, 1);
         self.eval.rescale_assign(a).map_err(ckks_err)

@@ -385,6 +385,18 @@ pub trait Backend: Sync + 'static {
     fn mul_relin(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
     /// `a^2` with relinearization, no rescale.
     fn square_relin(&self, a: &Self::Ct) -> Result<Self::Ct>;
+    /// `a^2` without relinearization, no rescale: three parts, which sums and constant
+    /// products accept and [`Backend::relinearize_assign`] brings back to two (*lazy
+    /// relinearization*: a linear layer with fewer outputs than inputs relinearizes its sums,
+    /// one key switch per output instead of one per input). Counts a square (and, for
+    /// complex pairs, the conjugation).
+    fn square(&self, a: &Self::Ct) -> Result<Self::Ct>;
+    /// Relinearizes a ciphertext left by [`Backend::square`] (counted as one
+    /// relinearization); nothing for a ciphertext of two parts.
+    fn relinearize_assign(&self, a: &mut Self::Ct) -> Result<()>;
+    /// Whether `a` has three parts (a [`Backend::square`] or a sum of them, not yet
+    /// relinearized).
+    fn unrelinearized(&self, a: &Self::Ct) -> bool;
     /// Divides by the last prime: level - 1, scale / q_level.
     fn rescale_assign(&self, a: &mut Self::Ct) -> Result<()>;
     /// Drops primes down to `level` (scale unchanged).
@@ -396,9 +408,11 @@ pub trait Backend: Sync + 'static {
 
     // ----- provided -----
 
-    /// Bytes of `a`'s polynomials: two of `N = 2 x slots` words per prime at its level.
+    /// Bytes of `a`'s polynomials: two (three unrelinearized) of `N = 2 x slots` words per
+    /// prime at its level.
     fn ct_bytes(&self, a: &Self::Ct) -> u64 {
-        (2 * 2 * self.slots() * (self.level(a) + 1) * 8) as u64
+        let parts = if self.unrelinearized(a) { 3 } else { 2 };
+        (parts * 2 * self.slots() * (self.level(a) + 1) * 8) as u64
     }
 
     /// `a + b`.

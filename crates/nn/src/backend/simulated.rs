@@ -16,6 +16,8 @@ pub struct SimCt {
     pub level: usize,
     /// Scale.
     pub scale: Scale,
+    /// Three parts: a square not yet relinearized.
+    pub unrelinearized: bool,
 }
 
 /// The simulated backend over a modulus chain.
@@ -139,6 +141,7 @@ impl Simulated {
         SimCt {
             level: self.primes.len().saturating_sub(1),
             scale,
+            unrelinearized: false,
         }
     }
 
@@ -212,6 +215,7 @@ impl Backend for Simulated {
     fn add_assign(&self, a: &mut SimCt, b: &SimCt) -> Result<()> {
         check_add((a.level, a.scale), (b.level, b.scale))?;
         OpCounts::bump(&self.counts.add, 1);
+        a.unrelinearized |= b.unrelinearized;
         Ok(())
     }
     fn sub_assign(&self, a: &mut SimCt, b: &SimCt) -> Result<()> {
@@ -246,7 +250,11 @@ impl Backend for Simulated {
     fn encode(&self, v: &[f64], level: usize, scale: Scale) -> Result<SimCt> {
         check_slots(v.len(), self.slots)?;
         OpCounts::bump(&self.counts.encode, 1);
-        Ok(SimCt { level, scale })
+        Ok(SimCt {
+            level,
+            scale,
+            unrelinearized: false,
+        })
     }
     fn mul_plain_assign(&self, a: &mut SimCt, pt: &SimCt) -> Result<()> {
         check_pt_level(a.level, pt.level)?;
@@ -270,17 +278,33 @@ impl Backend for Simulated {
         Ok(SimCt {
             level: a.level,
             scale: scale_of(f * a.scale.value() * b.scale.value())?,
+            unrelinearized: false,
         })
     }
     fn square_relin(&self, a: &SimCt) -> Result<SimCt> {
+        let mut c = self.square(a)?;
+        self.relinearize_assign(&mut c)?;
+        Ok(c)
+    }
+    fn square(&self, a: &SimCt) -> Result<SimCt> {
         OpCounts::bump(&self.counts.square, 1);
-        OpCounts::bump(&self.counts.relin, 1);
-        self.record_relin(a.level);
         let f = self.pair_product(1);
         Ok(SimCt {
             level: a.level,
             scale: scale_of(f * a.scale.value() * a.scale.value())?,
+            unrelinearized: true,
         })
+    }
+    fn relinearize_assign(&self, a: &mut SimCt) -> Result<()> {
+        if a.unrelinearized {
+            OpCounts::bump(&self.counts.relin, 1);
+            self.record_relin(a.level);
+            a.unrelinearized = false;
+        }
+        Ok(())
+    }
+    fn unrelinearized(&self, a: &SimCt) -> bool {
+        a.unrelinearized
     }
     fn rescale_assign(&self, a: &mut SimCt) -> Result<()> {
         check_rescale(a.level)?;

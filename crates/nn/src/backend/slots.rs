@@ -22,6 +22,8 @@ pub struct SlotCt {
     pub level: usize,
     /// Scale.
     pub scale: Scale,
+    /// Three parts: a square not yet relinearized (its key switch's noise still to come).
+    pub unrelinearized: bool,
 }
 
 /// The slots backend over a modulus chain.
@@ -248,6 +250,7 @@ impl Slots {
             v,
             level: self.primes.len().saturating_sub(1),
             scale,
+            unrelinearized: false,
         };
         self.noisy(&mut ct, Noise::fresh, TAG_FRESH);
         Ok(ct)
@@ -282,12 +285,14 @@ impl Backend for Slots {
         check_add((a.level, a.scale), (b.level, b.scale))?;
         OpCounts::bump(&self.counts.add, 1);
         a.v.iter_mut().zip(&b.v).for_each(|(x, y)| *x += y);
+        a.unrelinearized |= b.unrelinearized;
         Ok(())
     }
     fn sub_assign(&self, a: &mut SlotCt, b: &SlotCt) -> Result<()> {
         check_add((a.level, a.scale), (b.level, b.scale))?;
         OpCounts::bump(&self.counts.add, 1);
         a.v.iter_mut().zip(&b.v).for_each(|(x, y)| *x -= y);
+        a.unrelinearized |= b.unrelinearized;
         Ok(())
     }
     fn neg_assign(&self, a: &mut SlotCt) -> Result<()> {
@@ -327,7 +332,12 @@ impl Backend for Slots {
         OpCounts::bump(&self.counts.encode, 1);
         let mut v = v.to_vec();
         v.resize(self.slots, 0.0);
-        let mut pt = SlotCt { v, level, scale };
+        let mut pt = SlotCt {
+            v,
+            level,
+            scale,
+            unrelinearized: false,
+        };
         self.noisy(&mut pt, Noise::encode, TAG_ENCODE);
         Ok(pt)
     }
@@ -360,21 +370,38 @@ impl Backend for Slots {
             v: a.v.iter().zip(&b.v).map(|(x, y)| x * y).collect(),
             level: a.level,
             scale: scale_of(a.scale.value() * b.scale.value())?,
+            unrelinearized: false,
         };
         self.noisy(&mut c, |n| n.key_switch(a.level), TAG_RELIN);
         Ok(c)
     }
     fn square_relin(&self, a: &SlotCt) -> Result<SlotCt> {
+        let mut c = self.square(a)?;
+        self.relinearize_assign(&mut c)?;
+        Ok(c)
+    }
+    fn square(&self, a: &SlotCt) -> Result<SlotCt> {
         OpCounts::bump(&self.counts.square, 1);
-        OpCounts::bump(&self.counts.relin, 1);
         let c = self.conjugated(a);
-        let mut c = SlotCt {
+        Ok(SlotCt {
             v: a.v.iter().zip(&c.v).map(|(x, y)| x * y).collect(),
             level: a.level,
             scale: scale_of(a.scale.value() * a.scale.value())?,
-        };
-        self.noisy(&mut c, |n| n.key_switch(a.level), TAG_RELIN);
-        Ok(c)
+            unrelinearized: true,
+        })
+    }
+    fn relinearize_assign(&self, a: &mut SlotCt) -> Result<()> {
+        if !a.unrelinearized {
+            return Ok(());
+        }
+        OpCounts::bump(&self.counts.relin, 1);
+        a.unrelinearized = false;
+        let level = a.level;
+        self.noisy(a, |n| n.key_switch(level), TAG_RELIN);
+        Ok(())
+    }
+    fn unrelinearized(&self, a: &SlotCt) -> bool {
+        a.unrelinearized
     }
     fn rescale_assign(&self, a: &mut SlotCt) -> Result<()> {
         check_rescale(a.level)?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Counts};
 use crate::error::{ExecError, NnError, Result};
-use crate::ir::Graph;
+use crate::ir::{Graph, Op};
 use crate::pack::{CtSource, Layout, LayoutPlan, NodeCtx, Packed, View};
 
 /// Per-layer record of one run.
@@ -530,6 +530,62 @@ impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
         self.live -= freed.min(self.live);
     }
 
+    /// A reshape (or identity) that moves no slot, at the last use of its input: the
+    /// ciphertexts move to the output instead of being copied (a flatten before a fully
+    /// connected layer otherwise copies every ciphertext of the layer's input). Returns
+    /// whether node `n` was done so.
+    fn move_through(&mut self, n: usize) -> Result<bool> {
+        let graph = self.graph;
+        let node = &graph.nodes()[n];
+        let [v] = node.inputs.as_slice() else {
+            return Ok(false);
+        };
+        let v = *v;
+        if !matches!(node.op, Op::Reshape { .. } | Op::Identity)
+            || v == graph.output()
+            || self.consumers[v]
+                .iter()
+                .any(|&(c, _)| c != n && !self.done[c])
+            || self.plan.placement(v)? != self.plan.placement(node.output)?
+        {
+            return Ok(false);
+        }
+        let Some(slot) = self.vals.get_mut(v) else {
+            return Ok(false);
+        };
+        let mut p = match std::mem::replace(slot, Held::None) {
+            Held::Full(p) => p,
+            other => {
+                *slot = other;
+                return Ok(false);
+            }
+        };
+        p.shape = graph.shape(node.output).to_vec();
+        self.record(
+            n,
+            0.0,
+            Counts::default(),
+            p.cts.first(),
+            p.mult,
+            p.cts.len(),
+        );
+        let flats: Vec<usize> = (0..p.cts.len()).collect();
+        (self.observe)(
+            n,
+            Observed {
+                shape: &p.shape,
+                cts: &p.cts,
+                flats: &flats,
+                mult: p.mult,
+            },
+        )?;
+        if let Some(slot) = self.vals.get_mut(node.output) {
+            *slot = Held::Full(p);
+        }
+        self.done[n] = true;
+        Ok(true)
+    }
+
     /// Node `n`'s turn in node order.
     fn turn(&mut self, n: usize) -> Result<()> {
         let graph = self.graph;
@@ -554,6 +610,9 @@ impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
                     *slot = Held::Full(Packed { shape, cts, mult });
                 }
             }
+            return Ok(());
+        }
+        if self.move_through(n)? {
             return Ok(());
         }
         let before = self.b.counts().snapshot();

@@ -24,7 +24,7 @@ use super::{
     CtSource, Layout, LayoutKind, LayoutPlan, LayoutRules, NodeCtx, Packed, Placement, Room, View,
     row_flats, unsupported,
 };
-use crate::backend::Backend;
+use crate::backend::{Backend, scale_of};
 use crate::error::{ExecError, NnError, Result};
 use crate::ir::{Activation, AvgPool, Conv2d, Graph, Linear, Node, Op};
 use crate::tensor::{Tensor, numel, strides};
@@ -65,6 +65,11 @@ fn linear_scale<B: Backend>(b: &B, x0: &B::Ct) -> Result<(Scale, bool)> {
 }
 
 /// `out[o] = sum_k w[o K + k] inputs[k] + bias[o]` for every `o`, one rescale each.
+///
+/// Inputs left unrelinearized (squares at scale `Δ^2`, level `l`: see [`lazy_square`]) are
+/// summed as they are; each sum is relinearized and rescaled twice, with constants at
+/// `q_{l-1}`: the level and scale the relinearized, rescaled squares would have given, one key
+/// switch per output instead of one per input (and its noise divided by both primes).
 fn linear_outputs<B: Backend>(
     b: &B,
     inputs: &[&B::Ct],
@@ -74,11 +79,27 @@ fn linear_outputs<B: Backend>(
     let x0 = *inputs
         .first()
         .ok_or_else(|| ExecError::Internal("linear layer without inputs".into()))?;
-    let (cs, rescale) = linear_scale(b, x0)?;
+    let lazy = b.unrelinearized(x0);
+    let (cs, rescale) = if lazy {
+        let l = b.level(x0);
+        if l < 2 {
+            return Err(ExecError::Internal(format!(
+                "an unrelinearized input at level {l} (two rescales needed)"
+            ))
+            .into());
+        }
+        (scale_of(b.prime(l - 1)?)?, true)
+    } else {
+        linear_scale(b, x0)?
+    };
     let mut outs = b.mul_const_matrix(inputs, w, bias.len(), cs)?;
     outs.par_iter_mut()
         .zip(bias)
         .try_for_each(|(acc, &bv)| -> Result<()> {
+            if lazy {
+                b.relinearize_assign(acc)?;
+                b.rescale_assign(acc)?;
+            }
             if rescale {
                 b.rescale_assign(acc)?;
             }
@@ -300,6 +321,110 @@ fn row_wise(graph: &Graph, node: &Node) -> bool {
     }
 }
 
+/// The multiplier `c` of a pure square `c x^2` (`x * x`, `x^2`, a polynomial `[0, 0, c]`).
+fn pure_square(node: &Node) -> Option<f64> {
+    match &node.op {
+        Op::Mul if node.inputs.first() == node.inputs.get(1) => Some(1.0),
+        Op::Pow { exponent: 2 } => Some(1.0),
+        Op::Polynomial { coeffs } => match coeffs.as_slice() {
+            [c0, c1, c] if *c0 == 0.0 && *c1 == 0.0 && *c != 0.0 => Some(*c),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Relative costs of [`lazy_relin_values`], in relinearizations (a key switch): a constant
+/// product of the batch matrix kernel, and the share of a linear layer's products that a third
+/// part and one more prime add. Measured with `henn profile --packing batch` (2 threads): a
+/// relinearization costs 110 (AVX-512 IFMA, mnist_cnn3_square) to 200 (AVX2, mnist_lola)
+/// kernel products; unrelinearized inputs made fully connected layers 70 % (mnist_lola,
+/// mnist_tenseal, level 3) to 150 % (mnist_cnn3_square, level 2) dearer.
+const RELIN_COST: f64 = 1.0;
+const CONST_PRODUCT_COST: f64 = 1.0 / 150.0;
+const THIRD_PART_SHARE: f64 = 1.0;
+
+/// The squares to leave unrelinearized: every use of the square (through reshapes) is a
+/// linear layer (convolution, fully connected), the square is not the output, and the key
+/// switches saved (one per square, less one per output of its linear layers) outweigh what a
+/// third part costs those layers' constant products.
+fn lazy_relin_values(graph: &Graph) -> Vec<usize> {
+    let nodes = graph.nodes();
+    let users =
+        |v: usize| -> Vec<&Node> { nodes.iter().filter(|n| n.inputs.contains(&v)).collect() };
+    let mut lazy = Vec::new();
+    for n in nodes {
+        if pure_square(n).is_none() || graph.shape(n.output).first() != Some(&1) {
+            continue;
+        }
+        // the linear layers reached through reshapes, or None if anything else uses it
+        let mut linear: Vec<&Node> = Vec::new();
+        let mut stack = vec![n.output];
+        let mut ok = true;
+        while let Some(v) = stack.pop() {
+            if v == graph.output() {
+                ok = false;
+                break;
+            }
+            for u in users(v) {
+                match &u.op {
+                    Op::Reshape { .. } | Op::Identity => stack.push(u.output),
+                    Op::Linear(_) | Op::Conv2d(_) if u.inputs.len() == 1 => linear.push(u),
+                    _ => ok = false,
+                }
+            }
+        }
+        if !ok || linear.is_empty() {
+            continue;
+        }
+        let squares = numel(graph.shape(n.output)) as f64;
+        let (mut outputs, mut products) = (0.0, 0.0);
+        for u in &linear {
+            let out = numel(graph.shape(u.output)) as f64;
+            outputs += out;
+            products += match &u.op {
+                Op::Conv2d(c) => {
+                    let ws = c.weight.shape();
+                    out * (ws[1] * ws[2] * ws[3]) as f64
+                }
+                Op::Linear(l) => out * l.weight.shape()[1] as f64,
+                _ => 0.0,
+            };
+        }
+        let saved = RELIN_COST * (squares - outputs);
+        let extra = CONST_PRODUCT_COST * THIRD_PART_SHARE * products;
+        if saved > extra {
+            lazy.push(n.output);
+        }
+    }
+    lazy.sort_unstable();
+    lazy
+}
+
+/// A pure square the plan leaves unrelinearized ([`LayoutPlan::lazy_relin`]), at output
+/// ciphertexts `flats`: the three-part squares and the multiplier, or `None` (computed as
+/// usual) when the plan does not say so or the input is below level 2 (its linear layer
+/// rescales twice).
+fn lazy_square<B: Backend>(
+    b: &B,
+    at: NodeCtx<'_>,
+    x: View<'_, B::Ct>,
+    flats: &[usize],
+) -> Result<Option<(Vec<B::Ct>, f64)>> {
+    let Some(c) = pure_square(at.node) else {
+        return Ok(None);
+    };
+    if at.plan.lazy_relin.binary_search(&at.node.output).is_err() {
+        return Ok(None);
+    }
+    match flats.first() {
+        Some(&f) if b.level(x.src.at(f)?) >= 2 => {}
+        _ => return Ok(None),
+    }
+    let cts = par_map::<B>(flats.len(), |i| b.square(x.src.at(flats[i])?))?;
+    Ok(Some((cts, x.mult * x.mult * c)))
+}
+
 /// Input rows `[lo, hi]` that output row `r` of a windowed op reads (`stride`, top `pad`,
 /// kernel height `k`, input height `h`).
 fn window_rows(r: usize, stride: usize, pad: usize, k: usize, h: usize) -> (usize, usize) {
@@ -439,6 +564,7 @@ impl LayoutRules for BatchLayout {
             })
             .collect();
         let mut plan = LayoutPlan::assemble(KIND, room, graph, values, images, 1)?;
+        plan.lazy_relin = lazy_relin_values(graph);
         if images > room.slots {
             // image i in the real part of slot i, image slots + i in its imaginary part
             plan.complex_pairs = true;
@@ -510,6 +636,9 @@ impl<B: Backend> Layout<B> for BatchLayout {
             | Op::Pow { .. }
             | Op::Polynomial { .. }
             | Op::Chebyshev { .. } => {
+                if let Some((cts, mult)) = lazy_square(b, at, views[0], &all)? {
+                    return Ok(same(cts, mult));
+                }
                 let op = Elementwise::of(node)
                     .ok_or_else(|| ExecError::Internal("element-wise op expected".into()))?;
                 let (cts, mult) = elementwise::eval(b, node, &op, &views, &all, &BatchConsts)?;
@@ -575,6 +704,8 @@ impl<B: Backend> Layout<B> for BatchLayout {
         let flats = row_flats(out_shape, rows);
         let (cts, mult) = if let Op::AvgPool(p) = &node.op {
             avg_pool(b, p, x, out_shape, &flats)?
+        } else if let Some(r) = lazy_square(b, at, x, &flats)? {
+            r
         } else {
             let op = Elementwise::of(node).ok_or_else(|| {
                 ExecError::Internal(format!("node '{}' is not element-wise", node.name))

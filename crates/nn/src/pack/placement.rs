@@ -388,6 +388,12 @@ pub struct LayoutPlan {
     /// and inputs are encoded at a quarter of the default scale (see [`Self::input_scale`]).
     #[serde(default, skip_serializing_if = "is_false")]
     pub complex_pairs: bool,
+    /// Values left unrelinearized (*lazy relinearization*, batch layout): squares whose every
+    /// use is a linear layer that sums them into fewer ciphertexts than there are squares;
+    /// those layers relinearize their sums instead, one key switch per output instead of one
+    /// per square (see `Backend::square`). Value ids, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lazy_relin: Vec<usize>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -465,6 +471,7 @@ impl LayoutPlan {
                 positions,
             },
             complex_pairs: false,
+            lazy_relin: Vec::new(),
         })
     }
 
