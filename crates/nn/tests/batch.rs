@@ -416,9 +416,10 @@ fn two_images_per_complex_slot_equal_the_reference() {
     assert!(!plan.to_json().unwrap().contains("complex_pairs"));
 }
 
-/// x [1, 1, 6, 6] -> conv 1->4 -> square `a` -> conv 4->8 -> square `b` -> flatten -> fc 288->3.
-/// `a` feeds a wider layer (144 squares, 288 outputs): relinearized as usual; `b` feeds 3
-/// outputs: left unrelinearized, the fc relinearizes its 3 sums.
+/// x [1, 1, 6, 6] -> conv 1->4 -> square `a` -> conv 4->8 -> swish2 `b` (0.1 x^2 + 0.5 x +
+/// 0.24) -> flatten -> fc 288->3. `a` feeds a wider layer (144 squares, 288 outputs):
+/// relinearized as usual; `b` feeds 3 outputs: left unrelinearized, the fc relinearizes its 3
+/// sums.
 fn narrowing_graph() -> (Graph, usize, usize) {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -439,7 +440,10 @@ fn narrowing_graph() -> (Graph, usize, usize) {
     let c2 = g
         .add_node("c2", conv(&mut rng, 8, 4), vec![a], "c2")
         .unwrap();
-    let b = g.add_node("b", Op::Mul, vec![c2, c2], "b").unwrap();
+    let swish2 = Op::Polynomial {
+        coeffs: vec![0.24, 0.5, 0.1],
+    };
+    let b = g.add_node("b", swish2, vec![c2], "b").unwrap();
     let f = g
         .add_node(
             "flat",
@@ -488,6 +492,17 @@ fn squares_before_a_narrower_linear_layer_are_relinearized_after_it() {
         assert_eq!(plan.layout.lazy_relin, vec![b], "only `b` (not `a` = {a})");
         let back = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
         assert_eq!(back, plan);
+        // a plan edited (and re-signed) to relinearize eagerly is refused by the server
+        let mut edited = plan.clone();
+        edited.layout.lazy_relin.clear();
+        edited.fingerprint = edited.digest().unwrap();
+        match henn_nn::session::Server::new(std::sync::Arc::new(g.clone()), edited) {
+            Err(henn_nn::NnError::PlanMismatch { what, .. }) => {
+                assert!(what.contains("lazy relinearization"), "{what}");
+            }
+            Err(e) => panic!("expected a plan mismatch, got {e}"),
+            Ok(_) => panic!("an edited plan was accepted"),
+        }
         // the simulated counts the planner weighs: 288 relinearizations fewer, 3 more
         let mut eager = plan.layout.clone();
         eager.lazy_relin.clear();

@@ -321,13 +321,14 @@ fn row_wise(graph: &Graph, node: &Node) -> bool {
     }
 }
 
-/// The multiplier `c` of a pure square `c x^2` (`x * x`, `x^2`, a polynomial `[0, 0, c]`).
-fn pure_square(node: &Node) -> Option<f64> {
+/// The coefficients `[c0, c1, c2]` (`c2 != 0`) of a quadratic activation: `x * x`, `x^2`,
+/// a polynomial of degree 2.
+fn quadratic(node: &Node) -> Option<[f64; 3]> {
     match &node.op {
-        Op::Mul if node.inputs.first() == node.inputs.get(1) => Some(1.0),
-        Op::Pow { exponent: 2 } => Some(1.0),
+        Op::Mul if node.inputs.first() == node.inputs.get(1) => Some([0.0, 0.0, 1.0]),
+        Op::Pow { exponent: 2 } => Some([0.0, 0.0, 1.0]),
         Op::Polynomial { coeffs } => match coeffs.as_slice() {
-            [c0, c1, c] if *c0 == 0.0 && *c1 == 0.0 && *c != 0.0 => Some(*c),
+            &[c0, c1, c2] if c2 != 0.0 => Some([c0, c1, c2]),
             _ => None,
         },
         _ => None,
@@ -344,7 +345,7 @@ const RELIN_COST: f64 = 1.0;
 const CONST_PRODUCT_COST: f64 = 1.0 / 150.0;
 const THIRD_PART_SHARE: f64 = 1.0;
 
-/// The squares to leave unrelinearized: every use of the square (through reshapes) is a
+/// The quadratic activations to leave unrelinearized: every use of the square (through reshapes) is a
 /// linear layer (convolution, fully connected), the square is not the output, and the key
 /// switches saved (one per square, less one per output of its linear layers) outweigh what a
 /// third part costs those layers' constant products.
@@ -354,7 +355,7 @@ fn lazy_relin_values(graph: &Graph) -> Vec<usize> {
         |v: usize| -> Vec<&Node> { nodes.iter().filter(|n| n.inputs.contains(&v)).collect() };
     let mut lazy = Vec::new();
     for n in nodes {
-        if pure_square(n).is_none() || graph.shape(n.output).first() != Some(&1) {
+        if quadratic(n).is_none() || graph.shape(n.output).first() != Some(&1) {
             continue;
         }
         // the linear layers reached through reshapes, or None if anything else uses it
@@ -401,17 +402,19 @@ fn lazy_relin_values(graph: &Graph) -> Vec<usize> {
     lazy
 }
 
-/// A pure square the plan leaves unrelinearized ([`LayoutPlan::lazy_relin`]), at output
-/// ciphertexts `flats`: the three-part squares and the multiplier, or `None` (computed as
-/// usual) when the plan does not say so or the input is below level 2 (its linear layer
-/// rescales twice).
+/// A quadratic activation the plan leaves unrelinearized ([`LayoutPlan::lazy_relin`]), at
+/// output ciphertexts `flats`: the three-part results and the multiplier, or `None` (computed
+/// as usual) when the plan does not say so or the input is below level 2 (its linear layer
+/// rescales twice). For `t = m s` (multiplier `m`, stored `s`), `c0 + c1 t + c2 t^2` is
+/// `e (s^2 + f1 s + f0)` with `e = c2 m^2` the output multiplier: the square unrelinearized and
+/// unrescaled, `f1 s` a constant product at the scale that matches it (no rescale), `f0` added.
 fn lazy_square<B: Backend>(
     b: &B,
     at: NodeCtx<'_>,
     x: View<'_, B::Ct>,
     flats: &[usize],
 ) -> Result<Option<(Vec<B::Ct>, f64)>> {
-    let Some(c) = pure_square(at.node) else {
+    let Some([c0, c1, c2]) = quadratic(at.node) else {
         return Ok(None);
     };
     if at.plan.lazy_relin.binary_search(&at.node.output).is_err() {
@@ -421,8 +424,24 @@ fn lazy_square<B: Backend>(
         Some(&f) if b.level(x.src.at(f)?) >= 2 => {}
         _ => return Ok(None),
     }
-    let cts = par_map::<B>(flats.len(), |i| b.square(x.src.at(flats[i])?))?;
-    Ok(Some((cts, x.mult * x.mult * c)))
+    let m = x.mult;
+    let e = c2 * m * m;
+    let (f1, f0) = (c1 * m / e, c0 / e);
+    let cts = par_map::<B>(flats.len(), |i| {
+        let xi = x.src.at(flats[i])?;
+        let mut sq = b.square(xi)?;
+        if f1 != 0.0 {
+            let mut t = xi.clone();
+            let cs = scale_of(b.scale(&sq).value() / b.scale(xi).value())?;
+            b.mul_const_assign(&mut t, f1, cs)?;
+            b.add_assign(&mut sq, &t)?;
+        }
+        if f0 != 0.0 {
+            b.add_const_assign(&mut sq, f0)?;
+        }
+        Ok(sq)
+    })?;
+    Ok(Some((cts, e)))
 }
 
 /// Input rows `[lo, hi]` that output row `r` of a windowed op reads (`stride`, top `pad`,

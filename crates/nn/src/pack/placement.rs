@@ -388,7 +388,8 @@ pub struct LayoutPlan {
     /// and inputs are encoded at a quarter of the default scale (see [`Self::input_scale`]).
     #[serde(default, skip_serializing_if = "is_false")]
     pub complex_pairs: bool,
-    /// Values left unrelinearized (*lazy relinearization*, batch layout): squares whose every
+    /// Values left unrelinearized (*lazy relinearization*, batch layout): squares (and degree-2
+    /// polynomials) whose every
     /// use is a linear layer that sums them into fewer ciphertexts than there are squares;
     /// those layers relinearize their sums instead, one key switch per output instead of one
     /// per square (see `Backend::square`). Value ids, ascending.
@@ -696,6 +697,18 @@ impl LayoutPlan {
             "output map",
             format!("{:?}", self.output),
             format!("{:?}", computed.output),
+        )?;
+        let names = |vs: &[usize]| -> String {
+            let n: Vec<&str> = vs
+                .iter()
+                .map(|&v| graph.value(v).map_or("?", |x| x.name.as_str()))
+                .collect();
+            format!("{n:?}")
+        };
+        diff(
+            "values left unrelinearized (lazy relinearization)",
+            names(&self.lazy_relin),
+            names(&computed.lazy_relin),
         )?;
         diff(
             "slots needed",
