@@ -389,10 +389,9 @@ pub struct LayoutPlan {
     #[serde(default, skip_serializing_if = "is_false")]
     pub complex_pairs: bool,
     /// Values left unrelinearized (*lazy relinearization*, batch layout): squares (and degree-2
-    /// polynomials) whose every
-    /// use is a linear layer that sums them into fewer ciphertexts than there are squares;
-    /// those layers relinearize their sums instead, one key switch per output instead of one
-    /// per square (see `Backend::square`). Value ids, ascending.
+    /// polynomials) whose every use is a linear layer that sums them into fewer ciphertexts
+    /// than there are squares; those layers relinearize their sums instead, one key switch per
+    /// output instead of one per square (see `Backend::square`). Value ids, ascending.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lazy_relin: Vec<usize>,
 }
