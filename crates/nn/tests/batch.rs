@@ -416,11 +416,11 @@ fn two_images_per_complex_slot_equal_the_reference() {
     assert!(!plan.to_json().unwrap().contains("complex_pairs"));
 }
 
-/// x [1, 1, 6, 6] -> conv 1->4 -> square `a` -> conv 4->8 -> swish2 `b` (0.1 x^2 + 0.5 x +
-/// 0.24) -> flatten -> fc 288->3. `a` feeds a wider layer (144 squares, 288 outputs):
-/// relinearized as usual; `b` feeds 3 outputs: left unrelinearized, the fc relinearizes its 3
+/// x [1, 1, 6, 6] -> conv 1->4 -> square `a` -> conv 4->8 -> polynomial `b` (`coeffs`) ->
+/// flatten -> fc 288->3. `a` feeds a wider layer (144 squares, 288 outputs): relinearized as
+/// usual; `b` feeds 3 outputs: its top square left unrelinearized, the fc relinearizes its 3
 /// sums.
-fn narrowing_graph() -> (Graph, usize, usize) {
+fn narrowing_graph(coeffs: &[f64]) -> (Graph, usize, usize) {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut g = Graph::new("lazy", "x", vec![1, 1, 6, 6]);
@@ -440,10 +440,10 @@ fn narrowing_graph() -> (Graph, usize, usize) {
     let c2 = g
         .add_node("c2", conv(&mut rng, 8, 4), vec![a], "c2")
         .unwrap();
-    let swish2 = Op::Polynomial {
-        coeffs: vec![0.24, 0.5, 0.1],
+    let poly = Op::Polynomial {
+        coeffs: coeffs.to_vec(),
     };
-    let b = g.add_node("b", swish2, vec![c2], "b").unwrap();
+    let b = g.add_node("b", poly, vec![c2], "b").unwrap();
     let f = g
         .add_node(
             "flat",
@@ -463,69 +463,78 @@ fn narrowing_graph() -> (Graph, usize, usize) {
     (g, a, b)
 }
 
-/// Lazy relinearization: the plan leaves exactly the square before the narrowing fc
-/// unrelinearized, the encrypted run relinearizes the fc's 3 sums instead of 288 squares
-/// (one image per slot and two per complex slot), and the logits stay within 20 bits of the
-/// reference at 40-bit primes (measured >= 27: the same levels and scales as relinearized
-/// squares, one key switch's noise per output).
+/// Lazy relinearization: the plan leaves exactly the activation before the narrowing fc
+/// unrelinearized (swish2 `0.1 x^2 + 0.5 x + 0.24` and swish4 `-0.001328 x^4 + 0.128 x^2 +
+/// 0.5 x + 0.1773`: its top square), the encrypted run relinearizes the fc's 3 sums instead of
+/// 288 squares (one image per slot and two per complex slot), and the logits stay within 20
+/// bits of the reference at 40-bit primes (measured >= 27: the same levels and scales as
+/// relinearized squares, one key switch's noise per output).
 #[test]
 fn squares_before_a_narrower_linear_layer_are_relinearized_after_it() {
-    let (g, a, b) = narrowing_graph();
-    let d = henn_nn::plan::depth(&g, LayoutKind::Batch).unwrap();
-    assert_eq!(d, 5);
-    let want_relin = |layers: &[henn_nn::exec::LayerStat], name: &str| {
-        layers
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| l.counts.relin)
-            .unwrap()
-    };
-    let chain = TestChain {
-        log_n: 11,
-        ..test_insecure_chain(d)
-    };
-    for n in [5usize, 1024 + 9] {
-        let imgs = kit::images(&g, n, 3);
-        let opts = batch_opts(imgs.len());
-        let (plan, _) = make_plan(&g, &opts, &imgs[..4], Some(chain.literal())).unwrap();
-        assert_eq!(plan.layout.complex_pairs, n > 1024);
-        assert_eq!(plan.layout.lazy_relin, vec![b], "only `b` (not `a` = {a})");
-        let back = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
-        assert_eq!(back, plan);
-        // a plan edited (and re-signed) to relinearize eagerly is refused by the server
-        let mut edited = plan.clone();
-        edited.layout.lazy_relin.clear();
-        edited.fingerprint = edited.digest().unwrap();
-        match henn_nn::session::Server::new(std::sync::Arc::new(g.clone()), edited) {
-            Err(henn_nn::NnError::PlanMismatch { what, .. }) => {
-                assert!(what.contains("lazy relinearization"), "{what}");
+    let swish2 = [0.24, 0.5, 0.1];
+    let swish4 = [0.1773, 0.5, 0.128, 0.0, -0.001328];
+    for (coeffs, depth, b_relin) in [(&swish2[..], 5, 0), (&swish4[..], 6, 288)] {
+        let (g, a, b) = narrowing_graph(coeffs);
+        let d = henn_nn::plan::depth(&g, LayoutKind::Batch).unwrap();
+        assert_eq!(d, depth);
+        let want_relin = |layers: &[henn_nn::exec::LayerStat], name: &str| {
+            layers
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.counts.relin)
+                .unwrap()
+        };
+        let chain = TestChain {
+            log_n: 11,
+            ..test_insecure_chain(d)
+        };
+        for n in [5usize, 1024 + 9] {
+            let what = format!("degree {}, {n} images", coeffs.len() - 1);
+            let imgs = kit::images(&g, n, 3);
+            let opts = batch_opts(imgs.len());
+            let (plan, _) = make_plan(&g, &opts, &imgs[..4], Some(chain.literal())).unwrap();
+            assert_eq!(plan.layout.complex_pairs, n > 1024);
+            assert_eq!(
+                plan.layout.lazy_relin,
+                vec![b],
+                "{what}: only `b` (not `a` = {a})"
+            );
+            let back = henn_nn::plan::Plan::from_json(&plan.to_json().unwrap()).unwrap();
+            assert_eq!(back, plan);
+            // a plan edited (and re-signed) to relinearize eagerly is refused by the server
+            let mut edited = plan.clone();
+            edited.layout.lazy_relin.clear();
+            edited.fingerprint = edited.digest().unwrap();
+            match henn_nn::session::Server::new(std::sync::Arc::new(g.clone()), edited) {
+                Err(henn_nn::NnError::PlanMismatch { what, .. }) => {
+                    assert!(what.contains("lazy relinearization"), "{what}");
+                }
+                Err(e) => panic!("expected a plan mismatch, got {e}"),
+                Ok(_) => panic!("an edited plan was accepted"),
             }
-            Err(e) => panic!("expected a plan mismatch, got {e}"),
-            Ok(_) => panic!("an edited plan was accepted"),
+            // the simulated counts the planner weighs: 288 relinearizations fewer, 3 more
+            let mut eager = plan.layout.clone();
+            eager.lazy_relin.clear();
+            let lazy_counts = henn_nn::plan::plan_counts(&g, &plan.layout).unwrap();
+            let eager_counts = henn_nn::plan::plan_counts(&g, &eager).unwrap();
+            assert_eq!(eager_counts.relin - lazy_counts.relin, 288 - 3, "{what}");
+            assert_eq!(lazy_counts.square, eager_counts.square, "{what}");
+            let r = run_once(&g, &plan, &imgs, false).unwrap();
+            assert_eq!(want_relin(&r.layers, "a"), 144, "{what}");
+            assert_eq!(want_relin(&r.layers, "b"), b_relin, "{what}");
+            assert_eq!(want_relin(&r.layers, "fc"), 3, "{what}");
+            assert_eq!(r.layers.last().unwrap().level, 0, "{what}");
+            let want = kit::reference(&g, &imgs);
+            let mut worst = f64::INFINITY;
+            for i in [0, 1, n / 2, n - 1] {
+                worst = worst.min(assert_bits(
+                    &format!("{what}, image {i}"),
+                    &r.outputs[i],
+                    &want[i],
+                    20.0,
+                ));
+            }
+            eprintln!("{what}: worst logits {worst:.1} bits");
         }
-        // the simulated counts the planner weighs: 288 relinearizations fewer, 3 more
-        let mut eager = plan.layout.clone();
-        eager.lazy_relin.clear();
-        let lazy_counts = henn_nn::plan::plan_counts(&g, &plan.layout).unwrap();
-        let eager_counts = henn_nn::plan::plan_counts(&g, &eager).unwrap();
-        assert_eq!(eager_counts.relin - lazy_counts.relin, 288 - 3);
-        assert_eq!(lazy_counts.square, eager_counts.square);
-        let r = run_once(&g, &plan, &imgs, false).unwrap();
-        assert_eq!(want_relin(&r.layers, "a"), 144);
-        assert_eq!(want_relin(&r.layers, "b"), 0);
-        assert_eq!(want_relin(&r.layers, "fc"), 3);
-        let out = r.layers.last().unwrap();
-        assert_eq!(out.level, 0);
-        let want = kit::reference(&g, &imgs);
-        let mut worst = f64::INFINITY;
-        for i in [0, 1, n / 2, n - 1] {
-            worst = worst.min(assert_bits(
-                &format!("{n} images, image {i}"),
-                &r.outputs[i],
-                &want[i],
-                20.0,
-            ));
-        }
-        eprintln!("{n} images: worst logits {worst:.1} bits");
     }
 }

@@ -321,16 +321,16 @@ fn row_wise(graph: &Graph, node: &Node) -> bool {
     }
 }
 
-/// The coefficients `[c0, c1, c2]` (`c2 != 0`) of a quadratic activation: `x * x`, `x^2`,
-/// a polynomial of degree 2.
-fn quadratic(node: &Node) -> Option<[f64; 3]> {
+/// The coefficients (lowest degree first, the last nonzero) of a polynomial activation whose
+/// top power is a square of a lower one: `x * x`, `x^2`, a polynomial of degree 2, 4, 8, ...
+fn square_topped(node: &Node) -> Option<Vec<f64>> {
     match &node.op {
-        Op::Mul if node.inputs.first() == node.inputs.get(1) => Some([0.0, 0.0, 1.0]),
-        Op::Pow { exponent: 2 } => Some([0.0, 0.0, 1.0]),
-        Op::Polynomial { coeffs } => match coeffs.as_slice() {
-            &[c0, c1, c2] if c2 != 0.0 => Some([c0, c1, c2]),
-            _ => None,
-        },
+        Op::Mul if node.inputs.first() == node.inputs.get(1) => Some(vec![0.0, 0.0, 1.0]),
+        Op::Pow { exponent: 2 } => Some(vec![0.0, 0.0, 1.0]),
+        Op::Polynomial { coeffs } => {
+            let d = coeffs.iter().rposition(|&c| c != 0.0)?;
+            (d >= 2 && d.is_power_of_two()).then(|| coeffs[..=d].to_vec())
+        }
         _ => None,
     }
 }
@@ -345,7 +345,8 @@ const RELIN_COST: f64 = 1.0;
 const CONST_PRODUCT_COST: f64 = 1.0 / 150.0;
 const THIRD_PART_SHARE: f64 = 1.0;
 
-/// The quadratic activations to leave unrelinearized: every use of the square (through reshapes) is a
+/// The polynomial activations to leave unrelinearized (their top square): every use of the
+/// activation (through reshapes) is a
 /// linear layer (convolution, fully connected), the square is not the output, and the key
 /// switches saved (one per square, less one per output of its linear layers) outweigh what a
 /// third part costs those layers' constant products.
@@ -355,7 +356,7 @@ fn lazy_relin_values(graph: &Graph) -> Vec<usize> {
         |v: usize| -> Vec<&Node> { nodes.iter().filter(|n| n.inputs.contains(&v)).collect() };
     let mut lazy = Vec::new();
     for n in nodes {
-        if quadratic(n).is_none() || graph.shape(n.output).first() != Some(&1) {
+        if square_topped(n).is_none() || graph.shape(n.output).first() != Some(&1) {
             continue;
         }
         // the linear layers reached through reshapes, or None if anything else uses it
@@ -402,44 +403,68 @@ fn lazy_relin_values(graph: &Graph) -> Vec<usize> {
     lazy
 }
 
-/// A quadratic activation the plan leaves unrelinearized ([`LayoutPlan::lazy_relin`]), at
+/// A polynomial activation the plan leaves unrelinearized ([`LayoutPlan::lazy_relin`]), at
 /// output ciphertexts `flats`: the three-part results and the multiplier, or `None` (computed
-/// as usual) when the plan does not say so or the input is below level 2 (its linear layer
-/// rescales twice). For `t = m s` (multiplier `m`, stored `s`), `c0 + c1 t + c2 t^2` is
-/// `e (s^2 + f1 s + f0)` with `e = c2 m^2` the output multiplier: the square unrelinearized and
-/// unrescaled, `f1 s` a constant product at the scale that matches it (no rescale), `f0` added.
+/// as usual) when the plan does not say so or the top square's input is below level 2 (its
+/// linear layer rescales twice). For `t = m s` (multiplier `m`, stored `s`), `sum_k c_k t^k`
+/// of degree `d` is `e (s^d + sum_{k<d} f_k s^k)` with `e = c_d m^d` the output multiplier:
+/// the powers below `d` as usual (relinearized, rescaled), `s^d` the square of `s^(d/2)`
+/// unrelinearized and unrescaled, every lower term a constant product at the scale that matches
+/// it (no rescale), `f_0` added.
 fn lazy_square<B: Backend>(
     b: &B,
     at: NodeCtx<'_>,
     x: View<'_, B::Ct>,
     flats: &[usize],
 ) -> Result<Option<(Vec<B::Ct>, f64)>> {
-    let Some([c0, c1, c2]) = quadratic(at.node) else {
+    let Some(c) = square_topped(at.node) else {
         return Ok(None);
     };
     if at.plan.lazy_relin.binary_search(&at.node.output).is_err() {
         return Ok(None);
     }
-    match flats.first() {
-        Some(&f) if b.level(x.src.at(f)?) >= 2 => {}
-        _ => return Ok(None),
+    let d = c.len() - 1;
+    let first = match flats.first() {
+        Some(&f) => x.src.at(f)?,
+        None => return Ok(None),
+    };
+    // levels the powers up to s^(d/2) take: one per doubling
+    let below = (d / 2).trailing_zeros() as usize;
+    if b.level(first) < below + 2 {
+        return Ok(None);
     }
     let m = x.mult;
-    let e = c2 * m * m;
-    let (f1, f0) = (c1 * m / e, c0 / e);
+    let e = c[d] * m.powi(d as i32);
+    let f: Vec<f64> = (0..d).map(|k| c[k] * m.powi(k as i32) / e).collect();
+    // the powers the lower terms need, and s^(d/2)
+    let mut need = f.clone();
+    need.push(0.0);
+    need[d / 2] = 1.0;
     let cts = par_map::<B>(flats.len(), |i| {
         let xi = x.src.at(flats[i])?;
-        let mut sq = b.square(xi)?;
-        if f1 != 0.0 {
-            let mut t = xi.clone();
-            let cs = scale_of(b.scale(&sq).value() / b.scale(xi).value())?;
-            b.mul_const_assign(&mut t, f1, cs)?;
-            b.add_assign(&mut sq, &t)?;
+        let p = elementwise::powers(b, xi, &need)?;
+        let half = p[d / 2]
+            .as_ref()
+            .ok_or_else(|| ExecError::Internal(format!("power x^{} missing", d / 2)))?;
+        let mut top = b.square(half)?;
+        let (level, scale) = (b.level(&top), b.scale(&top));
+        for (k, &fk) in f.iter().enumerate().skip(1) {
+            if fk == 0.0 {
+                continue;
+            }
+            let pk = p[k]
+                .as_ref()
+                .ok_or_else(|| ExecError::Internal(format!("power x^{k} missing")))?;
+            let mut t = pk.clone();
+            b.drop_level_to_assign(&mut t, level)?;
+            let cs = scale_of(scale.value() / b.scale(&t).value())?;
+            b.mul_const_assign(&mut t, fk, cs)?;
+            b.add_assign(&mut top, &t)?;
         }
-        if f0 != 0.0 {
-            b.add_const_assign(&mut sq, f0)?;
+        if f[0] != 0.0 {
+            b.add_const_assign(&mut top, f[0])?;
         }
-        Ok(sq)
+        Ok(top)
     })?;
     Ok(Some((cts, e)))
 }

@@ -302,7 +302,7 @@ pub fn add_aligned<B: Backend>(
 }
 
 /// Powers `x^k` needed for the nonzero coefficients of `f` (index = exponent).
-fn powers<B: Backend>(b: &B, x: &B::Ct, f: &[f64]) -> Result<Vec<Option<B::Ct>>> {
+pub(crate) fn powers<B: Backend>(b: &B, x: &B::Ct, f: &[f64]) -> Result<Vec<Option<B::Ct>>> {
     let d = f.len().saturating_sub(1);
     let mut need = vec![false; d + 1];
     for (k, &c) in f.iter().enumerate().skip(1) {
