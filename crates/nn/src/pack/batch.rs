@@ -346,10 +346,9 @@ const CONST_PRODUCT_COST: f64 = 1.0 / 150.0;
 const THIRD_PART_SHARE: f64 = 1.0;
 
 /// The polynomial activations to leave unrelinearized (their top square): every use of the
-/// activation (through reshapes) is a
-/// linear layer (convolution, fully connected), the square is not the output, and the key
-/// switches saved (one per square, less one per output of its linear layers) outweigh what a
-/// third part costs those layers' constant products.
+/// activation (through reshapes) is a linear layer (convolution, fully connected), it is not
+/// the output, and the key switches saved (one per square, less one per output of its linear
+/// layers) outweigh what a third part costs those layers' constant products.
 fn lazy_relin_values(graph: &Graph) -> Vec<usize> {
     let nodes = graph.nodes();
     let users =
