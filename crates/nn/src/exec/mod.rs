@@ -561,29 +561,36 @@ impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
             }
         };
         p.shape = graph.shape(node.output).to_vec();
-        self.record(
-            n,
-            0.0,
-            Counts::default(),
-            p.cts.first(),
-            p.mult,
-            p.cts.len(),
-        );
-        let flats: Vec<usize> = (0..p.cts.len()).collect();
+        self.complete(n, p, 0.0, Counts::default())?;
+        Ok(true)
+    }
+
+    /// Node `n`'s whole output computed: its stats recorded, the observer called, the value
+    /// held, the node done.
+    fn complete(
+        &mut self,
+        n: usize,
+        out: Packed<B::Ct>,
+        time_s: f64,
+        counts: Counts,
+    ) -> Result<()> {
+        self.record(n, time_s, counts, out.cts.first(), out.mult, out.cts.len());
+        let flats: Vec<usize> = (0..out.cts.len()).collect();
         (self.observe)(
             n,
             Observed {
-                shape: &p.shape,
-                cts: &p.cts,
+                shape: &out.shape,
+                cts: &out.cts,
                 flats: &flats,
-                mult: p.mult,
+                mult: out.mult,
             },
         )?;
+        let node = &self.graph.nodes()[n];
         if let Some(slot) = self.vals.get_mut(node.output) {
-            *slot = Held::Full(p);
+            *slot = Held::Full(out);
         }
         self.done[n] = true;
-        Ok(true)
+        Ok(())
     }
 
     /// Node `n`'s turn in node order.
@@ -635,23 +642,9 @@ impl<'r, 'o, B: Backend> Scheduler<'r, 'o, B> {
         };
         let time_s = start.elapsed().as_secs_f64();
         let counts = self.b.counts().snapshot().since(&before);
-        self.record(n, time_s, counts, out.cts.first(), out.mult, out.cts.len());
-        let flats: Vec<usize> = (0..out.cts.len()).collect();
-        (self.observe)(
-            n,
-            Observed {
-                shape: &out.shape,
-                cts: &out.cts,
-                flats: &flats,
-                mult: out.mult,
-            },
-        )?;
         let bytes = out.cts.iter().map(|c| self.b.ct_bytes(c)).sum();
         self.bump_live(bytes);
-        if let Some(slot) = self.vals.get_mut(node.output) {
-            *slot = Held::Full(out);
-        }
-        self.done[n] = true;
+        self.complete(n, out, time_s, counts)?;
         for &v in &node.inputs {
             self.release(v);
         }
