@@ -525,16 +525,9 @@ impl Backend for Encrypted {
         self.eval.mul_relin(a, b, &self.rlk).map_err(ckks_err)
     }
     fn square_relin(&self, a: &Ciphertext) -> Result<Ciphertext> {
-        OpCounts::bump(&self.counts.square, 1);
-        OpCounts::bump(&self.counts.relin, 1);
-        if self.pairs {
-            OpCounts::bump(&self.counts.rotate, 1);
-            return self
-                .eval
-                .square_pair_relin(a, &self.rlk, &self.gk)
-                .map_err(ckks_err);
-        }
-        self.eval.square_relin(a, &self.rlk).map_err(ckks_err)
+        let mut c = self.square(a)?;
+        self.relinearize_assign(&mut c)?;
+        Ok(c)
     }
     fn square(&self, a: &Ciphertext) -> Result<Ciphertext> {
         OpCounts::bump(&self.counts.square, 1);
