@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the ring layer: forward/inverse negacyclic NTT at n = 16384 for
-//! a 35-bit prime (AVX-512 IFMA where available) and a 60-bit prime (portable kernel), the
+//! a 26-bit and a 35-bit prime (AVX-512 IFMA, else AVX2 + FMA, where available) and a 60-bit prime (portable kernel), the
 //! portable kernel on the 35-bit prime for comparison, and modular multiplication throughput
 //! over one limb: scalar Barrett / Shoup (`Modulus`) and the slice kernels of `simd` (AVX-512
 //! IFMA below 2^50, portable otherwise).
@@ -22,7 +22,7 @@ fn random_limb(q: u64, rng: &mut ChaCha20Rng) -> Vec<u64> {
 
 fn ntt(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    for bits in [35u32, 60] {
+    for bits in [26u32, 35, 60] {
         let q = ntt_primes_near(bits, N, 1, &[], true).unwrap()[0];
         let table = NttTable::new(N, q).unwrap();
         let backend = format!("{:?}", table.backend()).to_lowercase();
@@ -49,7 +49,7 @@ fn ntt(c: &mut Criterion) {
 
 fn modmul(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    for bits in [35u32, 60] {
+    for bits in [26u32, 35, 60] {
         let q = ntt_primes_near(bits, N, 1, &[], true).unwrap()[0];
         let m = Modulus::new(q).unwrap();
         let x = random_limb(q, &mut rng);

@@ -758,7 +758,7 @@ fn plain_matrix_mul_equals_mul_add_loops() {
 
 #[test]
 fn small_prime_kernel_equals_portable_bit_for_bit() {
-    // the 32 x 32-bit kernel (AVX2 where detected and no AVX-512 kernel runs) for primes
+    // the 32 x 32-bit kernel (AVX2 where detected and neither AVX-512 nor FMA is) for primes
     // below 2^30, called directly (any CPU) and through the table's dispatch
     let mut r = rng(3);
     for &n in &[16usize, 1024, 8192] {
@@ -787,13 +787,13 @@ fn small_prime_kernel_equals_portable_bit_for_bit() {
 
 #[test]
 fn fma_kernel_equals_portable_bit_for_bit() {
-    // the AVX2 + FMA double-precision kernel for primes from 2^30 to 2^50 (where the CPU has
-    // AVX2 and FMA; the table's own dispatch takes it when no AVX-512 kernel runs), with the
-    // extreme inputs 0 and q - 1
+    // the AVX2 + FMA double-precision kernel for primes below 2^50 (where the CPU has AVX2
+    // and FMA; the table's own dispatch takes it when no AVX-512 kernel runs, small primes
+    // included), with the extreme inputs 0 and q - 1
     let mut r = rng(4);
     let fma = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     for &n in &[16usize, 32, 1024, 8192] {
-        for bits in [31u32, 36, 41, 45, 49, 50] {
+        for bits in [17u32, 22, 26, 29, 31, 36, 41, 45, 49, 50] {
             let q = ntt_primes_near(bits, n, 1, &[], true).unwrap()[0];
             let t = NttTable::new(n, q).unwrap();
             let mut a: Vec<u64> = (0..n).map(|_| r.random_range(0..q)).collect();
