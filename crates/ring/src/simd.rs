@@ -58,6 +58,23 @@ fn avx512_ok() -> bool {
     }
 }
 
+/// AVX2 + FMA (the double-precision kernels of [`fma`]) for a modulus below 2^50: the
+/// element-wise kernels of CPUs without AVX-512 (IFMA, where present, comes first).
+#[inline]
+fn fma_ok(m: &Modulus) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        m.value() < fma::MODULUS_LIMIT
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = m;
+        false
+    }
+}
+
 /// Test support: whether a test of SIMD code needing CPU features `what` can run
 /// (`available`). When they are missing it says so and returns `false` (the test is skipped),
 /// unless `HENN_REQUIRE_AVX512=1` is set, where it panics: CI sets it on CPUs that have the
@@ -86,6 +103,12 @@ pub fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
         unsafe { x86::mul_assign(a, b, m) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if fma_ok(m) {
+        // SAFETY: AVX2 and FMA were detected just above; q < 2^50.
+        unsafe { fma::mul_assign(a, b, m) };
+        return;
+    }
     for (x, &y) in a.iter_mut().zip(b) {
         *x = m.mul(*x, y);
     }
@@ -97,6 +120,12 @@ pub fn mul_add_assign(acc: &mut [u64], a: &[u64], b: &[u64], m: &Modulus) {
     if ifma_ok(m) {
         // SAFETY: the required CPU features were detected just above.
         unsafe { x86::mul_add_assign(acc, a, b, m) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fma_ok(m) {
+        // SAFETY: AVX2 and FMA were detected just above; q < 2^50.
+        unsafe { fma::mul_add_assign(acc, a, b, m) };
         return;
     }
     for ((d, &x), &y) in acc.iter_mut().zip(a).zip(b) {
@@ -112,6 +141,12 @@ pub fn mul_shoup_assign(a: &mut [u64], w: ShoupConst, m: &Modulus) {
         unsafe { x86::mul_shoup_assign(a, w, m) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if fma_ok(m) {
+        // SAFETY: AVX2 and FMA were detected just above; q < 2^50.
+        unsafe { fma::mul_const_assign(a, w.value, m) };
+        return;
+    }
     for x in a.iter_mut() {
         *x = m.mul_shoup(*x, w);
     }
@@ -125,6 +160,12 @@ pub fn add_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
         unsafe { x86::add_assign(a, b, m.value()) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && m.value() < 1 << 62 {
+        // SAFETY: AVX2 was detected just above; q < 2^62.
+        unsafe { fma::add_assign(a, b, m) };
+        return;
+    }
     for (x, &y) in a.iter_mut().zip(b) {
         *x = m.add(*x, y);
     }
@@ -136,6 +177,12 @@ pub fn sub_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
     if avx512_ok() {
         // SAFETY: AVX-512F was detected just above.
         unsafe { x86::sub_assign(a, b, m.value()) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && m.value() < 1 << 62 {
+        // SAFETY: AVX2 was detected just above; q < 2^62.
+        unsafe { fma::sub_assign(a, b, m) };
         return;
     }
     for (x, &y) in a.iter_mut().zip(b) {
@@ -237,6 +284,12 @@ pub fn sub_mul_shoup_assign(a: &mut [u64], b: &[u64], w: ShoupConst, m: &Modulus
     if ifma_ok(m) {
         // SAFETY: the required CPU features were detected just above.
         unsafe { x86::sub_mul_shoup_assign(a, b, w, m) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fma_ok(m) {
+        // SAFETY: AVX2 and FMA were detected just above; q < 2^50.
+        unsafe { fma::sub_mul_const_assign(a, b, w.value, m) };
         return;
     }
     for (x, &y) in a.iter_mut().zip(b) {
@@ -380,6 +433,233 @@ fn fma_reduce_centered(dst: &mut [u64], src: &[u64], q: u64, p: u64) {
         );
         // SAFETY: four words.
         unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), ri) };
+    }
+}
+
+/// Element-wise kernels on AVX2 (+ FMA) for CPUs without AVX-512, four lanes at a time, the
+/// results equal to the scalar ones (fewer than four trailing words: the scalar code).
+///
+/// A product modulo `q < 2^50` in doubles, as in the AVX2 + FMA NTT: the operands (below
+/// 2^50) are exact, `hi = x y` rounded and `lo = fma(x, y, -hi)` split the product exactly,
+/// `t = floor(hi (1 / q))` is within one of `floor(x y / q)` (its relative error, a few
+/// 2^-53, times a quotient below 2^50, is below one half), so `fma(-t, q, hi)` (an integer
+/// below 2^52 in magnitude: exact) plus `lo` is `x y - t q` exactly, in `[-q, 2q)`, and one
+/// correction each way reduces it. Additions are 64-bit integer lanes (`q < 2^62`).
+#[cfg(target_arch = "x86_64")]
+mod fma {
+    use core::arch::x86_64::*;
+
+    use crate::modulus::Modulus;
+
+    /// Largest modulus (exclusive) of the product kernels.
+    pub(super) const MODULUS_LIMIT: u64 = 1 << 50;
+
+    /// 2^52 as a double: its bits | x is the double 2^52 + x for x < 2^52.
+    const TWO52: f64 = 4_503_599_627_370_496.0;
+
+    /// The constants of one modulus in four lanes.
+    #[derive(Clone, Copy)]
+    struct Lanes {
+        q: __m256d,
+        q_inv: __m256d,
+        zero: __m256d,
+    }
+
+    impl Lanes {
+        #[inline(always)]
+        fn new(q: u64) -> Self {
+            // SAFETY (of the intrinsics): AVX is implied by the callers' AVX2.
+            unsafe {
+                Self {
+                    q: _mm256_set1_pd(q as f64),
+                    q_inv: _mm256_set1_pd(1.0 / q as f64),
+                    zero: _mm256_setzero_pd(),
+                }
+            }
+        }
+    }
+
+    /// Words below 2^52 to doubles (exact).
+    #[inline(always)]
+    unsafe fn to_f64(x: __m256i) -> __m256d {
+        // SAFETY: AVX2 is enabled in every caller.
+        unsafe {
+            let two52 = _mm256_set1_pd(TWO52);
+            _mm256_sub_pd(
+                _mm256_castsi256_pd(_mm256_or_si256(x, _mm256_castpd_si256(two52))),
+                two52,
+            )
+        }
+    }
+
+    /// Non-negative integral doubles below 2^52 to words.
+    #[inline(always)]
+    unsafe fn to_u64(x: __m256d) -> __m256i {
+        // SAFETY: AVX2 is enabled in every caller.
+        unsafe {
+            _mm256_and_si256(
+                _mm256_castpd_si256(_mm256_add_pd(x, _mm256_set1_pd(TWO52))),
+                _mm256_set1_epi64x((1 << 52) - 1),
+            )
+        }
+    }
+
+    /// `r` in `[-q, 2q)` to `[0, q)`.
+    #[inline(always)]
+    unsafe fn correct(r: __m256d, l: Lanes) -> __m256d {
+        // SAFETY: AVX2 is enabled in every caller.
+        unsafe {
+            let r = _mm256_add_pd(
+                r,
+                _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(r, l.zero), l.q),
+            );
+            _mm256_sub_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(r, l.q), l.q))
+        }
+    }
+
+    /// `x y mod q` for `x, y < q < 2^50` (doubles holding integers), in `[0, q)`.
+    #[inline(always)]
+    unsafe fn mul_mod(x: __m256d, y: __m256d, l: Lanes) -> __m256d {
+        // SAFETY: AVX2 and FMA are enabled in every caller.
+        unsafe {
+            let hi = _mm256_mul_pd(x, y);
+            let lo = _mm256_fmsub_pd(x, y, hi);
+            let t = _mm256_floor_pd(_mm256_mul_pd(hi, l.q_inv));
+            correct(_mm256_add_pd(_mm256_fnmadd_pd(t, l.q, hi), lo), l)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load(s: &[u64]) -> __m256i {
+        debug_assert!(s.len() >= 4);
+        // SAFETY: four words (callers pass chunks of four).
+        unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(d: &mut [u64], v: __m256i) {
+        debug_assert!(d.len() >= 4);
+        // SAFETY: four words (callers pass chunks of four).
+        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) }
+    }
+
+    /// `a = a b mod q`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mul_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+        let len = a.len().min(b.len());
+        let done = len - len % 4;
+        let l = Lanes::new(m.value());
+        for (x, y) in a[..done].chunks_exact_mut(4).zip(b[..done].chunks_exact(4)) {
+            // SAFETY: chunks of four; AVX2 and FMA enabled here.
+            unsafe {
+                let r = mul_mod(to_f64(load(x)), to_f64(load(y)), l);
+                store(x, to_u64(r));
+            }
+        }
+        super::portable::mul_assign(&mut a[done..len], &b[done..len], m);
+    }
+
+    /// `acc = acc + a b mod q`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mul_add_assign(acc: &mut [u64], a: &[u64], b: &[u64], m: &Modulus) {
+        let len = acc.len().min(a.len()).min(b.len());
+        let done = len - len % 4;
+        let l = Lanes::new(m.value());
+        for ((d, x), y) in acc[..done]
+            .chunks_exact_mut(4)
+            .zip(a[..done].chunks_exact(4))
+            .zip(b[..done].chunks_exact(4))
+        {
+            // SAFETY: chunks of four; AVX2 and FMA enabled here.
+            unsafe {
+                let p = mul_mod(to_f64(load(x)), to_f64(load(y)), l);
+                let s = _mm256_add_pd(p, to_f64(load(d)));
+                let s = _mm256_sub_pd(s, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(s, l.q), l.q));
+                store(d, to_u64(s));
+            }
+        }
+        super::portable::mul_add_assign(&mut acc[done..len], &a[done..len], &b[done..len], m);
+    }
+
+    /// `a = a w mod q` for a constant `w < q`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mul_const_assign(a: &mut [u64], w: u64, m: &Modulus) {
+        let len = a.len();
+        let done = len - len % 4;
+        let l = Lanes::new(m.value());
+        let wf = _mm256_set1_pd(w as f64);
+        for x in a[..done].chunks_exact_mut(4) {
+            // SAFETY: chunks of four; AVX2 and FMA enabled here.
+            unsafe { store(x, to_u64(mul_mod(to_f64(load(x)), wf, l))) };
+        }
+        for x in &mut a[done..] {
+            *x = m.mul(*x, w);
+        }
+    }
+
+    /// `a = (a - b) w mod q` for a constant `w < q`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sub_mul_const_assign(a: &mut [u64], b: &[u64], w: u64, m: &Modulus) {
+        let len = a.len().min(b.len());
+        let done = len - len % 4;
+        let l = Lanes::new(m.value());
+        let wf = _mm256_set1_pd(w as f64);
+        for (x, y) in a[..done].chunks_exact_mut(4).zip(b[..done].chunks_exact(4)) {
+            // SAFETY: chunks of four; AVX2 and FMA enabled here.
+            unsafe {
+                let d = _mm256_sub_pd(to_f64(load(x)), to_f64(load(y)));
+                let d = _mm256_add_pd(
+                    d,
+                    _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(d, l.zero), l.q),
+                );
+                store(x, to_u64(mul_mod(d, wf, l)));
+            }
+        }
+        for (x, &y) in a[done..len].iter_mut().zip(&b[done..len]) {
+            *x = m.mul(m.sub(*x, y), w);
+        }
+    }
+
+    /// `a = a + b mod q` (`q < 2^62`).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn add_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+        let len = a.len().min(b.len());
+        let done = len - len % 4;
+        let q = _mm256_set1_epi64x(m.value() as i64);
+        let q1 = _mm256_set1_epi64x(m.value() as i64 - 1);
+        for (x, y) in a[..done].chunks_exact_mut(4).zip(b[..done].chunks_exact(4)) {
+            // SAFETY: chunks of four; AVX2 enabled here.
+            unsafe {
+                let s = _mm256_add_epi64(load(x), load(y));
+                // s >= q (signed compare: s < 2^63) subtracts q
+                let ge = _mm256_cmpgt_epi64(s, q1);
+                store(x, _mm256_sub_epi64(s, _mm256_and_si256(ge, q)));
+            }
+        }
+        for (x, &y) in a[done..len].iter_mut().zip(&b[done..len]) {
+            *x = m.add(*x, y);
+        }
+    }
+
+    /// `a = a - b mod q` (`q < 2^62`).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sub_assign(a: &mut [u64], b: &[u64], m: &Modulus) {
+        let len = a.len().min(b.len());
+        let done = len - len % 4;
+        let q = _mm256_set1_epi64x(m.value() as i64);
+        for (x, y) in a[..done].chunks_exact_mut(4).zip(b[..done].chunks_exact(4)) {
+            // SAFETY: chunks of four; AVX2 enabled here.
+            unsafe {
+                let (xv, yv) = (load(x), load(y));
+                // y > x (signed compare: both below 2^62) adds q
+                let lt = _mm256_cmpgt_epi64(yv, xv);
+                let d = _mm256_sub_epi64(xv, yv);
+                store(x, _mm256_add_epi64(d, _mm256_and_si256(lt, q)));
+            }
+        }
+        for (x, &y) in a[done..len].iter_mut().zip(&b[done..len]) {
+            *x = m.sub(*x, y);
+        }
     }
 }
 

@@ -423,21 +423,44 @@ proptest! {
 
 #[test]
 fn simd_kernels_equal_portable() {
+    // every dispatch (IFMA, AVX2 + FMA doubles below 2^50, AVX-512 / AVX2 additions, scalar)
+    // against the scalar code, with the extreme inputs: q - 1 and 0 in places, and q - 1
+    // everywhere (the largest products)
     use henn_ring::simd;
     let mut r = rng(9);
-    for bits in [20u32, 35, 40, 49, 50, 55, 60, 61] {
+    for bits in [17u32, 20, 26, 30, 35, 40, 49, 50, 55, 60, 61] {
         let q = ntt_primes_near(bits, 16, 1, &[], true).unwrap()[0];
         let m = Modulus::new(q).unwrap();
-        for len in [0usize, 5, 64, 1000] {
-            let mut a: Vec<u64> = (0..len).map(|_| r.random_range(0..q)).collect();
-            let b: Vec<u64> = (0..len).map(|_| r.random_range(0..q)).collect();
-            let c: Vec<u64> = (0..len).map(|_| r.random_range(0..q)).collect();
-            if len > 3 {
+        for (len, all_max) in [
+            (0usize, false),
+            (5, false),
+            (64, false),
+            (1000, false),
+            (7, true),
+            (64, true),
+        ] {
+            let rand_or_max = |r: &mut ChaCha20Rng| -> Vec<u64> {
+                (0..len)
+                    .map(|_| if all_max { q - 1 } else { r.random_range(0..q) })
+                    .collect()
+            };
+            let mut a = rand_or_max(&mut r);
+            let b = rand_or_max(&mut r);
+            let c = rand_or_max(&mut r);
+            if len > 3 && !all_max {
                 a[0] = q - 1;
                 a[1] = 0;
                 a[2] = q - 1;
             }
-            let w = m.shoup(r.random_range(0..q));
+            let w = m.shoup(if all_max { q - 1 } else { r.random_range(0..q) });
+            let mut x = a.clone();
+            simd::sub_mul_shoup_assign(&mut x, &b, w, &m);
+            assert!(
+                x.iter()
+                    .zip(a.iter().zip(&b))
+                    .all(|(&s, (&u, &v))| s == m.mul(m.sub(u, v), w.value)),
+                "sub_mul_shoup q={q}"
+            );
             let (mut x, mut y) = (a.clone(), a.clone());
             simd::mul_assign(&mut x, &b, &m);
             simd::portable::mul_assign(&mut y, &b, &m);
