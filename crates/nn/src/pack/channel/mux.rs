@@ -209,26 +209,35 @@ fn terms(
 }
 
 fn cost_of(terms: &[Term]) -> MuxCost {
+    // distinct pairs and products, counted on 32-bit fields packed into one integer (the
+    // planner costs every candidate split of every convolution on every calibration image:
+    // sorting tuples was a third of a CIFAR CNN's plan); indices and signed steps beyond 32
+    // bits (never for slots <= 2^17) fall back to the tuples
     fn distinct<T: Ord>(mut v: Vec<T>) -> usize {
         v.sort_unstable();
         v.dedup();
         v.len()
     }
-    let babies = terms
-        .iter()
-        .filter(|t| t.beta != 0)
-        .map(|t| (t.j, t.beta))
-        .collect();
-    let giants = terms
-        .iter()
-        .filter(|t| t.gamma != 0)
-        .map(|t| (t.g, t.gamma))
-        .collect();
-    let products = terms.iter().map(|t| (t.g, t.j, t.gamma, t.beta)).collect();
+    fn packed(fields: [i64; 4]) -> Option<u128> {
+        fields.iter().try_fold(0u128, |k, &f| {
+            i32::try_from(f)
+                .ok()
+                .map(|f| (k << 32) | u128::from(f as u32))
+        })
+    }
+    let key = |f: [i64; 4]| packed(f).ok_or(());
+    let as_i64 = |x: usize| i64::try_from(x).unwrap_or(i64::MAX);
+    let count = |f: &dyn Fn(&Term) -> Option<[i64; 4]>| -> usize {
+        let keys: Result<Vec<u128>, ()> = terms.iter().filter_map(f).map(key).collect();
+        match keys {
+            Ok(k) => distinct(k),
+            Err(()) => distinct(terms.iter().filter_map(f).collect::<Vec<_>>()),
+        }
+    };
     MuxCost {
-        baby: distinct::<(usize, i64)>(babies),
-        giant: distinct::<(usize, i64)>(giants),
-        products: distinct::<(usize, usize, i64, i64)>(products),
+        baby: count(&|t| (t.beta != 0).then(|| [0, 0, as_i64(t.j), t.beta])),
+        giant: count(&|t| (t.gamma != 0).then(|| [0, 0, as_i64(t.g), t.gamma])),
+        products: count(&|t| Some([as_i64(t.g), as_i64(t.j), t.gamma, t.beta])),
         double: false,
     }
 }
