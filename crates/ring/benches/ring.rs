@@ -1,8 +1,9 @@
 //! Criterion benchmarks of the ring layer: forward/inverse negacyclic NTT at n = 16384 for
-//! a 26-bit and a 35-bit prime (AVX-512 IFMA, else AVX2 + FMA, where available) and a 60-bit prime (portable kernel), the
-//! portable kernel on the 35-bit prime for comparison, and modular multiplication throughput
-//! over one limb: scalar Barrett / Shoup (`Modulus`) and the slice kernels of `simd` (AVX-512
-//! IFMA below 2^50, portable otherwise).
+//! a 26-bit and a 35-bit prime (AVX-512 IFMA, else AVX2 + FMA, where available) and a
+//! 60-bit prime (portable kernel without AVX-512), the portable kernel on the 35-bit prime
+//! for comparison, and modular multiplication throughput over one limb: scalar Barrett /
+//! Shoup (`Modulus`) and the slice kernels of `simd` (below 2^50 AVX-512 IFMA, else AVX2 +
+//! FMA, where available; portable otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;

@@ -209,10 +209,10 @@ fn terms(
 }
 
 fn cost_of(terms: &[Term]) -> MuxCost {
-    // distinct pairs and products, counted on 32-bit fields packed into one integer (the
+    // distinct pairs and products, counted on their fields packed into one integer (the
     // planner costs every candidate split of every convolution on every calibration image:
-    // sorting tuples was a third of a CIFAR CNN's plan); indices and signed steps beyond 32
-    // bits (never for slots <= 2^17) fall back to the tuples
+    // sorting tuples was a third of a CIFAR CNN's plan); a field beyond 32 bits (never for
+    // slots <= 2^17) falls back to sorting the tuples
     fn distinct<T: Ord>(mut v: Vec<T>) -> usize {
         v.sort_unstable();
         v.dedup();
@@ -220,24 +220,22 @@ fn cost_of(terms: &[Term]) -> MuxCost {
     }
     fn packed(fields: [i64; 4]) -> Option<u128> {
         fields.iter().try_fold(0u128, |k, &f| {
-            i32::try_from(f)
-                .ok()
-                .map(|f| (k << 32) | u128::from(f as u32))
+            let f = i32::try_from(f).ok()?;
+            Some((k << 32) | u128::from(f as u32))
         })
     }
-    let key = |f: [i64; 4]| packed(f).ok_or(());
-    let as_i64 = |x: usize| i64::try_from(x).unwrap_or(i64::MAX);
-    let count = |f: &dyn Fn(&Term) -> Option<[i64; 4]>| -> usize {
-        let keys: Result<Vec<u128>, ()> = terms.iter().filter_map(f).map(key).collect();
-        match keys {
-            Ok(k) => distinct(k),
-            Err(()) => distinct(terms.iter().filter_map(f).collect::<Vec<_>>()),
-        }
+    let count = |fields: &dyn Fn(&Term) -> Option<[i64; 4]>| -> usize {
+        let keys: Option<Vec<u128>> = terms.iter().filter_map(fields).map(packed).collect();
+        keys.map_or_else(
+            || distinct(terms.iter().filter_map(fields).collect::<Vec<_>>()),
+            distinct,
+        )
     };
+    let idx = |x: usize| i64::try_from(x).unwrap_or(i64::MAX);
     MuxCost {
-        baby: count(&|t| (t.beta != 0).then(|| [0, 0, as_i64(t.j), t.beta])),
-        giant: count(&|t| (t.gamma != 0).then(|| [0, 0, as_i64(t.g), t.gamma])),
-        products: count(&|t| Some([as_i64(t.g), as_i64(t.j), t.gamma, t.beta])),
+        baby: count(&|t| (t.beta != 0).then(|| [0, 0, idx(t.j), t.beta])),
+        giant: count(&|t| (t.gamma != 0).then(|| [0, 0, idx(t.g), t.gamma])),
+        products: count(&|t| Some([idx(t.g), idx(t.j), t.gamma, t.beta])),
         double: false,
     }
 }
