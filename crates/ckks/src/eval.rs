@@ -555,54 +555,6 @@ impl Evaluator {
         Ok(())
     }
 
-    /// Relinearization and rescale in one (`a` of 3 parts; one of 2 is only rescaled): the
-    /// key switch's inner product `(u_0, u_1)` over `Q_l ∪ P` is added to `P c_0`, `P c_1`
-    /// and divided by `q_l P` in one ModDown, which saves the rescale's inverse and forward
-    /// NTTs (`l + 1` forward transforms per part). The result has the level and scale of
-    /// [`Evaluator::relinearize_assign`] then [`Evaluator::rescale_assign`], and the same
-    /// error up to the roundings (one instead of two).
-    pub fn relinearize_rescale_assign(&self, a: &mut Ciphertext, rlk: &RelinKey) -> Result<()> {
-        self.check_ct(a)?;
-        self.params.check_id(rlk.0.params_id)?;
-        if a.parts.len() == 2 {
-            return self.rescale_assign(a);
-        }
-        Self::check_size(a, 3)?;
-        if a.level.0 == 0 {
-            return Err(CkksError::OutOfLevels);
-        }
-        let level = a.level;
-        let q_last = self
-            .params
-            .q()
-            .get(level.0)
-            .copied()
-            .ok_or(CkksError::OutOfLevels)? as f64;
-        let fused = &self
-            .params
-            .level_tables(level)?
-            .mod_down_rescale
-            .as_ref()
-            .ok_or(CkksError::OutOfLevels)?;
-        let c2 = a.parts.pop().ok_or(CkksError::WrongSize {
-            expected: 3,
-            got: 0,
-        })?;
-        let dec = decompose(&self.params, &c2, level)?;
-        let (u0, u1) = inner_product(&self.params, &dec, &rlk.0)?;
-        let params = &self.params;
-        let down = |c: &Poly<Ntt>, u: Poly<Ntt>| -> Result<Poly<Ntt>> {
-            let mut x = lift_to_qp(params, c, level)?;
-            x.add_assign(&u)?;
-            Ok(fused.apply(x)?)
-        };
-        let (r0, r1) = rayon::join(|| down(&a.parts[0], u0), || down(&a.parts[1], u1));
-        a.parts = vec![r0?, r1?];
-        a.level = Level(level.0 - 1);
-        a.scale = a.scale.div(q_last);
-        Ok(())
-    }
-
     /// `a * b` followed by relinearization.
     pub fn mul_relin(&self, a: &Ciphertext, b: &Ciphertext, rlk: &RelinKey) -> Result<Ciphertext> {
         let mut r = self.mul(a, b)?;

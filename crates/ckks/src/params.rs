@@ -168,9 +168,6 @@ pub(crate) struct LevelTables {
     pub mod_up: Vec<BasisConverter>,
     /// ModDown from `Q_l ∪ P` to `Q_l`.
     pub mod_down: ModDown,
-    /// ModDown by `q_l P` from `Q_l ∪ P` to `Q_{l-1}`: a relinearization and the rescale
-    /// after it in one conversion (`None` at level 0).
-    pub mod_down_rescale: Option<ModDown>,
     /// `Q_l ∪ P` (data primes then special primes).
     pub qp_limbs: Vec<usize>,
 }
@@ -321,19 +318,10 @@ impl CkksParams {
                 (mod_up, Some(ModDown::new(&ctx, &q_idx, &p_idx)?))
             };
             if let Some(mod_down) = mod_down {
-                let mod_down_rescale = match q_idx.split_last() {
-                    Some((&last, below)) if !below.is_empty() => {
-                        let dropped: Vec<usize> =
-                            std::iter::once(last).chain(p_idx.iter().copied()).collect();
-                        Some(ModDown::new(&ctx, below, &dropped)?)
-                    }
-                    _ => None,
-                };
                 levels.push(LevelTables {
                     digits,
                     mod_up,
                     mod_down,
-                    mod_down_rescale,
                     qp_limbs,
                 });
             }

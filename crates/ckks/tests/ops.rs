@@ -219,47 +219,6 @@ fn multiplications_with_rescale() {
     let r = e.rescale(&e.square_relin(&ca, &c.rlk).unwrap()).unwrap();
     assert_precision("square_relin+rescale", &c.decrypt(&r), &sq, 20.0);
 
-    // relinearization and rescale in one ModDown: the level and scale of the two steps, the
-    // same precision; at every level down to 1, then refused at level 0
-    let mut x = ca.clone();
-    let mut want = a.clone();
-    while x.level().0 > 0 {
-        let mut f = e.square(&x).unwrap();
-        let sep = e.rescale(&e.relinearize(&f, &c.rlk).unwrap()).unwrap();
-        e.relinearize_rescale_assign(&mut f, &c.rlk).unwrap();
-        assert_eq!((f.size(), f.level()), (2, sep.level()));
-        assert!(f.scale().matches(sep.scale()));
-        want = want.iter().map(|v| v * v).collect();
-        let level = f.level().0;
-        assert_precision(
-            &format!("square + relinearize_rescale to level {level}"),
-            &c.decrypt(&f),
-            &want,
-            20.0,
-        );
-        assert_precision(
-            &format!("the same, separate steps, level {level}"),
-            &c.decrypt(&sep),
-            &want,
-            20.0,
-        );
-        x = f;
-    }
-    let mut f = e.square(&x).unwrap();
-    assert!(matches!(
-        e.relinearize_rescale_assign(&mut f, &c.rlk),
-        Err(CkksError::OutOfLevels)
-    ));
-    // two parts: only the rescale
-    let pb2 = c
-        .encoder
-        .encode(&b, c.params.max_level(), c.params.default_scale())
-        .unwrap();
-    let mut two = e.mul_plain(&ca, &pb2).unwrap();
-    let sep = e.rescale(&two).unwrap();
-    e.relinearize_rescale_assign(&mut two, &c.rlk).unwrap();
-    assert_eq!(c.decrypt(&two), c.decrypt(&sep));
-
     let pb = c
         .encoder
         .encode(&b, c.params.max_level(), c.params.default_scale())
