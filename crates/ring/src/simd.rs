@@ -1,6 +1,8 @@
 //! Element-wise modular kernels on slices, the inner loops of every pointwise operation:
-//! AVX-512 IFMA (52-bit multiply-add) for moduli below 2^50 and AVX-512F for additions,
-//! chosen at run time, with portable scalar fallbacks giving identical results.
+//! AVX-512 IFMA (52-bit multiply-add) for moduli below 2^50 and AVX-512F for additions;
+//! without AVX-512, products in AVX2 + FMA doubles below 2^50 and additions in AVX2 integer
+//! lanes (module `fma`); chosen at run time, with portable scalar fallbacks giving identical
+//! results.
 //!
 //! IFMA Barrett multiplication (q < 2^50, `N = bits(q)`, `mu = floor(2^(2N) / q)`): for
 //! `x = a*b < 2^(2N)` split as `hi*2^52 + lo`, `c1 = floor(x / 2^(N-1)) < 2^(N+1)`,
