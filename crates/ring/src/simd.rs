@@ -410,31 +410,23 @@ pub fn reduce_centered_into(dst: &mut [u64], src: &[u64], q: u64, p: &Modulus) {
 #[target_feature(enable = "avx2,fma")]
 fn fma_reduce_centered(dst: &mut [u64], src: &[u64], q: u64, p: u64) {
     use core::arch::x86_64::*;
-    // 2^52 as a double: its bits | x is the double 2^52 + x for x < 2^52
-    const TWO52: f64 = 4_503_599_627_370_496.0;
-    let two52 = _mm256_set1_pd(TWO52);
-    let two52_bits = _mm256_castpd_si256(two52);
     let (qf, pf) = (_mm256_set1_pd(q as f64), _mm256_set1_pd(p as f64));
     let half = _mm256_set1_pd((q / 2) as f64);
     let p_inv = _mm256_set1_pd(1.0 / p as f64);
     let zero = _mm256_setzero_pd();
     for (d, x) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-        // SAFETY: four words each.
-        let xi = unsafe { _mm256_loadu_si256(x.as_ptr().cast()) };
-        let xf = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(xi, two52_bits)), two52);
-        // centred value, |v| < 2^49
-        let v = _mm256_sub_pd(xf, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(xf, half), qf));
-        // v - floor(v / p) p, exact (|result| < 2^51), in [-p, 2p): one correction each way
-        let qt = _mm256_floor_pd(_mm256_mul_pd(v, p_inv));
-        let r = _mm256_fnmadd_pd(qt, pf, v);
-        let r = _mm256_add_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(r, zero), pf));
-        let r = _mm256_sub_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(r, pf), pf));
-        let ri = _mm256_and_si256(
-            _mm256_castpd_si256(_mm256_add_pd(r, two52)),
-            _mm256_set1_epi64x((1 << 52) - 1),
-        );
-        // SAFETY: four words.
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), ri) };
+        // SAFETY: four words each; AVX2 and FMA enabled here.
+        unsafe {
+            let xf = fma::to_f64(fma::load(x));
+            // centred value, |v| < 2^49
+            let v = _mm256_sub_pd(xf, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(xf, half), qf));
+            // v - floor(v / p) p, exact (|result| < 2^51), in [-p, 2p): one correction each way
+            let qt = _mm256_floor_pd(_mm256_mul_pd(v, p_inv));
+            let r = _mm256_fnmadd_pd(qt, pf, v);
+            let r = _mm256_add_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(r, zero), pf));
+            let r = _mm256_sub_pd(r, _mm256_and_pd(_mm256_cmp_pd::<_CMP_GE_OQ>(r, pf), pf));
+            fma::store(d, fma::to_u64(r));
+        }
     }
 }
 
@@ -483,7 +475,7 @@ mod fma {
 
     /// Words below 2^52 to doubles (exact).
     #[inline(always)]
-    unsafe fn to_f64(x: __m256i) -> __m256d {
+    pub(super) unsafe fn to_f64(x: __m256i) -> __m256d {
         // SAFETY: AVX2 is enabled in every caller.
         unsafe {
             let two52 = _mm256_set1_pd(TWO52);
@@ -496,7 +488,7 @@ mod fma {
 
     /// Non-negative integral doubles below 2^52 to words.
     #[inline(always)]
-    unsafe fn to_u64(x: __m256d) -> __m256i {
+    pub(super) unsafe fn to_u64(x: __m256d) -> __m256i {
         // SAFETY: AVX2 is enabled in every caller.
         unsafe {
             _mm256_and_si256(
@@ -532,14 +524,14 @@ mod fma {
     }
 
     #[inline(always)]
-    unsafe fn load(s: &[u64]) -> __m256i {
+    pub(super) unsafe fn load(s: &[u64]) -> __m256i {
         debug_assert!(s.len() >= 4);
         // SAFETY: four words (callers pass chunks of four).
         unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
     }
 
     #[inline(always)]
-    unsafe fn store(d: &mut [u64], v: __m256i) {
+    pub(super) unsafe fn store(d: &mut [u64], v: __m256i) {
         debug_assert!(d.len() >= 4);
         // SAFETY: four words (callers pass chunks of four).
         unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) }
