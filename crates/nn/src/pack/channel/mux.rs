@@ -19,7 +19,8 @@
 //! accumulates at `x.scale * q_l` and is rescaled once: one level, as every convolution.
 //! The weights sit in the plaintexts at the full scale `q_l` (no split with a mask).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use super::conv::{Tap, taps};
 use super::{add_slot_constants, bias_at, exec_err};
@@ -266,11 +267,10 @@ fn choose(
     co: usize,
     ci: usize,
     primes: usize,
-) -> (Vec<Term>, MuxCost) {
-    let mut best: Option<(Vec<Term>, MuxCost)> = None;
+) -> (Split, MuxCost) {
+    let mut best: Option<(Split, MuxCost)> = None;
     for split in splits(gi, go) {
-        let t = terms(gi, go, tp, slots, weight, co, ci, split);
-        let single = cost_of(&t);
+        let single = cost_of(&terms(gi, go, tp, slots, weight, co, ci, split));
         let double = MuxCost {
             double: true,
             ..single
@@ -284,23 +284,93 @@ fn choose(
             .as_ref()
             .is_none_or(|(_, b)| c.weighted_at(primes) < b.weighted_at(primes))
         {
-            best = Some((t, c));
+            best = Some((split, c));
         }
     }
-    best.unwrap_or_default()
+    best.unwrap_or((Split::TapBaby, MuxCost::default()))
+}
+
+/// What [`choose`] depends on: the grids, the window, the slots and primes, and which
+/// weights are zero (a zero weight makes no term; the values of the others do not enter
+/// the cost).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ChoiceKey {
+    gi: Grid,
+    go: Grid,
+    shape: [usize; 4],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    slots: usize,
+    primes: usize,
+    /// Bit `f` set: flat weight `f` (times the input's multiplier) is non-zero.
+    nonzero: Vec<u64>,
+}
+
+/// Choices of [`choose`] made in this process. The choice is a pure function of its
+/// [`ChoiceKey`], and costing every candidate split builds and sorts every term of the
+/// layer: the planner costs the same convolutions in every layout plan it compares and in
+/// every calibration run, and the executor runs them on every image.
+static CHOICES: LazyLock<Mutex<HashMap<ChoiceKey, (Split, MuxCost)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Entries [`CHOICES`] keeps before it starts afresh (a server holding many models).
+const CHOICES_MAX: usize = 4096;
+
+/// [`choose`] for convolution `c` from `gi` to `go` on inputs multiplied by `mult`,
+/// remembered in [`CHOICES`].
+#[allow(clippy::too_many_arguments)]
+fn choose_memo(
+    c: &Conv2d,
+    gi: Grid,
+    go: Grid,
+    tp: &[Tap],
+    slots: usize,
+    weight: &(impl Fn(usize, usize, usize) -> f64 + Sync),
+    mult: f64,
+    primes: usize,
+) -> (Split, MuxCost) {
+    let ws = c.weight.shape();
+    let wd = c.weight.data();
+    let mut nonzero = vec![0u64; wd.len().div_ceil(64)];
+    for (f, &w) in wd.iter().enumerate() {
+        if w * mult != 0.0 {
+            nonzero[f / 64] |= 1 << (f % 64);
+        }
+    }
+    let key = ChoiceKey {
+        gi,
+        go,
+        shape: [ws[0], ws[1], ws[2], ws[3]],
+        stride: c.stride,
+        pads: c.pads,
+        slots,
+        primes,
+        nonzero,
+    };
+    let lock = || CHOICES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(&hit) = lock().get(&key) {
+        return hit;
+    }
+    let chosen = choose(gi, go, tp, slots, weight, ws[0], ws[1], primes);
+    let mut map = lock();
+    if map.len() >= CHOICES_MAX {
+        map.clear();
+    }
+    map.insert(key, chosen);
+    chosen
 }
 
 /// The cost of [`conv2d_lanes`] for convolution `c` from `gi` to `go` (for the planner).
 pub fn lanes_cost(c: &Conv2d, gi: Grid, go: Grid, slots: usize) -> MuxCost {
     let ws = c.weight.shape();
-    let (co, ci, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let (ci, kh, kw) = (ws[1], ws[2], ws[3]);
     let tp = taps(gi, go, [kh, kw], c.stride, c.pads);
     let wd = c.weight.data();
     let weight = |o: usize, i: usize, t: usize| {
         let tap = &tp[t];
         wd[((o * ci + i) * kh + tap.ky) * kw + tap.kx]
     };
-    choose(gi, go, &tp, slots, &weight, co, ci, TYPICAL_PRIMES).1
+    choose_memo(c, gi, go, &tp, slots, &weight, 1.0, TYPICAL_PRIMES).1
 }
 
 /// Convolution from grid `gi` to grid `go`, either or both multiplexed (see the module docs).
@@ -336,7 +406,8 @@ pub(super) fn conv2d_lanes<B: Backend>(
         wd[((o * ci + i) * kh + tap.ky) * kw + tap.kx] * m
     };
     let primes = b.level(x0) + 1;
-    let (terms, cost) = choose(gi, go, &tp, slots, &weight, co, ci, primes);
+    let (split, cost) = choose_memo(c, gi, go, &tp, slots, &weight, m, primes);
+    let terms = terms(gi, go, &tp, slots, &weight, co, ci, split);
     // rotated inputs (input, baby step) and groups (output, giant step), sorted
     let mut inputs: Vec<(usize, i64)> = terms.iter().map(|t| (t.j, t.beta)).collect();
     inputs.sort_unstable();
@@ -427,5 +498,83 @@ mod tests {
         assert_eq!(signed(-3, 16), -3);
         assert_eq!(signed(8, 16), 8);
         assert_eq!(signed(16, 16), 0);
+    }
+
+    /// A 3x3 convolution of 4 channels in 4 lanes of 64 slots to 8 channels in two such
+    /// ciphertexts, weights `1 + (f mod 7)` except where `zero` says.
+    fn lanes_case(zero: impl Fn(usize, usize) -> bool) -> (Conv2d, Grid, Grid, Vec<Tap>) {
+        let (co, ci) = (8, 4);
+        let data = (0..co * ci * 9)
+            .map(|f| {
+                let (o, i) = (f / (ci * 9), f / 9 % ci);
+                if zero(o, i) {
+                    0.0
+                } else {
+                    1.0 + (f % 7) as f64
+                }
+            })
+            .collect();
+        let c = Conv2d {
+            weight: crate::tensor::Tensor::new(vec![co, ci, 3, 3], data).unwrap(),
+            bias: None,
+            stride: [1, 1],
+            pads: [1, 1, 1, 1],
+        };
+        let grid = |n: usize| Grid {
+            c: n,
+            k: 4,
+            bs: 64,
+            ..Grid::plain(n, 8, 8, 8, 1)
+        };
+        let (gi, go) = (grid(1), grid(2));
+        let tp = taps(gi, go, [3, 3], c.stride, c.pads);
+        (c, gi, go, tp)
+    }
+
+    fn chosen(
+        c: &Conv2d,
+        gi: Grid,
+        go: Grid,
+        tp: &[Tap],
+        mult: f64,
+        memo: bool,
+    ) -> (Split, MuxCost) {
+        let ws = c.weight.shape();
+        let (co, ci) = (ws[0], ws[1]);
+        let wd = c.weight.data();
+        let weight = |o: usize, i: usize, t: usize| {
+            let tap = &tp[t];
+            wd[((o * ci + i) * 3 + tap.ky) * 3 + tap.kx] * mult
+        };
+        if memo {
+            choose_memo(c, gi, go, tp, 256, &weight, mult, 3)
+        } else {
+            choose(gi, go, tp, 256, &weight, co, ci, 3)
+        }
+    }
+
+    #[test]
+    fn remembered_choices_are_the_computed_ones() {
+        let (c, gi, go, tp) = lanes_case(|_, _| false);
+        let full = chosen(&c, gi, go, &tp, 1.0, false);
+        assert!(full.1.products > 0);
+        // computed, then remembered: the same both times, and for another non-zero multiplier
+        for mult in [1.0, 1.0, -0.25] {
+            assert_eq!(chosen(&c, gi, go, &tp, mult, true), full);
+        }
+        // zeros change the key: the second output ciphertext's channels all zero, then
+        // every weight zero
+        let (c3, ..) = lanes_case(|o, _| o >= 4);
+        let fewer = chosen(&c3, gi, go, &tp, 1.0, false);
+        assert!(
+            fewer.1.products < full.1.products,
+            "{fewer:?} against {full:?}"
+        );
+        assert_eq!(chosen(&c3, gi, go, &tp, 1.0, true), fewer);
+        let none = chosen(&c, gi, go, &tp, 0.0, true);
+        assert_eq!(none, chosen(&c, gi, go, &tp, 0.0, false));
+        assert_eq!(none.1.products, 0);
+        // and the first is still remembered as it was
+        assert_eq!(chosen(&c, gi, go, &tp, 1.0, true), full);
     }
 }
