@@ -4,8 +4,8 @@
 //! predict the precision of an encrypted run.
 
 use henn_ckks::{CkksParams, Scale, SecretDistribution};
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::simulated::{
@@ -25,6 +25,11 @@ pub struct SlotCt {
     pub scale: Scale,
     /// Three parts: a square not yet relinearized (its key switch's noise still to come).
     pub unrelinearized: bool,
+    /// A plaintext's encoding error, not yet drawn: its standard deviation in value units (0
+    /// without noise, and for every ciphertext). A product draws it, or the sum of a
+    /// plaintext matrix's products draws their errors at once (see
+    /// [`Slots::mul_plain_matrix`](Backend::mul_plain_matrix)).
+    pub pending: f64,
 }
 
 /// The slots backend over a modulus chain.
@@ -153,20 +158,52 @@ fn add_noise(v: &mut [f64], std: f64, tag: u64) {
     if std == 0.0 || v.is_empty() {
         return;
     }
-    let mut h = tag ^ 0x9e37_79b9_7f4a_7c15;
-    for x in v.iter() {
-        h = (h ^ x.to_bits())
+    draw_noise(v, tag, |_| std);
+}
+
+/// [`add_noise`] with standard deviation `std(k)` in slot `k`.
+fn draw_noise(v: &mut [f64], tag: u64, std: impl Fn(usize) -> f64) {
+    // four interleaved hash chains (one chain's multiply latency bounded the hash of a
+    // vector), then the ziggurat (one uniform and a table lookup for most samples: planning
+    // adds noise to every slot of every operation, and Box-Muller's logarithm, sine and
+    // cosine were a quarter of a CIFAR CNN's plan) on the fast xoshiro generator (a
+    // simulation's noise, not a secret: ChaCha8's refills were a tenth of a plan)
+    let mix = |h: u64, x: f64| {
+        (h ^ x.to_bits())
             .wrapping_mul(0x100_0000_01b3)
-            .rotate_left(29);
+            .rotate_left(29)
+    };
+    let mut hs = [0x9e37_79b9_7f4a_7c15 ^ tag, 1, 2, 3];
+    let mut quads = v.chunks_exact(4);
+    for q in &mut quads {
+        for (h, &x) in hs.iter_mut().zip(q) {
+            *h = mix(*h, x);
+        }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(h);
-    // the ziggurat (one uniform and a table lookup for most samples: planning adds noise to
-    // every slot of every operation, and Box-Muller's logarithm, sine and cosine were a
-    // quarter of a CIFAR CNN's plan)
-    for x in v.iter_mut() {
+    for (h, &x) in hs.iter_mut().zip(quads.remainder()) {
+        *h = mix(*h, x);
+    }
+    let seed = hs.iter().fold(0u64, |a, &h| mix(a, f64::from_bits(h)));
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for (k, x) in v.iter_mut().enumerate() {
         let z: f64 = rng.sample(StandardNormal);
-        *x += z * std;
+        *x += z * std(k);
     }
+}
+
+/// A plaintext's values with its pending encoding error drawn (as
+/// [`add_noise`] on the values, seeded by them and the level).
+fn drawn(pt: &SlotCt) -> std::borrow::Cow<'_, [f64]> {
+    if pt.pending == 0.0 {
+        return std::borrow::Cow::Borrowed(&pt.v);
+    }
+    let mut v = pt.v.clone();
+    add_noise(
+        &mut v,
+        pt.pending,
+        TAG_ENCODE.wrapping_add((pt.level as u64) << 8),
+    );
+    std::borrow::Cow::Owned(v)
 }
 
 /// Tags of the operations that add noise (seeds of [`add_noise`]).
@@ -248,6 +285,7 @@ impl Slots {
             level: self.primes.len().saturating_sub(1),
             scale,
             unrelinearized: false,
+            pending: 0.0,
         };
         self.noisy(&mut ct, Noise::fresh, TAG_FRESH);
         Ok(ct)
@@ -329,19 +367,24 @@ impl Backend for Slots {
         OpCounts::bump(&self.counts.encode, 1);
         let mut v = v.to_vec();
         v.resize(self.slots, 0.0);
-        let mut pt = SlotCt {
+        // the encoding error is drawn by the product that uses the plaintext
+        let pending = self
+            .noise
+            .as_ref()
+            .map_or(0.0, |n| n.encode() / scale.value());
+        Ok(SlotCt {
             v,
             level,
             scale,
             unrelinearized: false,
-        };
-        self.noisy(&mut pt, Noise::encode, TAG_ENCODE);
-        Ok(pt)
+            pending,
+        })
     }
     fn mul_plain_assign(&self, a: &mut SlotCt, pt: &SlotCt) -> Result<()> {
         check_pt_level(a.level, pt.level)?;
         OpCounts::bump(&self.counts.mul_plain, 1);
-        for (x, p) in a.v.iter_mut().zip(&pt.v) {
+        let p = drawn(pt);
+        for (x, p) in a.v.iter_mut().zip(p.iter()) {
             *x *= p;
         }
         a.scale = scale_of(a.scale.value() * pt.scale.value())?;
@@ -353,10 +396,73 @@ impl Backend for Slots {
         OpCounts::bump(&self.counts.add, 1);
         let s = scale_of(x.scale.value() * pt.scale.value())?;
         check_add((acc.level, acc.scale), (x.level, s))?;
-        for ((a, v), p) in acc.v.iter_mut().zip(&x.v).zip(&pt.v) {
+        let p = drawn(pt);
+        for ((a, v), p) in acc.v.iter_mut().zip(&x.v).zip(p.iter()) {
             *a += v * p;
         }
         Ok(())
+    }
+    /// The products exactly, and their plaintexts' encoding errors drawn once per output
+    /// from their sum's distribution: `sum_j x_j (w_j + e_j)` with independent `e_j ~ N(0,
+    /// s_j^2)` errs by `N(0, sum_j x_j^2 s_j^2)` in every slot. Drawing one Gaussian per
+    /// slot and product (and hashing every plaintext for its seed) was most of a plan's
+    /// precision prediction; the counts are [`Backend::mul_plain_matrix`]'s.
+    fn mul_plain_matrix(
+        &self,
+        xs: &[&SlotCt],
+        terms: &[(usize, usize, &SlotCt)],
+        n_out: usize,
+    ) -> Result<Vec<SlotCt>> {
+        // per output: the exact sum and the variance of its encoding errors
+        let mut accs: Vec<Option<(SlotCt, Vec<f64>)>> = vec![None; n_out];
+        for &(o, i, pt) in terms {
+            let x = xs
+                .get(i)
+                .ok_or_else(|| ExecError::Internal(format!("product of missing input {i}")))?;
+            let acc = accs
+                .get_mut(o)
+                .ok_or_else(|| ExecError::Internal(format!("product for missing output {o}")))?;
+            check_pt_level(x.level, pt.level)?;
+            OpCounts::bump(&self.counts.mul_plain, 1);
+            let s = scale_of(x.scale.value() * pt.scale.value())?;
+            let s2 = pt.pending * pt.pending;
+            match acc {
+                None => {
+                    let v = x.v.iter().zip(&pt.v).map(|(a, b)| a * b).collect();
+                    let var = x.v.iter().map(|a| a * a * s2).collect();
+                    let c = SlotCt {
+                        v,
+                        level: x.level,
+                        scale: s,
+                        unrelinearized: x.unrelinearized,
+                        pending: 0.0,
+                    };
+                    *acc = Some((c, var));
+                }
+                Some((c, var)) => {
+                    OpCounts::bump(&self.counts.add, 1);
+                    check_add((c.level, c.scale), (x.level, s))?;
+                    for (((a, d), v), p) in c.v.iter_mut().zip(var.iter_mut()).zip(&x.v).zip(&pt.v)
+                    {
+                        *a += v * p;
+                        *d += v * v * s2;
+                    }
+                }
+            }
+        }
+        accs.into_iter()
+            .enumerate()
+            .map(|(o, a)| {
+                let (mut c, var) = a.ok_or_else(|| {
+                    ExecError::Internal(format!("output {o} of a plaintext matrix has no term"))
+                })?;
+                if var.iter().any(|&d| d > 0.0) {
+                    let tag = TAG_ENCODE.wrapping_add((c.level as u64) << 8);
+                    draw_noise(&mut c.v, tag, |k| var[k].sqrt());
+                }
+                Ok(c)
+            })
+            .collect()
     }
     fn mul_relin(&self, a: &SlotCt, b: &SlotCt) -> Result<SlotCt> {
         check_mul_levels(a.level, b.level)?;
@@ -368,6 +474,7 @@ impl Backend for Slots {
             level: a.level,
             scale: scale_of(a.scale.value() * b.scale.value())?,
             unrelinearized: false,
+            pending: 0.0,
         };
         self.noisy(&mut c, |n| n.key_switch(a.level), TAG_RELIN);
         Ok(c)
@@ -385,6 +492,7 @@ impl Backend for Slots {
             level: a.level,
             scale: scale_of(a.scale.value() * a.scale.value())?,
             unrelinearized: true,
+            pending: 0.0,
         })
     }
     fn relinearize_assign(&self, a: &mut SlotCt) -> Result<()> {
@@ -446,4 +554,114 @@ fn rotated(a: &SlotCt, k: i64) -> SlotCt {
         r.v.rotate_left(s);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random values in `[-1, 1)`.
+    fn pseudo(i: usize, j: usize) -> f64 {
+        let h = ((i * 131 + j) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = (h ^ (h >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+
+    fn spread(z: &[f64]) -> (f64, f64) {
+        let n = z.len() as f64;
+        let mean = z.iter().sum::<f64>() / n;
+        let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    /// A plaintext matrix's products draw their plaintexts' encoding errors once per output
+    /// from the sum's distribution; the errors have the spread of errors drawn per product
+    /// (`sum_j x_j^2 s^2` in every slot), the values and counts are the same, and without
+    /// noise the two are equal.
+    #[test]
+    fn matrix_products_draw_the_encoding_errors_of_their_sum() {
+        let slots = 4096;
+        let scale = Scale::new(2f64.powi(20)).unwrap();
+        let s = 1e-3;
+        let noise = Noise {
+            fresh: 0.0,
+            rescale: 0.0,
+            encode: s * scale.value(),
+            key_switch: vec![0.0],
+            pairs: false,
+        };
+        let primes = vec![2f64.powi(30); 2];
+        let noisy = Slots::new(primes.clone(), slots).with_noise(noise);
+        let quiet = Slots::new(primes, slots);
+        let xs: Vec<SlotCt> = (0..6)
+            .map(|j| SlotCt {
+                v: (0..slots).map(|i| pseudo(i, j)).collect(),
+                level: 1,
+                scale,
+                unrelinearized: false,
+                pending: 0.0,
+            })
+            .collect();
+        let xr: Vec<&SlotCt> = xs.iter().collect();
+        let ws: Vec<Vec<f64>> = (0..6)
+            .map(|j| (0..slots).map(|i| pseudo(i, j + 100)).collect())
+            .collect();
+        let (fast, slow, exact) = {
+            let pts: Vec<SlotCt> = ws
+                .iter()
+                .map(|w| noisy.encode(w, 1, scale).unwrap())
+                .collect();
+            let qpts: Vec<SlotCt> = ws
+                .iter()
+                .map(|w| quiet.encode(w, 1, scale).unwrap())
+                .collect();
+            // output 0: all six products; output 1: the first three
+            let plan: Vec<(usize, usize)> = (0..6)
+                .map(|j| (0, j))
+                .chain((0..3).map(|j| (1, j)))
+                .collect();
+            let terms: Vec<(usize, usize, &SlotCt)> =
+                plan.iter().map(|&(o, j)| (o, j, &pts[j])).collect();
+            let qterms: Vec<(usize, usize, &SlotCt)> =
+                plan.iter().map(|&(o, j)| (o, j, &qpts[j])).collect();
+            let fast = noisy.mul_plain_matrix(&xr, &terms, 2).unwrap();
+            let counted = (
+                noisy.counts().snapshot().mul_plain,
+                noisy.counts().snapshot().add,
+            );
+            let mut slow = vec![None, None];
+            for &(o, j, pt) in &terms {
+                noisy.accumulate_pt(&mut slow[o], xr[j], pt).unwrap();
+            }
+            let slow: Vec<SlotCt> = slow.into_iter().map(Option::unwrap).collect();
+            let after = noisy.counts().snapshot();
+            assert_eq!((after.mul_plain, after.add), (2 * counted.0, 2 * counted.1));
+            assert_eq!(counted, (9, 7));
+            let exact = quiet.mul_plain_matrix(&xr, &qterms, 2).unwrap();
+            let mut by_product = vec![None, None];
+            for &(o, j, pt) in &qterms {
+                quiet.accumulate_pt(&mut by_product[o], xr[j], pt).unwrap();
+            }
+            for (e, p) in exact.iter().zip(by_product) {
+                assert_eq!(Some(e), p.as_ref());
+            }
+            (fast, slow, exact)
+        };
+        for (o, n) in [(0usize, 6usize), (1, 3)] {
+            for (what, got) in [("matrix", &fast[o]), ("per product", &slow[o])] {
+                assert_eq!((got.level, got.scale), (exact[o].level, exact[o].scale));
+                let z: Vec<f64> = (0..slots)
+                    .map(|i| {
+                        let var: f64 = (0..n).map(|j| (xs[j].v[i] * s).powi(2)).sum();
+                        (got.v[i] - exact[o].v[i]) / var.sqrt()
+                    })
+                    .collect();
+                let (mean, std) = spread(&z);
+                assert!(
+                    mean.abs() < 0.05 && (std - 1.0).abs() < 0.06,
+                    "output {o}, {what}: standardized error mean {mean:.3}, std {std:.3}"
+                );
+            }
+        }
+    }
 }

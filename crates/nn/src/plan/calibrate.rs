@@ -164,11 +164,28 @@ fn noisy_runs<T: Send>(
         .collect()
 }
 
-/// Runs `f` on a pool of one thread (the caller's parallelism stays across runs).
+/// Runs `f` on a pool of one thread (the caller's parallelism stays across runs). The pool
+/// is kept per calling thread for the process: a fresh pool per run started a fresh thread,
+/// whose allocator heap faulted in (and the kernel zeroed) fresh pages for every run's
+/// slot vectors, a quarter of a plan's time.
 fn sequential<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .map_err(|e| NnError::Plan(format!("a thread pool for the precision prediction: {e}")))?;
-    Ok(pool.install(f))
+    thread_local! {
+        static POOL: std::cell::OnceCell<rayon::ThreadPool> = const { std::cell::OnceCell::new() };
+    }
+    POOL.with(|cell| {
+        if cell.get().is_none() {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .map_err(|e| {
+                    NnError::Plan(format!("a thread pool for the precision prediction: {e}"))
+                })?;
+            // set only here, on this thread, just after checking that it is empty
+            let _ = cell.set(pool);
+        }
+        let pool = cell
+            .get()
+            .ok_or_else(|| NnError::Plan("no thread pool for the precision prediction".into()))?;
+        Ok(pool.install(f))
+    })
 }
