@@ -158,7 +158,14 @@ fn noisy_runs<T: Send>(
     let runs: Vec<&[Tensor]> = images.chunks(layout.images_per_run.max(1)).collect();
     runs.par_iter()
         .map(|run| {
-            let be = Slots::new(primes.clone(), layout.value_slots()).with_noise(noise.clone());
+            // only the slots that hold distinct values (a batch run's images and one empty
+            // slot, not the thousands more the noise would be drawn for)
+            let slots = layout
+                .kind
+                .rules()
+                .slots_for_magnitudes(layout, run.len())
+                .min(layout.value_slots());
+            let be = Slots::new(primes.clone(), slots).with_noise(noise.clone());
             sequential(|| f(&be, run))?
         })
         .collect()
