@@ -151,6 +151,36 @@ impl From<CkksError> for NnError {
     }
 }
 
+/// Input `i` and the accumulator of output `o` of a plaintext-matrix term
+/// ([`Backend::mul_plain_matrix`]), or a named error for an index out of range.
+pub(crate) fn matrix_term<'a, X, A>(
+    xs: &[&'a X],
+    accs: &'a mut [Option<A>],
+    o: usize,
+    i: usize,
+) -> Result<(&'a X, &'a mut Option<A>)> {
+    let x = xs
+        .get(i)
+        .copied()
+        .ok_or_else(|| ExecError::Internal(format!("product of missing input {i}")))?;
+    let acc = accs
+        .get_mut(o)
+        .ok_or_else(|| ExecError::Internal(format!("product for missing output {o}")))?;
+    Ok((x, acc))
+}
+
+/// The outputs of a plaintext matrix, or a named error for one without a term.
+pub(crate) fn matrix_outputs<A>(accs: Vec<Option<A>>) -> Result<Vec<A>> {
+    accs.into_iter()
+        .enumerate()
+        .map(|(o, a)| {
+            a.ok_or_else(|| {
+                ExecError::Internal(format!("output {o} of a plaintext matrix has no term")).into()
+            })
+        })
+        .collect()
+}
+
 /// `Scale` from a value, as a named error when it is not a valid scale.
 pub(crate) fn scale_of(v: f64) -> Result<Scale> {
     Scale::new(v).ok_or_else(|| ExecError::InvalidScale(v).into())
@@ -286,23 +316,10 @@ pub trait Backend: Sync + 'static {
     ) -> Result<Vec<Self::Ct>> {
         let mut accs: Vec<Option<Self::Ct>> = vec![None; n_out];
         for &(o, i, pt) in terms {
-            let x = xs
-                .get(i)
-                .ok_or_else(|| ExecError::Internal(format!("product of missing input {i}")))?;
-            let acc = accs
-                .get_mut(o)
-                .ok_or_else(|| ExecError::Internal(format!("product for missing output {o}")))?;
+            let (x, acc) = matrix_term(xs, &mut accs, o, i)?;
             self.accumulate_pt(acc, x, pt)?;
         }
-        accs.into_iter()
-            .enumerate()
-            .map(|(o, a)| {
-                a.ok_or_else(|| {
-                    ExecError::Internal(format!("output {o} of a plaintext matrix has no term"))
-                        .into()
-                })
-            })
-            .collect()
+        matrix_outputs(accs)
     }
     /// A baby-step giant-step sum of plaintext products (see [`bsgs::Bsgs`]): for every
     /// output `o`, the sum over its groups `(o, γ)` of `rot_γ(sum over the group's terms t

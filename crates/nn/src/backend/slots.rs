@@ -11,7 +11,7 @@ use rand_distr::StandardNormal;
 use super::simulated::{
     check_add, check_drop, check_mul_levels, check_pt_level, check_rescale, check_slots,
 };
-use super::{Backend, OpCounts, scale_of};
+use super::{Backend, OpCounts, matrix_outputs, matrix_term, scale_of};
 use crate::error::{ExecError, Result};
 
 /// A cleartext "ciphertext": the slot values plus level and scale.
@@ -198,12 +198,13 @@ fn drawn(pt: &SlotCt) -> std::borrow::Cow<'_, [f64]> {
         return std::borrow::Cow::Borrowed(&pt.v);
     }
     let mut v = pt.v.clone();
-    add_noise(
-        &mut v,
-        pt.pending,
-        TAG_ENCODE.wrapping_add((pt.level as u64) << 8),
-    );
+    add_noise(&mut v, pt.pending, at_level(TAG_ENCODE, pt.level));
     std::borrow::Cow::Owned(v)
+}
+
+/// The seed tag of operation `tag` at `level`.
+fn at_level(tag: u64, level: usize) -> u64 {
+    tag.wrapping_add((level as u64) << 8)
 }
 
 /// Tags of the operations that add noise (seeds of [`add_noise`]).
@@ -247,11 +248,7 @@ impl Slots {
             Some(n) if n.pairs => {
                 let mut c = a.clone();
                 let std = 0.5 * n.key_switch(a.level) / a.scale.value();
-                add_noise(
-                    &mut c.v,
-                    std,
-                    TAG_CONJUGATE.wrapping_add((a.level as u64) << 8),
-                );
+                add_noise(&mut c.v, std, at_level(TAG_CONJUGATE, a.level));
                 std::borrow::Cow::Owned(c)
             }
             _ => std::borrow::Cow::Borrowed(a),
@@ -261,7 +258,7 @@ impl Slots {
     fn noisy(&self, a: &mut SlotCt, std: impl Fn(&Noise) -> f64, tag: u64) {
         if let Some(n) = &self.noise {
             let s = std(n) / a.scale.value();
-            add_noise(&mut a.v, s, tag.wrapping_add((a.level as u64) << 8));
+            add_noise(&mut a.v, s, at_level(tag, a.level));
         }
     }
 
@@ -416,12 +413,7 @@ impl Backend for Slots {
         // per output: the exact sum and the variance of its encoding errors
         let mut accs: Vec<Option<(SlotCt, Vec<f64>)>> = vec![None; n_out];
         for &(o, i, pt) in terms {
-            let x = xs
-                .get(i)
-                .ok_or_else(|| ExecError::Internal(format!("product of missing input {i}")))?;
-            let acc = accs
-                .get_mut(o)
-                .ok_or_else(|| ExecError::Internal(format!("product for missing output {o}")))?;
+            let (x, acc) = matrix_term(xs, &mut accs, o, i)?;
             check_pt_level(x.level, pt.level)?;
             OpCounts::bump(&self.counts.mul_plain, 1);
             let s = scale_of(x.scale.value() * pt.scale.value())?;
@@ -450,19 +442,15 @@ impl Backend for Slots {
                 }
             }
         }
-        accs.into_iter()
-            .enumerate()
-            .map(|(o, a)| {
-                let (mut c, var) = a.ok_or_else(|| {
-                    ExecError::Internal(format!("output {o} of a plaintext matrix has no term"))
-                })?;
+        Ok(matrix_outputs(accs)?
+            .into_iter()
+            .map(|(mut c, var)| {
                 if var.iter().any(|&d| d > 0.0) {
-                    let tag = TAG_ENCODE.wrapping_add((c.level as u64) << 8);
-                    draw_noise(&mut c.v, tag, |k| var[k].sqrt());
+                    draw_noise(&mut c.v, at_level(TAG_ENCODE, c.level), |k| var[k].sqrt());
                 }
-                Ok(c)
+                c
             })
-            .collect()
+            .collect())
     }
     fn mul_relin(&self, a: &SlotCt, b: &SlotCt) -> Result<SlotCt> {
         check_mul_levels(a.level, b.level)?;

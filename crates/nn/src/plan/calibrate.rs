@@ -177,22 +177,16 @@ fn noisy_runs<T: Send>(
 /// slot vectors, a quarter of a plan's time.
 fn sequential<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
     thread_local! {
-        static POOL: std::cell::OnceCell<rayon::ThreadPool> = const { std::cell::OnceCell::new() };
-    }
-    POOL.with(|cell| {
-        if cell.get().is_none() {
-            let pool = rayon::ThreadPoolBuilder::new()
+        static POOL: std::result::Result<rayon::ThreadPool, String> =
+            rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
                 .build()
-                .map_err(|e| {
-                    NnError::Plan(format!("a thread pool for the precision prediction: {e}"))
-                })?;
-            // set only here, on this thread, just after checking that it is empty
-            let _ = cell.set(pool);
-        }
-        let pool = cell
-            .get()
-            .ok_or_else(|| NnError::Plan("no thread pool for the precision prediction".into()))?;
-        Ok(pool.install(f))
+                .map_err(|e| e.to_string());
+    }
+    POOL.with(|pool| match pool {
+        Ok(pool) => Ok(pool.install(f)),
+        Err(e) => Err(NnError::Plan(format!(
+            "a thread pool for the precision prediction: {e}"
+        ))),
     })
 }
